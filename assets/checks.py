@@ -1,0 +1,62 @@
+"""Asset checks: Great Expectations 1.x suites from ``pipeline.quality`` run on the rows each asset wrote."""
+
+
+import dagster as dg
+
+from lookups.pipeline import quality, steps
+
+from .core import neuron_catalog, neuron_exemplars, prompt_set
+from .resources import LookupsStore
+
+#: Share of selected neurons that must have at least one exemplar before the coverage check warns.
+MIN_COVERAGE = 0.8
+
+
+def _result(outcome: quality.SuiteResult, severity=dg.AssetCheckSeverity.ERROR, **extra) -> dg.AssetCheckResult:
+    metadata = {"rows": outcome.rows, "expectations": outcome.evaluated, "summary": dg.MetadataValue.md(outcome.summary())}
+    if outcome.failures:
+        metadata["failures"] = dg.MetadataValue.json(outcome.failures)
+    return dg.AssetCheckResult(passed=outcome.success, severity=severity, metadata={**metadata, **extra})
+
+
+@dg.asset_check(asset=neuron_catalog, blocking=True, description="Keys unique and not null, scores finite, a selection of the expected size.")
+def neurons_valid(neuron_catalog: steps.CatalogHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    frame = store.store().query("SELECT * FROM neurons WHERE model_id = ?", [neuron_catalog.model_id])
+    expected = neuron_catalog.neurons_per_layer * neuron_catalog.last_layers
+    return _result(quality.validate(frame, "neurons", quality.neuron_catalog_suite(expected)))
+
+
+@dg.asset_check(asset=prompt_set, blocking=True, description="Document keys unique and not null, splits valid, no empty text.")
+def documents_valid(prompt_set: steps.PromptSetHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    frame = store.store().query("SELECT * FROM documents WHERE prompt_set_id = ?", [prompt_set.prompt_set_id])
+    return _result(quality.validate(frame, "documents", quality.documents_suite()))
+
+
+@dg.asset_check(
+    asset=neuron_exemplars,
+    blocking=True,
+    description="Keys unique and not null, activations finite, every prompt at or above the ratio, under the length limit and ending at the max-activating token.",
+)
+def exemplars_valid(neuron_exemplars: steps.ExemplarsHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    frame = store.store().query(
+        "SELECT * EXCLUDE (prompt_token_ids, prompt_text) FROM neuron_exemplars WHERE model_id = ? AND prompt_set_id = ?",
+        [neuron_exemplars.model_id, neuron_exemplars.prompt_set_id],
+    )
+    suite = quality.exemplars_suite(neuron_exemplars.act_ratio, neuron_exemplars.max_prompt_tokens)
+    return _result(quality.validate(quality.exemplar_check_frame(frame), "neuron_exemplars", suite))
+
+
+@dg.asset_check(asset=neuron_exemplars, description=f"At least one exemplar for {MIN_COVERAGE:.0%} of the selected neurons (a warning otherwise).")
+def exemplar_coverage(neuron_exemplars: steps.ExemplarsHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    frame = store.store().query(
+        "SELECT n.layer, n.neuron, count(e.doc_id) AS n_exemplars FROM neurons n "
+        "LEFT JOIN neuron_exemplars e ON e.model_id = n.model_id AND e.layer = n.layer AND e.neuron = n.neuron AND e.prompt_set_id = ? "
+        "WHERE n.model_id = ? AND n.selected GROUP BY n.layer, n.neuron",
+        [neuron_exemplars.prompt_set_id, neuron_exemplars.model_id],
+    )
+    outcome = quality.validate(frame, "exemplar_coverage", quality.coverage_suite(MIN_COVERAGE))
+    without = int((frame["n_exemplars"] == 0).sum())
+    return _result(outcome, dg.AssetCheckSeverity.WARN, neurons_without_exemplars=without, selected_neurons=len(frame))
+
+
+ALL_CHECKS = [neurons_valid, documents_valid, exemplars_valid, exemplar_coverage]

@@ -1,0 +1,117 @@
+"""The software-defined assets: each a thin call into ``pipeline.steps`` plus metadata for the UI."""
+
+
+import dagster as dg
+import pandas as pd
+
+from lookups.pipeline import steps
+from lookups.pipeline.corpora import CorpusError
+from lookups.pipeline.models import ModelError
+from lookups.pipeline.progress import PhaseProgress
+
+from .resources import CatalogConfig, CorpusConfig, ExemplarConfig, LookupsStore, ModelConfig, PromptSetConfig
+
+GROUP = "lookups"
+
+
+def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False) if len(frame) else "_no rows_")
+
+
+def _output(result: steps.StepResult, metadata: dict) -> dg.Output:
+    metadata = {
+        "skipped (unchanged inputs)": result.skipped,
+        "seconds": round(result.seconds, 2),
+        "data_version": result.handle.data_version,
+        **metadata,
+    }
+    return dg.Output(result.handle, data_version=dg.DataVersion(result.handle.data_version), metadata=metadata)
+
+
+def _fail_clearly(err: Exception):
+    """Known input problems become a Dagster Failure with the message alone (no traceback to read)."""
+    return dg.Failure(description=str(err), allow_retries=False)
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["model"], kinds={"pytorch", "duckdb"})
+def model(context: dg.AssetExecutionContext, config: ModelConfig, store: LookupsStore) -> dg.Output[steps.ModelHandle]:
+    """The model's fp32 checkpoint, fingerprinted, booted with LayerNorm folded; a row in `models`."""
+    try:
+        result = steps.run_model(config, store.store())
+    except ModelError as err:
+        raise _fail_clearly(err) from err
+    handle = result.handle
+    return _output(result, {"model_id": handle.model_id, "origin": result.stats["origin"], **{k: v for k, v in handle.facts.items()}})
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["neuron_catalog"], kinds={"pytorch", "duckdb"})
+def neuron_catalog(context: dg.AssetExecutionContext, config: CatalogConfig, model: steps.ModelHandle, store: LookupsStore) -> dg.Output[steps.CatalogHandle]:
+    """Every MLP neuron's next token (argmax of W_out·W_U), score, z-score and top tokens; the selected set."""
+    db = store.store()
+    result = steps.run_catalog(model, config, db)
+    top = db.query(
+        "SELECT layer, neuron, token, round(score, 3) AS score, round(zscore, 2) AS zscore FROM neurons "
+        "WHERE model_id = ? AND selected ORDER BY score DESC LIMIT 10",
+        [model.model_id],
+    )
+    return _output(
+        result,
+        {
+            "neurons": result.stats["neurons"],
+            "selected": result.stats["selected"],
+            "neurons_per_layer": result.handle.neurons_per_layer,
+            "last_layers": result.handle.last_layers,
+            "strongest selected": _preview(top),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["corpus"], kinds={"parquet"})
+def corpus(context: dg.AssetExecutionContext, config: CorpusConfig) -> dg.Output[steps.CorpusHandle]:
+    """The source documents as read (Wikipedia stripped of markup, files, records), cached as Parquet."""
+    try:
+        result = steps.run_corpus(config)
+    except CorpusError as err:
+        raise _fail_clearly(err) from err
+    return _output(result, {"source": config.source, "path": dg.MetadataValue.path(result.handle.parquet_path), **result.stats})
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["prompt_set"], kinds={"duckdb"})
+def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, corpus: steps.CorpusHandle, store: LookupsStore) -> dg.Output[steps.PromptSetHandle]:
+    """Deduplicated passages with deterministic explain/held-out splits, keyed by a content hash."""
+    db = store.store()
+    try:
+        result = steps.run_prompt_set(corpus, config, db)
+    except CorpusError as err:
+        raise _fail_clearly(err) from err
+    sample = db.query(
+        "SELECT doc_id, split, title, left(text, 80) AS text FROM documents WHERE prompt_set_id = ? ORDER BY doc_index LIMIT 5",
+        [result.handle.prompt_set_id],
+    )
+    return _output(result, {"prompt_set_id": result.handle.prompt_set_id, **result.stats, "documents": _preview(sample)})
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["neuron_exemplars"], kinds={"pytorch", "duckdb"})
+def neuron_exemplars(
+    context: dg.AssetExecutionContext,
+    config: ExemplarConfig,
+    model: steps.ModelHandle,
+    neuron_catalog: steps.CatalogHandle,
+    prompt_set: steps.PromptSetHandle,
+    store: LookupsStore,
+) -> dg.Output[steps.ExemplarsHandle]:
+    """Each selected neuron's max-activating documents per split, truncated to the shortest suffix that keeps
+    the activation (DESIGN steps 2-3)."""
+    db = store.store()
+    progress = PhaseProgress(log=context.log.info)
+    try:
+        result = steps.run_exemplars(model, neuron_catalog, prompt_set, config, db, progress)
+    finally:
+        progress.close()
+    sample = db.query(
+        "SELECT layer, neuron, next_token, split, rank, round(act_ratio, 2) AS ratio, prompt_text FROM neuron_exemplars "
+        "WHERE model_id = ? AND prompt_set_id = ? AND rank = 1 ORDER BY doc_max_act DESC LIMIT 8",
+        [model.model_id, prompt_set.prompt_set_id],
+    )
+    scalars = {k: v for k, v in result.stats.items() if isinstance(v, (int, float, str))}
+    return _output(result, {**scalars, "top exemplars": _preview(sample)})

@@ -1,0 +1,21 @@
+"""The one ``Definitions`` object of the code location (loaded by workspace.yaml and `dagster dev`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .checks import ALL_CHECKS
+from .core import corpus, model, neuron_catalog, neuron_exemplars, prompt_set
+from .resources import LookupsStore
+
+ALL_ASSETS = [model, neuron_catalog, corpus, prompt_set, neuron_exemplars]
+
+#: The main job: every asset and check, in dependency order.
+lookups_job = dg.define_asset_job("lookups", selection=dg.AssetSelection.all(), description="Materialize every lookups asset.")
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
+    jobs=[lookups_job],
+    resources={"store": LookupsStore()},
+)

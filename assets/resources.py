@@ -1,0 +1,37 @@
+"""Dagster resources and run-config classes: the pipeline's settings, exposed to the launchpad."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lookups.pipeline.config import CatalogSettings, CorpusSettings, ExemplarSettings, ModelSettings, PromptSetSettings, database_path
+from lookups.pipeline.store import Store
+
+
+class LookupsStore(dg.ConfigurableResource):
+    """The DuckDB file every asset writes to (default: ``$LOOKUPS_DATA_DIR/lookups.duckdb``)."""
+
+    database: str = ""
+
+    def store(self) -> Store:
+        return Store(self.database or database_path())
+
+
+class ModelConfig(dg.Config, ModelSettings):
+    """Which model to analyse."""
+
+
+class CatalogConfig(dg.Config, CatalogSettings):
+    """Next-token neuron selection (DESIGN step 1)."""
+
+
+class CorpusConfig(dg.Config, CorpusSettings):
+    """Where the documents come from."""
+
+
+class PromptSetConfig(dg.Config, PromptSetSettings):
+    """How documents become a prompt set: passages, slice, splits."""
+
+
+class ExemplarConfig(dg.Config, ExemplarSettings):
+    """Max-activating prompts and truncation (DESIGN steps 2-3)."""

@@ -1,0 +1,153 @@
+"""The `lookups` command: run the main job through Dagster, print a summary, start the UI, show paths."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .config import EMBEDDED_CORPUS, EMBEDDED_MODEL, data_dir, database_path, repo_root
+from .store import Store, StoreError, sql_text
+
+
+def dagster_home() -> Path:
+    """Dagster's instance lives in the data folder; its dagster.yaml is the repository's, copied in."""
+    home = data_dir() / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    template = repo_root() / "dagster.yaml"
+    if template.exists():
+        shutil.copyfile(template, home / "dagster.yaml")
+    return home
+
+
+def _dagster_env() -> dict:
+    env = dict(os.environ)
+    env["DAGSTER_HOME"] = str(dagster_home())
+    env["LOOKUPS_DATA_DIR"] = str(data_dir())
+    return env
+
+
+def run_config_from_args(args: argparse.Namespace) -> dict:
+    """Run config for the main job: a YAML/JSON file first, then the flags on top."""
+    ops: dict = {}
+    if args.config:
+        import yaml
+
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        ops = loaded.get("ops", loaded)
+
+    def put(op: str, key: str, value) -> None:
+        if value is not None:
+            ops.setdefault(op, {}).setdefault("config", {})[key] = value if value != 0 or key != "max_documents" else None
+
+    put("model", "name", args.model)
+    put("corpus", "source", args.corpus)
+    put("prompt_set", "max_documents", args.max_documents)
+    put("neuron_catalog", "neurons_per_layer", args.neurons_per_layer)
+    put("neuron_catalog", "last_layers", args.last_layers)
+    return {"ops": ops}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    os.environ.update(_dagster_env())
+    from dagster import DagsterInstance
+
+    from lookups.assets.definitions import defs
+
+    run_config = run_config_from_args(args)
+    job = defs.resolve_job_def("lookups")
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    if not result.success:
+        print("\nThe run failed:", file=sys.stderr)
+        for event in result.all_events:
+            if event.is_failure and event.step_failure_data is not None:
+                error = event.step_failure_data.error
+                message = (error.message if error else "").strip()
+                if event.step_failure_data.user_failure_data and event.step_failure_data.user_failure_data.description:
+                    message = event.step_failure_data.user_failure_data.description
+                print(f"  {event.step_key}: {message}", file=sys.stderr)
+        print(f"\nFull logs: run {result.run_id} in the Dagster UI (`lookups ui`). Results computed so far stay in {database_path()}.", file=sys.stderr)
+        return 1
+    print_summary(result.output_for_node("model").model_id, result.output_for_node("prompt_set").prompt_set_id)
+    return 0
+
+
+def print_summary(model_id: str | None = None, prompt_set_id: str | None = None) -> None:
+    store = Store()
+    summary = store.query(sql_text("queries/summary_counts.sql"), [model_id, prompt_set_id])
+    if summary.empty:
+        raise StoreError("No model in the store yet: run `make demo` or `lookups run` first.")
+    row = summary.iloc[0]
+    print()
+    print(f"model        {row.model_id}  ({row.n_layers} layers x {row.d_mlp} neurons, {row.mlp_kind} MLP)")
+    print(f"prompt set   {row.prompt_set_id}  ({row.n_explain} explain + {row.n_heldout} held-out documents, {row.duplicates_dropped} duplicates dropped)")
+    print("rows         " + ", ".join(f"{t}: {int(row[t]):,}" for t in ("models", "neurons", "selected", "prompt_sets", "documents", "neuron_exemplars")))
+    top = store.query(sql_text("queries/strongest_neurons.sql"), [row.model_id, row.prompt_set_id, 5])
+    print("\nstrongest next-token neurons")
+    print(top.to_string(index=False))
+    print(f"\nresults      {database_path()}")
+    print(f"dagster      {dagster_home()}  (browse with `lookups ui` or `make ui`)")
+    print(f"query        duckdb -readonly {database_path()} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    print_summary(args.model_id, args.prompt_set_id)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    env = _dagster_env()
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(repo_root() / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})")
+    return subprocess.call(cmd, env=env, cwd=repo_root())
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    print(json.dumps({"data": str(data_dir()), "database": str(database_path()), "dagster_home": str(dagster_home())}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookups",
+        description="Find the attention heads that look up context and switch on next-token neurons. "
+        "Results go to a DuckDB file under $LOOKUPS_DATA_DIR (default: data/ in the repository).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="Materialize every asset through Dagster, then print a summary.")
+    run.add_argument("--model", help=f"Model: '{EMBEDDED_MODEL}' (default, offline), a Hugging Face name or a local checkpoint folder.")
+    run.add_argument("--corpus", help=f"Corpus: '{EMBEDDED_CORPUS}' (default), a folder of .txt, a .jsonl/.parquet file or hf:<dataset>.")
+    run.add_argument("--max-documents", type=int, help="Passages in the prompt set (default 360; 0 for all).")
+    run.add_argument("--neurons-per-layer", type=int, help="Selected neurons per layer (default: the paper's 40 of 5120, scaled).")
+    run.add_argument("--last-layers", type=int, help="Select in the last K layers (default: about the last sixth).")
+    run.add_argument("--config", help="A YAML file of Dagster run config ({ops: {asset: {config: {...}}}}); flags override it.")
+    run.set_defaults(func=cmd_run)
+    summary = sub.add_parser("summary", help="Print the summary of the latest (or a given) model and prompt set.")
+    summary.add_argument("--model-id")
+    summary.add_argument("--prompt-set-id")
+    summary.set_defaults(func=cmd_summary)
+    ui = sub.add_parser("ui", help="Start the Dagster UI (webserver and daemon) on the project's definitions.")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    paths = sub.add_parser("paths", help="Print where the data folder, database and Dagster instance are.")
+    paths.set_defaults(func=cmd_paths)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StoreError as err:
+        print(f"lookups: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

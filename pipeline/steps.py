@@ -1,0 +1,249 @@
+"""The pipeline's steps as plain functions over the store, one per Dagster asset.
+
+Each step derives a data version from its code version, its settings and its inputs' versions. When the
+store already holds that version for the step's key, the step returns at once: no model load, no forward
+pass. Otherwise it computes, and writes its rows and its version in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from . import catalog as catalog_mod
+from . import corpora, exemplars, models
+from .config import CatalogSettings, CorpusSettings, ExemplarSettings, ModelSettings, PromptSetSettings, data_dir
+from .store import AssetVersion, Store
+
+#: Bump an entry when its step's algorithm changes: that step and everything after it recompute.
+CODE_VERSIONS = {
+    "model": "1",
+    "neuron_catalog": "1",
+    "corpus": "1",
+    "prompt_set": "1",
+    "neuron_exemplars": "1",
+}
+
+PhaseProgress = Callable[[str, int, int], None]
+
+
+def version_hash(*parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    model_id: str
+    name: str
+    local_dir: str
+    device: str
+    facts: dict
+    data_version: str
+
+
+@dataclass(frozen=True)
+class CatalogHandle:
+    model_id: str
+    neurons_per_layer: int
+    last_layers: int
+    n_selected: int
+    data_version: str
+
+
+@dataclass(frozen=True)
+class CorpusHandle:
+    source: str
+    parquet_path: str
+    corpus_hash: str
+    counts: dict
+    data_version: str
+
+
+@dataclass(frozen=True)
+class PromptSetHandle:
+    prompt_set_id: str
+    counts: dict
+    data_version: str
+
+
+@dataclass(frozen=True)
+class ExemplarsHandle:
+    model_id: str
+    prompt_set_id: str
+    act_ratio: float
+    max_prompt_tokens: int
+    stats: dict
+    data_version: str
+
+
+@dataclass
+class StepResult:
+    handle: object
+    skipped: bool
+    stats: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _skip(store: Store, asset: str, scope: str, data_version: str) -> AssetVersion | None:
+    found = store.version(asset, scope)
+    return found if found and found.data_version == data_version else None
+
+
+# ---------------------------------------------------------------- model
+
+
+def run_model(settings: ModelSettings, store: Store) -> StepResult:
+    started = time.perf_counter()
+    source = models.resolve_model(settings.name)
+    data_version = version_hash(CODE_VERSIONS["model"], source.model_id)
+    done = _skip(store, "model", source.model_id, data_version)
+    if done:
+        facts = done.stats["facts"]
+    else:
+        bridge = models.load_bridge(source.local_dir, settings.device)
+        facts = models.model_facts(bridge).as_dict()
+        row = pd.DataFrame([{"name": source.name, "origin": source.origin, "fingerprint": source.fingerprint, **facts}])
+        store.replace("models", {"model_id": source.model_id}, row, AssetVersion("model", source.model_id, data_version, CODE_VERSIONS["model"], {"facts": facts}))
+    handle = ModelHandle(source.model_id, source.name, source.local_dir, settings.device, facts, data_version)
+    return StepResult(handle, bool(done), {"facts": facts, "origin": source.origin}, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- catalog
+
+
+def run_catalog(model: ModelHandle, settings: CatalogSettings, store: Store) -> StepResult:
+    started = time.perf_counter()
+    per_layer = settings.resolved_neurons_per_layer(model.facts["d_mlp"])
+    last_layers = settings.resolved_last_layers(model.facts["n_layers"])
+    data_version = version_hash(CODE_VERSIONS["neuron_catalog"], model.data_version, settings.model_dump(), per_layer, last_layers)
+    done = _skip(store, "neuron_catalog", model.model_id, data_version)
+    if done:
+        stats = done.stats
+    else:
+        bridge = models.load_bridge(model.local_dir, model.device)
+        frame = catalog_mod.build_catalog(bridge, per_layer, last_layers, settings.min_token_chars, settings.deny_tokens, settings.top_tokens)
+        stats = {"neurons": len(frame), "selected": int(frame["selected"].sum()), "qualifying": int(frame["qualifies"].sum()), "seconds": time.perf_counter() - started}
+        store.replace("neurons", {"model_id": model.model_id}, frame, AssetVersion("neuron_catalog", model.model_id, data_version, CODE_VERSIONS["neuron_catalog"], stats))
+    handle = CatalogHandle(model.model_id, per_layer, last_layers, stats["selected"], data_version)
+    return StepResult(handle, bool(done), stats, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- corpus and prompt set
+
+
+def _source_fingerprint(settings: CorpusSettings) -> str:
+    """A cheap fingerprint of the raw source (files by content), to reuse a parsed corpus."""
+    if settings.source.startswith("hf:"):
+        return version_hash(settings.source, settings.hf_split, settings.text_column)
+    if settings.source == corpora.EMBEDDED_CORPUS:
+        paths = [corpora.gensim_wiki_dump()]
+    else:
+        root = Path(settings.source).expanduser()
+        paths = sorted(root.rglob("*.txt")) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for path in paths:
+        if path.exists():
+            digest.update(str(path).encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def run_corpus(settings: CorpusSettings) -> StepResult:
+    """Read the source into a Parquet file of source documents (cached by the source's fingerprint)."""
+    started = time.perf_counter()
+    key = version_hash(CODE_VERSIONS["corpus"], settings.model_dump(), _source_fingerprint(settings))
+    folder = data_dir() / "corpora"
+    path = folder / f"{key}.parquet"
+    meta_path = folder / f"{key}.json"
+    skipped = path.exists() and meta_path.exists()
+    if skipped:
+        meta = json.loads(meta_path.read_text())
+    else:
+        counts = corpora.ReadCounts()
+        docs = pd.DataFrame([d.__dict__ for d in corpora.read_source(settings, counts)], columns=["source_id", "title", "text"])
+        folder.mkdir(parents=True, exist_ok=True)
+        docs.to_parquet(path.with_suffix(".partial"))
+        path.with_suffix(".partial").rename(path)
+        meta = {"corpus_hash": corpora.corpus_content_hash(docs), "counts": counts.as_dict()}
+        meta_path.write_text(json.dumps(meta))
+    handle = CorpusHandle(settings.source, str(path), meta["corpus_hash"], meta["counts"], version_hash(CODE_VERSIONS["corpus"], meta["corpus_hash"]))
+    return StepResult(handle, skipped, {"corpus_hash": meta["corpus_hash"], **meta["counts"]}, time.perf_counter() - started)
+
+
+def run_prompt_set(corpus: CorpusHandle, settings: PromptSetSettings, store: Store) -> StepResult:
+    started = time.perf_counter()
+    sources = pd.read_parquet(corpus.parquet_path)
+    prompt_set = corpora.build_prompt_set(sources, settings)
+    data_version = version_hash(CODE_VERSIONS["prompt_set"], prompt_set.prompt_set_id)
+    done = _skip(store, "prompt_set", prompt_set.prompt_set_id, data_version)
+    stats = {**prompt_set.counts, **{f"skipped_{k}": v for k, v in corpus.counts.items() if k != "read"}}
+    if not done:
+        row = pd.DataFrame(
+            [
+                {
+                    "source": corpus.source,
+                    "corpus_hash": corpus.corpus_hash,
+                    "settings": json.dumps(settings.model_dump()),
+                    "n_documents": prompt_set.counts["documents"],
+                    "n_explain": prompt_set.counts["explain"],
+                    "n_heldout": prompt_set.counts["heldout"],
+                    "source_documents": prompt_set.counts["source_documents"],
+                    "duplicates_dropped": prompt_set.counts["duplicates_dropped"],
+                    "beyond_slice": prompt_set.counts["beyond_slice"],
+                    "skipped_empty": corpus.counts.get("empty", 0),
+                    "skipped_undecodable": corpus.counts.get("undecodable", 0),
+                    "skipped_malformed": corpus.counts.get("malformed", 0),
+                }
+            ]
+        )
+        keys = {"prompt_set_id": prompt_set.prompt_set_id}
+        store.replace_many(
+            [("prompt_sets", keys, row), ("documents", keys, prompt_set.documents)],
+            AssetVersion("prompt_set", prompt_set.prompt_set_id, data_version, CODE_VERSIONS["prompt_set"], stats),
+        )
+    handle = PromptSetHandle(prompt_set.prompt_set_id, prompt_set.counts, data_version)
+    return StepResult(handle, bool(done), stats, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- exemplars
+
+
+def run_exemplars(
+    model: ModelHandle,
+    catalog: CatalogHandle,
+    prompt_set: PromptSetHandle,
+    settings: ExemplarSettings,
+    store: Store,
+    progress: PhaseProgress | None = None,
+) -> StepResult:
+    started = time.perf_counter()
+    scope = f"{model.model_id}/{prompt_set.prompt_set_id}"
+    data_version = version_hash(CODE_VERSIONS["neuron_exemplars"], catalog.data_version, prompt_set.data_version, settings.model_dump())
+    done = _skip(store, "neuron_exemplars", scope, data_version)
+    if done:
+        stats = done.stats
+    else:
+        selected = store.query(
+            "SELECT layer, neuron, token_id, token FROM neurons WHERE model_id = ? AND selected ORDER BY layer, neuron", [model.model_id], read_only=False
+        )
+        documents = store.query(
+            "SELECT doc_index, doc_id, split, text FROM documents WHERE prompt_set_id = ? ORDER BY doc_index", [prompt_set.prompt_set_id], read_only=False
+        )
+        bridge = models.load_bridge(model.local_dir, model.device)
+        frame, stats = exemplars.find_exemplars(bridge, selected, documents, settings, model.facts["bos_token_id"], progress)
+        stats["seconds"] = time.perf_counter() - started
+        store.replace(
+            "neuron_exemplars",
+            {"model_id": model.model_id, "prompt_set_id": prompt_set.prompt_set_id},
+            frame,
+            AssetVersion("neuron_exemplars", scope, data_version, CODE_VERSIONS["neuron_exemplars"], stats),
+        )
+    handle = ExemplarsHandle(model.model_id, prompt_set.prompt_set_id, settings.act_ratio, settings.max_prompt_tokens, stats, data_version)
+    return StepResult(handle, bool(done), stats, time.perf_counter() - started)

@@ -1,0 +1,122 @@
+"""The DuckDB store: schema from ``sql/``, idempotent keyed writes, named queries, read-only reads."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pandas as pd
+
+from .config import database_path
+
+TABLES = ("models", "neurons", "prompt_sets", "documents", "neuron_exemplars")
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked; the message says why and what to do."""
+
+
+def sql_text(name: str) -> str:
+    """A .sql file shipped in the ``sql/`` folder, e.g. ``schema.sql`` or ``queries/top_neurons.sql``."""
+    node = resources.files("lookups.sql")
+    for part in name.split("/"):
+        node = node / part
+    if not node.is_file():
+        raise StoreError(f"No SQL file '{name}' in the sql/ folder.")
+    return node.read_text()
+
+
+def named_queries() -> dict[str, str]:
+    folder = resources.files("lookups.sql") / "queries"
+    return {p.name[: -len(".sql")]: p.read_text() for p in folder.iterdir() if p.name.endswith(".sql")}
+
+
+@dataclass(frozen=True)
+class AssetVersion:
+    asset: str
+    scope: str
+    data_version: str
+    code_version: str
+    stats: dict
+
+
+class Store:
+    """One DuckDB file. Write connections apply the schema; every write replaces the rows of its key and
+    records the asset version in the same transaction, so a failed write leaves the old rows intact."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else database_path()
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if read_only and not self.path.exists():
+            raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as err:
+            if "lock" in str(err).lower():
+                raise StoreError(f"{self.path} is being written by another process ({err}). Wait for the run to finish and retry.") from err
+            raise
+        try:
+            if not read_only:
+                con.execute(sql_text("schema.sql"))
+            yield con
+        finally:
+            con.close()
+
+    def replace(self, table: str, keys: dict, frame: pd.DataFrame, version: AssetVersion | None = None) -> int:
+        """Delete the rows of ``keys`` in ``table`` and insert ``frame`` (key columns added), in one transaction."""
+        self.replace_many([(table, keys, frame)], version)
+        return len(frame)
+
+    def replace_many(self, writes: list[tuple[str, dict, pd.DataFrame]], version: AssetVersion | None = None) -> None:
+        """Several keyed replacements (and a version) in one transaction."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table, keys, frame in writes:
+                    if table not in TABLES:
+                        raise StoreError(f"Unknown table {table}.")
+                    frame = frame.copy()
+                    for column, value in keys.items():
+                        frame[column] = value
+                    con.execute(f"DELETE FROM {table} WHERE " + " AND ".join(f"{c} = ?" for c in keys), list(keys.values()))
+                    if len(frame):
+                        con.register("incoming", frame)
+                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                        con.unregister("incoming")
+                if version is not None:
+                    self._record(con, version)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _record(con, version: AssetVersion) -> None:
+        con.execute(
+            "INSERT OR REPLACE INTO asset_versions (asset, scope, data_version, code_version, stats, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, current_timestamp)",
+            [version.asset, version.scope, version.data_version, version.code_version, json.dumps(version.stats, default=float)],
+        )
+
+    def version(self, asset: str, scope: str) -> AssetVersion | None:
+        if not self.path.exists():
+            return None
+        with self.connect() as con:
+            row = con.execute(
+                "SELECT data_version, code_version, stats FROM asset_versions WHERE asset = ? AND scope = ?", [asset, scope]
+            ).fetchone()
+        if row is None:
+            return None
+        return AssetVersion(asset, scope, row[0], row[1], json.loads(row[2]) if row[2] else {})
+
+    def query(self, sql: str, params: list | None = None, read_only: bool = True) -> pd.DataFrame:
+        with self.connect(read_only=read_only) as con:
+            return con.execute(sql, params or []).df()

@@ -1,0 +1,16 @@
+-- The model and prompt set of a run (the latest ones when $1/$2 are NULL) with row counts per table.
+WITH m AS (
+    SELECT * FROM models WHERE model_id = coalesce($1, (SELECT model_id FROM models ORDER BY recorded_at DESC LIMIT 1))
+), p AS (
+    SELECT * FROM prompt_sets WHERE prompt_set_id = coalesce($2, (SELECT prompt_set_id FROM prompt_sets ORDER BY recorded_at DESC LIMIT 1))
+)
+SELECT
+    m.model_id, m.n_layers, m.d_mlp, m.mlp_kind,
+    p.prompt_set_id, p.n_explain, p.n_heldout, p.duplicates_dropped,
+    (SELECT count(*) FROM models) AS models,
+    (SELECT count(*) FROM neurons n WHERE n.model_id = m.model_id) AS neurons,
+    (SELECT count(*) FROM neurons n WHERE n.model_id = m.model_id AND n.selected) AS selected,
+    (SELECT count(*) FROM prompt_sets) AS prompt_sets,
+    (SELECT count(*) FROM documents d WHERE d.prompt_set_id = p.prompt_set_id) AS documents,
+    (SELECT count(*) FROM neuron_exemplars e WHERE e.model_id = m.model_id AND e.prompt_set_id = p.prompt_set_id) AS neuron_exemplars
+FROM m, p;

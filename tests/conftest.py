@@ -1,0 +1,23 @@
+"""Test tiers: unit tests load no model; tests marked `slow` use the real SmolLM2 (and still run in CI).
+
+Every test gets its own data folder (LOOKUPS_DATA_DIR); downloads and the fp32 model cache are shared
+with the repository's data/ folder (LOOKUPS_CACHE_DIR) so the model is dequantized once per machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("LOOKUPS_CACHE_DIR", str(REPO / "data"))
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(autouse=True)
+def data_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "data"
+    monkeypatch.setenv("LOOKUPS_DATA_DIR", str(folder))
+    return folder
