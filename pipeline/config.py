@@ -16,9 +16,11 @@ EMBEDDED_MODEL = "smollm2-135m-instruct"
 #: The corpus that ships with the project (Wikipedia pages inside the ``gensim`` 4.4.0 wheel).
 EMBEDDED_CORPUS = "gensim-wiki"
 
-# Paper's GPT-2 large: 40 neurons per layer of d_mlp 5120, in the last 5 of 36 layers.
+# Paper's GPT-2 large: 40 neurons per layer of d_mlp 5120, in the last 5 of 36 layers (31-35).
 PAPER_NEURONS_PER_LAYER = 40
 PAPER_D_MLP = 5120
+PAPER_LAST_LAYERS = 5
+PAPER_N_LAYERS = 36
 
 # Tokens whose neurons say little about context: the most frequent English function words.
 DEFAULT_DENY_TOKENS = [
@@ -76,7 +78,7 @@ class CatalogSettings(BaseModel):
         None, description="Top N per layer; default: the paper's 40 of 5120 scaled to the model's d_mlp."
     )
     last_layers: int | None = Field(
-        None, description="Select in the last K layers; default: about the last sixth of the model."
+        None, description="Select in the last K layers; default: the paper's last 5 of 36 scaled to the model's depth."
     )
     min_token_chars: int = Field(2, description="A token must start a word and have at least this many characters after its leading space.")
     deny_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_TOKENS), description="Tokens (without the leading space, case-insensitive) never selected.")
@@ -90,7 +92,7 @@ class CatalogSettings(BaseModel):
     def resolved_last_layers(self, n_layers: int) -> int:
         if self.last_layers is not None:
             return min(self.last_layers, n_layers)
-        return max(1, round(n_layers / 6))
+        return max(1, round(PAPER_LAST_LAYERS * n_layers / PAPER_N_LAYERS))
 
 
 class CorpusSettings(BaseModel):

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .config import ExemplarSettings
 from .harvest import NeuronReader, harvest_top_k, make_windows
+from .models import mlp_output_paths
 from .truncation import TruncationStats, TruncationTask, truncate
 
 PhaseProgress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -34,19 +35,21 @@ def tokenize_documents(tokenizer, texts: list[str]) -> list[np.ndarray]:
 
 def find_exemplars(
     bridge,
+    activation_model,
     neurons: pd.DataFrame,
     documents: pd.DataFrame,
     settings: ExemplarSettings,
     bos_id: int,
     progress: PhaseProgress | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """neurons: rows with layer, neuron, token_id, token (the selected ones). documents: doc_index, doc_id,
-    split, text. Returns the ``neuron_exemplars`` rows (without model/prompt-set keys) and run statistics."""
+    """bridge: the TransformerBridge (tokenizer, module map); activation_model: the same checkpoint as a plain
+    Hugging Face model (``models.load_activation_model``). neurons: rows with layer, neuron, token_id, token
+    (the selected ones). documents: doc_index, doc_id, split, text. Returns the ``neuron_exemplars`` rows (without model/prompt-set keys) and run statistics."""
     tokenizer = bridge.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos_id
     neurons = neurons.reset_index(drop=True)
     documents = documents.sort_values("doc_index").reset_index(drop=True)
-    reader = NeuronReader(bridge, neurons["layer"].to_numpy(), neurons["neuron"].to_numpy())
+    reader = NeuronReader(activation_model, mlp_output_paths(bridge), neurons["layer"].to_numpy(), neurons["neuron"].to_numpy())
     started = time.perf_counter()
     doc_tokens = tokenize_documents(tokenizer, documents["text"].tolist())
     lengths = [len(t) for t in doc_tokens]

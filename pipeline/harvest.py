@@ -66,53 +66,76 @@ def pad_right(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, to
     return out, lengths
 
 
-class NeuronReader:
-    """Reads the post-activation of a fixed set of MLP neurons from a TransformerLens bridge.
+class _StopForward(Exception):
+    """Raised by the last needed hook: nothing after that layer's MLP is computed."""
 
-    Columns are ordered as the ``(layers, neurons)`` given. Only ``blocks.L.mlp.hook_post`` of the needed
-    layers is hooked, and the forward pass stops after the last needed layer (no unembedding).
+
+class NeuronReader:
+    """Reads the post-activation of a fixed set of MLP neurons (TransformerLens' ``blocks.L.mlp.hook_post``).
+
+    It hooks the input of each needed layer's MLP output projection in a plain Hugging Face model (SDPA
+    attention: 1.4x the bridge's eager forward here), and stops the forward pass after the last needed
+    layer, so no later layer and no unembedding is computed. Columns are ordered as the given
+    ``(layers, neurons)``; ``models.mlp_output_paths`` maps layers to modules from the bridge.
     """
 
-    def __init__(self, bridge, layers: Sequence[int], neurons: Sequence[int]):
-        self.bridge = bridge
-        layers = np.asarray(layers, dtype=np.int64)
+    def __init__(self, hf_model, module_paths: Sequence[str], layers: Sequence[int], neurons: Sequence[int]):
+        self.model = hf_model
+        self.device = next(hf_model.parameters()).device
+        modules = dict(hf_model.named_modules())
+        self.layer_of_column = np.asarray(layers, dtype=np.int64)
         neurons = np.asarray(neurons, dtype=np.int64)
-        self.n_columns = len(layers)
-        self._by_layer = []  # (layer, column positions, neuron indices)
-        for layer in sorted(set(layers.tolist())):
-            cols = np.nonzero(layers == layer)[0]
-            self._by_layer.append((layer, torch.as_tensor(cols), torch.as_tensor(neurons[cols])))
-        self.stop_at_layer = int(layers.max()) + 1 if len(layers) else 0
+        self.n_columns = len(self.layer_of_column)
+        self._by_layer = []  # (layer, module, column positions, neuron indices)
+        for layer in sorted(set(self.layer_of_column.tolist())):
+            cols = np.nonzero(self.layer_of_column == layer)[0]
+            self._by_layer.append((layer, modules[module_paths[layer]], torch.as_tensor(cols), torch.as_tensor(neurons[cols], device=self.device)))
 
     @torch.no_grad()
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens ``[batch, pos]`` -> activations ``[batch, pos, n_columns]``."""
-        out = torch.empty(tokens.shape[0], tokens.shape[1], self.n_columns, dtype=torch.float32)
+    def __call__(self, tokens: torch.Tensor, stop_layer: int | None = None) -> torch.Tensor:
+        """tokens ``[batch, pos]`` -> activations ``[batch, pos, n_columns]``; columns of layers after
+        ``stop_layer`` (default: the last needed layer) are left NaN."""
+        stop_layer = int(self.layer_of_column.max()) if stop_layer is None else stop_layer
+        out = torch.full((tokens.shape[0], tokens.shape[1], self.n_columns), float("nan"), dtype=torch.float32)
+        handles = []
 
-        def hook_for(cols, idx):
-            def hook(act, hook):  # act: [batch, pos, d_mlp]
-                out[:, :, cols] = act[:, :, idx].float()
-                return act
+        def hook_for(layer, cols, idx):
+            def hook(module, args):  # args[0]: the MLP post-activation [batch, pos, d_mlp]
+                out[:, :, cols] = args[0][:, :, idx].float().cpu()
+                if layer == stop_layer:
+                    raise _StopForward
 
             return hook
 
-        hooks = [(f"blocks.{layer}.mlp.hook_post", hook_for(cols, idx)) for layer, cols, idx in self._by_layer]
-        self.bridge.run_with_hooks(tokens.to(self.bridge.cfg.device), fwd_hooks=hooks, stop_at_layer=self.stop_at_layer)
+        for layer, module, cols, idx in self._by_layer:
+            if layer <= stop_layer:
+                handles.append(module.register_forward_pre_hook(hook_for(layer, cols, idx)))
+        try:
+            self.model(tokens.to(self.device), use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
         return out
 
     def at_positions(self, rows: Sequence[np.ndarray], queries: np.ndarray, bos_id: int, batch_tokens: int, pad_id: int) -> np.ndarray:
         """Activations asked for by ``queries`` ``[n, 3]`` = (row, token index in the row, column), each row
-        run as ``BOS + row``, rows batched by length: ``[n]``."""
+        run as ``BOS + row``: ``[n]``. Rows are grouped by the deepest layer they need, then batched by length."""
         out = np.empty(len(queries), dtype=np.float32)
         by_row = np.argsort(queries[:, 0], kind="stable")
         bounds = np.searchsorted(queries[by_row, 0], np.arange(len(rows) + 1))
-        for batch in pack_batches([len(r) + 1 for r in rows], batch_tokens):
-            tokens, _ = pad_right([np.concatenate([[bos_id], rows[i]]) for i in batch], pad_id)
-            acts = self(tokens)  # [batch, pos, n_columns]
-            picked = [by_row[bounds[r] : bounds[r + 1]] for r in batch]
-            local = np.concatenate([np.full(len(p), j) for j, p in enumerate(picked)])
-            idx = np.concatenate(picked)
-            if len(idx):
+        row_layer = np.full(len(rows), -1, dtype=np.int64)
+        np.maximum.at(row_layer, queries[:, 0], self.layer_of_column[queries[:, 2]])
+        for stop_layer in np.unique(row_layer[row_layer >= 0]):
+            members = np.nonzero(row_layer == stop_layer)[0]
+            for batch in pack_batches([len(rows[i]) + 1 for i in members], batch_tokens):
+                batch = members[batch]
+                tokens, _ = pad_right([np.concatenate([[bos_id], rows[i]]) for i in batch], pad_id)
+                acts = self(tokens, int(stop_layer))  # [batch, pos, n_columns]
+                picked = [by_row[bounds[r] : bounds[r + 1]] for r in batch]
+                local = np.concatenate([np.full(len(p), j) for j, p in enumerate(picked)])
+                idx = np.concatenate(picked)
                 q = queries[idx]
                 out[idx] = acts[torch.as_tensor(local), torch.as_tensor(q[:, 1] + 1), torch.as_tensor(q[:, 2])].numpy()
         return out

@@ -162,6 +162,30 @@ def load_bridge(local_dir: str, device: str = "cpu"):
     return bridge
 
 
+@functools.lru_cache(maxsize=2)
+def load_activation_model(local_dir: str, device: str = "cpu"):
+    """The same checkpoint as a plain Hugging Face model (SDPA attention), for reading MLP activations fast.
+    Its activations equal the bridge's ``hook_post`` (folding LayerNorm is exact); a test checks it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_grad_enabled(False)
+    model = AutoModelForCausalLM.from_pretrained(local_dir, dtype=torch.float32)
+    return model.to(device).eval()
+
+
+def mlp_output_paths(bridge) -> list[str]:
+    """Per layer, the module path (in a plain Hugging Face model of this architecture) of the MLP's output
+    projection, whose input is the MLP post-activation. Read off the bridge's own component mapping, so it
+    holds for every architecture TransformerLens supports (Llama ``mlp.down_proj``, GPT-2 ``mlp.c_proj``, ...)."""
+    names = {id(module): name for name, module in bridge.original_model.named_modules()}
+    paths = []
+    for block in bridge.blocks:
+        wrapped = block.mlp.out.original_component
+        paths.append(names[id(wrapped)].replace("._original_component", ""))
+    return paths
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     n_layers: int

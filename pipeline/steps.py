@@ -237,7 +237,8 @@ def run_exemplars(
             "SELECT doc_index, doc_id, split, text FROM documents WHERE prompt_set_id = ? ORDER BY doc_index", [prompt_set.prompt_set_id], read_only=False
         )
         bridge = models.load_bridge(model.local_dir, model.device)
-        frame, stats = exemplars.find_exemplars(bridge, selected, documents, settings, model.facts["bos_token_id"], progress)
+        activation_model = models.load_activation_model(model.local_dir, model.device)
+        frame, stats = exemplars.find_exemplars(bridge, activation_model, selected, documents, settings, model.facts["bos_token_id"], progress)
         stats["seconds"] = time.perf_counter() - started
         store.replace(
             "neuron_exemplars",

@@ -41,7 +41,8 @@ def test_default_selection_scales_the_paper_to_the_model():
     settings = CatalogSettings()
     assert settings.resolved_neurons_per_layer(5120) == 40  # GPT-2 large, the paper's
     assert settings.resolved_neurons_per_layer(1536) == 12  # SmolLM2-135M
-    assert settings.resolved_last_layers(30) == 5
+    assert settings.resolved_last_layers(36) == 5  # GPT-2 large: layers 31-35
+    assert settings.resolved_last_layers(30) == 4
     assert CatalogSettings(last_layers=50).resolved_last_layers(30) == 30
 
 

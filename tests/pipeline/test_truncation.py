@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lookups.pipeline.truncation import STAGE_ENDS, TruncationStats, TruncationTask, truncate
+from lookups.pipeline.truncation import STAGE_WIDTH, TruncationStats, TruncationTask, truncate
 
 
 def fake_row_acts(activation_of_suffix):
@@ -59,13 +59,13 @@ def test_rows_are_shared_between_tasks_of_one_document():
     doc = np.arange(0, 100)
 
     def act(suffix, col):
-        return 1.0 if len(suffix) >= 5 else 0.0
+        return 1.0 if len(suffix) >= STAGE_WIDTH + 1 else 0.0
 
     tasks = [TruncationTask(column=c, doc_index=0, pos=60, window_start=0, original=1.0) for c in range(4)]
     shared, alone = TruncationStats(), TruncationStats()
     truncate(tasks, [doc], fake_row_acts(act), 0.8, 100, stats=shared)
     truncate(tasks[:1], [doc], fake_row_acts(act), 0.8, 100, stats=alone)
-    assert shared.rows == alone.rows == STAGE_ENDS[0]
+    assert shared.rows == alone.rows == 2 * STAGE_WIDTH  # resolved in the second stage
     assert shared.candidates == 4 * alone.candidates
 
 

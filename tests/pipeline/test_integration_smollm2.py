@@ -1,0 +1,107 @@
+"""Integration tests on the real SmolLM2-135M (embedded GGUF, dequantized to fp32 once per machine)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lookups.pipeline import catalog, corpora, exemplars, harvest, models
+from lookups.pipeline.config import EMBEDDED_MODEL, DEFAULT_DENY_TOKENS, ExemplarSettings, PromptSetSettings
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "The river flooded the valley in the spring of 1911, and the villagers moved their cattle to the hills. "
+    "When the water went down, they found the old bridge had been carried away.",
+    "She opened the letter, read it twice, and then handed it to her brother without a word. He read it and laughed.",
+    "In mathematics, a prime number is a natural number greater than one that is not a product of two smaller natural numbers.",
+    "The committee met on Tuesday to discuss the budget for the new library. After a long debate, the members voted in favour.",
+    "Paris is the capital and most populous city of France. The city is a major centre of finance, diplomacy and the arts.",
+    "He was born in a small town in the north of England and moved to London at the age of twenty to study law.",
+    "Photosynthesis is the process by which plants use sunlight, water and carbon dioxide to create oxygen and energy.",
+    "The team won the championship in the final minute of the game, and thousands of fans celebrated in the streets.",
+]
+
+
+@pytest.fixture(scope="module")
+def source():
+    return models.resolve_model(EMBEDDED_MODEL)
+
+
+@pytest.fixture(scope="module")
+def bridge(source):
+    return models.load_bridge(source.local_dir)
+
+
+@pytest.fixture(scope="module")
+def hf_model(source):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(source.local_dir, dtype=torch.float32, attn_implementation="eager")
+    return model.eval()
+
+
+def test_model_facts_and_id(source, bridge):
+    facts = models.model_facts(bridge)
+    assert (facts.n_layers, facts.d_mlp, facts.n_heads, facts.n_kv_heads, facts.d_model) == (30, 1536, 9, 3, 576)
+    assert facts.mlp_kind == "gated" and facts.d_vocab == 49152
+    assert source.model_id.startswith("smollm2-135m-instruct@") and len(source.fingerprint) == 64
+
+
+def test_catalog_tokens_match_raw_weights_with_the_final_norm_folded(bridge, hf_model):
+    """The bridge's folded W_out·W_U argmax equals the one from raw Hugging Face weights (last two layers)."""
+    W_U = (hf_model.lm_head.weight * hf_model.model.norm.weight).T.detach()  # final RMSNorm scale folded in
+    for layer in (28, 29):
+        W_out = hf_model.model.layers[layer].mlp.down_proj.weight.T.detach()  # [d_mlp, d_model]
+        raw = catalog.congruence_stats(W_out[None], W_U)
+        folded = catalog.congruence_stats(bridge.W_out[layer][None].detach(), bridge.W_U.detach())
+        assert (raw.token_id == folded.token_id).mean() > 0.99  # centring W_U may flip near-ties
+
+
+def test_reader_matches_the_bridge_hook_post(source, bridge):
+    """The fast reader (plain HF model, SDPA, early stop) reads what TransformerLens calls hook_post."""
+    reader = harvest.NeuronReader(models.load_activation_model(source.local_dir), models.mlp_output_paths(bridge), [3, 29, 29], [10, 0, 1535])
+    tokens = torch.tensor([[1] + bridge.tokenizer("The cat sat on the mat because it was warm.")["input_ids"]])
+    got = reader(tokens)
+    _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("mlp.hook_post"))
+    expected = torch.stack([cache["blocks.3.mlp.hook_post"][..., 10], cache["blocks.29.mlp.hook_post"][..., 0], cache["blocks.29.mlp.hook_post"][..., 1535]], dim=-1)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    early = reader(tokens, stop_layer=3)  # stops after layer 3: deeper columns not computed
+    torch.testing.assert_close(early[..., 0], got[..., 0])
+    assert torch.isnan(early[..., 1:]).all()
+
+
+def test_exemplar_activations_match_plain_transformers(bridge, hf_model):
+    """Stored activations recomputed with a forward hook on the Hugging Face MLP (no TransformerLens)."""
+    frame = catalog.build_catalog(bridge, 2, 2, 2, DEFAULT_DENY_TOKENS)
+    selected = frame[frame["selected"]]
+    sources = pd.DataFrame({"source_id": [f"t{i}" for i in range(len(TEXTS))], "title": "", "text": TEXTS})
+    prompt_set = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=None, heldout_fraction=0.3))
+    settings = ExemplarSettings(top_k=4, keep=3, window_tokens=32)
+    activation_model = models.load_activation_model(models.resolve_model(EMBEDDED_MODEL).local_dir)
+    rows, stats = exemplars.find_exemplars(bridge, activation_model, selected, prompt_set.documents, settings, 1)
+    assert len(rows) > 0 and stats["neurons_with_exemplars"] == len(selected)
+    assert (rows["act_ratio"] >= 0.8 - 1e-6).all() and (rows["prompt_n_tokens"] < 100).all()
+
+    captured = {}
+
+    def capture(module, args):
+        captured["x"] = args[0].detach()
+
+    doc_tokens = exemplars.tokenize_documents(bridge.tokenizer, prompt_set.documents.sort_values("doc_index")["text"].tolist())
+    doc_index = dict(zip(prompt_set.documents["doc_id"], prompt_set.documents["doc_index"]))
+    checked = 0
+    for row in rows.sample(min(8, len(rows)), random_state=0).itertuples():
+        handle = hf_model.model.layers[row.layer].mlp.down_proj.register_forward_pre_hook(capture)
+        try:
+            hf_model(torch.tensor([[1] + list(row.prompt_token_ids)]))
+            prompt_act = captured["x"][0, -1, row.neuron].item()
+            window = doc_tokens[doc_index[row.doc_id]][row.window_start : row.doc_max_pos + 1]
+            hf_model(torch.tensor([[1] + window.tolist()]))
+            doc_act = captured["x"][0, -1, row.neuron].item()
+        finally:
+            handle.remove()
+        assert prompt_act == pytest.approx(row.prompt_act, rel=1e-3, abs=1e-3)
+        assert doc_act == pytest.approx(row.doc_max_act, rel=1e-3, abs=1e-3)
+        checked += 1
+    assert checked >= 4
