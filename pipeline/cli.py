@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from .config import EMBEDDED_CORPUS, EMBEDDED_MODEL, data_dir, database_path, repo_root
@@ -53,27 +54,21 @@ def run_config_from_args(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    os.environ.update(_dagster_env())
-    from dagster import DagsterInstance
-
-    from lookups.assets.definitions import defs
-
+    """Run the main job through Dagster (the same definitions the UI uses), in a subprocess so that this
+    package never imports Dagster, then print the summary."""
     run_config = run_config_from_args(args)
-    job = defs.resolve_job_def("lookups")
-    with DagsterInstance.get() as instance:
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
-    if not result.success:
+    with tempfile.TemporaryDirectory() as tmp:
+        result_path = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "lookups.assets.runner", "--run-config", json.dumps(run_config), "--log-level", args.log_level, "--result", str(result_path)]
+        code = subprocess.call(cmd, env=_dagster_env(), cwd=repo_root())
+        outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
+    if code != 0 or "failures" in outcome:
         print("\nThe run failed:", file=sys.stderr)
-        for event in result.all_events:
-            if event.is_failure and event.step_failure_data is not None:
-                error = event.step_failure_data.error
-                message = (error.message if error else "").strip()
-                if event.step_failure_data.user_failure_data and event.step_failure_data.user_failure_data.description:
-                    message = event.step_failure_data.user_failure_data.description
-                print(f"  {event.step_key}: {message}", file=sys.stderr)
-        print(f"\nFull logs: run {result.run_id} in the Dagster UI (`lookups ui`). Results computed so far stay in {database_path()}.", file=sys.stderr)
+        for step, message in outcome.get("failures", []):
+            print(f"  {step}: {message}", file=sys.stderr)
+        print(f"\nFull logs: run {outcome.get('run_id', '?')} in the Dagster UI (`lookups ui`). Results computed so far stay in {database_path()}.", file=sys.stderr)
         return 1
-    print_summary(result.output_for_node("model").model_id, result.output_for_node("prompt_set").prompt_set_id)
+    print_summary(outcome["model_id"], outcome["prompt_set_id"])
     return 0
 
 
@@ -122,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="Materialize every asset through Dagster, then print a summary.")
     run.add_argument("--model", help=f"Model: '{EMBEDDED_MODEL}' (default, offline), a Hugging Face name or a local checkpoint folder.")
     run.add_argument("--corpus", help=f"Corpus: '{EMBEDDED_CORPUS}' (default), a folder of .txt, a .jsonl/.parquet file or hf:<dataset>.")
-    run.add_argument("--max-documents", type=int, help="Passages in the prompt set (default 360; 0 for all).")
+    run.add_argument("--max-documents", type=int, help="Passages in the prompt set (default 240; 0 for all).")
     run.add_argument("--neurons-per-layer", type=int, help="Selected neurons per layer (default: the paper's 40 of 5120, scaled).")
     run.add_argument("--last-layers", type=int, help="Select in the last K layers (default: about the last sixth).")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Terminal log level (default INFO: step starts and ends, progress, failures).")
     run.add_argument("--config", help="A YAML file of Dagster run config ({ops: {asset: {config: {...}}}}); flags override it.")
     run.set_defaults(func=cmd_run)
     summary = sub.add_parser("summary", help="Print the summary of the latest (or a given) model and prompt set.")

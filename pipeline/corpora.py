@@ -242,28 +242,24 @@ def split_passages(text: str, max_chars: int) -> list[str]:
     for paragraph in paragraphs:
         if len(paragraph) <= max_chars:
             pieces.append(paragraph)
-            continue
-        sentences = re.split(r"(?<=[.!?])\s+", paragraph)
-        current = ""
-        for sentence in sentences:
-            if current and len(current) + 1 + len(sentence) > max_chars:
-                pieces.append(current)
-                current = sentence
-            else:
-                current = f"{current} {sentence}" if current else sentence
-        if current:
-            pieces.append(current)
-    passages: list[str] = []
-    current = ""
-    for piece in pieces:
-        if current and len(current) + 2 + len(piece) > max_chars:
-            passages.append(current)
-            current = piece
         else:
-            current = f"{current}\n\n{piece}" if current else piece
+            pieces += _pack(re.split(r"(?<=[.!?])\s+", paragraph), max_chars, " ")
+    return _pack(pieces, max_chars, "\n\n")
+
+
+def _pack(items: list[str], max_chars: int, separator: str) -> list[str]:
+    """Join consecutive items greedily into chunks of at most ``max_chars`` (an over-long item stays whole)."""
+    chunks: list[str] = []
+    current = ""
+    for item in items:
+        if current and len(current) + len(separator) + len(item) > max_chars:
+            chunks.append(current)
+            current = item
+        else:
+            current = f"{current}{separator}{item}" if current else item
     if current:
-        passages.append(current)
-    return passages
+        chunks.append(current)
+    return chunks
 
 
 def split_of(source_id: str, heldout_fraction: float) -> str:

@@ -88,13 +88,14 @@ def find_exemplars(
                 for j in valid
             ]
     kept: dict = {key: [] for key in candidates}
+    keep_of = {"explain": settings.keep, "heldout": settings.keep_heldout}
     tried = {key: 0 for key in candidates}
     dropped = 0
     evaluated = 0
     while True:
         round_tasks, owners = [], []
         for key, tasks in candidates.items():
-            need = settings.keep - len(kept[key])
+            need = keep_of[key[0]] - len(kept[key])
             batch = tasks[tried[key] : tried[key] + max(need, 0)]
             tried[key] += len(batch)
             round_tasks += batch

@@ -8,6 +8,6 @@ FROM neurons n
 LEFT JOIN neuron_exemplars e
     ON e.model_id = n.model_id AND e.layer = n.layer AND e.neuron = n.neuron AND e.prompt_set_id = $2
 WHERE n.model_id = $1 AND n.selected
-GROUP BY ALL
+GROUP BY n.layer, n.neuron, n.token, n.score, n.zscore
 ORDER BY n.score DESC
 LIMIT $3;

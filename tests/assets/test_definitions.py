@@ -49,9 +49,9 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
     calls = {"forward": 0, "catalog": 0}
     real_call, real_build = harvest.NeuronReader.__call__, catalog.build_catalog
 
-    def counting_call(self, tokens):
+    def counting_call(self, *args, **kwargs):
         calls["forward"] += 1
-        return real_call(self, tokens)
+        return real_call(self, *args, **kwargs)
 
     def counting_build(*args, **kwargs):
         calls["catalog"] += 1

@@ -59,7 +59,7 @@ def test_rows_are_shared_between_tasks_of_one_document():
     doc = np.arange(0, 100)
 
     def act(suffix, col):
-        return 1.0 if len(suffix) >= STAGE_WIDTH + 1 else 0.0
+        return 1.0 if len(suffix) >= STAGE_WIDTH + 1 else 0.0  # resolved in the second stage
 
     tasks = [TruncationTask(column=c, doc_index=0, pos=60, window_start=0, original=1.0) for c in range(4)]
     shared, alone = TruncationStats(), TruncationStats()

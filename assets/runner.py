@@ -1,0 +1,92 @@
+"""Run the main job in-process on the persistent Dagster instance, with concise terminal logs.
+
+`lookups run` (pipeline/cli.py, which never imports Dagster) calls this as a subprocess:
+``python -m lookups.assets.runner --run-config '<json>' --result out.json``. The run shows in the UI like
+any other; the terminal gets one line per event (no stack traces) and, on failure, each failed step's
+cause, the message the pipeline raised to say what to fix.
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+import dagster as dg
+
+
+class _FirstLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        meta = getattr(record, "dagster_meta", None) or {}
+        step = meta.get("step_key") or ""
+        first = message.split("\n")[0]
+        # Dagster's messages carry "run - id - pid - step - EVENT - text"; keep the step and the text.
+        if " - " in first and meta:
+            first = first.rsplit(" - ", 1)[-1]
+        return f"{self.formatTime(record, '%H:%M:%S')} {step + ': ' if step else ''}{first}"
+
+
+@dg.logger(
+    config_schema={"log_level": dg.Field(str, is_required=False, default_value="INFO")},
+    description="One line per event, no stack traces: for terminals.",
+)
+def concise_console(init_context) -> logging.Logger:
+    logger = logging.getLogger("lookups.run")
+    logger.setLevel(init_context.logger_config["log_level"])
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_FirstLine())
+    logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
+def step_failures(result) -> list[tuple[str, str]]:
+    """(step, cause) for each failed step: a Failure's description, else the innermost error message."""
+    out = []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        data = event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            message = data.user_failure_data.description
+        else:
+            error = data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            message = (error.message if error else "unknown error").strip()
+        out.append((event.step_key, message))
+    return out
+
+
+def run_main_job(run_config: dict, log_level: str = "INFO") -> tuple[bool, dict]:
+    from .definitions import defs
+
+    run_config = {**run_config, "loggers": {"concise_console": {"config": {"log_level": log_level}}}}
+    job = defs.resolve_job_def("lookups").with_logger_defs({"concise_console": concise_console})
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+    if not result.success:
+        return False, {"run_id": result.run_id, "failures": step_failures(result)}
+    return True, {
+        "run_id": result.run_id,
+        "model_id": result.output_for_node("model").model_id,
+        "prompt_set_id": result.output_for_node("prompt_set").prompt_set_id,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run-config", default="{}", help="Dagster run config as JSON.")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--result", help="Write the run's outcome as JSON here.")
+    args = parser.parse_args()
+    success, outcome = run_main_job(json.loads(args.run_config), args.log_level)
+    if args.result:
+        with open(args.result, "w") as fh:
+            json.dump(outcome, fh)
+    return 0 if success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

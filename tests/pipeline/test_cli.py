@@ -1,0 +1,39 @@
+"""The `lookups` command: help, run config from flags, and a clear one-line error for a bad model."""
+
+import subprocess
+import sys
+
+from lookups.pipeline.cli import build_parser, run_config_from_args
+
+
+def test_help_lists_the_commands():
+    text = build_parser().format_help()
+    for command in ("run", "summary", "ui", "paths"):
+        assert command in text
+
+
+def test_flags_become_run_config(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("ops:\n  neuron_exemplars: {config: {keep: 5}}\n  prompt_set: {config: {max_documents: 10}}\n")
+    args = build_parser().parse_args(["run", "--config", str(config), "--model", "gpt2", "--max-documents", "0", "--neurons-per-layer", "3"])
+    ops = run_config_from_args(args)["ops"]
+    assert ops["model"]["config"]["name"] == "gpt2"
+    assert ops["prompt_set"]["config"]["max_documents"] is None  # 0 means all
+    assert ops["neuron_catalog"]["config"]["neurons_per_layer"] == 3
+    assert ops["neuron_exemplars"]["config"]["keep"] == 5
+
+
+def test_bad_model_is_one_clear_line_and_keeps_what_was_computed(tmp_path, data_folder):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("A short document about rivers and bridges.")
+    out = subprocess.run(
+        [sys.executable, "-m", "lookups.pipeline.cli", "run", "--model", str(tmp_path / "no-such-model") + "/", "--corpus", str(corpus)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert "model: Model folder" in out.stderr and "does not exist" in out.stderr
+    assert "Traceback" not in out.stderr
+    # The corpus branch did not depend on the model: its result is stored.
+    assert any((data_folder / "corpora").glob("*.parquet"))
