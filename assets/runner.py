@@ -14,16 +14,28 @@ import sys
 import dagster as dg
 
 
+#: Dagster logs these at DEBUG; the terminal shows them anyway (step boundaries and results).
+SHOWN_EVENTS = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"}
+
+
+class _ConciseFilter(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        event = (getattr(record, "dagster_meta", None) or {}).get("dagster_event")
+        return record.levelno >= self.level or (event is not None and event.event_type_value in SHOWN_EVENTS)
+
+
 class _FirstLine(logging.Formatter):
+    """``HH:MM:SS step: first line of the message`` (no stack traces: the summary gives each failure's cause)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
         meta = getattr(record, "dagster_meta", None) or {}
+        message = str(meta.get("orig_message") or record.getMessage()).strip().split("\n")[0]
         step = meta.get("step_key") or ""
-        first = message.split("\n")[0]
-        # Dagster's messages carry "run - id - pid - step - EVENT - text"; keep the step and the text.
-        if " - " in first and meta:
-            first = first.rsplit(" - ", 1)[-1]
-        return f"{self.formatTime(record, '%H:%M:%S')} {step + ': ' if step else ''}{first}"
+        return f"{self.formatTime(record, '%H:%M:%S')} {step + ': ' if step else ''}{message}"
 
 
 @dg.logger(
@@ -32,10 +44,11 @@ class _FirstLine(logging.Formatter):
 )
 def concise_console(init_context) -> logging.Logger:
     logger = logging.getLogger("lookups.run")
-    logger.setLevel(init_context.logger_config["log_level"])
+    logger.setLevel(logging.DEBUG)
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_FirstLine())
+    handler.addFilter(_ConciseFilter(logging.getLevelName(init_context.logger_config["log_level"])))
     logger.addHandler(handler)
     logger.propagate = False
     return logger

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 
 def _rss_mb() -> float:
@@ -48,28 +49,30 @@ class PeakSampler:
         self._thread.join()
 
 
-def setup(documents: int):
+def setup(documents: int, selection: str | None = None):
+    """Model, selected neurons (from a JSON file when given, else the catalog), and document tokens."""
     import pandas as pd
 
-    from lookups.pipeline import catalog, corpora, models
+    from lookups.pipeline import catalog, corpora, models, steps
     from lookups.pipeline.config import EMBEDDED_MODEL, CatalogSettings, CorpusSettings, PromptSetSettings
     from lookups.pipeline.exemplars import tokenize_documents
 
     source = models.resolve_model(EMBEDDED_MODEL)
     bridge = models.load_bridge(source.local_dir)
     facts = models.model_facts(bridge)
-    settings = CatalogSettings()
-    # Selection only (cheap): the catalog's neurons of the last K layers, top N by score.
-    cat = catalog.build_catalog(bridge, settings.resolved_neurons_per_layer(facts.d_mlp), settings.resolved_last_layers(facts.n_layers), settings.min_token_chars, settings.deny_tokens)
-    selected = cat[cat["selected"]]
-    counts = corpora.ReadCounts()
-    sources = pd.DataFrame([d.__dict__ for d in corpora.read_source(CorpusSettings(), counts)])
+    if selection:
+        selected = pd.read_json(selection)
+    else:
+        settings = CatalogSettings()
+        cat = catalog.build_catalog(bridge, settings.resolved_neurons_per_layer(facts.d_mlp), settings.resolved_last_layers(facts.n_layers), settings.min_token_chars, settings.deny_tokens)
+        selected = cat.loc[cat["selected"], ["layer", "neuron"]].reset_index(drop=True)
+    sources = pd.read_parquet(steps.run_corpus(CorpusSettings()).handle.parquet_path)  # parsed once, cached
     prompt_set = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=documents, max_passages_per_source=None))
     doc_tokens = tokenize_documents(bridge.tokenizer, prompt_set.documents["text"].tolist())
     return bridge, facts, selected, doc_tokens
 
 
-def speed(documents: int, repeats: int) -> dict:
+def speed(documents: int, repeats: int, selection_out: str) -> dict:
     import numpy as np
     import torch
 
@@ -78,6 +81,7 @@ def speed(documents: int, repeats: int) -> dict:
     from lookups.pipeline.harvest import NeuronReader, harvest_top_k, make_windows, pack_batches, pad_right
 
     bridge, facts, selected, doc_tokens = setup(documents)
+    selected.to_json(selection_out)
     windows = make_windows([len(t) for t in doc_tokens], 256)
     hf = models.load_activation_model(models.resolve_model(EMBEDDED_MODEL).local_dir)
     reader = NeuronReader(hf, models.mlp_output_paths(bridge), selected["layer"].to_numpy(), selected["neuron"].to_numpy())
@@ -103,12 +107,12 @@ def speed(documents: int, repeats: int) -> dict:
     return {"tokens": tokens, "neurons": len(selected), "bare_tokens_per_s": bare_tps, "harvest_tokens_per_s": harvest_tps, "ratio": harvest_tps / bare_tps}
 
 
-def memory(documents: int) -> dict:
+def memory(documents: int, selection: str) -> dict:
     from lookups.pipeline import models
     from lookups.pipeline.config import EMBEDDED_MODEL
     from lookups.pipeline.harvest import NeuronReader, harvest_top_k, make_windows
 
-    bridge, facts, selected, doc_tokens = setup(documents)
+    bridge, facts, selected, doc_tokens = setup(documents, selection)
     windows = make_windows([len(t) for t in doc_tokens], 256)
     hf = models.load_activation_model(models.resolve_model(EMBEDDED_MODEL).local_dir)
     reader = NeuronReader(hf, models.mlp_output_paths(bridge), selected["layer"].to_numpy(), selected["neuron"].to_numpy())
@@ -122,16 +126,20 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--child", choices=["memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--selection", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "memory":
-        print(json.dumps(memory(args.documents)))
+        print(json.dumps(memory(args.documents, args.selection)))
         return
-    result = speed(args.documents, args.repeats)
+    import tempfile
+
+    selection = str(Path(tempfile.mkdtemp()) / "selection.json")
+    result = speed(args.documents, args.repeats, selection)
     print(f"speed   {result['tokens']} tokens, {result['neurons']} neurons: bare forward {result['bare_tokens_per_s']:.0f} tok/s, "
           f"harvest {result['harvest_tokens_per_s']:.0f} tok/s, ratio {result['ratio']:.2f} (target >= 0.9)")
     peaks = []
     for n in (args.documents, 2 * args.documents):
-        out = subprocess.run([sys.executable, __file__, "--child", "memory", "--documents", str(n)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, "--child", "memory", "--documents", str(n), "--selection", selection], capture_output=True, text=True, check=True)
         peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
     a, b = peaks
     print(f"memory  {a['tokens']} tokens: +{a['peak_growth_mb']:.0f} MB; {b['tokens']} tokens: +{b['peak_growth_mb']:.0f} MB; "

@@ -55,12 +55,14 @@ def find_exemplars(
     lengths = [len(t) for t in doc_tokens]
     stats: dict = {"documents": len(documents), "document_tokens": int(sum(lengths)), "neurons": len(neurons)}
 
+    # Windows never exceed the model's context (BOS takes one position).
+    window_tokens = min(settings.window_tokens, int(bridge.cfg.n_ctx) - 1)
     tops = {}
     harvest_total = sum(lengths)
     harvested = 0
     for split in ("explain", "heldout"):
         indices = np.nonzero(documents["split"].to_numpy() == split)[0]
-        windows = make_windows(lengths, settings.window_tokens, indices)
+        windows = make_windows(lengths, window_tokens, indices)
         base = harvested
 
         def report(done, total, base=base):

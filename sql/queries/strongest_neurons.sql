@@ -3,7 +3,8 @@
 SELECT
     n.layer, n.neuron, n.token, round(n.score, 2) AS score, round(n.zscore, 1) AS zscore,
     count(e.doc_id) AS exemplars,
-    left(replace(arg_max(e.prompt_text, e.doc_max_act), chr(10), ' '), 60) AS top_prompt
+    -- the prompt's end matters: the neuron fires on its last token and predicts `token` next
+    right(replace(arg_max(e.prompt_text, e.doc_max_act), chr(10), ' '), 50) AS top_prompt_ends
 FROM neurons n
 LEFT JOIN neuron_exemplars e
     ON e.model_id = n.model_id AND e.layer = n.layer AND e.neuron = n.neuron AND e.prompt_set_id = $2

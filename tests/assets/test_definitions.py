@@ -5,11 +5,14 @@ import subprocess
 import sys
 
 import dagster as dg
+from pathlib import Path
 import pytest
 
 from lookups.assets.definitions import ALL_ASSETS, defs
 from lookups.pipeline import catalog, harvest
 from lookups.pipeline.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
 
 REPO_TEXTS = [
     "The old lighthouse keeper climbed the stairs every evening to light the lamp. Ships passing the rocky coast relied on it.",
@@ -22,7 +25,7 @@ REPO_TEXTS = [
 
 
 def test_code_location_loads():
-    out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-m", "lookups.assets.definitions"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
