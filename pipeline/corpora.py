@@ -30,6 +30,7 @@ GENSIM_WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p0
 # Sections that hold lists of links and citations rather than prose.
 NON_PROSE_SECTIONS = {"references", "external links", "see also", "further reading", "notes", "bibliography", "sources", "footnotes", "citations"}
 SPLITS = ("explain", "heldout")
+LEFTOVER_MARKUP = ("[[", "]]", "{{", "}}", "<ref", "</ref", "{|", "|}")
 
 
 class CorpusError(RuntimeError):
@@ -144,7 +145,10 @@ def wikitext_to_plain(code) -> str:
     for tag in code.filter_tags():
         if str(tag.tag).lower() in ("ref", "table", "gallery", "math", "code"):
             _remove(code, tag)
-    return code.strip_code(normalize=True, collapse=True)
+    plain = code.strip_code(normalize=True, collapse=True)
+    # Where the markup is malformed the parser leaves it as text; drop those paragraphs rather than
+    # hand-parse them.
+    return "\n\n".join(p for p in plain.split("\n\n") if not any(mark in p for mark in LEFTOVER_MARKUP))
 
 
 def _remove(code, node) -> None:

@@ -25,7 +25,7 @@ from .store import AssetVersion, Store
 CODE_VERSIONS = {
     "model": "1",
     "neuron_catalog": "1",
-    "corpus": "1",
+    "corpus": "2",  # 2: paragraphs with markup the parser left as text are dropped
     "prompt_set": "1",
     "neuron_exemplars": "1",
 }

@@ -114,3 +114,16 @@ def test_wikitext_keeps_prose_and_drops_markup_references_and_link_sections():
     assert "Cats are mammals." in plain and "They were domesticated." in plain
     for junk in ("citation", "Infobox", "thumb", "reference list", "Category", "[[", "{{"):
         assert junk not in plain
+
+
+@pytest.mark.slow
+def test_default_corpus_is_real_wikipedia_prose_from_the_package_index():
+    """Fetches the gensim wheel from PyPI once (cached in the data folder) and parses its first articles."""
+    counts = ReadCounts()
+    docs = list(read_source(CorpusSettings(max_source_documents=3), counts))
+    assert len(docs) == 3 and counts.read == 3
+    for doc in docs:
+        assert doc.source_id.startswith("enwiki:") and len(doc.text) > 1000
+        assert "[[" not in doc.text and "{{" not in doc.text and "<ref" not in doc.text
+    passages = build_prompt_set(pd.DataFrame([d.__dict__ for d in docs]), PromptSetSettings(max_documents=None)).documents
+    assert passages["n_chars"].max() <= 1000 * 1.5  # a single over-long sentence may exceed the target

@@ -105,3 +105,10 @@ def test_exemplar_activations_match_plain_transformers(bridge, hf_model):
         assert doc_act == pytest.approx(row.doc_max_act, rel=1e-3, abs=1e-3)
         checked += 1
     assert checked >= 4
+
+
+def test_a_local_checkpoint_folder_is_a_model_too(source):
+    """The non-embedded path (a Hugging Face checkpoint folder) resolves to the same weights fingerprint."""
+    local = models.resolve_model(source.local_dir)
+    assert local.origin == "local" and local.fingerprint == source.fingerprint
+    assert local.model_id.endswith("@" + source.fingerprint[:12])
