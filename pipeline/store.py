@@ -61,7 +61,10 @@ class Store:
             con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as err:
             if "lock" in str(err).lower():
-                raise StoreError(f"{self.path} is being written by another process ({err}). Wait for the run to finish and retry.") from err
+                raise StoreError(
+                    f"{self.path} is locked by another process: a run writing to it, or a client (duckdb CLI, notebook) "
+                    f"holding it open. Wait for the run to finish or close the other connection, then retry. ({err})"
+                ) from err
             raise
         try:
             if not read_only:

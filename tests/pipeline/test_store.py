@@ -50,3 +50,24 @@ def test_sql_files_ship_with_the_package():
     assert {"summary_counts", "strongest_neurons"} <= set(named_queries())
     with pytest.raises(StoreError):
         sql_text("nope.sql")
+
+
+def test_a_locked_database_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "x.duckdb"
+    Store(path).query("SELECT 1", read_only=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StoreError, match="locked by another process"):
+            Store(path).query("SELECT 1", read_only=False)
+        with pytest.raises(StoreError, match="locked by another process"):
+            Store(path).query("SELECT 1")
+    finally:
+        holder.kill()
+        holder.wait()
