@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--corpus", help=f"Corpus: '{EMBEDDED_CORPUS}' (default), a folder of .txt, a .jsonl/.parquet file or hf:<dataset>.")
     run.add_argument("--max-documents", type=int, help="Passages in the prompt set (default 240; 0 for all).")
     run.add_argument("--neurons-per-layer", type=int, help="Selected neurons per layer (default: the paper's 40 of 5120, scaled).")
-    run.add_argument("--last-layers", type=int, help="Select in the last K layers (default: about the last sixth).")
+    run.add_argument("--last-layers", type=int, help="Select in the last K layers (default: the paper's last 5 of 36, scaled to the depth).")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Terminal log level (default INFO: step starts and ends, progress, failures).")
     run.add_argument("--config", help="A YAML file of Dagster run config ({ops: {asset: {config: {...}}}}); flags override it.")
     run.set_defaults(func=cmd_run)
