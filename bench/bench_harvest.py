@@ -50,12 +50,14 @@ class PeakSampler:
 
 
 def setup(documents: int, selection: str | None = None):
-    """Model, selected neurons (from a JSON file when given, else the catalog), and document tokens."""
+    """Model, selected neurons (from a JSON file when given, else the catalog), document tokens, and the
+    reader the pipeline harvests with (plain HF model, hooks on the selected neurons)."""
     import pandas as pd
 
     from lookups.pipeline import catalog, corpora, models, steps
     from lookups.pipeline.config import EMBEDDED_MODEL, CatalogSettings, CorpusSettings, PromptSetSettings
     from lookups.pipeline.exemplars import tokenize_documents
+    from lookups.pipeline.harvest import NeuronReader
 
     source = models.resolve_model(EMBEDDED_MODEL)
     bridge = models.load_bridge(source.local_dir)
@@ -69,22 +71,20 @@ def setup(documents: int, selection: str | None = None):
     sources = pd.read_parquet(steps.run_corpus(CorpusSettings()).handle.parquet_path)  # parsed once, cached
     prompt_set = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=documents, max_passages_per_source=None))
     doc_tokens = tokenize_documents(bridge.tokenizer, prompt_set.documents["text"].tolist())
-    return bridge, facts, selected, doc_tokens
+    hf = models.load_activation_model(source.local_dir)
+    reader = NeuronReader(hf, models.mlp_output_paths(bridge), selected["layer"].to_numpy(), selected["neuron"].to_numpy())
+    return bridge, facts, selected, doc_tokens, reader
 
 
 def speed(documents: int, repeats: int, selection_out: str) -> dict:
     import numpy as np
     import torch
 
-    from lookups.pipeline import models
-    from lookups.pipeline.config import EMBEDDED_MODEL
-    from lookups.pipeline.harvest import NeuronReader, harvest_top_k, make_windows, pack_batches, pad_right
+    from lookups.pipeline.harvest import harvest_top_k, make_windows, pack_batches, pad_right
 
-    bridge, facts, selected, doc_tokens = setup(documents)
+    bridge, facts, selected, doc_tokens, reader = setup(documents)
     selected.to_json(selection_out)
     windows = make_windows([len(t) for t in doc_tokens], 256)
-    hf = models.load_activation_model(models.resolve_model(EMBEDDED_MODEL).local_dir)
-    reader = NeuronReader(hf, models.mlp_output_paths(bridge), selected["layer"].to_numpy(), selected["neuron"].to_numpy())
     bos, pad = facts.bos_token_id, bridge.tokenizer.pad_token_id or facts.bos_token_id
     batches = pack_batches([w.length + 1 for w in windows], 4096)
     tokens = sum(w.length for w in windows)
@@ -93,7 +93,7 @@ def speed(documents: int, repeats: int, selection_out: str) -> dict:
         for batch in batches:
             rows = [np.concatenate([[bos], doc_tokens[windows[i].doc_index][windows[i].start : windows[i].end]]) for i in batch]
             padded, _ = pad_right(rows, pad)
-            hf(padded, use_cache=False)
+            reader.model(padded, use_cache=False)
 
     def harvest():
         harvest_top_k(reader, doc_tokens, windows, len(selected), 30, bos, pad, 4096)
@@ -108,14 +108,10 @@ def speed(documents: int, repeats: int, selection_out: str) -> dict:
 
 
 def memory(documents: int, selection: str) -> dict:
-    from lookups.pipeline import models
-    from lookups.pipeline.config import EMBEDDED_MODEL
-    from lookups.pipeline.harvest import NeuronReader, harvest_top_k, make_windows
+    from lookups.pipeline.harvest import harvest_top_k, make_windows
 
-    bridge, facts, selected, doc_tokens = setup(documents, selection)
+    bridge, facts, selected, doc_tokens, reader = setup(documents, selection)
     windows = make_windows([len(t) for t in doc_tokens], 256)
-    hf = models.load_activation_model(models.resolve_model(EMBEDDED_MODEL).local_dir)
-    reader = NeuronReader(hf, models.mlp_output_paths(bridge), selected["layer"].to_numpy(), selected["neuron"].to_numpy())
     with PeakSampler() as sampler:
         harvest_top_k(reader, doc_tokens, windows, len(selected), 30, facts.bos_token_id, facts.bos_token_id, 4096)
     return {"documents": documents, "tokens": sum(w.length for w in windows), "peak_growth_mb": sampler.peak - sampler.base}
