@@ -5,7 +5,7 @@ import dagster as dg
 
 from lookups.pipeline import quality, steps
 
-from .core import neuron_catalog, neuron_exemplars, prompt_set
+from .core import head_ablations, head_attributions, head_neuron_scores, neuron_catalog, neuron_exemplars, prompt_set
 from .resources import LookupsStore
 
 #: Share of selected neurons that must have at least one exemplar before the coverage check warns.
@@ -59,4 +59,47 @@ def exemplar_coverage(neuron_exemplars: steps.ExemplarsHandle, store: LookupsSto
     return _result(outcome, dg.AssetCheckSeverity.WARN, neurons_without_exemplars=without, selected_neurons=len(frame))
 
 
-ALL_CHECKS = [neurons_valid, documents_valid, exemplars_valid, exemplar_coverage]
+@dg.asset_check(
+    asset=head_attributions,
+    blocking=True,
+    description="For every exemplar, the full decomposition (embeddings, every head, every earlier MLP, biases) sums to the "
+    "neuron's pre-activation; keys unique, scores finite, only heads of layers 0..L.",
+)
+def attribution_identity(head_attributions: steps.AttributionsHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    db = store.store()
+    keys = [head_attributions.model_id, head_attributions.prompt_set_id]
+    totals = db.query("SELECT * FROM exemplar_decompositions WHERE model_id = ? AND prompt_set_id = ?", keys)
+    heads = db.query(
+        "SELECT model_id, prompt_set_id, layer, neuron, doc_id, head_layer, head, in_contribution, score FROM head_attributions "
+        "WHERE model_id = ? AND prompt_set_id = ?",
+        keys,
+    )
+    identity = quality.validate(totals, "exemplar_decompositions", quality.attribution_identity_suite(head_attributions.identity_tolerance))
+    rows = quality.validate(heads, "head_attributions", quality.head_attributions_suite())
+    outcome = quality.SuiteResult("attribution", identity.success and rows.success, rows.rows, identity.failures + rows.failures, identity.evaluated + rows.evaluated)
+    return _result(
+        outcome,
+        identity_max_abs_error=float(totals["identity_abs_error"].max()) if len(totals) else 0.0,
+        identity_max_rel_error=float(totals["identity_rel_error"].max()) if len(totals) else 0.0,
+        tolerance=head_attributions.identity_tolerance,
+        exemplars=len(totals),
+    )
+
+
+@dg.asset_check(asset=head_neuron_scores, blocking=True, description="Keys unique, fractions in [0, 1], one rank-1 head per neuron.")
+def head_scores_valid(head_neuron_scores: steps.HeadScoresHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    frame = store.store().query(
+        "SELECT * FROM head_neuron_scores WHERE model_id = ? AND prompt_set_id = ?", [head_neuron_scores.model_id, head_neuron_scores.prompt_set_id]
+    )
+    return _result(quality.validate(frame, "head_neuron_scores", quality.head_scores_suite()))
+
+
+@dg.asset_check(asset=head_ablations, blocking=True, description="Keys unique, activations finite, probabilities in [0, 1].")
+def ablations_valid(head_ablations: steps.AblationsHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    frame = store.store().query(
+        "SELECT * FROM head_ablations WHERE model_id = ? AND prompt_set_id = ?", [head_ablations.model_id, head_ablations.prompt_set_id]
+    )
+    return _result(quality.validate(frame, "head_ablations", quality.ablations_suite()))
+
+
+ALL_CHECKS = [neurons_valid, documents_valid, exemplars_valid, exemplar_coverage, attribution_identity, head_scores_valid, ablations_valid]

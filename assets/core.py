@@ -9,7 +9,17 @@ from lookups.pipeline.corpora import CorpusError
 from lookups.pipeline.models import ModelError
 from lookups.pipeline.progress import PhaseProgress
 
-from .resources import CatalogConfig, CorpusConfig, ExemplarConfig, LookupsStore, ModelConfig, PromptSetConfig
+from .resources import (
+    AblationConfig,
+    AttributionConfig,
+    CatalogConfig,
+    CorpusConfig,
+    ExemplarConfig,
+    HeadScoreConfig,
+    LookupsStore,
+    ModelConfig,
+    PromptSetConfig,
+)
 
 GROUP = "lookups"
 
@@ -115,3 +125,86 @@ def neuron_exemplars(
     )
     scalars = {k: v for k, v in result.stats.items() if isinstance(v, (int, float, str))}
     return _output(result, {**scalars, "top exemplars": _preview(sample)})
+
+
+def _scalars(stats: dict) -> dict:
+    return {k: v for k, v in stats.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["head_attributions"], kinds={"pytorch", "duckdb"})
+def head_attributions(
+    context: dg.AssetExecutionContext,
+    config: AttributionConfig,
+    model: steps.ModelHandle,
+    neuron_exemplars: steps.ExemplarsHandle,
+    store: LookupsStore,
+) -> dg.Output[steps.AttributionsHandle]:
+    """Every candidate head's direct contribution to each exemplar's neuron at the prompt's last position,
+    through the layer norm with its cached scale (TransformerLens decomposition), and which heads are active
+    (DESIGN steps 4-5). Also the per-exemplar decomposition totals in `exemplar_decompositions`."""
+    db = store.store()
+    progress = PhaseProgress(log=context.log.info)
+    try:
+        result = steps.run_attributions(model, neuron_exemplars, config, db, progress)
+    finally:
+        progress.close()
+    top = db.query(
+        "SELECT layer, neuron, head_layer, head, round(avg(score), 4) AS mean_score, round(avg(active::INT), 2) AS active_share "
+        "FROM head_attributions WHERE model_id = ? AND prompt_set_id = ? AND split = 'explain' "
+        "GROUP BY ALL ORDER BY mean_score DESC LIMIT 10",
+        [model.model_id, neuron_exemplars.prompt_set_id],
+    )
+    return _output(result, {**_scalars(result.stats), "strongest (neuron, head) attributions": _preview(top)})
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["head_neuron_scores"], kinds={"duckdb"})
+def head_neuron_scores(
+    context: dg.AssetExecutionContext, config: HeadScoreConfig, head_attributions: steps.AttributionsHandle, store: LookupsStore
+) -> dg.Output[steps.HeadScoresHandle]:
+    """Per (neuron, head): mean attribution, active fraction, rank, and the consistent flag (active on 25-75%
+    of the neuron's explain prompts); held-out active counts as ground truth for scoring explanations."""
+    db = store.store()
+    result = steps.run_head_scores(head_attributions, config, db)
+    keys = [head_attributions.model_id, head_attributions.prompt_set_id]
+    by_layer = db.query(
+        "SELECT head_layer, consistent_pairs, heads_with_consistent_pairs, candidate_pairs FROM heads_by_layer "
+        "WHERE model_id = ? AND prompt_set_id = ? ORDER BY head_layer",
+        keys,
+    )
+    pairs = db.query(
+        "SELECT layer, neuron, token, head_layer, head, rank, round(mean_score, 4) AS mean_score, round(active_fraction, 2) AS active "
+        "FROM consistent_pairs WHERE model_id = ? AND prompt_set_id = ? ORDER BY mean_score DESC LIMIT 10",
+        keys,
+    )
+    return _output(
+        result,
+        {
+            **_scalars(result.stats),
+            "heads by layer (consistent pairs)": _preview(by_layer[by_layer["consistent_pairs"] > 0], rows=40),
+            "strongest consistent pairs": _preview(pairs),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["head_ablations"], kinds={"pytorch", "duckdb"})
+def head_ablations(
+    context: dg.AssetExecutionContext,
+    config: AblationConfig,
+    model: steps.ModelHandle,
+    head_neuron_scores: steps.HeadScoresHandle,
+    store: LookupsStore,
+) -> dg.Output[steps.AblationsHandle]:
+    """Each consistent pair's head zero-ablated on the neuron's prompts: the neuron's activation and its token's
+    probability before and after; active vs inactive prompts compared with a two-sample KS test (DESIGN step 8)."""
+    db = store.store()
+    progress = PhaseProgress(log=context.log.info)
+    try:
+        result = steps.run_ablations(model, head_neuron_scores, config, db, progress)
+    finally:
+        progress.close()
+    comparison = db.query(
+        "SELECT metric, n_active, n_inactive, round(mean_active, 4) AS mean_active, round(mean_inactive, 4) AS mean_inactive, "
+        "round(ks_statistic, 3) AS ks, p_value FROM ablation_comparison WHERE model_id = ? AND prompt_set_id = ?",
+        [model.model_id, head_neuron_scores.prompt_set_id],
+    )
+    return _output(result, {**_scalars(result.stats), "active vs inactive (KS test)": _preview(comparison)})

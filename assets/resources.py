@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from lookups.pipeline.config import CatalogSettings, CorpusSettings, ExemplarSettings, ModelSettings, PromptSetSettings, database_path
+from lookups.pipeline.config import (
+    AblationSettings,
+    AttributionSettings,
+    CatalogSettings,
+    CorpusSettings,
+    ExemplarSettings,
+    HeadScoreSettings,
+    ModelSettings,
+    PromptSetSettings,
+    database_path,
+)
 from lookups.pipeline.store import Store
 
 
@@ -35,3 +45,15 @@ class PromptSetConfig(dg.Config, PromptSetSettings):
 
 class ExemplarConfig(dg.Config, ExemplarSettings):
     """Max-activating prompts and truncation (DESIGN steps 2-3)."""
+
+
+class AttributionConfig(dg.Config, AttributionSettings):
+    """Head attribution and the active-head rule (DESIGN steps 4-5)."""
+
+
+class HeadScoreConfig(dg.Config, HeadScoreSettings):
+    """Which (neuron, head) pairs are consistent (DESIGN step 5)."""
+
+
+class AblationConfig(dg.Config, AblationSettings):
+    """Zero-ablation of each consistent pair's head (DESIGN step 8)."""

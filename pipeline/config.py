@@ -133,3 +133,28 @@ class ExemplarSettings(BaseModel):
     max_prompt_tokens: int = Field(100, description="Truncated prompts must be shorter than this many tokens (BOS not counted).")
     window_tokens: int = Field(256, description="Documents longer than this many tokens are split into windows.")
     batch_tokens: int = Field(4096, description="Tokens per forward batch (padding included).")
+
+
+class AttributionSettings(BaseModel):
+    """DESIGN step 4 and the active-head rule of step 5."""
+
+    batch_tokens: int = Field(2048, description="Tokens per attribution forward batch (prompts are grouped by length, so no padding).")
+    active_sigma: float = Field(2.0, description="A head is active on a prompt when its score exceeds the mean + this many std (ddof=1) of all candidate heads' scores on that prompt.")
+    identity_tolerance: float = Field(
+        1e-3, description="The attribution check fails when a decomposition misses the pre-activation by more than this, relative to the sum of its terms' magnitudes."
+    )
+
+
+class HeadScoreSettings(BaseModel):
+    """DESIGN step 5: which (neuron, head) pairs are consistent."""
+
+    consistent_min: float = Field(0.25, ge=0.0, le=1.0, description="A pair is consistent when the head is active on at least this share of the neuron's explain prompts ...")
+    consistent_max: float = Field(0.75, ge=0.0, le=1.0, description="... and at most this share.")
+    min_prompts: int = Field(5, ge=1, description="A pair needs at least this many explain prompts to be called consistent.")
+
+
+class AblationSettings(BaseModel):
+    """DESIGN step 8: zero-ablate each consistent pair's head on the neuron's prompts."""
+
+    batch_tokens: int = Field(4096, description="Tokens per ablation forward batch (padding included).")
+    splits: list[str] = Field(default_factory=lambda: ["explain"], description="Which splits' prompts to ablate on ('explain', 'heldout').")

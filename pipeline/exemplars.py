@@ -84,7 +84,8 @@ def find_exemplars(
     candidates = {}
     for split, top in tops.items():
         for col in range(len(neurons)):
-            valid = np.nonzero((top.docs[col] >= 0) & np.isfinite(top.values[col]))[0]
+            # A document where the neuron never fires is no exemplar of it.
+            valid = np.nonzero((top.docs[col] >= 0) & np.isfinite(top.values[col]) & (top.values[col] > 0))[0]
             candidates[(split, col)] = [
                 TruncationTask(col, int(top.docs[col, j]), int(top.positions[col, j]), int(top.window_starts[col, j]), float(top.values[col, j]))
                 for j in valid

@@ -174,16 +174,27 @@ def load_activation_model(local_dir: str, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def mlp_output_paths(bridge) -> list[str]:
-    """Per layer, the module path (in a plain Hugging Face model of this architecture) of the MLP's output
-    projection, whose input is the MLP post-activation. Read off the bridge's own component mapping, so it
-    holds for every architecture TransformerLens supports (Llama ``mlp.down_proj``, GPT-2 ``mlp.c_proj``, ...)."""
-    names = {id(module): name for name, module in bridge.original_model.named_modules()}
+def _hf_module_paths(bridge, part: str, leaf: str) -> list[str]:
+    """Per layer, the path in a plain Hugging Face model of the module behind bridge component
+    ``blocks[L].<part>.<leaf>``, from the names in the bridge's own component mapping, so it holds for every
+    architecture TransformerLens supports (the bridge may regroup modules, e.g. GPT-2's fused qkv)."""
     paths = []
     for block in bridge.blocks:
-        wrapped = block.mlp.out.original_component
-        paths.append(names[id(wrapped)].replace("._original_component", ""))
+        parent = getattr(block, part)
+        paths.append(f"{block.name}.{parent.name}.{getattr(parent, leaf).name}")
     return paths
+
+
+def mlp_output_paths(bridge) -> list[str]:
+    """Per layer, the MLP's output projection (Llama ``mlp.down_proj``, GPT-2 ``mlp.c_proj``): its input is the
+    MLP post-activation."""
+    return _hf_module_paths(bridge, "mlp", "out")
+
+
+def attention_output_paths(bridge) -> list[str]:
+    """Per layer, the attention output projection (Llama ``self_attn.o_proj``, GPT-2 ``attn.c_proj``): its input
+    is every head's ``z`` concatenated, ``[batch, pos, n_heads * d_head]``."""
+    return _hf_module_paths(bridge, "attn", "o")
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,55 @@ def coverage_suite(min_share: float) -> list:
     import great_expectations as gx
 
     return [gx.expectations.ExpectColumnValuesToBeBetween(column="n_exemplars", min_value=1, mostly=min_share)]
+
+
+def attribution_identity_suite(tolerance: float) -> list:
+    """Per exemplar (``exemplar_decompositions``): keys unique, values finite, and the full decomposition
+    (embeddings, every head, every earlier MLP, biases) summing to the pre-activation within ``tolerance``
+    relative to the sum of its terms' magnitudes."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "doc_id"])
+        + _finite(["pre_in", "sum_in", "act", "identity_abs_error"])
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column="identity_rel_error", min_value=0.0, max_value=tolerance)]
+    )
+
+
+def head_attributions_suite() -> list:
+    """Per (exemplar, head): keys unique, scores finite, and only heads of layers 0..L attributed to a layer-L neuron."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "doc_id", "head_layer", "head"])
+        + _finite(["in_contribution", "score"])
+        + [gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(column_A="layer", column_B="head_layer", or_equal=True)]
+    )
+
+
+def head_scores_suite() -> list:
+    """Per (neuron, head): keys unique, fractions in [0, 1], ranks from 1, exactly one rank-1 head per neuron."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head"])
+        + _finite(["mean_score", "std_score"])
+        + [
+            gx.expectations.ExpectColumnValuesToBeBetween(column="active_fraction", min_value=0.0, max_value=1.0),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="heldout_active_fraction", min_value=0.0, max_value=1.0),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="rank", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="n_prompts", min_value=1),
+            gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["model_id", "prompt_set_id", "layer", "neuron", "rank"]),
+        ]
+    )
+
+
+def ablations_suite() -> list:
+    """Per (pair, prompt): keys unique, activations finite, probabilities in [0, 1]."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head", "doc_id"])
+        + _finite(["clean_act", "ablated_act", "act_drop"])
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0) for c in ("clean_prob", "ablated_prob")]
+    )

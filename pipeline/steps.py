@@ -16,9 +16,19 @@ from typing import Callable
 
 import pandas as pd
 
+from . import ablation, attribution, corpora, exemplars, models, scores
 from . import catalog as catalog_mod
-from . import corpora, exemplars, models
-from .config import CatalogSettings, CorpusSettings, ExemplarSettings, ModelSettings, PromptSetSettings, data_dir
+from .config import (
+    AblationSettings,
+    AttributionSettings,
+    CatalogSettings,
+    CorpusSettings,
+    ExemplarSettings,
+    HeadScoreSettings,
+    ModelSettings,
+    PromptSetSettings,
+    data_dir,
+)
 from .store import AssetVersion, Store
 
 #: Bump an entry when its step's algorithm changes: that step and everything after it recompute.
@@ -27,7 +37,10 @@ CODE_VERSIONS = {
     "neuron_catalog": "1",
     "corpus": "2",  # 2: paragraphs with markup the parser left as text are dropped
     "prompt_set": "1",
-    "neuron_exemplars": "1",
+    "neuron_exemplars": "2",  # 2: documents whose max activation is not positive are not exemplars
+    "head_attributions": "1",
+    "head_neuron_scores": "1",
+    "head_ablations": "1",
 }
 
 PhaseProgress = Callable[[str, int, int], None]
@@ -79,6 +92,31 @@ class ExemplarsHandle:
     prompt_set_id: str
     act_ratio: float
     max_prompt_tokens: int
+    stats: dict
+    data_version: str
+
+
+@dataclass(frozen=True)
+class AttributionsHandle:
+    model_id: str
+    prompt_set_id: str
+    identity_tolerance: float
+    stats: dict
+    data_version: str
+
+
+@dataclass(frozen=True)
+class HeadScoresHandle:
+    model_id: str
+    prompt_set_id: str
+    stats: dict
+    data_version: str
+
+
+@dataclass(frozen=True)
+class AblationsHandle:
+    model_id: str
+    prompt_set_id: str
     stats: dict
     data_version: str
 
@@ -247,4 +285,122 @@ def run_exemplars(
             AssetVersion("neuron_exemplars", scope, data_version, CODE_VERSIONS["neuron_exemplars"], stats),
         )
     handle = ExemplarsHandle(model.model_id, prompt_set.prompt_set_id, settings.act_ratio, settings.max_prompt_tokens, stats, data_version)
+    return StepResult(handle, bool(done), stats, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- head attribution, scores, ablation
+
+
+def _run_keys(model_id: str, prompt_set_id: str) -> tuple[str, dict]:
+    return f"{model_id}/{prompt_set_id}", {"model_id": model_id, "prompt_set_id": prompt_set_id}
+
+
+def run_attributions(
+    model: ModelHandle,
+    exemplars_handle: ExemplarsHandle,
+    settings: AttributionSettings,
+    store: Store,
+    progress: PhaseProgress | None = None,
+) -> StepResult:
+    started = time.perf_counter()
+    scope, keys = _run_keys(model.model_id, exemplars_handle.prompt_set_id)
+    # batch_tokens changes speed, not results; the tolerance only changes the check.
+    relevant = settings.model_dump(exclude={"batch_tokens", "identity_tolerance"})
+    data_version = version_hash(CODE_VERSIONS["head_attributions"], exemplars_handle.data_version, relevant)
+    done = _skip(store, "head_attributions", scope, data_version)
+    if done:
+        stats = done.stats
+    else:
+        rows = store.query(
+            "SELECT layer, neuron, doc_id, split, prompt_token_ids FROM neuron_exemplars WHERE model_id = ? AND prompt_set_id = ? "
+            "ORDER BY layer, neuron, split, rank",
+            [model.model_id, exemplars_handle.prompt_set_id],
+            read_only=False,
+        )
+        bridge = models.load_bridge(model.local_dir, model.device)
+        result = attribution.attribute_exemplars(bridge, rows, model.facts["bos_token_id"], settings, progress)
+        stats = {**result.stats, "seconds": time.perf_counter() - started}
+        store.replace_many(
+            [("head_attributions", keys, result.heads), ("exemplar_decompositions", keys, result.totals)],
+            AssetVersion("head_attributions", scope, data_version, CODE_VERSIONS["head_attributions"], stats),
+        )
+    handle = AttributionsHandle(model.model_id, exemplars_handle.prompt_set_id, settings.identity_tolerance, stats, data_version)
+    return StepResult(handle, bool(done), stats, time.perf_counter() - started)
+
+
+def run_head_scores(attributions: AttributionsHandle, settings: HeadScoreSettings, store: Store) -> StepResult:
+    started = time.perf_counter()
+    scope, keys = _run_keys(attributions.model_id, attributions.prompt_set_id)
+    data_version = version_hash(CODE_VERSIONS["head_neuron_scores"], attributions.data_version, settings.model_dump())
+    done = _skip(store, "head_neuron_scores", scope, data_version)
+    if done:
+        stats = done.stats
+    else:
+        heads = store.query(
+            "SELECT layer, neuron, split, head_layer, head, gate_contribution, in_contribution, score, active FROM head_attributions "
+            "WHERE model_id = ? AND prompt_set_id = ?",
+            [attributions.model_id, attributions.prompt_set_id],
+            read_only=False,
+        )
+        frame = scores.head_neuron_scores(heads, settings)
+        consistent = frame[frame["consistent"]]
+        stats = {
+            "pairs": len(frame),
+            "consistent_pairs": len(consistent),
+            "neurons": int(frame.groupby(["layer", "neuron"]).ngroups) if len(frame) else 0,
+            "neurons_with_consistent_heads": int(consistent.groupby(["layer", "neuron"]).ngroups) if len(consistent) else 0,
+            "consistent_heads": int(consistent.groupby(["head_layer", "head"]).ngroups) if len(consistent) else 0,
+            "seconds": time.perf_counter() - started,
+        }
+        store.replace("head_neuron_scores", keys, frame, AssetVersion("head_neuron_scores", scope, data_version, CODE_VERSIONS["head_neuron_scores"], stats))
+    handle = HeadScoresHandle(attributions.model_id, attributions.prompt_set_id, stats, data_version)
+    return StepResult(handle, bool(done), stats, time.perf_counter() - started)
+
+
+def run_ablations(
+    model: ModelHandle,
+    head_scores: HeadScoresHandle,
+    settings: AblationSettings,
+    store: Store,
+    progress: PhaseProgress | None = None,
+) -> StepResult:
+    started = time.perf_counter()
+    scope, keys = _run_keys(model.model_id, head_scores.prompt_set_id)
+    relevant = settings.model_dump(exclude={"batch_tokens"})
+    data_version = version_hash(CODE_VERSIONS["head_ablations"], head_scores.data_version, relevant)
+    done = _skip(store, "head_ablations", scope, data_version)
+    if done:
+        stats = done.stats
+    else:
+        rows = store.query(
+            "SELECT a.layer, a.neuron, a.doc_id, a.split, a.head_layer, a.head, a.active, e.prompt_token_ids, e.next_token_id "
+            "FROM head_neuron_scores s "
+            "JOIN head_attributions a USING (model_id, prompt_set_id, layer, neuron, head_layer, head) "
+            "JOIN neuron_exemplars e USING (model_id, prompt_set_id, layer, neuron, doc_id) "
+            "WHERE s.model_id = ? AND s.prompt_set_id = ? AND s.consistent AND list_contains(?, a.split) "
+            "ORDER BY a.layer, a.neuron, a.head_layer, a.head, a.doc_id",
+            [model.model_id, head_scores.prompt_set_id, settings.splits],
+            read_only=False,
+        )
+        frame = pd.DataFrame(columns=ablation.ABLATION_COLUMNS)
+        if len(rows):
+            bridge = models.load_bridge(model.local_dir, model.device)
+            hf_model = models.load_activation_model(model.local_dir, model.device)
+            ablator = ablation.HeadAblator(hf_model, models.attention_output_paths(bridge), models.mlp_output_paths(bridge), bridge.cfg.n_heads, bridge.cfg.d_head)
+            pad_id = bridge.tokenizer.pad_token_id if bridge.tokenizer.pad_token_id is not None else model.facts["bos_token_id"]
+            frame = ablation.ablate_pairs(ablator, rows, model.facts["bos_token_id"], pad_id, settings.batch_tokens, progress)
+        tests = ablation.ks_summary(frame)
+        stats = {
+            "rows": len(frame),
+            "pairs": int(frame.groupby(["layer", "neuron", "head_layer", "head"]).ngroups) if len(frame) else 0,
+            "forward_rows": len(frame) + (int(frame.groupby(["layer", "neuron", "doc_id"]).ngroups) if len(frame) else 0),
+            **{f"{r.metric}_ks": r.ks_statistic for r in tests.itertuples()},
+            **{f"{r.metric}_p": r.p_value for r in tests.itertuples()},
+            "seconds": time.perf_counter() - started,
+        }
+        store.replace_many(
+            [("head_ablations", keys, frame), ("ablation_tests", keys, tests)],
+            AssetVersion("head_ablations", scope, data_version, CODE_VERSIONS["head_ablations"], stats),
+        )
+    handle = AblationsHandle(model.model_id, head_scores.prompt_set_id, stats, data_version)
     return StepResult(handle, bool(done), stats, time.perf_counter() - started)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -14,7 +15,10 @@ import pandas as pd
 
 from .config import database_path
 
-TABLES = ("models", "neurons", "prompt_sets", "documents", "neuron_exemplars")
+TABLES = (
+    "models", "neurons", "prompt_sets", "documents", "neuron_exemplars",
+    "head_attributions", "exemplar_decompositions", "head_neuron_scores", "head_ablations", "ablation_tests",
+)
 
 
 class StoreError(RuntimeError):
@@ -34,6 +38,17 @@ def sql_text(name: str) -> str:
 def named_queries() -> dict[str, str]:
     folder = resources.files("lookups.sql") / "queries"
     return {p.name[: -len(".sql")]: p.read_text() for p in folder.iterdir() if p.name.endswith(".sql")}
+
+
+def _json_safe(value):
+    """NaN and infinities (e.g. a test with no samples) become null: JSON has no such numbers."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,7 @@ class Store:
         try:
             if not read_only:
                 con.execute(sql_text("schema.sql"))
+                con.execute(sql_text("views.sql"))
             yield con
         finally:
             con.close()
@@ -106,7 +122,7 @@ class Store:
         con.execute(
             "INSERT OR REPLACE INTO asset_versions (asset, scope, data_version, code_version, stats, updated_at) "
             "VALUES (?, ?, ?, ?, ?, current_timestamp)",
-            [version.asset, version.scope, version.data_version, version.code_version, json.dumps(version.stats, default=float)],
+            [version.asset, version.scope, version.data_version, version.code_version, json.dumps(_json_safe(version.stats), default=float)],
         )
 
     def version(self, asset: str, scope: str) -> AssetVersion | None:

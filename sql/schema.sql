@@ -93,6 +93,112 @@ CREATE TABLE IF NOT EXISTS neuron_exemplars (
     PRIMARY KEY (model_id, prompt_set_id, layer, neuron, doc_id)
 );
 
+-- DESIGN step 4: each candidate head's direct contribution to a neuron at its exemplar's last position.
+CREATE TABLE IF NOT EXISTS head_attributions (
+    model_id          VARCHAR NOT NULL,
+    prompt_set_id     VARCHAR NOT NULL,
+    layer             INTEGER NOT NULL,
+    neuron            INTEGER NOT NULL,
+    doc_id            VARCHAR NOT NULL,  -- the exemplar (see neuron_exemplars)
+    split             VARCHAR NOT NULL,
+    head_layer        INTEGER NOT NULL,  -- 0..layer: layer L's attention feeds layer L's MLP
+    head              INTEGER NOT NULL,
+    gate_contribution DOUBLE,            -- to the gate pre-activation (gated MLPs; NULL otherwise)
+    in_contribution   DOUBLE NOT NULL,   -- to the up pre-activation (gated) or the pre-activation (ungated)
+    score             DOUBLE NOT NULL,   -- gated: f'(g)·u·gate + f(g)·in; ungated: in
+    active            BOOLEAN NOT NULL,  -- score > mean + active_sigma·std over the candidate heads on this prompt
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, doc_id, head_layer, head)
+);
+
+-- Per exemplar: the full decomposition of the neuron's pre-activation(s), and how exactly it sums.
+CREATE TABLE IF NOT EXISTS exemplar_decompositions (
+    model_id           VARCHAR NOT NULL,
+    prompt_set_id      VARCHAR NOT NULL,
+    layer              INTEGER NOT NULL,
+    neuron             INTEGER NOT NULL,
+    doc_id             VARCHAR NOT NULL,
+    split              VARCHAR NOT NULL,
+    n_tokens           INTEGER NOT NULL,  -- prompt length, BOS not counted
+    pre_gate           DOUBLE,            -- the model's gate pre-activation (gated MLPs)
+    pre_in             DOUBLE NOT NULL,   -- the model's up pre-activation (gated) or pre-activation (ungated)
+    act                DOUBLE NOT NULL,   -- the neuron's activation (hook_post)
+    sum_gate           DOUBLE,            -- sum of every component below, gate side
+    sum_in             DOUBLE NOT NULL,
+    heads_gate         DOUBLE,            -- all heads of layers 0..layer
+    heads_in           DOUBLE NOT NULL,
+    mlps_gate          DOUBLE,            -- all MLPs of layers 0..layer-1
+    mlps_in            DOUBLE NOT NULL,
+    embed_gate         DOUBLE,            -- token (and additive position) embeddings
+    embed_in           DOUBLE NOT NULL,
+    bias_gate          DOUBLE,            -- accumulated residual biases plus the neuron's own input bias
+    bias_in            DOUBLE NOT NULL,
+    identity_abs_error DOUBLE NOT NULL,   -- max over gate/in of |sum - pre|
+    identity_rel_error DOUBLE NOT NULL,   -- that error over the sum of the terms' magnitudes
+    active_threshold   DOUBLE NOT NULL,
+    n_candidate_heads  INTEGER NOT NULL,
+    n_active_heads     INTEGER NOT NULL,
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, doc_id)
+);
+
+-- DESIGN step 5: per (neuron, head), over the neuron's explain prompts; held-out ground truth summarised.
+CREATE TABLE IF NOT EXISTS head_neuron_scores (
+    model_id                VARCHAR NOT NULL,
+    prompt_set_id           VARCHAR NOT NULL,
+    layer                   INTEGER NOT NULL,
+    neuron                  INTEGER NOT NULL,
+    head_layer              INTEGER NOT NULL,
+    head                    INTEGER NOT NULL,
+    n_prompts               INTEGER NOT NULL,  -- explain prompts
+    mean_score              DOUBLE NOT NULL,
+    std_score               DOUBLE NOT NULL,
+    mean_gate               DOUBLE,
+    mean_in                 DOUBLE NOT NULL,
+    active_count            INTEGER NOT NULL,
+    active_fraction         DOUBLE NOT NULL,
+    rank                    INTEGER NOT NULL,  -- 1 = highest mean score for this neuron
+    consistent              BOOLEAN NOT NULL,  -- consistent_min <= active_fraction <= consistent_max (and enough prompts)
+    heldout_n_prompts       INTEGER NOT NULL,
+    heldout_active_count    INTEGER NOT NULL,
+    heldout_active_fraction DOUBLE,
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head)
+);
+
+-- DESIGN step 8: each consistent pair's head zero-ablated on each of the neuron's prompts.
+CREATE TABLE IF NOT EXISTS head_ablations (
+    model_id      VARCHAR NOT NULL,
+    prompt_set_id VARCHAR NOT NULL,
+    layer         INTEGER NOT NULL,
+    neuron        INTEGER NOT NULL,
+    doc_id        VARCHAR NOT NULL,
+    split         VARCHAR NOT NULL,
+    head_layer    INTEGER NOT NULL,
+    head          INTEGER NOT NULL,
+    active        BOOLEAN NOT NULL,  -- the head was active on this prompt (head_attributions)
+    clean_act     DOUBLE NOT NULL,
+    ablated_act   DOUBLE NOT NULL,
+    act_drop      DOUBLE NOT NULL,   -- clean - ablated
+    clean_prob    DOUBLE NOT NULL,   -- probability of the neuron's token after the prompt
+    ablated_prob  DOUBLE NOT NULL,
+    prob_drop     DOUBLE NOT NULL,
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head, doc_id)
+);
+
+-- Active vs inactive prompts' ablation effects, two-sample Kolmogorov-Smirnov test, per model and prompt set.
+CREATE TABLE IF NOT EXISTS ablation_tests (
+    model_id        VARCHAR NOT NULL,
+    prompt_set_id   VARCHAR NOT NULL,
+    metric          VARCHAR NOT NULL,  -- act_drop | prob_drop
+    n_active        INTEGER NOT NULL,
+    n_inactive      INTEGER NOT NULL,
+    mean_active     DOUBLE,
+    mean_inactive   DOUBLE,
+    median_active   DOUBLE,
+    median_inactive DOUBLE,
+    ks_statistic    DOUBLE,
+    p_value         DOUBLE,
+    PRIMARY KEY (model_id, prompt_set_id, metric)
+);
+
 -- What each asset last computed for each scope, so unchanged inputs skip the work.
 CREATE TABLE IF NOT EXISTS asset_versions (
     asset         VARCHAR NOT NULL,

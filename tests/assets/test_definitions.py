@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from lookups.assets.definitions import ALL_ASSETS, defs
-from lookups.pipeline import catalog, harvest
+from lookups.pipeline import catalog, harvest, planted
 from lookups.pipeline.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
+ALL_CHECK_NAMES = {
+    "neurons_valid", "documents_valid", "exemplars_valid", "exemplar_coverage", "attribution_identity", "head_scores_valid", "ablations_valid",
+}
 
 REPO_TEXTS = [
     "The old lighthouse keeper climbed the stairs every evening to light the lamp. Ships passing the rocky coast relied on it.",
@@ -31,7 +34,7 @@ def test_code_location_loads():
 
 def test_job_and_assets_are_defined():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars"}
+    assert keys == {"model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations"}
     assert defs.resolve_job_def("lookups") is not None
 
 
@@ -68,7 +71,7 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
         first = job.execute_in_process(run_config=run_config, instance=instance)
         assert first.success
         checks = [e.asset_check_evaluation_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-        assert {c.check_name for c in checks} == {"neurons_valid", "documents_valid", "exemplars_valid", "exemplar_coverage"}
+        assert {c.check_name for c in checks} == ALL_CHECK_NAMES
         assert all(c.passed for c in checks), [c for c in checks if not c.passed]
         assert calls["forward"] > 0 and calls["catalog"] == 1
 
@@ -80,10 +83,39 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
         second = job.execute_in_process(run_config=run_config, instance=instance)
         assert second.success
         assert calls == {"forward": 0, "catalog": 0}
-        for key in ("model", "neuron_catalog", "prompt_set", "neuron_exemplars"):
+        for key in ("model", "neuron_catalog", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations"):
             materialization = second.asset_materializations_for_node(key)[0]
             assert materialization.metadata["skipped (unchanged inputs)"].value is True
         # Data versions are unchanged, so Dagster sees nothing stale downstream.
         before = [first.output_for_node(a.key.path[-1]).data_version for a in ALL_ASSETS]
         after = [second.output_for_node(a.key.path[-1]).data_version for a in ALL_ASSETS]
         assert before == after
+
+
+def test_materialize_the_planted_circuit_with_every_check(tmp_path):
+    """The whole graph through Dagster on the planted model (fast: a 3-layer model): every check runs and
+    passes, and the planted pair arrives in DuckDB as a consistent pair with its ablation test."""
+    circuit = planted.build_planted_circuit(tmp_path / "planted")
+    run_config = {
+        "ops": {
+            "model": {"config": {"name": circuit.model_dir}},
+            "corpus": {"config": {"source": circuit.corpus_path}},
+            "prompt_set": {"config": {"max_documents": None}},
+            "neuron_catalog": {"config": {"neurons_per_layer": 1, "last_layers": 1}},
+            "neuron_exemplars": {"config": {"top_k": 64, "keep": 64, "keep_heldout": 64, "window_tokens": 62}},
+        }
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("lookups").execute_in_process(run_config=run_config, instance=instance)
+    assert result.success
+    checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert {c.check_name for c in checks} == ALL_CHECK_NAMES
+    assert all(c.passed for c in checks), [c for c in checks if not c.passed]
+    identity = next(c for c in checks if c.check_name == "attribution_identity")
+    assert identity.metadata["identity_max_rel_error"].value < 1e-5
+    pairs = Store().query("SELECT layer, neuron, head_layer, head, rank FROM consistent_pairs")
+    assert [circuit.layer, circuit.neuron, circuit.head_layer, circuit.head, 1] in pairs.values.tolist()
+    scores_md = result.asset_materializations_for_node("head_neuron_scores")[0].metadata
+    assert scores_md["consistent_pairs"].value >= 1
+    ablation_md = result.asset_materializations_for_node("head_ablations")[0].metadata
+    assert ablation_md["act_drop_ks"].value > 0.9
