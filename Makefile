@@ -34,6 +34,7 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_harvest.py
+	$(BIN)/python bench/bench_attribution.py
 
 clean:
 	rm -rf $(VENV) data

@@ -81,10 +81,24 @@ def print_summary(model_id: str | None = None, prompt_set_id: str | None = None)
     print()
     print(f"model        {row.model_id}  ({row.n_layers} layers x {row.d_mlp} neurons, {row.mlp_kind} MLP)")
     print(f"prompt set   {row.prompt_set_id}  ({row.n_explain} explain + {row.n_heldout} held-out documents, {row.duplicates_dropped} duplicates dropped)")
-    print("rows         " + ", ".join(f"{t}: {int(row[t]):,}" for t in ("models", "neurons", "selected", "prompt_sets", "documents", "neuron_exemplars")))
+    tables = ("models", "neurons", "selected", "prompt_sets", "documents", "neuron_exemplars", "head_attributions", "consistent_pairs", "head_ablations")
+    print("rows         " + ", ".join(f"{t}: {int(row[t]):,}" for t in tables))
     top = store.query(sql_text("queries/strongest_neurons.sql"), [row.model_id, row.prompt_set_id, 5])
     print("\nstrongest next-token neurons")
     print(top.to_string(index=False))
+    keys = [row.model_id, row.prompt_set_id]
+    pairs = store.query(sql_text("queries/consistent_pairs.sql"), keys + [8])
+    if len(pairs):
+        print("\nstrongest consistent (neuron, head) pairs")
+        print(pairs.to_string(index=False))
+        layers = store.query("SELECT head_layer, consistent_pairs FROM heads_by_layer WHERE model_id = ? AND prompt_set_id = ? AND consistent_pairs > 0 ORDER BY head_layer", keys)
+        print("\nconsistent pairs by head layer: " + ", ".join(f"L{r.head_layer}: {r.consistent_pairs}" for r in layers.itertuples()))
+    tests = store.query("SELECT metric, n_active, n_inactive, mean_active, mean_inactive, ks_statistic, p_value FROM ablation_comparison WHERE model_id = ? AND prompt_set_id = ?", keys)
+    for t in tests.itertuples():
+        print(
+            f"ablation     {t.metric}: active {t.mean_active:.4g} (n={t.n_active}) vs inactive {t.mean_inactive:.4g} (n={t.n_inactive}), "
+            f"KS {t.ks_statistic:.3f}, p {t.p_value:.2g}"
+        )
     print(f"\nresults      {database_path()}")
     print(f"dagster      {dagster_home()}  (browse with `lookups ui` or `make ui`)")
     print(f"query        duckdb -readonly {database_path()} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")

@@ -21,3 +21,11 @@ def data_folder(tmp_path, monkeypatch):
     folder = tmp_path / "data"
     monkeypatch.setenv("LOOKUPS_DATA_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def planted_circuit(tmp_path_factory):
+    """The planted-circuit model and corpus (a 3-layer GPT-2-style model built in code, see pipeline/planted.py)."""
+    from lookups.pipeline import planted
+
+    return planted.build_planted_circuit(tmp_path_factory.mktemp("planted"))

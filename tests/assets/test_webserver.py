@@ -62,6 +62,9 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             "corpus": set(),
             "prompt_set": {"corpus"},
             "neuron_exemplars": {"model", "neuron_catalog", "prompt_set"},
+            "head_attributions": {"model", "neuron_exemplars"},
+            "head_neuron_scores": {"head_attributions"},
+            "head_ablations": {"model", "head_neuron_scores"},
         }
     finally:
         server.terminate()

@@ -5,8 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lookups.pipeline import catalog, corpora, exemplars, harvest, models
-from lookups.pipeline.config import EMBEDDED_MODEL, DEFAULT_DENY_TOKENS, ExemplarSettings, PromptSetSettings
+from lookups.pipeline import attribution, catalog, corpora, exemplars, harvest, models
+from lookups.pipeline.config import EMBEDDED_MODEL, DEFAULT_DENY_TOKENS, AttributionSettings, ExemplarSettings, PromptSetSettings
+
+from direct_path import direct_effect_of_head
 
 pytestmark = pytest.mark.slow
 
@@ -112,3 +114,35 @@ def test_a_local_checkpoint_folder_is_a_model_too(source):
     local = models.resolve_model(source.local_dir)
     assert local.origin == "local" and local.fingerprint == source.fingerprint
     assert local.model_id.endswith("@" + source.fingerprint[:12])
+
+
+def test_gated_attribution_identity_direct_path_and_score_formula(bridge, hf_model):
+    """SwiGLU: gate and up decompositions each sum to their pre-activation; zeroing a head's output at the
+    last position with every other path and the LN scale frozen changes the gate and up pre-activations by
+    exactly its two contributions; the score is f'(g)·u·gate + f(g)·up at the operating point."""
+    tok = bridge.tokenizer
+    prompts = ["The capital of France is the city of", "She opened the letter and read it twice, then handed it to her"]
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    rows = pd.DataFrame({"layer": [27, 29], "neuron": [100, 700], "doc_id": ["a", "b"], "split": "explain", "prompt_token_ids": ids})
+    result = attribution.attribute_exemplars(bridge, rows, 1, AttributionSettings())
+    totals = result.totals.set_index("doc_id")
+    assert (totals["identity_rel_error"] < 1e-5).all()
+    np.testing.assert_allclose(totals["sum_gate"], totals["pre_gate"], atol=1e-4)
+    np.testing.assert_allclose(totals["sum_in"], totals["pre_in"], atol=1e-4)
+    # The bridge's own activation equals silu(gate) * up.
+    np.testing.assert_allclose(totals["act"], torch.nn.functional.silu(torch.tensor(totals["pre_gate"].values)).numpy() * totals["pre_in"], rtol=1e-4, atol=1e-5)
+
+    heads = result.heads.set_index(["doc_id", "head_layer", "head"])
+    for row in rows.itertuples():
+        tokens = torch.tensor([[1] + list(row.prompt_token_ids)])
+        strongest = heads.loc[row.doc_id]["score"].abs().sort_values().index[-2:].tolist()
+        for head_layer, head in strongest + [(row.layer, 4), (3, 0)]:
+            effect = direct_effect_of_head(bridge, tokens, row.layer, row.neuron, head_layer, head)
+            expected = heads.loc[(row.doc_id, head_layer, head)]
+            assert effect["pre"] == pytest.approx(expected["gate_contribution"], rel=1e-4, abs=2e-5)
+            assert effect["pre_linear"] == pytest.approx(expected["in_contribution"], rel=1e-4, abs=2e-5)
+        g, u = totals.loc[row.doc_id, "pre_gate"], totals.loc[row.doc_id, "pre_in"]
+        sig = 1 / (1 + np.exp(-g))
+        slope, value = sig * (1 + g * (1 - sig)), g * sig
+        part = heads.loc[row.doc_id]
+        np.testing.assert_allclose(part["score"], slope * u * part["gate_contribution"] + value * part["in_contribution"], rtol=1e-6, atol=1e-9)

@@ -1,0 +1,51 @@
+"""Zero-ablation on the planted model: the batched Hugging Face path (per-row head masks) equals
+TransformerLens zeroing the head's z at every position, and the KS summary (no model)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lookups.pipeline import ablation, models
+
+
+def test_ks_summary_separates_active_from_inactive_drops():
+    rows = pd.DataFrame({"active": [True] * 20 + [False] * 20, "act_drop": np.r_[np.linspace(2, 3, 20), np.linspace(-0.1, 0.1, 20)], "prob_drop": 0.0})
+    out = ablation.ks_summary(rows).set_index("metric")
+    assert out.loc["act_drop", "ks_statistic"] == 1.0 and out.loc["act_drop", "p_value"] < 1e-8
+    assert out.loc["prob_drop", "ks_statistic"] == 0.0
+    assert out.loc["act_drop", "n_active"] == 20 and out.loc["act_drop", "n_inactive"] == 20
+    empty = ablation.ks_summary(rows[rows.active])
+    assert empty["ks_statistic"].isna().all()
+
+
+def test_batched_ablation_equals_zeroing_z_in_transformer_lens(planted_circuit):
+    bridge = models.load_bridge(planted_circuit.model_dir)
+    hf = models.load_activation_model(planted_circuit.model_dir)
+    ablator = ablation.HeadAblator(hf, models.attention_output_paths(bridge), models.mlp_output_paths(bridge), bridge.cfg.n_heads, bridge.cfg.d_head)
+    tok = bridge.tokenizer
+    texts = ["people wizard walked near town", "old spell street", "river wizard quiet", "green spell"]
+    token_id = tok.convert_tokens_to_ids("Ġmagic")
+    rows = []
+    for i, text in enumerate(texts):
+        for head_layer, head in [(1, 2), (0, 3), (2, 0)]:
+            rows.append({"layer": 2, "neuron": 77, "doc_id": f"d{i}", "split": "explain", "head_layer": head_layer, "head": head,
+                         "active": "wizard" in text, "prompt_token_ids": tok(text, add_special_tokens=False)["input_ids"], "next_token_id": token_id})
+    out = ablation.ablate_pairs(ablator, pd.DataFrame(rows), bos_id=0, pad_id=0, batch_tokens=64)  # several batches, mixed heads
+    for r in out.itertuples():
+        tokens = torch.tensor([[0] + tok(texts[int(r.doc_id[1:])], add_special_tokens=False)["input_ids"]])
+
+        def zero(z, hook, head=r.head):
+            z[:, :, head] = 0.0
+            return z
+
+        names = {"blocks.2.mlp.hook_post"}
+        clean_logits, clean = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+        with bridge.hooks(fwd_hooks=[(f"blocks.{r.head_layer}.attn.hook_z", zero)]):
+            ablated_logits, ablated = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+        assert r.clean_act == pytest.approx(clean["blocks.2.mlp.hook_post"][0, -1, 77].item(), abs=1e-4)
+        assert r.ablated_act == pytest.approx(ablated["blocks.2.mlp.hook_post"][0, -1, 77].item(), abs=1e-4)
+        assert r.clean_prob == pytest.approx(torch.softmax(clean_logits[0, -1], -1)[token_id].item(), abs=1e-5)
+        assert r.ablated_prob == pytest.approx(torch.softmax(ablated_logits[0, -1], -1)[token_id].item(), abs=1e-5)
+    planted = out[(out.head_layer == 1) & (out["head"] == 2)]
+    assert (planted[planted.active]["act_drop"] > 3).all() and (planted[~planted.active]["act_drop"].abs() < 0.2).all()

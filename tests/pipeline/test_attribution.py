@@ -1,0 +1,96 @@
+"""Head attribution: the formulas without a model, then on the planted-circuit model (fast, 3 layers):
+the decomposition identity, the direct-path intervention, and batched == one prompt at a time."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lookups.pipeline import attribution, models
+from lookups.pipeline.config import AttributionSettings
+
+from direct_path import direct_effect_of_head
+
+
+def test_active_threshold_is_mean_plus_sigma_sample_std():
+    scores = np.array([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 8.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]])
+    threshold = attribution.active_threshold(scores, 2.0)
+    np.testing.assert_allclose(threshold, scores.mean(1) + 2 * scores.std(1, ddof=1))
+    assert (scores[0] > threshold[0]).tolist() == [False] * 7 + [True]  # one outlier among 8 heads is active
+    assert not (scores[1] > threshold[1]).any()  # an even spread has no active head
+
+
+def test_slope_of_silu_and_gelu_matches_finite_differences():
+    x = torch.linspace(-4, 4, 33, dtype=torch.float64)
+    for name, fn in [("silu", torch.nn.functional.silu), ("gelu_new", lambda t: torch.nn.functional.gelu(t, approximate="tanh"))]:
+        value, slope = attribution.activation_and_slope(name, x)
+        torch.testing.assert_close(value, fn(x))
+        torch.testing.assert_close(slope, (fn(x + 1e-6) - fn(x - 1e-6)) / 2e-6, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="add it"):
+        attribution.activation_and_slope("softplus", x)
+
+
+def test_length_batches_group_equal_lengths_within_the_token_budget():
+    lengths = np.array([3, 5, 3, 3, 5, 9])
+    batches = attribution.length_batches(lengths, batch_tokens=6)
+    assert sorted(map(sorted, map(list, batches))) == [[0, 2], [1], [3], [4], [5]]
+    for batch in batches:
+        assert len(set(lengths[batch])) == 1 and (len(batch) == 1 or lengths[batch].sum() <= 6)
+
+
+@pytest.fixture(scope="module")
+def planted_model(planted_circuit):
+    bridge = models.load_bridge(planted_circuit.model_dir)
+    texts = ["people wizard walked near town", "old spell street", "river wizard", "quiet light games school wizard friends", "green spell"]
+    ids = [bridge.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    rows = pd.DataFrame(
+        {
+            "layer": planted_circuit.layer,
+            "neuron": planted_circuit.neuron,
+            "doc_id": [f"d{i}" for i in range(len(ids))],
+            "split": "explain",
+            "prompt_token_ids": ids,
+        }
+    )
+    # A second neuron of another layer on the same prompts: several layers per batch.
+    rows = pd.concat([rows, rows.assign(layer=1, neuron=5)], ignore_index=True)
+    return bridge, rows
+
+
+def test_decomposition_sums_to_the_pre_activation(planted_model, planted_circuit):
+    bridge, rows = planted_model
+    result = attribution.attribute_exemplars(bridge, rows, 0, AttributionSettings())
+    assert len(result.totals) == len(rows)
+    assert result.totals["identity_rel_error"].max() < 1e-5
+    np.testing.assert_allclose(result.totals["sum_in"], result.totals["pre_in"], atol=1e-4)
+    parts = result.totals[["heads_in", "mlps_in", "embed_in", "bias_in"]].sum(axis=1)
+    np.testing.assert_allclose(parts, result.totals["sum_in"], atol=1e-9)
+    # Candidate heads are those of layers 0..L: 3 layers x 4 heads for layer 2, 2 x 4 for layer 1.
+    counts = result.heads.groupby(["layer", "doc_id"]).size()
+    assert set(counts[planted_circuit.layer]) == {12} and set(counts[1]) == {8}
+    planted_rows = result.heads[(result.heads.layer == planted_circuit.layer) & (result.heads.head_layer == planted_circuit.head_layer) & (result.heads["head"] == planted_circuit.head)]
+    assert planted_rows.set_index("doc_id")["active"].to_dict() == {"d0": True, "d1": False, "d2": True, "d3": True, "d4": False}
+
+
+def test_attribution_equals_the_direct_path_intervention(planted_model, planted_circuit):
+    """Zeroing only the head's output at the last position, with every other path and the LN scale frozen,
+    changes the pre-activation by exactly the head's attribution."""
+    bridge, rows = planted_model
+    result = attribution.attribute_exemplars(bridge, rows, 0, AttributionSettings())
+    heads = result.heads.set_index(["layer", "doc_id", "head_layer", "head"])
+    for i in (0, 1, 3):
+        row = rows.iloc[i]
+        tokens = torch.tensor([[0] + list(row.prompt_token_ids)])
+        for head_layer, head in [(planted_circuit.head_layer, planted_circuit.head), (0, 1), (2, 3)]:
+            effect = direct_effect_of_head(bridge, tokens, int(row.layer), int(row.neuron), head_layer, head)
+            expected = heads.loc[(row.layer, row.doc_id, head_layer, head), "in_contribution"]
+            assert effect["pre"] == pytest.approx(expected, rel=1e-5, abs=1e-5)  # float32
+
+
+def test_batched_equals_one_prompt_at_a_time(planted_model):
+    bridge, rows = planted_model
+    batched = attribution.attribute_exemplars(bridge, rows, 0, AttributionSettings())
+    single = attribution.attribute_exemplars(bridge, rows, 0, AttributionSettings(batch_tokens=1))
+    assert single.stats["forward_batches"] == single.stats["prompts"] > batched.stats["forward_batches"]
+    pd.testing.assert_frame_equal(batched.heads.drop(columns="score"), single.heads.drop(columns="score"), atol=1e-5, check_exact=False)
+    np.testing.assert_allclose(batched.heads["score"], single.heads["score"], atol=1e-5)
