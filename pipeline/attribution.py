@@ -18,9 +18,9 @@ Scores:
 A head is *active* on a prompt when its score exceeds the mean + ``active_sigma`` standard deviations
 (sample std, ddof=1) of the scores of all candidate heads (layers 0..L) on that prompt.
 
-Cost: prompts are grouped by exact length, so a batch needs no padding and the last position is position -1
-for every row; the cache is filtered to the hooks the decomposition reads and sliced to the last position
-before any per-head product is formed.
+Cost: prompts are batched by length with right padding (causal: real positions never see the padding); the
+cache is filtered to the hooks the decomposition reads and sliced to each row's last real position before any
+per-head product is formed.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from .config import AttributionSettings
+from .harvest import pack_batches, pad_right
 
 PhaseProgress = Callable[[str, int, int], None]
 
@@ -78,16 +79,6 @@ def active_threshold(scores: np.ndarray, sigma: float) -> np.ndarray:
     return scores.mean(axis=1) + sigma * scores.std(axis=1, ddof=1)
 
 
-def length_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
-    """Indices grouped by exact length, each group cut into batches of at most ``batch_tokens`` tokens."""
-    out = []
-    for n in np.unique(lengths):
-        members = np.nonzero(lengths == n)[0]
-        per_batch = max(1, batch_tokens // int(n))
-        out += [members[i : i + per_batch] for i in range(0, len(members), per_batch)]
-    return out
-
-
 def _hook_names(cfg, layers: set[int]) -> set[str]:
     """What the decomposition of the MLP input at each of ``layers`` reads from the cache."""
     names = {f"blocks.{l}.attn.hook_z" for l in range(cfg.n_layers)}  # head results are formed from z and W_O
@@ -97,19 +88,45 @@ def _hook_names(cfg, layers: set[int]) -> set[str]:
         names.add("hook_pos_embed")  # additive position embeddings; rotary ones are not a residual component
     for layer in layers:
         names |= {f"blocks.{layer}.ln2.hook_scale", f"blocks.{layer}.mlp.hook_pre", f"blocks.{layer}.mlp.hook_post"}
-        names.add(f"blocks.{layer}.mlp.hook_pre_linear")
+        if getattr(cfg, "gated_mlp", False):
+            names.add(f"blocks.{layer}.mlp.hook_pre_linear")
     return names
 
 
-def last_position_cache(bridge, tokens: torch.Tensor, layers: set[int]):
-    """Run ``tokens`` ``[batch, pos]`` (all rows real tokens, no padding) with a filtered cache and keep only the
-    last position: an ``ActivationCache`` whose tensors are ``[batch, 1, ...]``."""
+class _StopForward(Exception):
+    """Raised once the deepest needed MLP has run: later blocks and the unembedding are not computed."""
+
+
+def last_position_cache(bridge, tokens: torch.Tensor, lengths: torch.Tensor, layers: set[int]):
+    """Run ``tokens`` ``[batch, pos]`` (right-padded; row b has ``lengths[b]`` real tokens) and keep, for the
+    hooks the decomposition reads, only each row's last real position: an ``ActivationCache`` of
+    ``[batch, 1, ...]`` tensors. Right padding needs no mask in a causal model (real positions never attend
+    to the padding after them). The forward stops after the MLP of the deepest layer in ``layers``."""
     from transformer_lens.ActivationCache import ActivationCache
 
     names = _hook_names(bridge.cfg, layers)
-    with torch.no_grad():
-        _, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in names)
-    return ActivationCache({name: value[:, -1:].clone() for name, value in cache.items()}, bridge)
+    deepest = max(layers)
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    last = (lengths - 1).to(device=tokens.device, dtype=torch.long)
+    cache: dict[str, torch.Tensor] = {}
+
+    def save(value, hook):
+        cache[hook.name] = value[rows, last][:, None].detach().clone()
+        if hook.name == f"blocks.{deepest}.mlp.hook_post":
+            raise _StopForward
+        return value
+
+    with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, save) for name in names]):
+        try:
+            bridge(tokens)
+        except _StopForward:
+            pass
+    # TransformerLens forms head results for every layer when asked for any; layers after the deepest one
+    # were not run and are never read (a layer-L decomposition uses heads of layers 0..L only).
+    z = cache["blocks.0.attn.hook_z"]
+    for layer in range(deepest + 1, bridge.cfg.n_layers):
+        cache[f"blocks.{layer}.attn.hook_z"] = torch.zeros_like(z)
+    return ActivationCache(cache, bridge)
 
 
 def _component_groups(labels: list[str]) -> dict[str, np.ndarray]:
@@ -123,9 +140,12 @@ def attribute_exemplars(
     bos_id: int,
     settings: AttributionSettings,
     progress: PhaseProgress | None = None,
+    pad_id: int | None = None,
 ) -> AttributionResult:
     """exemplars: rows with layer, neuron, doc_id, split, prompt_token_ids (BOS not included; it is prepended
-    here, as in truncation). Returns per-head rows, per-exemplar totals and statistics."""
+    here, as in truncation). Returns per-head rows, per-exemplar totals and statistics. Prompts are batched
+    by length (right padding, ``batch_tokens`` padded tokens per forward pass)."""
+    pad_id = bos_id if pad_id is None else pad_id
     cfg = bridge.cfg
     gated = bool(getattr(cfg, "gated_mlp", False))
     exemplars = exemplars.reset_index(drop=True)
@@ -143,18 +163,23 @@ def attribute_exemplars(
     neurons_all = exemplars["neuron"].to_numpy()
 
     head_parts, total_parts = [], []
-    batches = length_batches(np.array([len(p) for p in prompts]), settings.batch_tokens)
+    # Prompts are grouped by the deepest layer they serve, so each forward pass stops as early as it can.
+    deepest = np.array([layers_all[rows_of_prompt[p]].max() for p in range(len(prompts))])
+    batches = []
+    for layer in np.unique(deepest):
+        members = np.nonzero(deepest == layer)[0]
+        batches += [members[b] for b in pack_batches([len(prompts[p]) for p in members], settings.batch_tokens)]
     done = 0
     for batch in batches:
-        tokens = torch.as_tensor(np.stack([prompts[p] for p in batch]), device=cfg.device)
+        tokens, lengths = pad_right([prompts[p] for p in batch], pad_id)
         rows = np.array([r for p in batch for r in rows_of_prompt[p]], dtype=np.int64)
         batch_pos = {p: b for b, p in enumerate(batch)}
         row_b = np.array([batch_pos[prompt_of_row[r]] for r in rows], dtype=np.int64)
-        cache = last_position_cache(bridge, tokens, set(layers_all[rows].tolist()))
+        cache = last_position_cache(bridge, tokens.to(cfg.device), lengths, set(layers_all[rows].tolist()))
         for layer in sorted(set(layers_all[rows].tolist())):
             sel = layers_all[rows] == layer
             head_part, total_part = _attribute_layer(bridge, cache, layer, rows[sel], row_b[sel], neurons_all, gated, settings)
-            total_part["n_tokens"] = tokens.shape[1] - 1  # BOS not counted
+            total_part["n_tokens"] = lengths[row_b[sel]].numpy() - 1  # BOS not counted
             head_parts.append(head_part)
             total_parts.append(total_part)
         done += len(batch)

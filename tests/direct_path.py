@@ -1,6 +1,8 @@
 """Reference computations for tests, independent of ``pipeline.attribution``: a head's direct effect on a
 neuron's pre-activation, measured by intervening on the model (TransformerLens hooks)."""
 
+import warnings
+
 import torch
 
 
@@ -32,5 +34,7 @@ def direct_effect_of_head(bridge, tokens: torch.Tensor, layer: int, neuron: int,
 
     hooks = [(f"blocks.{head_layer}.attn.hook_z", zero_head)] + [(name, freeze) for name in frozen]
     hooks += [(name, read) for name in reads if name in clean.cache_dict]
-    bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")  # freezing the scale is the point
+        bridge.run_with_hooks(tokens, fwd_hooks=hooks)
     return {name.rsplit(".", 1)[-1].replace("hook_", ""): float(clean[name][0, -1, neuron] - after[name][0]) for name in after}

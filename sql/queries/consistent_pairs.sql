@@ -8,6 +8,6 @@ SELECT
 FROM consistent_pairs c
 LEFT JOIN head_ablations b USING (model_id, prompt_set_id, layer, neuron, head_layer, head)
 WHERE c.model_id = $1 AND c.prompt_set_id = $2
-GROUP BY ALL
+GROUP BY c.layer, c.neuron, c.token, c.head_layer, c.head, c.rank, c.mean_score, c.active_fraction
 ORDER BY c.mean_score DESC
 LIMIT $3;

@@ -30,14 +30,6 @@ def test_slope_of_silu_and_gelu_matches_finite_differences():
         attribution.activation_and_slope("softplus", x)
 
 
-def test_length_batches_group_equal_lengths_within_the_token_budget():
-    lengths = np.array([3, 5, 3, 3, 5, 9])
-    batches = attribution.length_batches(lengths, batch_tokens=6)
-    assert sorted(map(sorted, map(list, batches))) == [[0, 2], [1], [3], [4], [5]]
-    for batch in batches:
-        assert len(set(lengths[batch])) == 1 and (len(batch) == 1 or lengths[batch].sum() <= 6)
-
-
 @pytest.fixture(scope="module")
 def planted_model(planted_circuit):
     bridge = models.load_bridge(planted_circuit.model_dir)

@@ -37,3 +37,25 @@ def test_bad_model_is_one_clear_line_and_keeps_what_was_computed(tmp_path, data_
     assert "Traceback" not in out.stderr
     # The corpus branch did not depend on the model: its result is stored.
     assert any((data_folder / "corpora").glob("*.parquet"))
+
+
+def test_run_on_the_planted_circuit_prints_the_found_pair(tmp_path, planted_circuit):
+    """`lookups run` end to end (through the Dagster runner) on the planted model: the summary names the
+    planted head as the neuron's strongest consistent head and prints the ablation test."""
+    config = tmp_path / "planted.yaml"
+    config.write_text(
+        "ops:\n"
+        "  neuron_exemplars: {config: {top_k: 64, keep: 64, keep_heldout: 64, window_tokens: 62}}\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "lookups.pipeline.cli", "run", "--model", planted_circuit.model_dir, "--corpus", planted_circuit.corpus_path,
+         "--max-documents", "0", "--neurons-per-layer", "1", "--last-layers", "1", "--config", str(config)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = out.stdout[out.stdout.index("strongest consistent (neuron, head) pairs") :]
+    first_pair = summary.splitlines()[2].split()
+    assert first_pair[:4] == [str(planted_circuit.layer), str(planted_circuit.neuron), planted_circuit.target_token.strip(), f"L{planted_circuit.head_layer}H{planted_circuit.head}"]
+    assert "consistent pairs by head layer: " in out.stdout and f"L{planted_circuit.head_layer}: " in out.stdout
+    assert "ablation     act_drop: active" in out.stdout and "KS 1.000" in out.stdout
