@@ -49,3 +49,36 @@ def test_coverage_warns_below_the_share():
     frame = pd.DataFrame({"n_exemplars": [3, 0, 0, 2]})
     assert not quality.validate(frame, "c", quality.coverage_suite(0.8)).success
     assert quality.validate(frame, "c", quality.coverage_suite(0.5)).success
+
+
+def decomposition_frame():
+    return pd.DataFrame(
+        {
+            "model_id": "m", "prompt_set_id": "p", "layer": [2, 2], "neuron": [7, 7], "doc_id": ["a", "b"],
+            "pre_in": [1.0, -0.5], "sum_in": [1.0, -0.5], "act": [0.8, -0.1], "identity_abs_error": [1e-7, 2e-7], "identity_rel_error": [1e-8, 3e-8],
+        }
+    )
+
+
+def test_attribution_identity_fails_above_the_tolerance():
+    assert quality.validate(decomposition_frame(), "d", quality.attribution_identity_suite(1e-3)).success
+    broken = decomposition_frame()
+    broken.loc[1, "identity_rel_error"] = 2e-3  # a decomposition that misses its pre-activation
+    outcome = quality.validate(broken, "d", quality.attribution_identity_suite(1e-3))
+    assert not outcome.success and ("expect_column_values_to_be_between", "identity_rel_error") in failed(outcome)
+
+
+def test_head_rows_from_later_layers_and_bad_fractions_fail():
+    heads = pd.DataFrame(
+        {"model_id": "m", "prompt_set_id": "p", "layer": [2, 2], "neuron": [7, 7], "doc_id": "a", "head_layer": [1, 3], "head": [0, 0],
+         "in_contribution": [0.1, 0.2], "score": [0.1, 0.2]}
+    )
+    outcome = quality.validate(heads, "h", quality.head_attributions_suite())
+    assert ("expect_column_pair_values_a_to_be_greater_than_b", "None") in failed(outcome)
+    scores = pd.DataFrame(
+        {"model_id": "m", "prompt_set_id": "p", "layer": 2, "neuron": 7, "head_layer": [0, 1], "head": [0, 0], "mean_score": [1.0, 0.5],
+         "std_score": [0.1, 0.1], "active_fraction": [0.5, 1.5], "heldout_active_fraction": [0.5, None], "rank": [1, 1], "n_prompts": [8, 8]}
+    )
+    kinds = failed(quality.validate(scores, "s", quality.head_scores_suite()))
+    assert ("expect_column_values_to_be_between", "active_fraction") in kinds
+    assert ("expect_compound_columns_to_be_unique", str(["model_id", "prompt_set_id", "layer", "neuron", "rank"])) in kinds
