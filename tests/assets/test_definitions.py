@@ -119,3 +119,14 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     assert scores_md["consistent_pairs"].value >= 1
     ablation_md = result.asset_materializations_for_node("head_ablations")[0].metadata
     assert ablation_md["act_drop_ks"].value > 0.9
+
+
+def test_the_readme_run_config_example_is_valid():
+    """The YAML example in the README is real run config for the main job (every key exists)."""
+    import yaml
+
+    text = (REPO / "README.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = yaml.safe_load(block)
+    assert set(config["ops"]) == {a.key.path[-1] for a in ALL_ASSETS}
+    dg.validate_run_config(defs.resolve_job_def("lookups"), config)
