@@ -15,8 +15,10 @@ def test_ks_summary_separates_active_from_inactive_drops():
     assert out.loc["act_drop", "ks_statistic"] == 1.0 and out.loc["act_drop", "p_value"] < 1e-8
     assert out.loc["prob_drop", "ks_statistic"] == 0.0
     assert out.loc["act_drop", "n_active"] == 20 and out.loc["act_drop", "n_inactive"] == 20
-    empty = ablation.ks_summary(rows[rows.active])
-    assert empty["ks_statistic"].isna().all()
+    one_sided = ablation.ks_summary(rows[rows.active])
+    assert one_sided["ks_statistic"].isna().all()
+    no_pairs = ablation.ks_summary(pd.DataFrame(columns=ablation.ABLATION_COLUMNS))  # a model without consistent pairs
+    assert (no_pairs["n_active"] == 0).all() and no_pairs["p_value"].isna().all()
 
 
 def test_batched_ablation_equals_zeroing_z_in_transformer_lens(planted_circuit):
