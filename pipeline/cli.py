@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .config import EMBEDDED_CORPUS, EMBEDDED_MODEL, data_dir, database_path, repo_root
+from .queries import QueryError
 from .store import Store, StoreError, sql_text
 
 
@@ -74,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def print_summary(model_id: str | None = None, prompt_set_id: str | None = None) -> None:
     store = Store()
-    summary = store.query(sql_text("queries/summary_counts.sql"), [model_id, prompt_set_id])
+    summary = store.query(sql_text("queries/summary_counts.sql"), {"model_id": model_id, "prompt_set_id": prompt_set_id})
     if summary.empty:
         raise StoreError("No model in the store yet: run `make demo` or `lookups run` first.")
     row = summary.iloc[0]
@@ -83,29 +84,56 @@ def print_summary(model_id: str | None = None, prompt_set_id: str | None = None)
     print(f"prompt set   {row.prompt_set_id}  ({row.n_explain} explain + {row.n_heldout} held-out documents, {row.duplicates_dropped} duplicates dropped)")
     tables = ("models", "neurons", "selected", "prompt_sets", "documents", "neuron_exemplars", "head_attributions", "consistent_pairs", "head_ablations")
     print("rows         " + ", ".join(f"{t}: {int(row[t]):,}" for t in tables))
-    top = store.query(sql_text("queries/strongest_neurons.sql"), [row.model_id, row.prompt_set_id, 5])
+    keys = {"model_id": row.model_id, "prompt_set_id": row.prompt_set_id}
+    top = store.query(sql_text("queries/strongest_neurons.sql"), {**keys, "limit": 5})
     print("\nstrongest next-token neurons")
     print(top.to_string(index=False))
-    keys = [row.model_id, row.prompt_set_id]
-    pairs = store.query(sql_text("queries/consistent_pairs.sql"), keys + [8])
+    pairs = store.query(sql_text("queries/consistent_pairs.sql"), {**keys, "limit": 8})
     if len(pairs):
         print("\nstrongest consistent (neuron, head) pairs")
         print(pairs.to_string(index=False))
-        layers = store.query("SELECT head_layer, consistent_pairs FROM heads_by_layer WHERE model_id = ? AND prompt_set_id = ? AND consistent_pairs > 0 ORDER BY head_layer", keys)
+        layers = store.query(sql_text("queries/heads_by_layer.sql"), keys)
+        layers = layers[layers["consistent_pairs"] > 0]
         print("\nconsistent pairs by head layer: " + ", ".join(f"L{r.head_layer}: {r.consistent_pairs}" for r in layers.itertuples()))
-    tests = store.query("SELECT metric, n_active, n_inactive, mean_active, mean_inactive, ks_statistic, p_value FROM ablation_comparison WHERE model_id = ? AND prompt_set_id = ?", keys)
+    tests = store.query(sql_text("queries/ablation.sql"), keys)
     for t in tests.itertuples():
         print(
             f"ablation     {t.metric}: active {t.mean_active:.4g} (n={t.n_active}) vs inactive {t.mean_inactive:.4g} (n={t.n_inactive}), "
-            f"KS {t.ks_statistic:.3f}, p {t.p_value:.2g}"
+            f"KS {t.ks:.3f}, p {t.p_value:.2g}"
         )
     print(f"\nresults      {database_path()}")
     print(f"dagster      {dagster_home()}  (browse with `lookups ui` or `make ui`)")
-    print(f"query        duckdb -readonly {database_path()} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
+    print("query        lookups query --list   (named queries),  lookups query \"SELECT * FROM consistent_pairs LIMIT 5\"")
+    print(f"             duckdb -readonly {database_path()} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     print_summary(args.model_id, args.prompt_set_id)
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from .queries import describe_named, run_query, write_frame
+
+    if args.list or not args.query:
+        for name, description in describe_named().items():
+            print(f"{name:<20} {description}")
+        return 0
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise QueryError(f"--param takes KEY=VALUE, got {item!r}.")
+        params[key] = value
+    for key in ("model_id", "prompt_set_id", "limit"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    frame = run_query(args.query, params)
+    text = write_frame(frame, args.format, Path(args.output) if args.output else None)
+    if text is not None:
+        print(text, end="" if text.endswith("\n") else "\n")
+    else:
+        print(f"{len(frame)} rows written to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -141,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--model-id")
     summary.add_argument("--prompt-set-id")
     summary.set_defaults(func=cmd_summary)
+    query = sub.add_parser(
+        "query",
+        help="Run a named query (sql/queries/) or any SELECT on a read-only connection; `lookups query --list` lists them.",
+        description="Run a named query from sql/queries/ (e.g. `lookups query consistent_pairs`) or any SELECT "
+        "(e.g. `lookups query \"SELECT * FROM heads_by_layer\"`) on a read-only connection to the results. Writes are refused. "
+        "Queries take $name parameters: $model_id and $prompt_set_id default to the latest run, $limit to 20.",
+    )
+    query.add_argument("query", nargs="?", help="A named query or SQL in quotes.")
+    query.add_argument("--list", action="store_true", help="List the named queries and their parameters.")
+    query.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="A $KEY parameter, e.g. --param token=' order' --param layer=27 (repeatable).")
+    query.add_argument("--model-id", help="$model_id (default: the latest model in the store).")
+    query.add_argument("--prompt-set-id", help="$prompt_set_id (default: the latest prompt set).")
+    query.add_argument("--limit", type=int, help="$limit (default 20).")
+    query.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"], help="Output: an aligned table (default), CSV, JSON records, or Parquet (needs --output).")
+    query.add_argument("--output", help="Write to this file instead of the terminal.")
+    query.set_defaults(func=cmd_query)
     ui = sub.add_parser("ui", help="Start the Dagster UI (webserver and daemon) on the project's definitions.")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -154,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except StoreError as err:
+    except (StoreError, QueryError) as err:
         print(f"lookups: {err}", file=sys.stderr)
         return 2
 

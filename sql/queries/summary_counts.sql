@@ -1,8 +1,8 @@
--- The model and prompt set of a run (the latest ones when $1/$2 are NULL) with row counts per table.
+-- The model and prompt set of a run with row counts per table. Parameters: $model_id, $prompt_set_id.
 WITH m AS (
-    SELECT * FROM models WHERE model_id = coalesce($1, (SELECT model_id FROM models ORDER BY recorded_at DESC LIMIT 1))
+    SELECT * FROM models WHERE model_id = coalesce($model_id, (SELECT model_id FROM models ORDER BY recorded_at DESC LIMIT 1))
 ), p AS (
-    SELECT * FROM prompt_sets WHERE prompt_set_id = coalesce($2, (SELECT prompt_set_id FROM prompt_sets ORDER BY recorded_at DESC LIMIT 1))
+    SELECT * FROM prompt_sets WHERE prompt_set_id = coalesce($prompt_set_id, (SELECT prompt_set_id FROM prompt_sets ORDER BY recorded_at DESC LIMIT 1))
 )
 SELECT
     m.model_id, m.n_layers, m.d_mlp, m.mlp_kind,

@@ -1,0 +1,96 @@
+"""`lookups query`: named queries and SQL on a read-only connection, parameters, formats, refusals. The store
+is filled by the real pipeline on the planted-circuit model (seconds)."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from lookups.pipeline import queries
+from lookups.pipeline.queries import QueryError, run_query, write_frame
+from lookups.pipeline.store import Store, named_queries
+
+from test_planted import run_chain
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    import os
+
+    folder = tmp_path_factory.mktemp("query-data")
+    old = os.environ.get("LOOKUPS_DATA_DIR")
+    os.environ["LOOKUPS_DATA_DIR"] = str(folder / "data")
+    try:
+        circuit, store, model, *_ = run_chain(folder / "planted", plant=True)
+    finally:
+        if old is None:
+            os.environ.pop("LOOKUPS_DATA_DIR")
+        else:
+            os.environ["LOOKUPS_DATA_DIR"] = old
+    return circuit, store
+
+
+def test_every_named_query_runs_with_its_parameters(filled):
+    circuit, store = filled
+    extra = {"token": circuit.target_token, "layer": circuit.layer, "neuron": circuit.neuron, "head_layer": circuit.head_layer, "head": circuit.head}
+    for name, sql in named_queries().items():
+        wanted = set(queries.PARAMETER.findall(sql))
+        frame = run_query(name, {k: v for k, v in extra.items() if k in wanted}, store)
+        assert len(frame) > 0, name
+    pairs = run_query("consistent_pairs", {}, store)
+    assert (pairs["head"] == f"L{circuit.head_layer}H{circuit.head}").any()
+    head = run_query("head", {"head_layer": str(circuit.head_layer), "head": str(circuit.head)}, store)  # text becomes numbers
+    assert head[["layer", "neuron"]].values.tolist()[0] == [circuit.layer, circuit.neuron]
+
+
+def test_sql_reads_and_writes_are_refused(filled):
+    _, store = filled
+    assert run_query("SELECT count(*) AS n FROM head_attributions", None, store)["n"][0] > 0
+    assert len(run_query("FROM heads_by_layer", None, store)) == 3
+    for statement in ["DROP TABLE neurons", "DELETE FROM neurons", "CREATE TABLE x AS SELECT 1", "SELECT 1; UPDATE neurons SET score = 0", "ATTACH 'x.db'", "COPY neurons TO 'x.csv'"]:
+        with pytest.raises(QueryError, match="only reads"):
+            run_query(statement, None, store)
+    assert store.query("SELECT count(*) AS n FROM neurons")["n"][0] > 0  # nothing was touched
+
+
+def test_missing_parameters_unknown_names_and_bad_sql_are_clear(filled):
+    _, store = filled
+    with pytest.raises(QueryError, match=r"needs --param layer=\.\.\., --param neuron=\.\.\."):
+        run_query("neuron", {}, store)
+    with pytest.raises(QueryError, match="No named query 'nope'"):
+        run_query("nope", {}, store)
+    with pytest.raises(QueryError, match="does not parse"):
+        run_query("SELEC 1", {}, store)
+
+
+def test_formats(tmp_path):
+    frame = pd.DataFrame({"layer": [27, 28], "token": [" order", ' "quoted"']})
+    table = write_frame(frame, "table", None)
+    assert table.splitlines()[0].split() == ["layer", "token"]
+    assert write_frame(frame, "csv", None).splitlines()[2] == '28," ""quoted"""'
+    assert json.loads(write_frame(frame, "json", None)) == [{"layer": 27, "token": " order"}, {"layer": 28, "token": ' "quoted"'}]
+    with pytest.raises(QueryError, match="--output"):
+        write_frame(frame, "parquet", None)
+    write_frame(frame, "parquet", tmp_path / "f.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "f.parquet"), frame)
+
+
+def test_the_command_line(filled, tmp_path):
+    circuit, store = filled
+    env = {"LOOKUPS_DATA_DIR": str(store.path.parent)}
+    import os
+
+    def lookups(*args):
+        return subprocess.run([sys.executable, "-m", "lookups.pipeline.cli", "query", *args], capture_output=True, text=True, env={**os.environ, **env})
+
+    listed = lookups("--list")
+    assert listed.returncode == 0 and all(name in listed.stdout for name in named_queries())
+    out = lookups("neurons_for_token", "--param", f"token={circuit.target_token}", "--format", "csv")
+    assert out.returncode == 0 and out.stdout.splitlines()[1].startswith(f"{circuit.layer},{circuit.neuron},")
+    refused = lookups("DROP TABLE neurons")
+    assert refused.returncode == 2 and "only reads" in refused.stderr and "Traceback" not in refused.stderr
+    help_text = subprocess.run([sys.executable, "-m", "lookups.pipeline.cli", "query", "--help"], capture_output=True, text=True).stdout
+    for flag in ("--list", "--param", "--format", "--output", "--model-id", "--limit"):
+        assert flag in help_text
