@@ -1,6 +1,9 @@
 """The software-defined assets: each a thin call into ``pipeline.steps`` plus metadata for the UI."""
 
 
+import base64
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 
@@ -11,6 +14,7 @@ from lookups.pipeline.progress import PhaseProgress
 
 from .resources import (
     AblationConfig,
+    AtlasConfig,
     AttributionConfig,
     CatalogConfig,
     CorpusConfig,
@@ -83,7 +87,7 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig) -> dg.Output
         result = steps.run_corpus(config)
     except CorpusError as err:
         raise _fail_clearly(err) from err
-    return _output(result, {"source": config.source, "path": dg.MetadataValue.path(result.handle.parquet_path), **result.stats})
+    return _output(result, {"source": config.source, "parquet_path": dg.MetadataValue.path(result.handle.parquet_path), **result.stats})
 
 
 @dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["prompt_set"], kinds={"duckdb"})
@@ -208,3 +212,19 @@ def head_ablations(
         [model.model_id, head_neuron_scores.prompt_set_id],
     )
     return _output(result, {**_scalars(result.stats), "active vs inactive (KS test)": _preview(comparison)})
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["atlas_report"], kinds={"html"})
+def atlas_report(
+    context: dg.AssetExecutionContext, config: AtlasConfig, model: steps.ModelHandle, head_ablations: steps.AblationsHandle, store: LookupsStore
+) -> dg.Output[steps.AtlasHandle]:
+    """One static HTML page per model and prompt set: neurons and tokens, head x layer heatmaps, each consistent
+    pair's prompts shaded by the head's attention, the findings' figures. Opens from disk, no server, no internet."""
+    result = steps.run_atlas(model, head_ablations, config, store.store())
+    path = Path(result.handle.path)
+    images = {}
+    for name in ("heads_by_layer", "ablation"):
+        png = path.parent / f"{path.stem}__{name}.png"
+        if png.exists():
+            images[f"figure: {name.replace('_', ' ')}"] = dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})")
+    return _output(result, {"html_path": dg.MetadataValue.path(str(path)), **_scalars(result.stats), **images})

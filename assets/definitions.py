@@ -5,10 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from .checks import ALL_CHECKS
-from .core import corpus, head_ablations, head_attributions, head_neuron_scores, model, neuron_catalog, neuron_exemplars, prompt_set
+from .core import atlas_report, corpus, head_ablations, head_attributions, head_neuron_scores, model, neuron_catalog, neuron_exemplars, prompt_set
 from .resources import LookupsStore
 
-ALL_ASSETS = [model, neuron_catalog, corpus, prompt_set, neuron_exemplars, head_attributions, head_neuron_scores, head_ablations]
+ALL_ASSETS = [model, neuron_catalog, corpus, prompt_set, neuron_exemplars, head_attributions, head_neuron_scores, head_ablations, atlas_report]
 
 #: The main job: every asset and check, in dependency order.
 lookups_job = dg.define_asset_job("lookups", selection=dg.AssetSelection.all(), description="Materialize every lookups asset.")

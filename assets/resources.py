@@ -6,6 +6,7 @@ import dagster as dg
 
 from lookups.pipeline.config import (
     AblationSettings,
+    AtlasSettings,
     AttributionSettings,
     CatalogSettings,
     CorpusSettings,
@@ -57,3 +58,7 @@ class HeadScoreConfig(dg.Config, HeadScoreSettings):
 
 class AblationConfig(dg.Config, AblationSettings):
     """Zero-ablation of each consistent pair's head (DESIGN step 8)."""
+
+
+class AtlasConfig(dg.Config, AtlasSettings):
+    """The static HTML atlas."""

@@ -102,6 +102,9 @@ def print_summary(model_id: str | None = None, prompt_set_id: str | None = None)
             f"KS {t.ks:.3f}, p {t.p_value:.2g}"
         )
     print(f"\nresults      {database_path()}")
+    page = data_dir() / "atlas" / f"{row.model_id.replace('@', '-')}__{row.prompt_set_id}.html"
+    if page.exists():
+        print(f"atlas        {page}  (open in a browser; no server needed)")
     print(f"dagster      {dagster_home()}  (browse with `lookups ui` or `make ui`)")
     print("query        lookups query --list   (named queries),  lookups query \"SELECT * FROM consistent_pairs LIMIT 5\"")
     print(f"             duckdb -readonly {database_path()} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")

@@ -158,3 +158,11 @@ class AblationSettings(BaseModel):
 
     batch_tokens: int = Field(4096, description="Tokens per ablation forward batch (padding included).")
     splits: list[str] = Field(default_factory=lambda: ["explain"], description="Which splits' prompts to ablate on ('explain', 'heldout').")
+
+
+class AtlasSettings(BaseModel):
+    """The static HTML atlas of heads and neurons."""
+
+    pairs_per_neuron: int = Field(5, ge=0, description="Consistent heads shown per neuron, strongest first.")
+    prompts_per_pair: int = Field(8, ge=1, description="Explain prompts shown per consistent head, with the head's attention from the last position.")
+    batch_tokens: int = Field(512, description="Tokens per forward batch when reading attention patterns.")

@@ -7,6 +7,7 @@ pass. Otherwise it computes, and writes its rows and its version in one transact
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -16,10 +17,11 @@ from typing import Callable
 
 import pandas as pd
 
-from . import ablation, attribution, corpora, exemplars, models, scores
+from . import ablation, atlas, attribution, corpora, exemplars, models, scores
 from . import catalog as catalog_mod
 from .config import (
     AblationSettings,
+    AtlasSettings,
     AttributionSettings,
     CatalogSettings,
     CorpusSettings,
@@ -41,6 +43,7 @@ CODE_VERSIONS = {
     "head_attributions": "1",
     "head_neuron_scores": "1",
     "head_ablations": "1",
+    "atlas_report": "1",
 }
 
 PhaseProgress = Callable[[str, int, int], None]
@@ -117,6 +120,15 @@ class HeadScoresHandle:
 class AblationsHandle:
     model_id: str
     prompt_set_id: str
+    stats: dict
+    data_version: str
+
+
+@dataclass(frozen=True)
+class AtlasHandle:
+    model_id: str
+    prompt_set_id: str
+    path: str
     stats: dict
     data_version: str
 
@@ -403,4 +415,32 @@ def run_ablations(
             AssetVersion("head_ablations", scope, data_version, CODE_VERSIONS["head_ablations"], stats),
         )
     handle = AblationsHandle(model.model_id, head_scores.prompt_set_id, stats, data_version)
+    return StepResult(handle, bool(done), stats, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- atlas
+
+
+def run_atlas(model: ModelHandle, ablations: AblationsHandle, settings: AtlasSettings, store: Store) -> StepResult:
+    """Write the static HTML atlas of this model and prompt set under ``<data>/atlas/``."""
+    started = time.perf_counter()
+    scope, _ = _run_keys(model.model_id, ablations.prompt_set_id)
+    data_version = version_hash(CODE_VERSIONS["atlas_report"], ablations.data_version, settings.model_dump(exclude={"batch_tokens"}))
+    path = data_dir() / "atlas" / f"{model.model_id.replace('@', '-')}__{ablations.prompt_set_id}.html"
+    done = _skip(store, "atlas_report", scope, data_version)
+    if done and path.exists():
+        stats = done.stats
+    else:
+        done = None
+        data = atlas.load_atlas_data(store, model.model_id, ablations.prompt_set_id)
+        bridge = models.load_bridge(model.local_dir, model.device)
+        page, figs, stats = atlas.build_atlas(bridge, data, settings, model.facts["bos_token_id"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".partial").write_text(page, encoding="utf-8")
+        path.with_suffix(".partial").rename(path)
+        for name, png in figs.items():
+            (path.parent / f"{path.stem}__{name}.png").write_bytes(base64.b64decode(png))
+        stats = {**stats, "seconds": time.perf_counter() - started}
+        store.replace_many([], AssetVersion("atlas_report", scope, data_version, CODE_VERSIONS["atlas_report"], stats))
+    handle = AtlasHandle(model.model_id, ablations.prompt_set_id, str(path), stats, data_version)
     return StepResult(handle, bool(done), stats, time.perf_counter() - started)

@@ -34,7 +34,7 @@ def test_code_location_loads():
 
 def test_job_and_assets_are_defined():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations"}
+    assert keys == {"model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations", "atlas_report"}
     assert defs.resolve_job_def("lookups") is not None
 
 
@@ -83,7 +83,7 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
         second = job.execute_in_process(run_config=run_config, instance=instance)
         assert second.success
         assert calls == {"forward": 0, "catalog": 0}
-        for key in ("model", "neuron_catalog", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations"):
+        for key in ("model", "neuron_catalog", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations", "atlas_report"):
             materialization = second.asset_materializations_for_node(key)[0]
             assert materialization.metadata["skipped (unchanged inputs)"].value is True
         # Data versions are unchanged, so Dagster sees nothing stale downstream.
@@ -119,6 +119,9 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     assert scores_md["consistent_pairs"].value >= 1
     ablation_md = result.asset_materializations_for_node("head_ablations")[0].metadata
     assert ablation_md["act_drop_ks"].value > 0.9
+    atlas_md = result.asset_materializations_for_node("atlas_report")[0].metadata
+    assert Path(atlas_md["html_path"].value).exists(), atlas_md["html_path"]
+    assert atlas_md["figure: ablation"].value.startswith("![ablation](data:image/png;base64,")
 
 
 def test_the_readme_run_config_example_is_valid():

@@ -65,6 +65,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             "head_attributions": {"model", "neuron_exemplars"},
             "head_neuron_scores": {"head_attributions"},
             "head_ablations": {"model", "head_neuron_scores"},
+            "atlas_report": {"model", "head_ablations"},
         }
     finally:
         server.terminate()

@@ -1,0 +1,293 @@
+"""The atlas: one static HTML page per model and prompt set, readable from disk with no server and no
+internet (no external scripts, styles or fonts; figures are inline PNGs).
+
+It shows the selected neurons and their tokens; per neuron, the head x layer attribution heatmap (mean
+score over its explain prompts, consistent pairs outlined); per consistent pair, its prompts with each token
+shaded by the head's attention from the last position, the neuron's token shown next, and whether the head
+was active; the findings (consistent pairs by head layer, the ablation comparison). A search box filters the
+neurons by token. Every string from the corpus or the tokenizer is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import AtlasSettings
+from .harvest import pack_batches, pad_right
+
+
+@dataclass
+class AtlasData:
+    model: dict  # the models row
+    prompt_set_id: str
+    neurons: pd.DataFrame  # selected: layer, neuron, token, score, zscore
+    scores: pd.DataFrame  # head_neuron_scores rows
+    exemplars: pd.DataFrame  # neuron_exemplars rows (layer, neuron, doc_id, split, rank, prompt_token_ids, prompt_act, next_token)
+    active: pd.DataFrame  # head_attributions of consistent pairs: layer, neuron, doc_id, head_layer, head, score, active
+    ablations: pd.DataFrame  # head_ablations rows
+    tests: pd.DataFrame  # ablation_tests rows
+    heads_by_layer: pd.DataFrame
+
+
+def load_atlas_data(store, model_id: str, prompt_set_id: str) -> AtlasData:
+    keys = [model_id, prompt_set_id]
+    return AtlasData(
+        model=store.query("SELECT * FROM models WHERE model_id = ?", [model_id], read_only=False).iloc[0].to_dict(),
+        prompt_set_id=prompt_set_id,
+        neurons=store.query("SELECT layer, neuron, token, score, zscore FROM neurons WHERE model_id = ? AND selected ORDER BY layer, neuron", [model_id], read_only=False),
+        scores=store.query("SELECT * FROM head_neuron_scores WHERE model_id = ? AND prompt_set_id = ?", keys, read_only=False),
+        exemplars=store.query(
+            "SELECT layer, neuron, doc_id, split, rank, prompt_token_ids, prompt_act, next_token FROM neuron_exemplars "
+            "WHERE model_id = ? AND prompt_set_id = ? ORDER BY layer, neuron, split, rank",
+            keys,
+            read_only=False,
+        ),
+        active=store.query(
+            "SELECT a.layer, a.neuron, a.doc_id, a.head_layer, a.head, a.score, a.active FROM head_attributions a "
+            "JOIN head_neuron_scores s USING (model_id, prompt_set_id, layer, neuron, head_layer, head) "
+            "WHERE a.model_id = ? AND a.prompt_set_id = ? AND s.consistent",
+            keys,
+            read_only=False,
+        ),
+        ablations=store.query("SELECT * FROM head_ablations WHERE model_id = ? AND prompt_set_id = ?", keys, read_only=False),
+        tests=store.query("SELECT * FROM ablation_tests WHERE model_id = ? AND prompt_set_id = ?", keys, read_only=False),
+        heads_by_layer=store.query("SELECT * FROM heads_by_layer WHERE model_id = ? AND prompt_set_id = ? ORDER BY head_layer", keys, read_only=False),
+    )
+
+
+class _StopForward(Exception):
+    pass
+
+
+def last_position_attention(bridge, prompts: list[np.ndarray], head_layers: list[int], batch_tokens: int, pad_id: int) -> list[dict[int, np.ndarray]]:
+    """For each prompt (BOS included), each layer's attention pattern from the last position:
+    ``{layer: [n_heads, n_tokens]}``. The forward stops after the deepest layer asked for."""
+    out: list[dict[int, np.ndarray]] = [dict() for _ in prompts]
+    if not prompts or not head_layers:
+        return out
+    deepest = max(head_layers)
+    for batch in pack_batches([len(p) for p in prompts], batch_tokens):
+        tokens, lengths = pad_right([prompts[i] for i in batch], pad_id)
+        rows = torch.arange(len(batch))
+        last = lengths - 1
+
+        def save(pattern, hook):  # [batch, head, query, key]
+            layer = int(hook.name.split(".")[1])
+            picked = pattern[rows, :, last, :].float().cpu().numpy()
+            for j, i in enumerate(batch):
+                out[i][layer] = picked[j, :, : int(lengths[j])]
+            if layer == deepest:
+                raise _StopForward
+            return pattern
+
+        hooks = [(f"blocks.{layer}.attn.hook_pattern", save) for layer in sorted(set(head_layers))]
+        with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
+            try:
+                bridge(tokens)
+            except _StopForward:
+                pass
+    return out
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def figures(data: AtlasData) -> dict[str, str]:
+    """The paper's figures as base64 PNGs: consistent pairs by head layer, and the ablation box plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    n_layers = int(data.model["n_layers"])
+    counts = data.heads_by_layer.set_index("head_layer")["consistent_pairs"].reindex(range(n_layers), fill_value=0)
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    ax.bar(counts.index, counts.values, color="#3b6ea5")
+    ax.set_xlabel("head layer")
+    ax.set_ylabel("consistent pairs")
+    ax.set_title("Where the look-up heads lie")
+    out["heads_by_layer"] = _png(fig)
+    if len(data.ablations):
+        fig, axes = plt.subplots(1, 2, figsize=(7, 3.0), layout="constrained")
+        for ax, metric, label in zip(axes, ("act_drop", "prob_drop"), ("neuron activation drop", "token probability drop")):
+            groups = [data.ablations.loc[data.ablations["active"] == flag, metric].to_numpy(dtype=float) for flag in (True, False)]
+            ax.boxplot([g if len(g) else [np.nan] for g in groups], showfliers=False)
+            ax.set_xticks([1, 2], ["head active", "head inactive"])
+            ax.set_title(label, fontsize=10)
+        fig.suptitle("Zero-ablating the head of each consistent pair")
+        out["ablation"] = _png(fig)
+    return out
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _heatmap(scores: pd.DataFrame, n_heads: int, layer: int) -> str:
+    """Rows: head layers 0..layer; columns: heads; colour: mean score (red +, blue -); consistent outlined."""
+    grid = scores.set_index(["head_layer", "head"])
+    scale = float(np.nanmax(np.abs(scores["mean_score"].to_numpy()))) if len(scores) else 1.0
+    scale = scale or 1.0
+    rows = ["<tr><th></th>" + "".join(f"<th>H{h}</th>" for h in range(n_heads)) + "</tr>"]
+    for hl in range(layer, -1, -1):
+        cells = []
+        for h in range(n_heads):
+            if (hl, h) not in grid.index:
+                cells.append("<td></td>")
+                continue
+            r = grid.loc[(hl, h)]
+            v = float(r["mean_score"])
+            a = min(1.0, abs(v) / scale)
+            colour = f"rgba(200,40,40,{a:.2f})" if v >= 0 else f"rgba(40,80,200,{a:.2f})"
+            cls = ' class="consistent"' if bool(r["consistent"]) else ""
+            tip = f"L{hl}H{h}: mean score {v:.4g}, active on {float(r['active_fraction']):.0%} of prompts"
+            cells.append(f'<td{cls} style="background:{colour}" title="{_e(tip)}"></td>')
+        rows.append(f"<tr><th>L{hl}</th>" + "".join(cells) + "</tr>")
+    return '<table class="heat">' + "".join(rows) + "</table>"
+
+
+def _prompt(tokens: list[str], weights: np.ndarray | None, next_token: str, active: bool | None) -> str:
+    """A prompt's tokens (BOS dropped) shaded by attention weight, then the neuron's token."""
+    spans = []
+    for i, tok in enumerate(tokens):
+        w = float(weights[i + 1]) if weights is not None and i + 1 < len(weights) else 0.0
+        spans.append(f'<span style="background:rgba(255,170,0,{min(1.0, w):.2f})" title="attention {w:.2f}">{_e(tok)}</span>')
+    mark = "" if active is None else ('<b class="on">active</b> ' if active else '<b class="off">inactive</b> ')
+    return f'<div class="prompt">{mark}{"".join(spans)}<span class="next">{_e(next_token)}</span></div>'
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
+h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em} h3{font-size:1em;margin:.8em 0 .3em}
+table.heat{border-collapse:collapse;font-size:10px} table.heat td{width:14px;height:10px;border:1px solid #eee}
+table.heat td.consistent{outline:2px solid #111} table.heat th{font-weight:normal;color:#666;padding:0 3px}
+.prompt{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;margin:2px 0}
+.next{background:#cfe8cf;font-weight:bold;margin-left:2px} .on{color:#b00} .off{color:#777}
+.neuron{border-top:1px solid #ccc;padding-top:.5em} .muted{color:#777} table.facts td{padding:0 1em 0 0}
+input#search{font-size:1em;padding:.3em;width:20em}
+"""
+
+SCRIPT = """
+function filterNeurons(){
+  var q=document.getElementById('search').value.trim().toLowerCase();
+  var shown=0;
+  document.querySelectorAll('section.neuron').forEach(function(s){
+    var hit=!q||s.dataset.token.toLowerCase().indexOf(q)>=0;
+    s.style.display=hit?'':'none'; if(hit){shown++;}
+  });
+  document.getElementById('shown').textContent=shown;
+}
+"""
+
+
+def render_atlas(data: AtlasData, token_strings, attention: dict, settings: AtlasSettings, figs: dict[str, str]) -> str:
+    """The whole page. token_strings(ids) -> list of display strings; attention[(layer, neuron, doc_id)] ->
+    ``{head_layer: [n_heads, n_tokens]}``."""
+    m = data.model
+    n_heads = int(m["n_heads"])
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>lookups atlas: {_e(m['model_id'])}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>",
+        f"<h1>Context look-ups in {_e(m['model_id'])}</h1>",
+        "<table class='facts'>"
+        + "".join(
+            f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
+            for k, v in [
+                ("model", m["model_id"]),
+                ("architecture", f"{m['n_layers']} layers, {m['n_heads']} heads ({m['n_kv_heads']} KV), d_mlp {m['d_mlp']}, {m['mlp_kind']} MLP"),
+                ("prompt set", data.prompt_set_id),
+                ("selected neurons", len(data.neurons)),
+                ("consistent pairs", int(data.scores["consistent"].sum()) if len(data.scores) else 0),
+            ]
+        )
+        + "</table>",
+        "<h2>Findings</h2>",
+    ]
+    if "heads_by_layer" in figs:
+        parts.append(f"<img alt='consistent pairs by head layer' src='data:image/png;base64,{figs['heads_by_layer']}'>")
+    if "ablation" in figs:
+        parts.append(f"<img alt='ablation box plot' src='data:image/png;base64,{figs['ablation']}'>")
+    if len(data.tests):
+        parts.append("<table class='facts'><tr><th>metric</th><th>active (n)</th><th>inactive (n)</th><th>mean drop, active</th><th>mean drop, inactive</th><th>KS</th><th>p</th></tr>")
+        for t in data.tests.itertuples():
+            parts.append(
+                f"<tr><td>{_e(t.metric)}</td><td>{t.n_active}</td><td>{t.n_inactive}</td><td>{t.mean_active:.4g}</td>"
+                f"<td>{t.mean_inactive:.4g}</td><td>{t.ks_statistic:.3f}</td><td>{t.p_value:.2g}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append("<p class='muted'>Explanations and their scores appear here once the explanation assets have run.</p>")
+    parts.append(
+        "<h2>Neurons</h2><p><input id='search' placeholder='search by token, e.g. order' oninput='filterNeurons()'> "
+        f"<span id='shown'>{len(data.neurons)}</span> shown</p>"
+    )
+    scores_by_neuron = {k: g for k, g in data.scores.groupby(["layer", "neuron"])}
+    exemplars_by_neuron = {k: g for k, g in data.exemplars.groupby(["layer", "neuron"])}
+    active = data.active.set_index(["layer", "neuron", "head_layer", "head", "doc_id"])["active"].to_dict()
+    for n in data.neurons.itertuples():
+        key = (n.layer, n.neuron)
+        scores = scores_by_neuron.get(key, pd.DataFrame(columns=data.scores.columns))
+        parts.append(f"<section class='neuron' data-token='{_e(n.token)}' id='n{n.layer}-{n.neuron}'>")
+        parts.append(f"<h3>L{n.layer} N{n.neuron} → <span class='next'>{_e(n.token)}</span> <span class='muted'>score {n.score:.2f}, z {n.zscore:.1f}</span></h3>")
+        if len(scores):
+            parts.append(_heatmap(scores, n_heads, int(n.layer)))
+        consistent = scores[scores["consistent"]].sort_values("mean_score", ascending=False).head(settings.pairs_per_neuron)
+        explain = exemplars_by_neuron.get(key, pd.DataFrame(columns=data.exemplars.columns))
+        explain = explain[explain["split"] == "explain"].head(settings.prompts_per_pair)
+        if not len(consistent):
+            parts.append("<p class='muted'>No consistent head.</p>")
+        for pair in consistent.itertuples():
+            drops = data.ablations[(data.ablations["layer"] == n.layer) & (data.ablations["neuron"] == n.neuron) & (data.ablations["head_layer"] == pair.head_layer) & (data.ablations["head"] == pair.head)]
+            effect = ""
+            if len(drops):
+                on, off = drops[drops["active"]]["act_drop"], drops[~drops["active"]]["act_drop"]
+                effect = f"; ablation drop {on.mean():.3g} when active vs {off.mean():.3g} when not" if len(on) and len(off) else ""
+            parts.append(
+                f"<details><summary>head L{pair.head_layer}H{pair.head}: rank {pair.rank}, mean score {pair.mean_score:.3g}, "
+                f"active on {pair.active_fraction:.0%} of {pair.n_prompts} prompts{_e(effect)}</summary>"
+            )
+            for ex in explain.itertuples():
+                weights = attention.get((n.layer, n.neuron, ex.doc_id), {}).get(int(pair.head_layer))
+                head_weights = weights[int(pair.head)] if weights is not None else None
+                flag = active.get((n.layer, n.neuron, pair.head_layer, pair.head, ex.doc_id))
+                parts.append(_prompt(token_strings(list(ex.prompt_token_ids)), head_weights, ex.next_token, None if flag is None else bool(flag)))
+            parts.append("</details>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def build_atlas(bridge, data: AtlasData, settings: AtlasSettings, bos_id: int) -> tuple[str, dict[str, str], dict]:
+    """Compute the attention patterns the page shows and render it: (html, figures, stats)."""
+    tokenizer = bridge.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos_id
+    consistent = data.scores[data.scores["consistent"]]
+    head_layers_of = consistent.groupby(["layer", "neuron"])["head_layer"].apply(lambda s: sorted(set(s))).to_dict()
+    shown = []
+    for key, group in data.exemplars[data.exemplars["split"] == "explain"].groupby(["layer", "neuron"]):
+        if key in head_layers_of:
+            shown += [(key, row) for row in group.head(settings.prompts_per_pair).itertuples()]
+    prompts = [np.concatenate([[bos_id], np.asarray(row.prompt_token_ids, dtype=np.int64)]) for _, row in shown]
+    layers = sorted({layer for key, _ in shown for layer in head_layers_of[key]})
+    patterns = last_position_attention(bridge, prompts, layers, settings.batch_tokens, pad_id)
+    attention = {(key[0], key[1], row.doc_id): pattern for (key, row), pattern in zip(shown, patterns)}
+
+    def token_strings(ids):
+        return [tokenizer.decode([i]) for i in ids]
+
+    figs = figures(data)
+    page = render_atlas(data, token_strings, attention, settings, figs)
+    return page, figs, {"neurons": len(data.neurons), "pairs_shown": int(min(len(consistent), settings.pairs_per_neuron * len(data.neurons))), "prompts_with_attention": len(prompts), "bytes": len(page.encode())}
