@@ -90,6 +90,7 @@ def run_query(text: str, params: dict[str, str] | None = None, store: Store | No
     store = store or Store()
     sql, name = resolve(text)
     check_read_only(sql)
+    store.refresh_views()
     wanted = set(PARAMETER.findall(sql))
     given = {k: _typed(v) if isinstance(v, str) else v for k, v in (params or {}).items()}
     values = {}

@@ -136,6 +136,17 @@ class Store:
             return None
         return AssetVersion(asset, scope, row[0], row[1], json.loads(row[2]) if row[2] else {})
 
-    def query(self, sql: str, params: list | None = None, read_only: bool = True) -> pd.DataFrame:
+    def refresh_views(self) -> bool:
+        """Apply the schema and views to an existing file (both idempotent), so a file written by an older
+        version answers the current views. Skipped, returning False, while another process holds the file."""
+        if not self.path.exists():
+            return False
+        try:
+            with self.connect():
+                return True
+        except StoreError:
+            return False
+
+    def query(self, sql: str, params: list | dict | None = None, read_only: bool = True) -> pd.DataFrame:
         with self.connect(read_only=read_only) as con:
             return con.execute(sql, params or []).df()

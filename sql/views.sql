@@ -22,3 +22,19 @@ SELECT s.model_id, s.prompt_set_id, s.layer, s.neuron, n.token, s.head_layer, s.
 FROM head_neuron_scores s
 JOIN neurons n USING (model_id, layer, neuron)
 WHERE s.consistent;
+
+-- The strongest qualifying next-token neurons of every layer (the catalog's ranking; `selected` marks the run's set).
+CREATE OR REPLACE VIEW strongest_neurons_per_layer AS
+SELECT model_id, layer, layer_rank + 1 AS rank_in_layer, neuron, token, score, zscore, selected
+FROM neurons
+WHERE qualifies;
+
+-- For a head, every neuron it consistently drives, with the neurons' tokens.
+CREATE OR REPLACE VIEW head_neurons AS
+SELECT model_id, prompt_set_id, head_layer, head,
+       count(*) AS neurons,
+       list(token ORDER BY mean_score DESC) AS tokens,
+       list('L' || layer || 'N' || neuron ORDER BY mean_score DESC) AS neuron_ids,
+       max(mean_score) AS best_mean_score
+FROM consistent_pairs
+GROUP BY ALL;

@@ -94,3 +94,14 @@ def test_the_command_line(filled, tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "lookups.pipeline.cli", "query", "--help"], capture_output=True, text=True).stdout
     for flag in ("--list", "--param", "--format", "--output", "--model-id", "--limit"):
         assert flag in help_text
+
+
+def test_views_answer_the_common_questions(filled):
+    circuit, store = filled
+    head = run_query("SELECT * FROM head_neurons", None, store)
+    planted_row = head[(head["head_layer"] == circuit.head_layer) & (head["head"] == circuit.head)]
+    assert planted_row["neuron_ids"].iloc[0][0] == f"L{circuit.layer}N{circuit.neuron}"
+    strongest = run_query("SELECT * FROM strongest_neurons_per_layer WHERE layer = $layer AND rank_in_layer = 1", {"layer": circuit.layer}, store)
+    assert strongest[["neuron", "token"]].values.tolist() == [[circuit.neuron, circuit.target_token]]
+    by_layer = run_query("FROM heads_by_layer ORDER BY head_layer", None, store)
+    assert by_layer["consistent_pairs"].sum() == run_query("SELECT count(*) AS n FROM consistent_pairs", None, store)["n"][0]
