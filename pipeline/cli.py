@@ -142,6 +142,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     env = _dagster_env()
+    if args.config:
+        env["LOOKUPS_RUN_CONFIG"] = str(Path(args.config).resolve())  # the launchpad of the `lookups` job starts from it
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(repo_root() / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})")
     return subprocess.call(cmd, env=env, cwd=repo_root())
@@ -191,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="Start the Dagster UI (webserver and daemon) on the project's definitions.")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--config", help="A YAML file of run config the `lookups` job's launchpad starts from (same format as `run --config`).")
     ui.set_defaults(func=cmd_ui)
     paths = sub.add_parser("paths", help="Print where the data folder, database and Dagster instance are.")
     paths.set_defaults(func=cmd_paths)

@@ -1,0 +1,147 @@
+"""The Dagster UI in a real browser (Debian's chromium, driven by Selenium through Debian's chromedriver; no
+browser download): `lookups ui` serves the project's definitions; the test opens the asset graph, launches
+the `lookups` job from the launchpad on the planted-circuit configuration, waits for the run to succeed,
+then opens an asset's page and sees its metadata and its check result. Screenshots go to the test's folder
+(and to $LOOKUPS_SCREENSHOTS when set)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # a Dagster run through the UI: about 3 minutes (one process per step)
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--window-size=1600,1000",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+RUNS = "query { runsOrError { ... on Runs { results { runId status } } } }"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_for_text(driver, text: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in driver.find_element("tag name", "body").text:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"'{text}' never appeared on {driver.current_url}; page text: {driver.find_element('tag name', 'body').text[:2000]}")
+
+
+def dismiss_welcome(driver) -> None:
+    """The first visit shows a "Join the Dagster community" dialog over the page: skip it."""
+    for button in driver.find_elements("xpath", "//button[normalize-space(.)='Skip']"):
+        if button.is_displayed():
+            button.click()
+            time.sleep(0.5)
+
+
+def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, browser, data_folder):
+    config = tmp_path / "planted.yaml"
+    config.write_text(
+        "ops:\n"
+        f"  model: {{config: {{name: {planted_circuit.model_dir}}}}}\n"
+        f"  corpus: {{config: {{source: {planted_circuit.corpus_path}}}}}\n"
+        "  prompt_set: {config: {max_documents: null}}\n"
+        "  neuron_catalog: {config: {neurons_per_layer: 1, last_layers: 1}}\n"
+        "  neuron_exemplars: {config: {top_k: 64, keep: 64, keep_heldout: 64, window_tokens: 62}}\n"
+    )
+    port = free_port()
+    shots = Path(os.environ.get("LOOKUPS_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lookups.pipeline.cli", "ui", "--port", str(port), "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise AssertionError("the UI did not start")
+                time.sleep(1)
+        base = f"http://127.0.0.1:{port}"
+
+        browser.get(f"{base}/asset-groups")
+        wait_for_text(browser, "head_ablations")
+        wait_for_text(browser, "atlas_report")
+        dismiss_welcome(browser)
+        browser.save_screenshot(str(shots / "1-asset-graph.png"))
+
+        browser.get(f"{base}/locations/lookups/jobs/lookups/playground")
+        wait_for_text(browser, "Launch Run")
+        dismiss_welcome(browser)
+        wait_for_text(browser, planted_circuit.model_dir.split("/")[-2])  # the launchpad starts from the file's config
+        browser.save_screenshot(str(shots / "2-launchpad.png"))
+        launch = browser.find_element("xpath", "//button[.//*[contains(text(), 'Launch Run')] or contains(., 'Launch Run')]")
+        launch.click()
+
+        deadline = time.time() + 240
+        status = None
+        while time.time() < deadline:
+            runs = graphql(port, RUNS)["runsOrError"]["results"]
+            status = runs[0]["status"] if runs else None
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                break
+            time.sleep(2)
+        assert status == "SUCCESS", status
+        run_id = runs[0]["runId"]
+        browser.get(f"{base}/runs/{run_id}")
+        wait_for_text(browser, "Success")
+        browser.save_screenshot(str(shots / "3-run.png"))
+
+        browser.get(f"{base}/assets/head_neuron_scores")
+        wait_for_text(browser, "consistent_pairs")
+        browser.save_screenshot(str(shots / "4-asset.png"))
+        browser.get(f"{base}/assets/head_neuron_scores?view=checks")
+        wait_for_text(browser, "head_scores_valid")
+        body = browser.find_element("tag name", "body").text
+        assert "Passed" in body or "Succeeded" in body, body[:2000]
+        browser.save_screenshot(str(shots / "5-checks.png"))
+    finally:
+        os.killpg(server.pid, 15)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+    assert len(list(shots.glob("*.png"))) == 5
