@@ -159,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lookups",
         description="Find the attention heads that look up context and switch on next-token neurons. "
         "Results go to a DuckDB file under $LOOKUPS_DATA_DIR (default: data/ in the repository).",
+        epilog="examples:\n"
+        "  lookups run                                   # the main job on the embedded defaults, then a summary\n"
+        "  lookups run --model gpt2-large --corpus hf:NeelNanda/pile-10k   # the paper's setting (needs the hub)\n"
+        "  lookups query --list                          # named queries\n"
+        "  lookups query consistent_pairs --limit 10     # which heads switch on which neurons\n"
+        "  lookups ui --config my_run.yaml               # the Dagster UI, launchpad prefilled\n"
+        "See `lookups <command> --help` for each command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="Materialize every asset through Dagster, then print a summary.")
@@ -171,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="A YAML file of Dagster run config ({ops: {asset: {config: {...}}}}); flags override it.")
     run.set_defaults(func=cmd_run)
     summary = sub.add_parser("summary", help="Print the summary of the latest (or a given) model and prompt set.")
-    summary.add_argument("--model-id")
-    summary.add_argument("--prompt-set-id")
+    summary.add_argument("--model-id", help="A model_id from the store (default: the latest model).")
+    summary.add_argument("--prompt-set-id", help="A prompt_set_id from the store (default: the latest prompt set).")
     summary.set_defaults(func=cmd_summary)
     query = sub.add_parser(
         "query",
@@ -191,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--output", help="Write to this file instead of the terminal.")
     query.set_defaults(func=cmd_query)
     ui = sub.add_parser("ui", help="Start the Dagster UI (webserver and daemon) on the project's definitions.")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default 127.0.0.1: this machine only).")
+    ui.add_argument("--port", type=int, default=3000, help="Port (default 3000).")
     ui.add_argument("--config", help="A YAML file of run config the `lookups` job's launchpad starts from (same format as `run --config`).")
     ui.set_defaults(func=cmd_ui)
     paths = sub.add_parser("paths", help="Print where the data folder, database and Dagster instance are.")

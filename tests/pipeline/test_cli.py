@@ -59,3 +59,13 @@ def test_run_on_the_planted_circuit_prints_the_found_pair(tmp_path, planted_circ
     assert first_pair[:4] == [str(planted_circuit.layer), str(planted_circuit.neuron), planted_circuit.target_token.strip(), f"L{planted_circuit.head_layer}H{planted_circuit.head}"]
     assert "consistent pairs by head layer: " in out.stdout and f"L{planted_circuit.head_layer}: " in out.stdout
     assert "ablation     act_drop: active" in out.stdout and "KS 1.000" in out.stdout
+
+
+def test_every_subcommand_has_complete_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(sub.choices) == {"run", "summary", "query", "ui", "paths"}
+    for name, subparser in sub.choices.items():
+        for action in subparser._actions:
+            if action.dest != "help":
+                assert action.help, f"`lookups {name}` option {action.option_strings or action.dest} has no help"
