@@ -73,6 +73,29 @@ def dismiss_welcome(driver) -> None:
             time.sleep(0.5)
 
 
+def launch_run(driver, timeout: float = 90) -> None:
+    """Click "Launch Run" once the launchpad has validated the config (the button is disabled until then),
+    skipping the welcome dialog whenever it shows up (it renders late), until the UI moves to the run page."""
+    from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
+
+    xpath = "//button[.//*[contains(text(), 'Launch Run')] or contains(., 'Launch Run')]"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        dismiss_welcome(driver)
+        try:
+            button = driver.find_element("xpath", xpath)
+            if button.is_enabled() and button.get_attribute("disabled") is None:
+                button.click()
+                for _ in range(20):  # the UI navigates to the new run's page
+                    if "/runs/" in driver.current_url:
+                        return
+                    time.sleep(0.5)
+        except (ElementClickInterceptedException, StaleElementReferenceException):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"could not launch a run from {driver.current_url}")
+
+
 def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, browser, data_folder):
     config = tmp_path / "planted.yaml"
     config.write_text(
@@ -113,8 +136,8 @@ def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, brow
         dismiss_welcome(browser)
         wait_for_text(browser, planted_circuit.model_dir.split("/")[-2])  # the launchpad starts from the file's config
         browser.save_screenshot(str(shots / "2-launchpad.png"))
-        launch = browser.find_element("xpath", "//button[.//*[contains(text(), 'Launch Run')] or contains(., 'Launch Run')]")
-        launch.click()
+        wait_for_text(browser, "No errors")
+        launch_run(browser)
 
         deadline = time.time() + 240
         status = None
