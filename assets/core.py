@@ -117,11 +117,8 @@ def neuron_exemplars(
     """Each selected neuron's max-activating documents per split, truncated to the shortest suffix that keeps
     the activation (DESIGN steps 2-3)."""
     db = store.store()
-    progress = PhaseProgress(log=context.log.info)
-    try:
+    with PhaseProgress(log=context.log.info) as progress:
         result = steps.run_exemplars(model, neuron_catalog, prompt_set, config, db, progress)
-    finally:
-        progress.close()
     sample = db.query(
         "SELECT layer, neuron, next_token, split, rank, round(act_ratio, 2) AS ratio, prompt_text FROM neuron_exemplars "
         "WHERE model_id = ? AND prompt_set_id = ? AND rank = 1 ORDER BY doc_max_act DESC LIMIT 8",
@@ -147,11 +144,8 @@ def head_attributions(
     through the layer norm with its cached scale (TransformerLens decomposition), and which heads are active
     (DESIGN steps 4-5). Also the per-exemplar decomposition totals in `exemplar_decompositions`."""
     db = store.store()
-    progress = PhaseProgress(log=context.log.info)
-    try:
+    with PhaseProgress(log=context.log.info) as progress:
         result = steps.run_attributions(model, neuron_exemplars, config, db, progress)
-    finally:
-        progress.close()
     top = db.query(
         "SELECT layer, neuron, head_layer, head, round(avg(score), 4) AS mean_score, round(avg(active::INT), 2) AS active_share "
         "FROM head_attributions WHERE model_id = ? AND prompt_set_id = ? AND split = 'explain' "
@@ -201,11 +195,8 @@ def head_ablations(
     """Each consistent pair's head zero-ablated on the neuron's prompts: the neuron's activation and its token's
     probability before and after; active vs inactive prompts compared with a two-sample KS test (DESIGN step 8)."""
     db = store.store()
-    progress = PhaseProgress(log=context.log.info)
-    try:
+    with PhaseProgress(log=context.log.info) as progress:
         result = steps.run_ablations(model, head_neuron_scores, config, db, progress)
-    finally:
-        progress.close()
     comparison = db.query(
         "SELECT metric, n_active, n_inactive, round(mean_active, 4) AS mean_active, round(mean_inactive, 4) AS mean_inactive, "
         "round(ks_statistic, 3) AS ks, p_value FROM ablation_comparison WHERE model_id = ? AND prompt_set_id = ?",

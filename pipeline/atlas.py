@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
+from . import models
 from .config import AtlasSettings
-from .harvest import pack_batches, pad_right
+from .harvest import capture_last_positions, pack_batches, pad_right
 
 
 @dataclass
@@ -62,37 +62,23 @@ def load_atlas_data(store, model_id: str, prompt_set_id: str) -> AtlasData:
     )
 
 
-class _StopForward(Exception):
-    pass
-
-
 def last_position_attention(bridge, prompts: list[np.ndarray], head_layers: list[int], batch_tokens: int, pad_id: int) -> list[dict[int, np.ndarray]]:
     """For each prompt (BOS included), each layer's attention pattern from the last position:
     ``{layer: [n_heads, n_tokens]}``. The forward stops after the deepest layer asked for."""
     out: list[dict[int, np.ndarray]] = [dict() for _ in prompts]
     if not prompts or not head_layers:
         return out
-    deepest = max(head_layers)
+    names = {layer: f"blocks.{layer}.attn.hook_pattern" for layer in sorted(set(head_layers))}
     for batch in pack_batches([len(p) for p in prompts], batch_tokens):
         tokens, lengths = pad_right([prompts[i] for i in batch], pad_id)
-        rows = torch.arange(len(batch))
-        last = lengths - 1
-
-        def save(pattern, hook):  # [batch, head, query, key]
-            layer = int(hook.name.split(".")[1])
-            picked = pattern[rows, :, last, :].float().cpu().numpy()
+        captured = capture_last_positions(
+            bridge, tokens.to(bridge.cfg.device), lengths, names.values(), names[max(names)],
+            pick=lambda pattern, rows, last: pattern[rows, :, last, :],  # [batch, head, query, key] -> [batch, head, key]
+        )
+        for layer, name in names.items():
+            picked = captured[name].float().cpu().numpy()
             for j, i in enumerate(batch):
                 out[i][layer] = picked[j, :, : int(lengths[j])]
-            if layer == deepest:
-                raise _StopForward
-            return pattern
-
-        hooks = [(f"blocks.{layer}.attn.hook_pattern", save) for layer in sorted(set(head_layers))]
-        with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
-            try:
-                bridge(tokens)
-            except _StopForward:
-                pass
     return out
 
 
@@ -273,7 +259,7 @@ def render_atlas(data: AtlasData, token_strings, attention: dict, settings: Atla
 def build_atlas(bridge, data: AtlasData, settings: AtlasSettings, bos_id: int) -> tuple[str, dict[str, str], dict]:
     """Compute the attention patterns the page shows and render it: (html, figures, stats)."""
     tokenizer = bridge.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos_id
+    pad_id = models.pad_token_id(tokenizer, bos_id)
     consistent = data.scores[data.scores["consistent"]]
     head_layers_of = consistent.groupby(["layer", "neuron"])["head_layer"].apply(lambda s: sorted(set(s))).to_dict()
     shown = []

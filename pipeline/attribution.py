@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from .config import AttributionSettings
-from .harvest import pack_batches, pad_right
+from .harvest import capture_last_positions, pack_batches, pad_right
 
 PhaseProgress = Callable[[str, int, int], None]
 
@@ -93,34 +93,17 @@ def _hook_names(cfg, layers: set[int]) -> set[str]:
     return names
 
 
-class _StopForward(Exception):
-    """Raised once the deepest needed MLP has run: later blocks and the unembedding are not computed."""
-
-
 def last_position_cache(bridge, tokens: torch.Tensor, lengths: torch.Tensor, layers: set[int]):
     """Run ``tokens`` ``[batch, pos]`` (right-padded; row b has ``lengths[b]`` real tokens) and keep, for the
     hooks the decomposition reads, only each row's last real position: an ``ActivationCache`` of
-    ``[batch, 1, ...]`` tensors. Right padding needs no mask in a causal model (real positions never attend
-    to the padding after them). The forward stops after the MLP of the deepest layer in ``layers``."""
+    ``[batch, 1, ...]`` tensors. The forward stops after the MLP of the deepest layer in ``layers``."""
     from transformer_lens.ActivationCache import ActivationCache
 
-    names = _hook_names(bridge.cfg, layers)
     deepest = max(layers)
-    rows = torch.arange(tokens.shape[0], device=tokens.device)
-    last = (lengths - 1).to(device=tokens.device, dtype=torch.long)
-    cache: dict[str, torch.Tensor] = {}
-
-    def save(value, hook):
-        cache[hook.name] = value[rows, last][:, None].detach().clone()
-        if hook.name == f"blocks.{deepest}.mlp.hook_post":
-            raise _StopForward
-        return value
-
-    with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, save) for name in names]):
-        try:
-            bridge(tokens)
-        except _StopForward:
-            pass
+    cache = capture_last_positions(
+        bridge, tokens, lengths, _hook_names(bridge.cfg, layers), f"blocks.{deepest}.mlp.hook_post",
+        pick=lambda value, rows, last: value[rows, last][:, None],
+    )
     # TransformerLens forms head results for every layer when asked for any; layers after the deepest one
     # were not run and are never read (a layer-L decomposition uses heads of layers 0..L only).
     z = cache["blocks.0.attn.hook_z"]

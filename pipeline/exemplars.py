@@ -15,7 +15,7 @@ import pandas as pd
 
 from .config import ExemplarSettings
 from .harvest import NeuronReader, harvest_top_k, make_windows
-from .models import mlp_output_paths
+from .models import mlp_output_paths, pad_token_id
 from .truncation import TruncationStats, TruncationTask, truncate
 
 PhaseProgress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -46,7 +46,7 @@ def find_exemplars(
     Hugging Face model (``models.load_activation_model``). neurons: rows with layer, neuron, token_id, token
     (the selected ones). documents: doc_index, doc_id, split, text. Returns the ``neuron_exemplars`` rows (without model/prompt-set keys) and run statistics."""
     tokenizer = bridge.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos_id
+    pad_id = pad_token_id(tokenizer, bos_id)
     neurons = neurons.reset_index(drop=True)
     documents = documents.sort_values("doc_index").reset_index(drop=True)
     reader = NeuronReader(activation_model, mlp_output_paths(bridge), neurons["layer"].to_numpy(), neurons["neuron"].to_numpy())

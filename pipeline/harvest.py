@@ -66,8 +66,32 @@ def pad_right(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, to
     return out, lengths
 
 
-class _StopForward(Exception):
-    """Raised by the last needed hook: nothing after that layer's MLP is computed."""
+class StopForward(Exception):
+    """Raised by the last needed hook: nothing after it is computed (later blocks, the unembedding)."""
+
+
+def capture_last_positions(bridge, tokens: torch.Tensor, lengths: torch.Tensor, names, stop_after: str, pick=None) -> dict[str, torch.Tensor]:
+    """Run ``tokens`` ``[batch, pos]`` (right-padded; row b has ``lengths[b]`` real tokens) through a
+    TransformerLens bridge and keep, for each hook in ``names``, only each row's last real position:
+    ``pick(value, rows, last)``, by default ``value[rows, last]`` (``[batch, ...]``). The forward stops once
+    the hook ``stop_after`` has fired. Right padding needs no mask in a causal model."""
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    last = (lengths - 1).to(device=tokens.device, dtype=torch.long)
+    pick = pick or (lambda value, rows, last: value[rows, last])
+    captured: dict[str, torch.Tensor] = {}
+
+    def save(value, hook):
+        captured[hook.name] = pick(value, rows, last).detach().clone()
+        if hook.name == stop_after:
+            raise StopForward
+        return value
+
+    with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, save) for name in names]):
+        try:
+            bridge(tokens)
+        except StopForward:
+            pass
+    return captured
 
 
 class NeuronReader:
@@ -103,7 +127,7 @@ class NeuronReader:
             def hook(module, args):  # args[0]: the MLP post-activation [batch, pos, d_mlp]
                 out[:, :, cols] = args[0][:, :, idx].float().cpu()
                 if layer == stop_layer:
-                    raise _StopForward
+                    raise StopForward
 
             return hook
 
@@ -112,7 +136,7 @@ class NeuronReader:
                 handles.append(module.register_forward_pre_hook(hook_for(layer, cols, idx)))
         try:
             self.model(tokens.to(self.device), use_cache=False)
-        except _StopForward:
+        except StopForward:
             pass
         finally:
             for handle in handles:

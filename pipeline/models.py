@@ -197,6 +197,12 @@ def attention_output_paths(bridge) -> list[str]:
     return _hf_module_paths(bridge, "attn", "o")
 
 
+def pad_token_id(tokenizer, bos_id: int) -> int:
+    """What right padding is filled with: the tokenizer's pad token, else BOS (never attended to by real
+    positions in a causal model, so its value does not matter, only that it is a valid id)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos_id
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     n_layers: int

@@ -29,6 +29,11 @@ CONST, TRIG, NEUR, TARGET = 0, 1, 2, 3
 PLANTED_HEAD = (1, 2)  # (layer, head)
 PLANTED_NEURON = (2, 77)  # (layer, neuron)
 
+#: Exemplar settings for the planted corpus: keep every document (48 in all; each fits one window).
+EXEMPLAR_CONFIG = {"top_k": 64, "keep": 64, "keep_heldout": 64, "window_tokens": N_CTX - 2}
+#: Select just the planted neuron: one per layer, in the last layer.
+CATALOG_CONFIG = {"neurons_per_layer": 1, "last_layers": 1}
+
 BOS = "<|endoftext|>"
 TRIGGER, CUE, TARGET_WORD = "wizard", "spell", "magic"
 FILLERS = (
@@ -51,6 +56,18 @@ class PlantedCircuit:
     target_token: str  # with its leading space, as the catalog shows it
     trigger_documents: int
     cue_documents: int
+
+    def run_config(self) -> dict:
+        """Run config of the `lookups` job that analyses this circuit (every other setting at its default)."""
+        return {
+            "ops": {
+                "model": {"config": {"name": self.model_dir}},
+                "corpus": {"config": {"source": self.corpus_path}},
+                "prompt_set": {"config": {"max_documents": None}},
+                "neuron_catalog": {"config": dict(CATALOG_CONFIG)},
+                "neuron_exemplars": {"config": dict(EXEMPLAR_CONFIG)},
+            }
+        }
 
 
 def _tokenizer():

@@ -36,6 +36,12 @@ class PhaseProgress:
             elapsed = now - self._started[phase]
             self.log(f"{phase}: {done}/{total} ({100 * done / max(total, 1):.0f}%) after {elapsed:.0f}s")
 
+    def __enter__(self) -> "PhaseProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         for bar in self._bars.values():
             bar.close()

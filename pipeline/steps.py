@@ -399,7 +399,7 @@ def run_ablations(
             bridge = models.load_bridge(model.local_dir, model.device)
             hf_model = models.load_activation_model(model.local_dir, model.device)
             ablator = ablation.HeadAblator(hf_model, models.attention_output_paths(bridge), models.mlp_output_paths(bridge), bridge.cfg.n_heads, bridge.cfg.d_head)
-            pad_id = bridge.tokenizer.pad_token_id if bridge.tokenizer.pad_token_id is not None else model.facts["bos_token_id"]
+            pad_id = models.pad_token_id(bridge.tokenizer, model.facts["bos_token_id"])
             frame = ablation.ablate_pairs(ablator, rows, model.facts["bos_token_id"], pad_id, settings.batch_tokens, progress)
         tests = ablation.ks_summary(frame)
         stats = {

@@ -4,17 +4,15 @@ the `lookups` job from the launchpad on the planted-circuit configuration, waits
 then opens an asset's page and sees its metadata and its check result. Screenshots go to the test's folder
 (and to $LOOKUPS_SCREENSHOTS when set)."""
 
-import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+from servers import free_port, graphql, wait_until_serving
 
 pytestmark = pytest.mark.slow  # a Dagster run through the UI: about 3 minutes (one process per step)
 
@@ -23,19 +21,6 @@ FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--window-size=1600,1000",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
 
 
 RUNS = "query { runsOrError { ... on Runs { results { runId status } } } }"
@@ -98,14 +83,7 @@ def launch_run(driver, timeout: float = 90) -> None:
 
 def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, browser, data_folder):
     config = tmp_path / "planted.yaml"
-    config.write_text(
-        "ops:\n"
-        f"  model: {{config: {{name: {planted_circuit.model_dir}}}}}\n"
-        f"  corpus: {{config: {{source: {planted_circuit.corpus_path}}}}}\n"
-        "  prompt_set: {config: {max_documents: null}}\n"
-        "  neuron_catalog: {config: {neurons_per_layer: 1, last_layers: 1}}\n"
-        "  neuron_exemplars: {config: {top_k: 64, keep: 64, keep_heldout: 64, window_tokens: 62}}\n"
-    )
+    config.write_text(yaml.safe_dump(planted_circuit.run_config()))
     port = free_port()
     shots = Path(os.environ.get("LOOKUPS_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
@@ -114,15 +92,7 @@ def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, brow
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise AssertionError("the UI did not start")
-                time.sleep(1)
+        wait_until_serving(port, server)
         base = f"http://127.0.0.1:{port}"
 
         browser.get(f"{base}/asset-groups")

@@ -96,15 +96,7 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     """The whole graph through Dagster on the planted model (fast: a 3-layer model): every check runs and
     passes, and the planted pair arrives in DuckDB as a consistent pair with its ablation test."""
     circuit = planted.build_planted_circuit(tmp_path / "planted")
-    run_config = {
-        "ops": {
-            "model": {"config": {"name": circuit.model_dir}},
-            "corpus": {"config": {"source": circuit.corpus_path}},
-            "prompt_set": {"config": {"max_documents": None}},
-            "neuron_catalog": {"config": {"neurons_per_layer": 1, "last_layers": 1}},
-            "neuron_exemplars": {"config": {"top_k": 64, "keep": 64, "keep_heldout": 64, "window_tokens": 62}},
-        }
-    }
+    run_config = circuit.run_config()
     with dg.DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("lookups").execute_in_process(run_config=run_config, instance=instance)
     assert result.success

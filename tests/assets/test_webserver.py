@@ -1,15 +1,12 @@
 """The real Dagster webserver loads workspace.yaml with no errors and serves the asset graph."""
 
-import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import free_port, graphql, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[2]
 QUERY = """
@@ -18,18 +15,6 @@ QUERY = """
   assetNodes { assetKey { path } dependencyKeys { path } }
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
 
 
 @pytest.mark.slow
@@ -42,15 +27,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise AssertionError("webserver did not start:\n" + (server.stdout.read() if server.poll() is not None else ""))
-                time.sleep(1)
+        wait_until_serving(port, server)
         data = graphql(port, QUERY)
         [location] = data["workspaceOrError"]["locationEntries"]
         assert location["name"] == "lookups"

@@ -3,6 +3,9 @@
 import subprocess
 import sys
 
+import yaml
+
+from lookups.pipeline import planted
 from lookups.pipeline.cli import build_parser, run_config_from_args
 
 
@@ -43,10 +46,7 @@ def test_run_on_the_planted_circuit_prints_the_found_pair(tmp_path, planted_circ
     """`lookups run` end to end (through the Dagster runner) on the planted model: the summary names the
     planted head as the neuron's strongest consistent head and prints the ablation test."""
     config = tmp_path / "planted.yaml"
-    config.write_text(
-        "ops:\n"
-        "  neuron_exemplars: {config: {top_k: 64, keep: 64, keep_heldout: 64, window_tokens: 62}}\n"
-    )
+    config.write_text(yaml.safe_dump({"ops": {"neuron_exemplars": {"config": planted.EXEMPLAR_CONFIG}}}))  # the rest from flags
     out = subprocess.run(
         [sys.executable, "-m", "lookups.pipeline.cli", "run", "--model", planted_circuit.model_dir, "--corpus", planted_circuit.corpus_path,
          "--max-documents", "0", "--neurons-per-layer", "1", "--last-layers", "1", "--config", str(config)],

@@ -2,7 +2,6 @@
 (catalog, exemplars, attribution, scores, ablation) must find the planted head first for the planted neuron
 and flag the pair consistent, and must not flag it in the control model built without the plant."""
 
-import pytest
 
 from lookups.pipeline import planted, steps
 from lookups.pipeline.config import (
@@ -22,10 +21,10 @@ def run_chain(folder, plant: bool):
     circuit = planted.build_planted_circuit(folder, planted=plant)
     store = Store()
     model = steps.run_model(ModelSettings(name=circuit.model_dir), store).handle
-    catalog = steps.run_catalog(model, CatalogSettings(neurons_per_layer=1, last_layers=1), store).handle
+    catalog = steps.run_catalog(model, CatalogSettings(**planted.CATALOG_CONFIG), store).handle
     corpus = steps.run_corpus(CorpusSettings(source=circuit.corpus_path)).handle
     prompt_set = steps.run_prompt_set(corpus, PromptSetSettings(max_documents=None), store).handle
-    exemplar_settings = ExemplarSettings(top_k=64, keep=64, keep_heldout=64, window_tokens=62)
+    exemplar_settings = ExemplarSettings(**planted.EXEMPLAR_CONFIG)
     exemplars = steps.run_exemplars(model, catalog, prompt_set, exemplar_settings, store).handle
     attributions = steps.run_attributions(model, exemplars, AttributionSettings(), store).handle
     head_scores = steps.run_head_scores(attributions, HeadScoreSettings(), store).handle

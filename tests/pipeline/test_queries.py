@@ -10,7 +10,7 @@ import pytest
 
 from lookups.pipeline import queries
 from lookups.pipeline.queries import QueryError, run_query, write_frame
-from lookups.pipeline.store import Store, named_queries
+from lookups.pipeline.store import named_queries
 
 from test_planted import run_chain
 
