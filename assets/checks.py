@@ -5,7 +5,7 @@ import dagster as dg
 
 from lookups.pipeline import quality, steps
 
-from .core import head_ablations, head_attributions, head_neuron_scores, neuron_catalog, neuron_exemplars, prompt_set
+from .core import explanation_scores, explanations, head_ablations, head_attributions, head_neuron_scores, neuron_catalog, neuron_exemplars, prompt_set
 from .resources import LookupsStore
 
 #: Share of selected neurons that must have at least one exemplar before the coverage check warns.
@@ -102,4 +102,27 @@ def ablations_valid(head_ablations: steps.AblationsHandle, store: LookupsStore) 
     return _result(quality.validate(frame, "head_ablations", quality.ablations_suite()))
 
 
-ALL_CHECKS = [neurons_valid, documents_valid, exemplars_valid, exemplar_coverage, attribution_identity, head_scores_valid, ablations_valid]
+@dg.asset_check(asset=explanations, blocking=True, description="Ids unique, statuses known, text wherever the status is ok; failed and budget-stopped calls are counted.")
+def explanations_valid(explanations: steps.ExplanationsHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    frame = store.store().query(
+        "SELECT * FROM explanations WHERE model_id = ? AND prompt_set_id = ? AND list_contains(?, explainer)",
+        [explanations.model_id, explanations.prompt_set_id, list(explanations.explainers)],
+    )
+    outcome = quality.validate(quality.explanations_check_frame(frame), "explanations", quality.explanations_suite())
+    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
+    return _result(outcome, **{f"status {k}": int(v) for k, v in counts.items()})
+
+
+@dg.asset_check(asset=explanation_scores, blocking=True, description="Keys unique, E and AUC in [0, 1], confusion counts equal to the usable answers, a reason for every unscored row.")
+def explanation_scores_valid(explanation_scores: steps.ExplanationScoresHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    frame = store.store().query(
+        "SELECT * FROM explanation_scores WHERE model_id = ? AND prompt_set_id = ?", [explanation_scores.model_id, explanation_scores.prompt_set_id]
+    )
+    outcome = quality.validate(quality.explanation_scores_check_frame(frame), "explanation_scores", quality.explanation_scores_suite())
+    return _result(outcome, scored=int((frame["status"] == "scored").sum()) if len(frame) else 0)
+
+
+ALL_CHECKS = [
+    neurons_valid, documents_valid, exemplars_valid, exemplar_coverage, attribution_identity, head_scores_valid, ablations_valid,
+    explanations_valid, explanation_scores_valid,
+]

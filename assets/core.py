@@ -19,11 +19,14 @@ from .resources import (
     CatalogConfig,
     CorpusConfig,
     ExemplarConfig,
+    ExplanationConfig,
     HeadScoreConfig,
     LookupsStore,
     ModelConfig,
     PromptSetConfig,
+    ScoringConfig,
 )
+from lookups.pipeline.explainers import ExplainerError
 
 GROUP = "lookups"
 
@@ -219,3 +222,62 @@ def atlas_report(
         if png.exists():
             images[f"figure: {name.replace('_', ' ')}"] = dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})")
     return _output(result, {"html_path": dg.MetadataValue.path(str(path)), **_scalars(result.stats), **images})
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["explanations"], kinds={"openai", "duckdb"})
+def explanations(
+    context: dg.AssetExecutionContext,
+    config: ExplanationConfig,
+    model: steps.ModelHandle,
+    head_neuron_scores: steps.HeadScoresHandle,
+    store: LookupsStore,
+) -> dg.Output[steps.ExplanationsHandle]:
+    """Each neuron's strongest consistent heads explained from their active and inactive prompts (DESIGN step
+    6), for next-token neurons and the random baseline neurons: by an LLM (an OpenAI-compatible endpoint, or a
+    local instruct model offline) and by the contrastive log-odds reference. Every LLM call is cached in
+    `llm_calls`; a run budget stops cleanly, keeping what was done."""
+    db = store.store()
+    try:
+        with PhaseProgress(log=context.log.info) as progress:
+            result = steps.run_explanations(model, head_neuron_scores, config, db, context.run_id, progress)
+    except ExplainerError as err:
+        raise _fail_clearly(err) from err
+    if result.stats.get("budget_reached"):
+        context.log.warning("The run's LLM budget was reached: explanations not made are marked budget_exhausted; raise max_calls/max_tokens and materialize again (answers so far are cached).")
+    sample = db.query(
+        "SELECT cohort, layer, neuron, token, head_layer, head, explainer, status, left(explanation, 160) AS explanation FROM explanations "
+        "WHERE model_id = ? AND prompt_set_id = ? AND list_contains(?, explainer) ORDER BY explainer <> 'contrastive', cohort, layer, neuron LIMIT 12",
+        [model.model_id, head_neuron_scores.prompt_set_id, list(result.handle.explainers)],
+    )
+    return _output(result, {**_scalars(result.stats), "explainers": ", ".join(result.handle.explainers), "explanations": _preview(sample, rows=12)})
+
+
+@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["explanation_scores"], kinds={"openai", "duckdb"})
+def explanation_scores(
+    context: dg.AssetExecutionContext,
+    config: ScoringConfig,
+    model: steps.ModelHandle,
+    explanations: steps.ExplanationsHandle,
+    store: LookupsStore,
+) -> dg.Output[steps.ExplanationScoresHandle]:
+    """Each explanation asked, given only itself, whether the head is active on each held-out prompt (Yes/No):
+    the Head Explanation Score E (balanced accuracy) and AUC (DESIGN step 7); against the random-neuron and
+    shuffled-explanation baselines with Mann-Whitney tests, and the E histogram (DESIGN step 9)."""
+    db = store.store()
+    try:
+        with PhaseProgress(log=context.log.info) as progress:
+            result = steps.run_explanation_scores(model, explanations, config, db, context.run_id, progress)
+    except ExplainerError as err:
+        raise _fail_clearly(err) from err
+    comparison = db.query(
+        "SELECT explainer, baseline, n, round(mean_e, 3) AS mean_e, round(std_e, 3) AS std_e, round(skew, 2) AS skew, skew_p, "
+        "n_baseline, round(mean_baseline, 3) AS mean_baseline, mw_p, round(mean_auc, 3) AS mean_auc FROM explanation_comparison "
+        "WHERE model_id = ? AND prompt_set_id = ?",
+        [model.model_id, explanations.prompt_set_id],
+    )
+    metadata = {**_scalars(result.stats), "E against the baselines": _preview(comparison)}
+    if result.handle.figure_path:
+        png = Path(result.handle.figure_path).read_bytes()
+        metadata["figure: E histogram"] = dg.MetadataValue.md(f"![E histogram](data:image/png;base64,{base64.b64encode(png).decode()})")
+        metadata["figure_path"] = dg.MetadataValue.path(result.handle.figure_path)
+    return _output(result, metadata)

@@ -9,10 +9,25 @@ import dagster as dg
 import yaml
 
 from .checks import ALL_CHECKS
-from .core import atlas_report, corpus, head_ablations, head_attributions, head_neuron_scores, model, neuron_catalog, neuron_exemplars, prompt_set
+from .core import (
+    atlas_report,
+    corpus,
+    explanation_scores,
+    explanations,
+    head_ablations,
+    head_attributions,
+    head_neuron_scores,
+    model,
+    neuron_catalog,
+    neuron_exemplars,
+    prompt_set,
+)
 from .resources import LookupsStore
 
-ALL_ASSETS = [model, neuron_catalog, corpus, prompt_set, neuron_exemplars, head_attributions, head_neuron_scores, head_ablations, atlas_report]
+ALL_ASSETS = [
+    model, neuron_catalog, corpus, prompt_set, neuron_exemplars, head_attributions, head_neuron_scores, head_ablations,
+    explanations, explanation_scores, atlas_report,
+]
 
 
 

@@ -11,9 +11,11 @@ from lookups.pipeline.config import (
     CatalogSettings,
     CorpusSettings,
     ExemplarSettings,
+    ExplanationSettings,
     HeadScoreSettings,
     ModelSettings,
     PromptSetSettings,
+    ScoringSettings,
     database_path,
 )
 from lookups.pipeline.store import Store
@@ -62,3 +64,12 @@ class AblationConfig(dg.Config, AblationSettings):
 
 class AtlasConfig(dg.Config, AtlasSettings):
     """The static HTML atlas."""
+
+
+class ExplanationConfig(dg.Config, ExplanationSettings):
+    """LLM explanations of consistent pairs (DESIGN step 6). The endpoint, model and key of the openai backend
+    come from the environment only (LOOKUPS_LLM_BASE_URL, LOOKUPS_LLM_MODEL, LOOKUPS_LLM_API_KEY)."""
+
+
+class ScoringConfig(dg.Config, ScoringSettings):
+    """Scoring explanations on held-out prompts, with baselines (DESIGN step 7)."""

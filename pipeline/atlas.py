@@ -42,7 +42,7 @@ def load_atlas_data(store, model_id: str, prompt_set_id: str) -> AtlasData:
         model=store.query("SELECT * FROM models WHERE model_id = ?", [model_id], read_only=False).iloc[0].to_dict(),
         prompt_set_id=prompt_set_id,
         neurons=store.query("SELECT layer, neuron, token, score, zscore FROM neurons WHERE model_id = ? AND selected ORDER BY layer, neuron", [model_id], read_only=False),
-        scores=store.query("SELECT * FROM head_neuron_scores WHERE model_id = ? AND prompt_set_id = ?", keys, read_only=False),
+        scores=store.query("SELECT * FROM head_neuron_scores WHERE model_id = ? AND prompt_set_id = ? AND cohort = 'next_token'", keys, read_only=False),
         exemplars=store.query(
             "SELECT layer, neuron, doc_id, split, rank, prompt_token_ids, prompt_act, next_token FROM neuron_exemplars "
             "WHERE model_id = ? AND prompt_set_id = ? ORDER BY layer, neuron, split, rank",
@@ -52,7 +52,7 @@ def load_atlas_data(store, model_id: str, prompt_set_id: str) -> AtlasData:
         active=store.query(
             "SELECT a.layer, a.neuron, a.doc_id, a.head_layer, a.head, a.score, a.active FROM head_attributions a "
             "JOIN head_neuron_scores s USING (model_id, prompt_set_id, layer, neuron, head_layer, head) "
-            "WHERE a.model_id = ? AND a.prompt_set_id = ? AND s.consistent",
+            "WHERE a.model_id = ? AND a.prompt_set_id = ? AND s.consistent AND s.cohort = 'next_token'",
             keys,
             read_only=False,
         ),

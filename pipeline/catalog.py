@@ -104,7 +104,20 @@ def select_neurons(score: np.ndarray, token_id: np.ndarray, qualifies: np.ndarra
     return selected, rank
 
 
-def catalog_frame(stats: CongruenceStats, qualifies: np.ndarray, selected: np.ndarray, rank: np.ndarray, display_tokens: list[str]) -> pd.DataFrame:
+def random_baseline(selected: np.ndarray, per_layer: int, seed: int) -> np.ndarray:
+    """``[n_layers, d_mlp]`` bool: ``per_layer`` neurons drawn at random (seeded) from the unselected neurons of
+    every layer that has selected neurons; the paper's random-neuron baseline for explanation scores."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(selected)
+    for layer in np.flatnonzero(selected.any(axis=1)):
+        pool = np.flatnonzero(~selected[layer])
+        out[layer, rng.choice(pool, size=min(per_layer, len(pool)), replace=False)] = True
+    return out
+
+
+def catalog_frame(
+    stats: CongruenceStats, qualifies: np.ndarray, selected: np.ndarray, rank: np.ndarray, display_tokens: list[str], baseline: np.ndarray | None = None
+) -> pd.DataFrame:
     """One row per neuron of every layer, the columns of the ``neurons`` table (without model_id)."""
     n_layers, d_mlp = stats.score.shape
     layer, neuron = np.meshgrid(np.arange(n_layers), np.arange(d_mlp), indexing="ij")
@@ -126,11 +139,14 @@ def catalog_frame(stats: CongruenceStats, qualifies: np.ndarray, selected: np.nd
             "qualifies": qualifies[stats.token_id.ravel()],
             "layer_rank": rank.ravel().astype(np.int32),
             "selected": selected.ravel(),
+            "random_baseline": (baseline if baseline is not None else np.zeros_like(selected)).ravel(),
         }
     )
 
 
-def build_catalog(bridge, per_layer: int, last_layers: int, min_chars: int, deny: list[str], top: int = 5) -> pd.DataFrame:
+def build_catalog(
+    bridge, per_layer: int, last_layers: int, min_chars: int, deny: list[str], top: int = 5, random_per_layer: int = 0, random_seed: int = 0
+) -> pd.DataFrame:
     """The whole catalog for a booted bridge (LayerNorm folded, so ``W_U`` already carries the final norm)."""
     tokenizer = bridge.tokenizer
     d_vocab = bridge.W_U.shape[1]
@@ -139,4 +155,5 @@ def build_catalog(bridge, per_layer: int, last_layers: int, min_chars: int, deny
     stats = congruence_stats(bridge.W_out.detach(), bridge.W_U.detach(), top=top)
     qualifies = qualifying_tokens(raw, min_chars, deny)
     selected, rank = select_neurons(stats.score, stats.token_id, qualifies, per_layer, last_layers)
-    return catalog_frame(stats, qualifies, selected, rank, display)
+    baseline = random_baseline(selected, random_per_layer, random_seed)
+    return catalog_frame(stats, qualifies, selected, rank, display, baseline)

@@ -83,6 +83,13 @@ class CatalogSettings(BaseModel):
     min_token_chars: int = Field(2, description="A token must start a word and have at least this many characters after its leading space.")
     deny_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_TOKENS), description="Tokens (without the leading space, case-insensitive) never selected.")
     top_tokens: int = Field(5, description="How many top tokens to keep per neuron.")
+    random_per_layer: int = Field(
+        3,
+        ge=0,
+        description="Random neurons per selected layer (not next-token neurons) run through the same pipeline as the "
+        "baseline for explanation scores (the paper's random-neuron baseline); 0 turns the baseline off.",
+    )
+    random_seed: int = Field(0, description="Seed for picking the random baseline neurons.")
 
     def resolved_neurons_per_layer(self, d_mlp: int) -> int:
         if self.neurons_per_layer is not None:
@@ -166,3 +173,42 @@ class AtlasSettings(BaseModel):
     pairs_per_neuron: int = Field(5, ge=0, description="Consistent heads shown per neuron, strongest first.")
     prompts_per_pair: int = Field(8, ge=1, description="Explain prompts shown per consistent head, with the head's attention from the last position.")
     batch_tokens: int = Field(512, description="Tokens per forward batch when reading attention patterns.")
+
+
+#: Environment variables of the OpenAI-compatible endpoint. Never stored in DuckDB, metadata or logs.
+LLM_BASE_URL_ENV = "LOOKUPS_LLM_BASE_URL"
+LLM_MODEL_ENV = "LOOKUPS_LLM_MODEL"
+LLM_API_KEY_ENV = "LOOKUPS_LLM_API_KEY"
+
+
+class ExplanationSettings(BaseModel):
+    """DESIGN step 6: explain each consistent pair's head from its active and inactive prompts."""
+
+    backend: str = Field(
+        "auto",
+        description="'openai' (any OpenAI-compatible endpoint: LOOKUPS_LLM_BASE_URL, LOOKUPS_LLM_MODEL and LOOKUPS_LLM_API_KEY "
+        "from the environment), 'local' (an instruct model in-process, offline), 'contrastive' (no LLM), or 'auto': "
+        "openai when LOOKUPS_LLM_BASE_URL is set, local otherwise. The contrastive baseline always runs as a reference.",
+    )
+    local_model: str = Field(EMBEDDED_MODEL, description="The local backend's instruct model (the embedded SmolLM2-135M-Instruct, a Hugging Face name or a folder).")
+    pairs_per_neuron: int = Field(1, ge=1, description="Explain each neuron's strongest consistent heads, at most this many (by mean attribution).")
+    max_pairs: int | None = Field(None, ge=1, description="At most this many pairs per cohort (next-token and random neurons); None: all.")
+    max_examples: int = Field(10, ge=1, description="At most this many active and this many inactive prompts shown to the explainer.")
+    max_prompt_chars: int = Field(300, ge=20, description="Corpus text is untrusted: each prompt is cut to its last this many characters.")
+    explain_template: str = Field("explain.v1", description="Explanation prompt: a template shipped in pipeline/prompts/ (name without .txt) or a path to your own.")
+    classify_template: str = Field("classify.v1", description="Yes/No scoring prompt: a shipped template name or a path.")
+    max_new_tokens: int = Field(96, ge=8, description="Longest explanation, in tokens.")
+    max_calls: int | None = Field(None, ge=0, description="Run budget: at most this many LLM calls (explanations and classifications together, cache hits free); None: no limit.")
+    max_tokens: int | None = Field(None, ge=0, description="Run budget: at most this many LLM tokens (prompt + completion); None: no limit.")
+    concurrency: int = Field(4, ge=1, description="Concurrent requests to an OpenAI-compatible endpoint.")
+    timeout_s: float = Field(60.0, gt=0, description="Seconds before one request to the endpoint times out.")
+    max_retries: int = Field(3, ge=0, description="Retries per request (exponential backoff) on rate limits, server errors, timeouts.")
+    batch_size: int = Field(8, ge=1, description="Prompts per forward batch of the local backend.")
+    contrastive_features: int = Field(8, ge=1, description="Tokens and bigrams the contrastive baseline names.")
+
+
+class ScoringSettings(BaseModel):
+    """DESIGN step 7: score each explanation on held-out prompts, with baselines."""
+
+    shuffled_baseline: bool = Field(True, description="Also score each explanation on another pair's held-out prompts.")
+    seed: int = Field(0, description="Seed for pairing explanations with other pairs' prompts.")

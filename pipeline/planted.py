@@ -57,6 +57,11 @@ class PlantedCircuit:
     trigger_documents: int
     cue_documents: int
 
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        """(layer, neuron, head_layer, head) of the planted pair."""
+        return (self.layer, self.neuron, self.head_layer, self.head)
+
     def run_config(self) -> dict:
         """Run config of the `lookups` job that analyses this circuit (every other setting at its default)."""
         return {

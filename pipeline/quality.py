@@ -82,7 +82,8 @@ def validate(frame: pd.DataFrame, suite_name: str, expectations: list) -> SuiteR
 def _keys(columns: list[str]) -> list:
     import great_expectations as gx
 
-    out = [gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=columns)]
+    unique = gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=columns) if len(columns) > 1 else gx.expectations.ExpectColumnValuesToBeUnique(column=columns[0])
+    out = [unique]
     out += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in columns]
     return out
 
@@ -198,3 +199,44 @@ def ablations_suite() -> list:
         + _finite(["clean_act", "ablated_act", "act_drop"])
         + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0) for c in ("clean_prob", "ablated_prob")]
     )
+
+
+def explanations_suite() -> list:
+    """Per explanation: id unique, statuses known, an explanation text wherever the status is ok."""
+    import great_expectations as gx
+
+    from .explainers import STATUSES
+
+    return _keys(["explanation_id"]) + [
+        gx.expectations.ExpectColumnValuesToBeInSet(column="status", value_set=list(STATUSES)),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="cohort", value_set=["next_token", "random"]),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="has_text_if_ok", value_set=[True]),
+        gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(column_A="layer", column_B="head_layer", or_equal=True),
+    ]
+
+
+def explanations_check_frame(explanations: pd.DataFrame) -> pd.DataFrame:
+    frame = explanations.copy()
+    frame["has_text_if_ok"] = (frame["status"] != "ok") | (frame["explanation"].fillna("").str.len() > 0)
+    return frame
+
+
+def explanation_scores_suite() -> list:
+    """Per (explanation, scorer, split, baseline): keys unique, E and AUC in [0, 1], confusion counts that add
+    up to the usable answers, and a reason for every row not scored."""
+    import great_expectations as gx
+
+    return _keys(["explanation_id", "scorer", "split", "baseline"]) + [
+        gx.expectations.ExpectColumnValuesToBeBetween(column="e_score", min_value=0.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="auc", min_value=0.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="status", value_set=["scored", "not_scored"]),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="consistent_counts", value_set=[True]),
+    ]
+
+
+def explanation_scores_check_frame(scores: pd.DataFrame) -> pd.DataFrame:
+    frame = scores.copy()
+    counted = frame[["tp", "fn", "tn", "fp"]].fillna(0).sum(axis=1)
+    scored = frame["status"] == "scored"
+    frame["consistent_counts"] = (scored & (counted == frame["n_answered"]) & frame["e_score"].notna()) | (~scored & frame["reason"].notna())
+    return frame

@@ -14,14 +14,17 @@ from .config import HeadScoreSettings
 PAIR_KEYS = ["layer", "neuron", "head_layer", "head"]
 SCORE_COLUMNS = PAIR_KEYS + [
     "n_prompts", "mean_score", "std_score", "mean_gate", "mean_in", "active_count", "active_fraction", "rank", "consistent",
-    "heldout_n_prompts", "heldout_active_count", "heldout_active_fraction",
+    "heldout_n_prompts", "heldout_active_count", "heldout_active_fraction", "cohort",
 ]
+#: Pairs of selected next-token neurons are the findings; pairs of random neurons are the baseline.
+COHORTS = ("next_token", "random")
 
 
-def head_neuron_scores(heads: pd.DataFrame, settings: HeadScoreSettings) -> pd.DataFrame:
+def head_neuron_scores(heads: pd.DataFrame, settings: HeadScoreSettings, random_neurons: set[tuple[int, int]] = frozenset()) -> pd.DataFrame:
     """heads: ``head_attributions`` rows (layer, neuron, split, head_layer, head, score, gate/in contributions,
     active). One row per (neuron, head) seen in the explain split: SCORE_COLUMNS. ``rank`` is 1 for the head
-    with the highest mean score on the neuron's explain prompts."""
+    with the highest mean score on the neuron's explain prompts. ``random_neurons``: (layer, neuron) of the
+    random baseline neurons, whose pairs get cohort 'random'."""
     explain = heads[heads["split"] == "explain"]
     grouped = explain.groupby(PAIR_KEYS, sort=True)
     out = grouped.agg(
@@ -48,4 +51,6 @@ def head_neuron_scores(heads: pd.DataFrame, settings: HeadScoreSettings) -> pd.D
     out["heldout_active_count"] = out["heldout_active_count"].fillna(0).astype(int)
     out["heldout_active_fraction"] = out["heldout_active_count"] / out["heldout_n_prompts"].where(out["heldout_n_prompts"] > 0)
     out["active_count"] = out["active_count"].astype(int)
+    is_random = [(int(l), int(n)) in random_neurons for l, n in zip(out["layer"], out["neuron"])]
+    out["cohort"] = [COHORTS[1] if r else COHORTS[0] for r in is_random]
     return out[SCORE_COLUMNS]

@@ -17,7 +17,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import ablation, atlas, attribution, corpora, exemplars, models, scores
+from . import ablation, atlas, attribution, corpora, exemplars, explainers, explanations, models, scores
 from . import catalog as catalog_mod
 from .config import (
     AblationSettings,
@@ -26,9 +26,11 @@ from .config import (
     CatalogSettings,
     CorpusSettings,
     ExemplarSettings,
+    ExplanationSettings,
     HeadScoreSettings,
     ModelSettings,
     PromptSetSettings,
+    ScoringSettings,
     data_dir,
 )
 from .store import AssetVersion, Store
@@ -36,14 +38,16 @@ from .store import AssetVersion, Store
 #: Bump an entry when its step's algorithm changes: that step and everything after it recompute.
 CODE_VERSIONS = {
     "model": "1",
-    "neuron_catalog": "1",
+    "neuron_catalog": "2",  # 2: random baseline neurons of the selected layers
     "corpus": "2",  # 2: paragraphs with markup the parser left as text are dropped
     "prompt_set": "1",
     "neuron_exemplars": "2",  # 2: documents whose max activation is not positive are not exemplars
     "head_attributions": "1",
-    "head_neuron_scores": "1",
+    "head_neuron_scores": "2",  # 2: cohort column (next-token vs random baseline neurons)
     "head_ablations": "1",
     "atlas_report": "1",
+    "explanations": "1",
+    "explanation_scores": "1",
 }
 
 PhaseProgress = Callable[[str, int, int], None]
@@ -133,6 +137,25 @@ class AtlasHandle:
     data_version: str
 
 
+@dataclass(frozen=True)
+class ExplanationsHandle:
+    model_id: str
+    prompt_set_id: str
+    settings: dict  # ExplanationSettings as run (no endpoint, no key: those live in the environment only)
+    explainers: tuple
+    stats: dict
+    data_version: str
+
+
+@dataclass(frozen=True)
+class ExplanationScoresHandle:
+    model_id: str
+    prompt_set_id: str
+    figure_path: str | None
+    stats: dict
+    data_version: str
+
+
 @dataclass
 class StepResult:
     handle: object
@@ -142,8 +165,9 @@ class StepResult:
 
 
 def _skip(store: Store, asset: str, scope: str, data_version: str) -> AssetVersion | None:
+    """The stored version when it matches and its run finished (a run stopped by its budget did not)."""
     found = store.version(asset, scope)
-    return found if found and found.data_version == data_version else None
+    return found if found and found.data_version == data_version and found.stats.get("complete", True) else None
 
 
 # ---------------------------------------------------------------- model
@@ -178,8 +202,16 @@ def run_catalog(model: ModelHandle, settings: CatalogSettings, store: Store) -> 
         stats = done.stats
     else:
         bridge = models.load_bridge(model.local_dir, model.device)
-        frame = catalog_mod.build_catalog(bridge, per_layer, last_layers, settings.min_token_chars, settings.deny_tokens, settings.top_tokens)
-        stats = {"neurons": len(frame), "selected": int(frame["selected"].sum()), "qualifying": int(frame["qualifies"].sum()), "seconds": time.perf_counter() - started}
+        frame = catalog_mod.build_catalog(
+            bridge, per_layer, last_layers, settings.min_token_chars, settings.deny_tokens, settings.top_tokens, settings.random_per_layer, settings.random_seed
+        )
+        stats = {
+            "neurons": len(frame),
+            "selected": int(frame["selected"].sum()),
+            "random_baseline": int(frame["random_baseline"].sum()),
+            "qualifying": int(frame["qualifies"].sum()),
+            "seconds": time.perf_counter() - started,
+        }
         store.replace("neurons", {"model_id": model.model_id}, frame, AssetVersion("neuron_catalog", model.model_id, data_version, CODE_VERSIONS["neuron_catalog"], stats))
     handle = CatalogHandle(model.model_id, per_layer, last_layers, stats["selected"], data_version)
     return StepResult(handle, bool(done), stats, time.perf_counter() - started)
@@ -281,7 +313,7 @@ def run_exemplars(
         stats = done.stats
     else:
         selected = store.query(
-            "SELECT layer, neuron, token_id, token FROM neurons WHERE model_id = ? AND selected ORDER BY layer, neuron", [model.model_id], read_only=False
+            "SELECT layer, neuron, token_id, token FROM neurons WHERE model_id = ? AND (selected OR random_baseline) ORDER BY layer, neuron", [model.model_id], read_only=False
         )
         documents = store.query(
             "SELECT doc_index, doc_id, split, text FROM documents WHERE prompt_set_id = ? ORDER BY doc_index", [prompt_set.prompt_set_id], read_only=False
@@ -354,12 +386,19 @@ def run_head_scores(attributions: AttributionsHandle, settings: HeadScoreSetting
             [attributions.model_id, attributions.prompt_set_id],
             read_only=False,
         )
-        frame = scores.head_neuron_scores(heads, settings)
-        consistent = frame[frame["consistent"]]
+        random_neurons = store.query(
+            "SELECT layer, neuron FROM neurons WHERE model_id = ? AND random_baseline", [attributions.model_id], read_only=False
+        )
+        frame = scores.head_neuron_scores(heads, settings, set(map(tuple, random_neurons.values.tolist())))
+        baseline = frame[frame["cohort"] == "random"]
+        frame_next = frame[frame["cohort"] == "next_token"]
+        consistent = frame_next[frame_next["consistent"]]
         stats = {
-            "pairs": len(frame),
+            "random_baseline_pairs": len(baseline),
+            "random_baseline_consistent_pairs": int(baseline["consistent"].sum()),
+            "pairs": len(frame_next),
             "consistent_pairs": len(consistent),
-            "neurons": int(frame.groupby(["layer", "neuron"]).ngroups) if len(frame) else 0,
+            "neurons": int(frame_next.groupby(["layer", "neuron"]).ngroups) if len(frame_next) else 0,
             "neurons_with_consistent_heads": int(consistent.groupby(["layer", "neuron"]).ngroups) if len(consistent) else 0,
             "consistent_heads": int(consistent.groupby(["head_layer", "head"]).ngroups) if len(consistent) else 0,
             "seconds": time.perf_counter() - started,
@@ -389,7 +428,7 @@ def run_ablations(
             "FROM head_neuron_scores s "
             "JOIN head_attributions a USING (model_id, prompt_set_id, layer, neuron, head_layer, head) "
             "JOIN neuron_exemplars e USING (model_id, prompt_set_id, layer, neuron, doc_id) "
-            "WHERE s.model_id = ? AND s.prompt_set_id = ? AND s.consistent AND list_contains(?, a.split) "
+            "WHERE s.model_id = ? AND s.prompt_set_id = ? AND s.consistent AND s.cohort = 'next_token' AND list_contains(?, a.split) "
             "ORDER BY a.layer, a.neuron, a.head_layer, a.head, a.doc_id",
             [model.model_id, head_scores.prompt_set_id, settings.splits],
             read_only=False,
@@ -443,4 +482,133 @@ def run_atlas(model: ModelHandle, ablations: AblationsHandle, settings: AtlasSet
         stats = {**stats, "seconds": time.perf_counter() - started}
         store.replace_many([], AssetVersion("atlas_report", scope, data_version, CODE_VERSIONS["atlas_report"], stats))
     handle = AtlasHandle(model.model_id, ablations.prompt_set_id, str(path), stats, data_version)
+    return StepResult(handle, bool(done), stats, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- explanations and their scores
+
+
+def _explanation_pairs(store: Store, model_id: str, prompt_set_id: str, settings: ExplanationSettings) -> list:
+    consistent = store.query(
+        "SELECT s.cohort, s.layer, s.neuron, s.head_layer, s.head, s.mean_score, n.token FROM head_neuron_scores s "
+        "JOIN neurons n USING (model_id, layer, neuron) WHERE s.model_id = ? AND s.prompt_set_id = ? AND s.consistent",
+        [model_id, prompt_set_id],
+        read_only=False,
+    )
+    chosen = explanations.choose_pairs(consistent, settings)
+    prompts = store.query(
+        "SELECT a.layer, a.neuron, a.head_layer, a.head, a.split, a.active, e.rank, e.prompt_text FROM head_attributions a "
+        "JOIN neuron_exemplars e USING (model_id, prompt_set_id, layer, neuron, doc_id) "
+        "WHERE a.model_id = ? AND a.prompt_set_id = ? AND list_contains(?, concat_ws(':', a.layer, a.neuron, a.head_layer, a.head))",
+        [model_id, prompt_set_id, [":".join(str(int(v)) for v in r) for r in chosen[explanations.PAIR_KEYS].itertuples(index=False)]],
+        read_only=False,
+    ) if len(chosen) else pd.DataFrame(columns=["layer", "neuron", "head_layer", "head", "split", "active", "rank", "prompt_text"])
+    return explanations.build_pairs(chosen, prompts)
+
+
+def _status_counts(frame: pd.DataFrame, column: str = "status") -> dict:
+    return {f"{column}_{k}": int(v) for k, v in frame[column].value_counts().items()} if len(frame) else {}
+
+
+def run_explanations(
+    model: ModelHandle,
+    head_scores: HeadScoresHandle,
+    settings: ExplanationSettings,
+    store: Store,
+    run_id: str | None = None,
+    progress: PhaseProgress | None = None,
+) -> StepResult:
+    """Explain each chosen consistent pair with the contrastive reference and the primary LLM backend."""
+    started = time.perf_counter()
+    scope, keys = _run_keys(model.model_id, head_scores.prompt_set_id)
+    template = explainers.load_template(settings.explain_template)
+    classify_template = explainers.load_template(settings.classify_template)  # fail early on a bad name
+    backend = explainers.make_llm_backend(settings, model.device)
+    names = (explanations.CONTRASTIVE,) + ((backend.explainer,) if backend else ())
+    # Speed, budget and transport settings change no result; the templates' content does.
+    relevant = settings.model_dump(exclude={"concurrency", "timeout_s", "max_retries", "batch_size", "max_calls", "max_tokens"})
+    data_version = version_hash(CODE_VERSIONS["explanations"], head_scores.data_version, relevant, template.version, names)
+    done = _skip(store, "explanations", scope, data_version)
+    if done:
+        stats = done.stats
+    else:
+        pairs = _explanation_pairs(store, model.model_id, head_scores.prompt_set_id, settings)
+        ledger = explanations.CallLedger(store, run_id or explanations.new_run_id(), settings.max_calls, settings.max_tokens)
+        frame = explanations.explain_pairs(pairs, model.model_id, head_scores.prompt_set_id, settings, template, backend, ledger, progress)
+        stats = {
+            "pairs": len(pairs),
+            "next_token_pairs": sum(p.cohort == "next_token" for p in pairs),
+            "random_pairs": sum(p.cohort == "random" for p in pairs),
+            "explainers": list(names),
+            "llm_calls": ledger.new_calls,
+            "cache_hits": int(frame["cached"].sum()),
+            "tokens": int(frame["prompt_tokens"].sum() + frame["completion_tokens"].sum()),
+            "budget_reached": ledger.budget_hit,
+            "complete": not ledger.budget_hit,
+            "template": template.version,
+            "classify_template": classify_template.version,
+            **_status_counts(frame[frame["explainer"] != explanations.CONTRASTIVE]),
+            "seconds": time.perf_counter() - started,
+        }
+        writes = [("explanations", {**keys, "explainer": name}, frame[frame["explainer"] == name]) for name in names]
+        store.replace_many(writes, AssetVersion("explanations", scope, data_version, CODE_VERSIONS["explanations"], stats))
+    handle = ExplanationsHandle(model.model_id, head_scores.prompt_set_id, settings.model_dump(), names, stats, data_version)
+    return StepResult(handle, bool(done), stats, time.perf_counter() - started)
+
+
+def run_explanation_scores(
+    model: ModelHandle,
+    explained: ExplanationsHandle,
+    settings: ScoringSettings,
+    store: Store,
+    run_id: str | None = None,
+    progress: PhaseProgress | None = None,
+) -> StepResult:
+    """Score every explanation on held-out prompts (and the shuffled baseline); test E against the baselines;
+    draw the E histogram."""
+    started = time.perf_counter()
+    scope, keys = _run_keys(model.model_id, explained.prompt_set_id)
+    explain_settings = ExplanationSettings(**explained.settings)
+    template = explainers.load_template(explain_settings.classify_template)
+    data_version = version_hash(CODE_VERSIONS["explanation_scores"], explained.data_version, settings.model_dump(), template.version)
+    figure = data_dir() / "figures" / f"{model.model_id.replace('@', '-')}__{explained.prompt_set_id}__explanation_scores.png"
+    done = _skip(store, "explanation_scores", scope, data_version)
+    if done:
+        stats = done.stats
+    else:
+        rows = store.query(
+            "SELECT * FROM explanations WHERE model_id = ? AND prompt_set_id = ? AND list_contains(?, explainer)",
+            [model.model_id, explained.prompt_set_id, list(explained.explainers)],
+            read_only=False,
+        )
+        pairs = {p.key: p for p in _explanation_pairs(store, model.model_id, explained.prompt_set_id, explain_settings)}
+        backend = explainers.make_llm_backend(explain_settings, model.device) if len(explained.explainers) > 1 else None
+        ledger = explanations.CallLedger(store, run_id or explanations.new_run_id(), explain_settings.max_calls, explain_settings.max_tokens)
+        frame = explanations.score_explanations(rows, pairs, model.model_id, explain_settings, settings, template, backend, ledger, progress)
+        tests = explanations.explanation_tests(frame)
+        png = explanations.e_histogram(frame, f"{model.model_id} / {explained.prompt_set_id}")
+        if png:
+            figure.parent.mkdir(parents=True, exist_ok=True)
+            figure.write_bytes(png)
+        scored = frame[frame["status"] == "scored"]
+        stats = {
+            "scores": len(frame),
+            "scored": len(scored),
+            "not_scored": int((frame["status"] != "scored").sum()),
+            "llm_calls": ledger.new_calls,
+            "malformed_answers": int(frame["n_malformed"].sum()),
+            "failed_calls": int(frame["n_errors"].sum()),
+            "budget_reached": ledger.budget_hit,
+            "complete": not ledger.budget_hit,
+            "template": template.version,
+            **{f"mean_e[{r.explainer}]": r.mean_e for r in tests[tests["baseline"] == "random_neurons"].itertuples()},
+            **{f"mean_e_random[{r.explainer}]": r.mean_baseline for r in tests[tests["baseline"] == "random_neurons"].itertuples()},
+            **{f"mean_e_shuffled[{r.explainer}]": r.mean_baseline for r in tests[tests["baseline"] == "shuffled"].itertuples()},
+            "seconds": time.perf_counter() - started,
+        }
+        names = list(explained.explainers)
+        writes = [("explanation_scores", {**keys, "explainer": name}, frame[frame["explainer"] == name]) for name in names]
+        writes += [("explanation_tests", {**keys, "explainer": name}, tests[tests["explainer"] == name]) for name in names]
+        store.replace_many(writes, AssetVersion("explanation_scores", scope, data_version, CODE_VERSIONS["explanation_scores"], stats))
+    handle = ExplanationScoresHandle(model.model_id, explained.prompt_set_id, str(figure) if figure.exists() else None, stats, data_version)
     return StepResult(handle, bool(done), stats, time.perf_counter() - started)

@@ -18,6 +18,7 @@ from .config import database_path
 TABLES = (
     "models", "neurons", "prompt_sets", "documents", "neuron_exemplars",
     "head_attributions", "exemplar_decompositions", "head_neuron_scores", "head_ablations", "ablation_tests",
+    "explanations", "explanation_scores", "explanation_tests", "llm_calls",
 )
 
 
@@ -116,6 +117,17 @@ class Store:
             except Exception:
                 con.execute("ROLLBACK")
                 raise
+
+    def append(self, table: str, frame: pd.DataFrame) -> None:
+        """Insert rows (no replacement): for logs such as ``llm_calls``."""
+        if table not in TABLES:
+            raise StoreError(f"Unknown table {table}.")
+        if not len(frame):
+            return
+        with self.connect() as con:
+            con.register("incoming", frame)
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+            con.unregister("incoming")
 
     @staticmethod
     def _record(con, version: AssetVersion) -> None:

@@ -38,8 +38,10 @@ CREATE TABLE IF NOT EXISTS neurons (
     qualifies     BOOLEAN NOT NULL,      -- its token starts a word, is long enough and not denied
     layer_rank    INTEGER NOT NULL,      -- rank by score among the layer's qualifying neurons; -1 if not qualifying
     selected      BOOLEAN NOT NULL,      -- top N per layer in the last K layers
+    random_baseline BOOLEAN NOT NULL DEFAULT false,  -- a random neuron of a selected layer: the explanation baseline
     PRIMARY KEY (model_id, layer, neuron)
 );
+ALTER TABLE neurons ADD COLUMN IF NOT EXISTS random_baseline BOOLEAN DEFAULT false;  -- files written before it
 
 CREATE TABLE IF NOT EXISTS prompt_sets (
     prompt_set_id       VARCHAR PRIMARY KEY,
@@ -160,8 +162,10 @@ CREATE TABLE IF NOT EXISTS head_neuron_scores (
     heldout_n_prompts       INTEGER NOT NULL,
     heldout_active_count    INTEGER NOT NULL,
     heldout_active_fraction DOUBLE,
+    cohort                  VARCHAR NOT NULL DEFAULT 'next_token',  -- next_token (selected) | random (baseline neuron)
     PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head)
 );
+ALTER TABLE head_neuron_scores ADD COLUMN IF NOT EXISTS cohort VARCHAR DEFAULT 'next_token';
 
 -- DESIGN step 8: each consistent pair's head zero-ablated on each of the neuron's prompts.
 CREATE TABLE IF NOT EXISTS head_ablations (
@@ -197,6 +201,105 @@ CREATE TABLE IF NOT EXISTS ablation_tests (
     ks_statistic    DOUBLE,
     p_value         DOUBLE,
     PRIMARY KEY (model_id, prompt_set_id, metric)
+);
+
+-- DESIGN step 6: one explanation per (pair, explainer); the contrastive reference always, an LLM's where run.
+CREATE TABLE IF NOT EXISTS explanations (
+    explanation_id    VARCHAR NOT NULL,   -- hash of (model, prompt set, pair, explainer, template version)
+    model_id          VARCHAR NOT NULL,
+    prompt_set_id     VARCHAR NOT NULL,
+    explainer         VARCHAR NOT NULL,   -- contrastive | local:<model_id> | openai:<model name>
+    backend           VARCHAR NOT NULL,   -- contrastive | local | openai
+    llm_model         VARCHAR,
+    template_version  VARCHAR NOT NULL,   -- template name @ content hash (log-odds for contrastive)
+    cohort            VARCHAR NOT NULL,   -- next_token | random (baseline neuron)
+    layer             INTEGER NOT NULL,
+    neuron            INTEGER NOT NULL,
+    head_layer        INTEGER NOT NULL,
+    head              INTEGER NOT NULL,
+    token             VARCHAR NOT NULL,   -- the neuron's token, appended to every prompt shown
+    status            VARCHAR NOT NULL,   -- ok | empty | refused | error | budget_exhausted
+    explanation       VARCHAR,
+    features          JSON,               -- contrastive: feature -> smoothed log-odds (its classifier)
+    error             VARCHAR,
+    n_active_shown    INTEGER NOT NULL,
+    n_inactive_shown  INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,   -- 0 when the answer came from the cache
+    completion_tokens INTEGER NOT NULL,
+    cached            BOOLEAN NOT NULL,
+    PRIMARY KEY (explanation_id)
+);
+
+-- DESIGN step 7: each explanation scored on held-out prompts, given only the explanation.
+CREATE TABLE IF NOT EXISTS explanation_scores (
+    explanation_id    VARCHAR NOT NULL,
+    scorer            VARCHAR NOT NULL,   -- the explainer's own classifier (LLM Yes/No, or contrastive log-odds)
+    split             VARCHAR NOT NULL,   -- heldout
+    baseline          VARCHAR NOT NULL,   -- none (the pair's own prompts) | shuffled (another pair's prompts)
+    model_id          VARCHAR NOT NULL,
+    prompt_set_id     VARCHAR NOT NULL,
+    explainer         VARCHAR NOT NULL,
+    cohort            VARCHAR NOT NULL,
+    layer             INTEGER NOT NULL,
+    neuron            INTEGER NOT NULL,
+    head_layer        INTEGER NOT NULL,
+    head              INTEGER NOT NULL,
+    target_layer      INTEGER NOT NULL,   -- whose held-out prompts and ground truth (the pair itself unless shuffled)
+    target_neuron     INTEGER NOT NULL,
+    target_head_layer INTEGER NOT NULL,
+    target_head       INTEGER NOT NULL,
+    status            VARCHAR NOT NULL,   -- scored | not_scored
+    reason            VARCHAR,            -- why not scored
+    n_positive        INTEGER NOT NULL,   -- held-out prompts where the head is active
+    n_negative        INTEGER NOT NULL,
+    n_answered        INTEGER NOT NULL,   -- usable Yes/No answers
+    n_malformed       INTEGER NOT NULL,   -- empty, refused or neither Yes nor No
+    n_errors          INTEGER NOT NULL,   -- calls that failed after retries
+    tp INTEGER, fn INTEGER, tn INTEGER, fp INTEGER,
+    e_score           DOUBLE,             -- Head Explanation Score: balanced accuracy, 1/2 (TP/(TP+FN) + TN/(TN+FP))
+    auc               DOUBLE,             -- where the scorer gives probabilities
+    PRIMARY KEY (explanation_id, scorer, split, baseline)
+);
+
+-- DESIGN step 9: per model, prompt set and explainer, E of next-token pairs against each baseline.
+CREATE TABLE IF NOT EXISTS explanation_tests (
+    model_id      VARCHAR NOT NULL,
+    prompt_set_id VARCHAR NOT NULL,
+    explainer     VARCHAR NOT NULL,
+    baseline      VARCHAR NOT NULL,  -- random_neurons | shuffled
+    n             INTEGER NOT NULL,  -- scored next-token pairs
+    mean_e        DOUBLE,
+    std_e         DOUBLE,
+    skew          DOUBLE,
+    skew_z        DOUBLE,            -- scipy.stats.skewtest (n >= 8)
+    skew_p        DOUBLE,
+    n_baseline    INTEGER NOT NULL,
+    mean_baseline DOUBLE,
+    std_baseline  DOUBLE,
+    mw_u          DOUBLE,            -- two-sided Mann-Whitney U test, E vs the baseline's E
+    mw_p          DOUBLE,
+    mean_auc      DOUBLE,
+    PRIMARY KEY (model_id, prompt_set_id, explainer, baseline)
+);
+
+-- Every LLM call made (answers and failures): the cache (by cache_key) and the run budget (by run_id).
+-- No endpoint address and no key is ever stored.
+CREATE TABLE IF NOT EXISTS llm_calls (
+    cache_key         VARCHAR NOT NULL,  -- hash of (pair, examples, backend, model, template version)
+    run_id            VARCHAR NOT NULL,
+    backend           VARCHAR NOT NULL,
+    llm_model         VARCHAR NOT NULL,
+    template_version  VARCHAR NOT NULL,
+    purpose           VARCHAR NOT NULL,  -- explain | classify
+    status            VARCHAR NOT NULL,  -- ok | malformed | refused | empty | error
+    response          VARCHAR,
+    answer            BOOLEAN,
+    p_yes             DOUBLE,
+    error             VARCHAR,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    seconds           DOUBLE NOT NULL,
+    created_at        TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 
 -- What each asset last computed for each scope, so unchanged inputs skip the work.

@@ -14,6 +14,6 @@ SELECT
     (SELECT count(*) FROM documents d WHERE d.prompt_set_id = p.prompt_set_id) AS documents,
     (SELECT count(*) FROM neuron_exemplars e WHERE e.model_id = m.model_id AND e.prompt_set_id = p.prompt_set_id) AS neuron_exemplars,
     (SELECT count(*) FROM head_attributions a WHERE a.model_id = m.model_id AND a.prompt_set_id = p.prompt_set_id) AS head_attributions,
-    (SELECT count(*) FROM head_neuron_scores s WHERE s.model_id = m.model_id AND s.prompt_set_id = p.prompt_set_id AND s.consistent) AS consistent_pairs,
+    (SELECT count(*) FROM head_neuron_scores s WHERE s.model_id = m.model_id AND s.prompt_set_id = p.prompt_set_id AND s.consistent AND s.cohort = 'next_token') AS consistent_pairs,
     (SELECT count(*) FROM head_ablations b WHERE b.model_id = m.model_id AND b.prompt_set_id = p.prompt_set_id) AS head_ablations
 FROM m, p;

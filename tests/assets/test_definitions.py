@@ -15,6 +15,7 @@ from lookups.pipeline.store import Store
 REPO = Path(__file__).resolve().parents[2]
 ALL_CHECK_NAMES = {
     "neurons_valid", "documents_valid", "exemplars_valid", "exemplar_coverage", "attribution_identity", "head_scores_valid", "ablations_valid",
+    "explanations_valid", "explanation_scores_valid",
 }
 
 REPO_TEXTS = [
@@ -34,7 +35,10 @@ def test_code_location_loads():
 
 def test_job_and_assets_are_defined():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations", "atlas_report"}
+    assert keys == {
+        "model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
+        "explanations", "explanation_scores", "atlas_report",
+    }
     assert defs.resolve_job_def("lookups") is not None
 
 
@@ -48,7 +52,7 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
         "ops": {
             "corpus": {"config": {"source": str(corpus_dir)}},
             "prompt_set": {"config": {"max_documents": None, "heldout_fraction": 0.3}},
-            "neuron_catalog": {"config": {"neurons_per_layer": 1, "last_layers": 2}},
+            "neuron_catalog": {"config": {"neurons_per_layer": 1, "last_layers": 2, "random_per_layer": 1}},
             "neuron_exemplars": {"config": {"top_k": 3, "keep": 2, "window_tokens": 32}},
         }
     }
@@ -83,7 +87,10 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
         second = job.execute_in_process(run_config=run_config, instance=instance)
         assert second.success
         assert calls == {"forward": 0, "catalog": 0}
-        for key in ("model", "neuron_catalog", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations", "atlas_report"):
+        for key in (
+            "model", "neuron_catalog", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
+            "explanations", "explanation_scores", "atlas_report",
+        ):
             materialization = second.asset_materializations_for_node(key)[0]
             assert materialization.metadata["skipped (unchanged inputs)"].value is True
         # Data versions are unchanged, so Dagster sees nothing stale downstream.
@@ -97,6 +104,7 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     passes, and the planted pair arrives in DuckDB as a consistent pair with its ablation test."""
     circuit = planted.build_planted_circuit(tmp_path / "planted")
     run_config = circuit.run_config()
+    run_config["ops"]["explanations"] = {"config": {"backend": "contrastive"}}  # the LLM backends have their own tests
     with dg.DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("lookups").execute_in_process(run_config=run_config, instance=instance)
     assert result.success
@@ -114,6 +122,12 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     atlas_md = result.asset_materializations_for_node("atlas_report")[0].metadata
     assert Path(atlas_md["html_path"].value).exists(), atlas_md["html_path"]
     assert atlas_md["figure: ablation"].value.startswith("![ablation](data:image/png;base64,")
+    # The contrastive reference explains the planted head by its trigger word and scores perfectly on held-out prompts.
+    explained = Store().query("SELECT explanation FROM explanations WHERE layer = ? AND neuron = ? AND head_layer = ? AND head = ?", list(circuit.key))
+    assert f"'{planted.TRIGGER}'" in explained["explanation"][0]
+    scores_md = result.asset_materializations_for_node("explanation_scores")[0].metadata
+    assert scores_md["mean_e[contrastive]"].value == 1.0
+    assert scores_md["figure: E histogram"].value.startswith("![E histogram](data:image/png;base64,")
 
 
 def test_the_readme_run_config_example_is_valid():

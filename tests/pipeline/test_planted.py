@@ -54,8 +54,8 @@ def test_the_chain_finds_the_planted_head(tmp_path):
     active = store.query(
         "SELECT a.active, contains(e.prompt_text, ?) AS has_trigger FROM head_attributions a "
         "JOIN neuron_exemplars e USING (model_id, prompt_set_id, layer, neuron, doc_id) "
-        "WHERE a.model_id = ? AND a.head_layer = ? AND a.head = ?",
-        [planted.TRIGGER, model.model_id, circuit.head_layer, circuit.head],
+        "WHERE a.model_id = ? AND a.layer = ? AND a.neuron = ? AND a.head_layer = ? AND a.head = ?",
+        [planted.TRIGGER, model.model_id, *circuit.key],
     )
     assert len(active) > 20 and (active["active"] == active["has_trigger"]).all()
 

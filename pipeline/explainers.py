@@ -1,0 +1,424 @@
+"""Explainer backends (DESIGN steps 6-7): one interface, three kinds.
+
+- ``openai``: any OpenAI-compatible chat endpoint through the official ``openai`` client. The endpoint, model
+  and key come from the environment only, and none of them is ever stored or logged.
+- ``local``: an instruct model in-process with ``transformers``; Yes/No read from the next-token logits.
+- ``contrastive``: no LLM. Names the words and bigrams that set active prompts apart from inactive ones
+  (smoothed log-odds) and classifies by them: the baseline LLM explanations must beat.
+
+An LLM backend answers ``LlmRequest`` batches with ``LlmResponse`` objects and never raises for a bad answer:
+transport failures, empty replies, refusals and replies with no Yes/No become statuses.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import string
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from .config import LLM_API_KEY_ENV, LLM_BASE_URL_ENV, LLM_MODEL_ENV, ExplanationSettings
+
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+#: Statuses of an answer that are results (cached, counted); 'error' is a failure to get any answer.
+ANSWER_STATUSES = ("ok", "malformed", "refused", "empty")
+STATUSES = ANSWER_STATUSES + ("error", "budget_exhausted")
+SNIPPET_MARKERS = ("<<<", ">>>")
+_REFUSAL = re.compile(r"\b(i can(?:no|')t|i am unable|i'm unable|i won't|i will not|sorry|as an ai)\b", re.I)
+
+
+class ExplainerError(RuntimeError):
+    """A backend cannot be set up; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------- templates and untrusted text
+
+
+@dataclass(frozen=True)
+class Template:
+    """A chat prompt with ``$placeholders``: a system and a user message. ``version`` = name + content hash."""
+
+    name: str
+    version: str
+    system: str
+    user: str
+
+    def messages(self, **values: str) -> list[dict]:
+        try:
+            return [
+                {"role": "system", "content": string.Template(self.system).substitute(values)},
+                {"role": "user", "content": string.Template(self.user).substitute(values)},
+            ]
+        except KeyError as err:
+            raise ExplainerError(f"Template {self.name} uses the placeholder ${err.args[0]}, which this step does not provide.") from err
+
+
+def load_template(name_or_path: str) -> Template:
+    """A shipped template (``explain.v1``) or a file of your own, in the same format: '--- system ---' and
+    '--- user ---' sections, '#' comment lines."""
+    path = PROMPTS_DIR / f"{name_or_path}.txt"
+    if not path.exists():
+        path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        shipped = sorted(p.stem for p in PROMPTS_DIR.glob("*.txt"))
+        raise ExplainerError(f"No prompt template '{name_or_path}': use one of {shipped} or the path of a template file.")
+    text = path.read_text(encoding="utf-8")
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        marker = re.fullmatch(r"---\s*(system|user)\s*---\s*", line)
+        if marker:
+            current = sections.setdefault(marker.group(1), [])
+        elif current is not None and not line.startswith("#"):
+            current.append(line)
+    if "user" not in sections:
+        raise ExplainerError(f"Template {path} has no '--- user ---' section.")
+    import hashlib
+
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return Template(path.stem, f"{path.stem}@{digest}", "\n".join(sections.get("system", [])).strip(), "\n".join(sections["user"]).strip())
+
+
+def snippet(text: str, token: str | None, max_chars: int) -> str:
+    """Corpus text made safe to show an LLM: one line (no forged sections), no delimiter markers, at most its
+    last ``max_chars`` characters (the end is what the prediction depends on), then the token in [[ ]]."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    for marker in SNIPPET_MARKERS:
+        flat = flat.replace(marker, marker[0] * 2)
+    if len(flat) > max_chars:
+        flat = "…" + flat[-max_chars:].lstrip()
+    return flat + (f"[[{token}]]" if token is not None else "")
+
+
+def parse_explanation(text: str | None) -> tuple[str, str]:
+    """(status, explanation): 'ok', 'empty' or 'refused'."""
+    cleaned = " ".join((text or "").split())
+    if not cleaned:
+        return "empty", ""
+    if _REFUSAL.search(cleaned[:80]):
+        return "refused", cleaned
+    return "ok", cleaned[:2000]
+
+
+def parse_answer(text: str | None) -> tuple[str, bool | None]:
+    """(status, answer) of a Yes/No reply: 'ok' with True/False, else 'empty', 'refused' or 'malformed'."""
+    cleaned = (text or "").strip()
+    if not cleaned:
+        return "empty", None
+    first = re.sub(r"[^a-z]", "", cleaned.split()[0].lower())
+    if first in ("yes", "y"):
+        return "ok", True
+    if first in ("no", "n"):
+        return "ok", False
+    if _REFUSAL.search(cleaned):
+        return "refused", None
+    return "malformed", None
+
+
+# ---------------------------------------------------------------- LLM requests and backends
+
+
+@dataclass(frozen=True)
+class LlmRequest:
+    key: str  # cache key: hash of (pair, examples, backend, model, template version)
+    purpose: str  # 'explain' | 'classify'
+    messages: list[dict]
+    max_tokens: int
+
+
+@dataclass
+class LlmResponse:
+    status: str
+    text: str = ""
+    answer: bool | None = None  # classify only
+    p_yes: float | None = None  # classify only, where the backend gives probabilities
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cached: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def _finish(request: LlmRequest, text: str, p_yes: float | None, **usage) -> LlmResponse:
+    if request.purpose == "explain":
+        status, cleaned = parse_explanation(text)
+        return LlmResponse(status, cleaned, **usage)
+    status, answer = parse_answer(text)  # the text decides: probabilities alone do not turn nonsense into an answer
+    return LlmResponse(status, text.strip()[:200], answer, p_yes, **usage)
+
+
+class LlmBackend:
+    """Answers requests; ``run`` yields (request, response) as they finish, in any order."""
+
+    kind = "llm"
+    model = ""
+
+    @property
+    def explainer(self) -> str:
+        return f"{self.kind}:{self.model}"
+
+    def run(self, requests: list[LlmRequest], allow: Callable[[], bool]) -> Iterator[tuple[LlmRequest, LlmResponse]]:
+        raise NotImplementedError
+
+
+def _p_yes_from_top_logprobs(top: Iterable) -> float | None:
+    """P(Yes) / (P(Yes) + P(No)) over the first token's alternatives, or None when neither is listed."""
+    yes = no = 0.0
+    for alt in top:
+        word = re.sub(r"[^a-z]", "", (alt.token or "").lower())
+        if word == "yes":
+            yes += math.exp(alt.logprob)
+        elif word == "no":
+            no += math.exp(alt.logprob)
+    return yes / (yes + no) if yes + no > 0 else None
+
+
+class OpenAIBackend(LlmBackend):
+    """Any OpenAI-compatible chat endpoint. Retries with exponential backoff (rate limits, server errors,
+    timeouts, connection errors) are the ``openai`` client's own, bounded by ``max_retries``."""
+
+    kind = "openai"
+
+    def __init__(self, settings: ExplanationSettings):
+        from openai import OpenAI
+
+        base_url = os.environ.get(LLM_BASE_URL_ENV)
+        if not base_url:
+            raise ExplainerError(f"The openai backend needs an endpoint: set {LLM_BASE_URL_ENV} (e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1).")
+        key = os.environ.get(LLM_API_KEY_ENV) or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        self.client = OpenAI(base_url=base_url, api_key=key, timeout=settings.timeout_s, max_retries=settings.max_retries)
+        self.concurrency = settings.concurrency
+        self.model = os.environ.get(LLM_MODEL_ENV) or self._served_model()
+        self.logprobs = True  # switched off once if the endpoint rejects the parameter
+
+    def _served_model(self) -> str:
+        try:
+            served = [m.id for m in self.client.models.list()]
+        except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
+            raise ExplainerError(f"Cannot list the endpoint's models ({type(err).__name__}): set {LLM_MODEL_ENV}, or check {LLM_BASE_URL_ENV}.") from err
+        if not served:
+            raise ExplainerError(f"The endpoint serves no model: set {LLM_MODEL_ENV}.")
+        return served[0]
+
+    def _call(self, request: LlmRequest) -> LlmResponse:
+        from openai import APIError, BadRequestError
+
+        started = time.perf_counter()
+        params = {"model": self.model, "messages": request.messages, "max_tokens": request.max_tokens, "temperature": 0.0}
+        if request.purpose == "classify" and self.logprobs:
+            params.update(logprobs=True, top_logprobs=10)
+        try:
+            try:
+                reply = self.client.chat.completions.create(**params)
+            except BadRequestError:
+                if "logprobs" not in params:
+                    raise
+                self.logprobs = False
+                params.pop("logprobs"), params.pop("top_logprobs")
+                reply = self.client.chat.completions.create(**params)
+        except APIError as err:
+            status = getattr(err, "status_code", None)
+            return LlmResponse("error", error=f"{type(err).__name__}{f' {status}' if status else ''}: {str(err)[:200]}", seconds=time.perf_counter() - started)
+        except Exception as err:  # noqa: BLE001 - a malformed body must not crash the asset
+            return LlmResponse("error", error=f"{type(err).__name__}: {str(err)[:200]}", seconds=time.perf_counter() - started)
+        try:
+            choice = reply.choices[0]
+            text = choice.message.content or ""
+        except (AttributeError, IndexError, TypeError):
+            choice, text = None, ""
+        p_yes = None
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
+        if request.purpose == "classify" and content:
+            p_yes = _p_yes_from_top_logprobs(content[0].top_logprobs or [])
+        usage = getattr(reply, "usage", None)
+        return _finish(
+            request,
+            text,
+            p_yes,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            seconds=time.perf_counter() - started,
+        )
+
+    def run(self, requests, allow):
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            pending = iter(requests)
+            running = {}
+            while True:
+                while len(running) < self.concurrency:
+                    request = next(pending, None)
+                    if request is None or not allow():
+                        pending = iter(())
+                        break
+                    running[pool.submit(self._call, request)] = request
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield running.pop(future), future.result()
+
+
+class LocalBackend(LlmBackend):
+    """An instruct model in-process (``transformers``): greedy explanations; Yes/No from the logits."""
+
+    kind = "local"
+
+    def __init__(self, settings: ExplanationSettings, device: str = "cpu"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .models import resolve_model
+
+        source = resolve_model(settings.local_model)
+        self.model = source.model_id
+        self.tokenizer = AutoTokenizer.from_pretrained(source.local_dir)
+        if self.tokenizer.chat_template is None:
+            raise ExplainerError(f"{settings.local_model} has no chat template: the local backend needs an instruct (chat) model.")
+        self.tokenizer.padding_side = "left"  # generation continues every row from its own last token
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.lm = AutoModelForCausalLM.from_pretrained(source.local_dir, dtype=torch.float32).to(device).eval()
+        self.device = device
+        self.batch_size = settings.batch_size
+        self.yes_ids = self._word_ids("yes")
+        self.no_ids = self._word_ids("no")
+
+    def _word_ids(self, word: str) -> list[int]:
+        ids = set()
+        for form in (word, word.capitalize(), " " + word, " " + word.capitalize()):
+            encoded = self.tokenizer.encode(form, add_special_tokens=False)
+            if len(encoded) == 1:
+                ids.add(encoded[0])
+        return sorted(ids)
+
+    def _encode(self, batch: list[LlmRequest]):
+        texts = [self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in batch]
+        return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+
+    def run(self, requests, allow):
+        import torch
+
+        # Similar lengths together: less padding.
+        ordered = sorted(requests, key=lambda r: sum(len(m["content"]) for m in r.messages))
+        for start in range(0, len(ordered), self.batch_size):
+            batch = []
+            for request in ordered[start : start + self.batch_size]:
+                if not allow():
+                    break
+                batch.append(request)
+            if not batch:
+                return
+            started = time.perf_counter()
+            enc = self._encode(batch)
+            prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+            with torch.no_grad():
+                if batch[0].purpose == "classify" and all(r.purpose == "classify" for r in batch):
+                    probs = self.lm(**enc).logits[:, -1].float().softmax(-1)  # [batch, vocab]: left padding puts every row's last token at -1
+                    yes = probs[:, self.yes_ids].sum(-1)
+                    no = probs[:, self.no_ids].sum(-1)
+                    p_yes = (yes / (yes + no).clamp_min(1e-12)).tolist()
+                    seconds = (time.perf_counter() - started) / len(batch)
+                    for request, p, n in zip(batch, p_yes, prompt_tokens):
+                        yield request, LlmResponse("ok", "Yes" if p >= 0.5 else "No", p >= 0.5, p, prompt_tokens=int(n), completion_tokens=1, seconds=seconds)
+                    continue
+                max_new = max(r.max_tokens for r in batch)
+                out = self.lm.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+            new = out[:, enc["input_ids"].shape[1] :]
+            seconds = (time.perf_counter() - started) / len(batch)
+            for request, row, n in zip(batch, new, prompt_tokens):
+                ids = [t for t in row.tolist() if t != self.tokenizer.pad_token_id]
+                eos = self.tokenizer.eos_token_id
+                ids = ids[: ids.index(eos)] if eos in ids else ids
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                yield request, _finish(request, text, None, prompt_tokens=int(n), completion_tokens=len(ids), seconds=seconds)
+
+
+def make_llm_backend(settings: ExplanationSettings, device: str = "cpu") -> LlmBackend | None:
+    """The primary explainer: openai when an endpoint is configured (or asked for), local otherwise; None for
+    'contrastive' (the reference alone)."""
+    backend = resolve_backend_name(settings.backend)
+    if backend == "openai":
+        return OpenAIBackend(settings)
+    if backend == "local":
+        return LocalBackend(settings, device)
+    return None
+
+
+def resolve_backend_name(backend: str) -> str:
+    if backend == "auto":
+        return "openai" if os.environ.get(LLM_BASE_URL_ENV) else "local"
+    if backend not in ("openai", "local", "contrastive"):
+        raise ExplainerError(f"Unknown explainer backend '{backend}': use 'auto', 'openai', 'local' or 'contrastive'.")
+    return backend
+
+
+# ---------------------------------------------------------------- the contrastive baseline
+
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def text_features(text: str) -> set[str]:
+    """Lower-cased words and adjacent-word bigrams present in a text."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return set(words) | {f"{a} {b}" for a, b in zip(words, words[1:])}
+
+
+@dataclass
+class ContrastiveExplanation:
+    """Features with their smoothed log-odds (active vs inactive); the explanation is their description, and
+    classification uses exactly these weights: score = sum of the present features' log-odds, active if > 0."""
+
+    features: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, list[int]] = field(default_factory=dict)  # feature -> [in active, in inactive]
+    n_active: int = 0
+    n_inactive: int = 0
+
+    @property
+    def text(self) -> str:
+        if not self.features:
+            return "No word or bigram sets the active prompts apart."
+        def describe(items):
+            return ", ".join(f"'{f}' ({self.counts[f][0]}/{self.n_active} active, {self.counts[f][1]}/{self.n_inactive} inactive)" for f, _ in items)
+        pos = [(f, w) for f, w in self.features.items() if w > 0]
+        neg = [(f, w) for f, w in self.features.items() if w < 0]
+        text = f"Active when the context contains {describe(pos)}." if pos else "No word marks the active prompts."
+        return text + (f" Inactive when it contains {describe(neg)}." if neg else "")
+
+    def score(self, text: str) -> float:
+        present = text_features(text)
+        return float(sum(w for f, w in self.features.items() if f in present))
+
+
+def contrastive_explanation(active: list[str], inactive: list[str], n_features: int, alpha: float = 0.5) -> ContrastiveExplanation:
+    """Smoothed log-odds of each feature's presence in active vs inactive prompts, ranked by its z-score
+    (log-odds over its standard error); the top ``n_features`` positive and the top half as many negative."""
+    in_active = Counter(f for t in active for f in text_features(t))
+    in_inactive = Counter(f for t in inactive for f in text_features(t))
+    n_a, n_i = len(active), len(inactive)
+    scored = []
+    for feature in set(in_active) | set(in_inactive):
+        a, b = in_active[feature], in_inactive[feature]
+        log_odds = math.log((a + alpha) / (n_a - a + alpha)) - math.log((b + alpha) / (n_i - b + alpha))
+        se = math.sqrt(1 / (a + alpha) + 1 / (n_a - a + alpha) + 1 / (b + alpha) + 1 / (n_i - b + alpha))
+        scored.append((log_odds / se, log_odds, feature, a, b))
+    scored.sort(key=lambda s: (-s[0], s[2]))
+    pos = [s for s in scored if s[0] > 1.0][:n_features]
+    neg = sorted((s for s in scored if s[0] < -1.0), key=lambda s: (s[0], s[2]))[: max(1, n_features // 2)]
+    chosen = pos + neg
+    return ContrastiveExplanation(
+        features={s[2]: round(s[1], 4) for s in chosen},
+        counts={s[2]: [s[3], s[4]] for s in chosen},
+        n_active=n_a,
+        n_inactive=n_i,
+    )
