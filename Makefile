@@ -8,6 +8,11 @@ STAMP  := $(VENV)/.installed
 # Debian's Chromium and ChromeDriver, for the test that drives the Dagster UI in a real browser.
 BROWSER := /usr/bin/chromedriver
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# A real OpenAI-compatible server for the tests: llama-cpp-python builds from source (about 10 minutes on
+# 2 cores), so its wheel is built once into a cache folder outside the checkout and reused by every clone.
+LLAMA_VERSION := 0.3.36
+WHEELS ?= $(HOME)/.cache/lookups/wheels
+LLAMA  := $(VENV)/.llama-cpp-$(LLAMA_VERSION)
 
 .PHONY: install demo test test-fast ui bench clean
 .DEFAULT_GOAL := demo
@@ -25,12 +30,18 @@ $(BROWSER):
 	$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver)
 
+$(LLAMA): $(STAMP)
+	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
+	  CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip wheel --no-deps 'llama-cpp-python==$(LLAMA_VERSION)' -w $(WHEELS)
+	$(BIN)/python -m pip install --quiet --only-binary llama-cpp-python --find-links $(WHEELS) 'llama-cpp-python[server]==$(LLAMA_VERSION)'
+	touch $@
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/lookups run
 
-test: $(STAMP) $(BROWSER)
+test: $(STAMP) $(BROWSER) $(LLAMA)
 	$(BIN)/python -m pytest -q -rs --durations=10
 
 test-fast: $(STAMP)

@@ -153,7 +153,11 @@ def _finish(request: LlmRequest, text: str, p_yes: float | None, **usage) -> Llm
     if request.purpose == "explain":
         status, cleaned = parse_explanation(text)
         return LlmResponse(status, cleaned, **usage)
-    status, answer = parse_answer(text)  # the text decides: probabilities alone do not turn nonsense into an answer
+    status, answer = parse_answer(text)
+    if status != "ok" and p_yes is not None:
+        # The reply's first word is not Yes/No, but the first token's distribution ranks Yes and No: read the
+        # answer there, as the local backend reads its logits. Without probabilities the reply stays malformed.
+        status, answer = "ok", p_yes >= 0.5
     return LlmResponse(status, text.strip()[:200], answer, p_yes, **usage)
 
 

@@ -358,7 +358,7 @@ def _score_row(explanation: pd.Series, target: Pair, baseline: str, scorer: str,
         predicted = [a.answer for a, _ in usable]
         probs = [a.p_yes for a, _ in usable]
         if not usable or not any(truth) or all(truth):
-            row["reason"] = "no usable answers" if not usable else "usable answers cover only one class"
+            row["reason"] = "no usable answers" if not usable else "the answered prompts are all of one class"
             return row
         if any(p is None for p in probs):
             probs = None

@@ -544,7 +544,8 @@ def run_explanations(
             "cache_hits": int(frame["cached"].sum()),
             "tokens": int(frame["prompt_tokens"].sum() + frame["completion_tokens"].sum()),
             "budget_reached": ledger.budget_hit,
-            "complete": not ledger.budget_hit,
+            # A run with failed or budget-stopped calls is redone next time (answers so far come from the cache).
+            "complete": not ledger.budget_hit and not frame["status"].isin(["error", "budget_exhausted"]).any(),
             "template": template.version,
             "classify_template": classify_template.version,
             **_status_counts(frame[frame["explainer"] != explanations.CONTRASTIVE]),
@@ -599,7 +600,7 @@ def run_explanation_scores(
             "malformed_answers": int(frame["n_malformed"].sum()),
             "failed_calls": int(frame["n_errors"].sum()),
             "budget_reached": ledger.budget_hit,
-            "complete": not ledger.budget_hit,
+            "complete": not ledger.budget_hit and int(frame["n_errors"].sum()) == 0,
             "template": template.version,
             **{f"mean_e[{r.explainer}]": r.mean_e for r in tests[tests["baseline"] == "random_neurons"].itertuples()},
             **{f"mean_e_random[{r.explainer}]": r.mean_baseline for r in tests[tests["baseline"] == "random_neurons"].itertuples()},

@@ -1,10 +1,19 @@
-"""Test helpers for the Dagster webserver tests: a free port, GraphQL, waiting for the server to answer."""
+"""Test helpers for tests that need servers: the Dagster webserver (a free port, GraphQL, waiting for it),
+a real OpenAI-compatible server (``llama_cpp.server`` serving the embedded SmolLM2 GGUF) and a fault-injecting
+proxy in front of it."""
 
+import http.server
+import importlib.util
 import json
 import socket
 import subprocess
+import sys
+import threading
 import time
+import urllib.error
 import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -20,15 +29,116 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
         return json.loads(response.read())["data"]
 
 
-def wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 120) -> None:
-    """Poll /server_info until it answers; fail with the server's output if it exits or times out."""
+def wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 120, path: str = "/server_info", what: str = "the Dagster webserver") -> None:
+    """Poll ``path`` until it answers; fail with the server's output if it exits or times out."""
     deadline = time.time() + timeout
     while True:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2)
             return
         except OSError:
             if server.poll() is not None or time.time() > deadline:
                 output = server.stdout.read() if server.poll() is not None and server.stdout else ""
-                raise AssertionError(f"the Dagster webserver did not start on port {port}:\n{output}")
+                raise AssertionError(f"{what} did not start on port {port}:\n{output}")
             time.sleep(1)
+
+
+def embedded_gguf() -> Path:
+    from lookups.pipeline.models import EMBEDDED_GGUF_FILE, EMBEDDED_GGUF_PACKAGE
+
+    spec = importlib.util.find_spec(EMBEDDED_GGUF_PACKAGE)
+    return Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF_FILE
+
+
+LLAMA_MODEL_ALIAS = "smollm2-135m-instruct-q4"
+
+
+@contextmanager
+def llama_server():
+    """``python -m llama_cpp.server`` on 127.0.0.1 serving the embedded SmolLM2 GGUF; yields its base URL."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--model_alias", LLAMA_MODEL_ALIAS,
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false",
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_serving(port, server, timeout=120, path="/v1/models", what="llama_cpp.server")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+class FaultProxy:
+    """An HTTP proxy in front of an OpenAI-compatible server that counts requests and, by ``mode``, forwards
+    them ('pass'), answers 500 ('error'), hangs past any client timeout ('hang'), or answers well-formed
+    chat completions whose text is nonsense ('nonsense')."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.mode = "pass"
+        self.counts: dict[str, int] = {}
+        self.port = free_port()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _relay(self, method: str):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else None
+                proxy.counts[proxy.mode] = proxy.counts.get(proxy.mode, 0) + 1
+                if proxy.mode == "error" and method == "POST":
+                    return self._send(500, {"error": {"message": "injected server error", "type": "server_error"}})
+                if proxy.mode == "hang" and method == "POST":
+                    time.sleep(30)
+                    return self._send(504, {"error": {"message": "too late"}})
+                if proxy.mode == "nonsense" and method == "POST":
+                    return self._send(200, {
+                        "id": "x", "object": "chat.completion", "created": 0, "model": LLAMA_MODEL_ALIAS,
+                        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "purple elephant dances"}}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+                    })
+                request = urllib.request.Request(self.upstream_url(), data=body, method=method, headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=120) as response:
+                        return self._send(response.status, json.loads(response.read()))
+                except urllib.error.HTTPError as err:
+                    return self._send(err.code, {"error": {"message": err.read().decode(errors="replace")}})
+
+            def upstream_url(self):
+                return proxy.upstream + self.path.removeprefix("/v1")
+
+            def _send(self, status: int, payload: dict):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._relay("GET")
+
+            def do_POST(self):
+                self._relay("POST")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

@@ -3,33 +3,15 @@
 and flag the pair consistent, and must not flag it in the control model built without the plant."""
 
 
+from chains import run_planted_chain
+
 from lookups.pipeline import planted, steps
-from lookups.pipeline.config import (
-    AblationSettings,
-    AttributionSettings,
-    CatalogSettings,
-    CorpusSettings,
-    ExemplarSettings,
-    HeadScoreSettings,
-    ModelSettings,
-    PromptSetSettings,
-)
-from lookups.pipeline.store import Store
+from lookups.pipeline.config import ExplanationSettings, ScoringSettings
 
 
 def run_chain(folder, plant: bool):
-    circuit = planted.build_planted_circuit(folder, planted=plant)
-    store = Store()
-    model = steps.run_model(ModelSettings(name=circuit.model_dir), store).handle
-    catalog = steps.run_catalog(model, CatalogSettings(**planted.CATALOG_CONFIG), store).handle
-    corpus = steps.run_corpus(CorpusSettings(source=circuit.corpus_path)).handle
-    prompt_set = steps.run_prompt_set(corpus, PromptSetSettings(max_documents=None), store).handle
-    exemplar_settings = ExemplarSettings(**planted.EXEMPLAR_CONFIG)
-    exemplars = steps.run_exemplars(model, catalog, prompt_set, exemplar_settings, store).handle
-    attributions = steps.run_attributions(model, exemplars, AttributionSettings(), store).handle
-    head_scores = steps.run_head_scores(attributions, HeadScoreSettings(), store).handle
-    ablations = steps.run_ablations(model, head_scores, AblationSettings(), store).handle
-    return circuit, store, model, attributions, head_scores, ablations
+    circuit, store, handles = run_planted_chain(folder, plant)
+    return circuit, store, handles["model"], handles["head_attributions"], handles["head_neuron_scores"], handles["head_ablations"]
 
 
 def pair_row(store, circuit, model_id):
@@ -77,3 +59,21 @@ def test_the_control_model_has_no_such_pair(tmp_path):
     assert len(pair) == 1
     assert not bool(pair["consistent"][0])
     assert pair["active_fraction"][0] < 0.25
+
+
+def test_the_contrastive_reference_explains_the_planted_head_by_its_trigger(tmp_path):
+    """DESIGN steps 6-7 on the planted pair: the no-LLM baseline must name the trigger word and score E = 1 on
+    held-out prompts; nothing changed means nothing recomputed."""
+    circuit, store, model, _, head_scores, _ = run_chain(tmp_path / "planted", plant=True)
+    settings = ExplanationSettings(backend="contrastive")
+    explained = steps.run_explanations(model, head_scores, settings, store)
+    assert explained.stats["explainers"] == ["contrastive"] and explained.stats["llm_calls"] == 0
+    row = store.query("SELECT * FROM explanations WHERE layer = ? AND neuron = ? AND head_layer = ? AND head = ?", list(circuit.key))
+    assert f"'{planted.TRIGGER}'" in row["explanation"][0]
+    scored = steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
+    own = store.query("SELECT * FROM explanation_scores WHERE baseline = 'none' AND layer = ? AND neuron = ? AND head_layer = ? AND head = ?", list(circuit.key))
+    assert own["status"][0] == "scored" and own["e_score"][0] == 1.0 and own["auc"][0] == 1.0
+    assert own["n_positive"][0] > 3 and own["n_negative"][0] > 3
+    assert scored.handle.figure_path and scored.handle.figure_path.endswith(".png")
+    assert steps.run_explanations(model, head_scores, settings, store).skipped
+    assert steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store).skipped

@@ -1,0 +1,31 @@
+"""The planted circuit run through the pipeline's steps (no Dagster), for the tests that need its tables."""
+
+from lookups.pipeline import planted, steps
+from lookups.pipeline.config import (
+    AblationSettings,
+    AttributionSettings,
+    CatalogSettings,
+    CorpusSettings,
+    ExemplarSettings,
+    HeadScoreSettings,
+    ModelSettings,
+    PromptSetSettings,
+)
+from lookups.pipeline.store import Store
+
+
+def run_planted_chain(folder, plant: bool = True, head_scores: HeadScoreSettings | None = None, ablate: bool = True):
+    """Model to ablation on the planted (or control) circuit; returns (circuit, store, handles by step name)."""
+    circuit = planted.build_planted_circuit(folder, planted=plant)
+    store = Store()
+    handles = {}
+    handles["model"] = model = steps.run_model(ModelSettings(name=circuit.model_dir), store).handle
+    catalog = steps.run_catalog(model, CatalogSettings(**planted.CATALOG_CONFIG), store).handle
+    corpus = steps.run_corpus(CorpusSettings(source=circuit.corpus_path)).handle
+    prompt_set = steps.run_prompt_set(corpus, PromptSetSettings(max_documents=None), store).handle
+    exemplars = steps.run_exemplars(model, catalog, prompt_set, ExemplarSettings(**planted.EXEMPLAR_CONFIG), store).handle
+    handles["head_attributions"] = steps.run_attributions(model, exemplars, AttributionSettings(), store).handle
+    handles["head_neuron_scores"] = steps.run_head_scores(handles["head_attributions"], head_scores or HeadScoreSettings(), store).handle
+    if ablate:
+        handles["head_ablations"] = steps.run_ablations(model, handles["head_neuron_scores"], AblationSettings(), store).handle
+    return circuit, store, handles

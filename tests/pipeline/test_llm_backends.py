@@ -1,0 +1,156 @@
+"""The LLM backends for real (slow tier): the local instruct model in-process, and the openai backend against
+``llama_cpp.server`` serving the embedded SmolLM2 GGUF on 127.0.0.1, end to end through Dagster, then with
+faults injected by a proxy on the same path (500s, a hang past the timeout, nonsense answers)."""
+
+import time
+
+import dagster as dg
+import pytest
+from chains import run_planted_chain
+from servers import LLAMA_MODEL_ALIAS, FaultProxy, llama_server
+
+from lookups.assets.definitions import defs
+from lookups.pipeline import planted, steps
+from lookups.pipeline.config import ExplanationSettings, HeadScoreSettings, ScoringSettings
+from lookups.pipeline.store import Store
+
+pytestmark = pytest.mark.slow
+
+#: Every head of the planted neuron counts as consistent, so there are several pairs to explain.
+WIDE = {"consistent_min": 0.0, "consistent_max": 1.0}
+SECRET = "sk-test-do-not-store-0123456789"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with llama_server() as url:
+        yield url
+
+
+@pytest.fixture
+def proxy(server, monkeypatch):
+    with FaultProxy(server) as proxy:
+        monkeypatch.setenv("LOOKUPS_LLM_BASE_URL", proxy.url)
+        monkeypatch.setenv("LOOKUPS_LLM_API_KEY", SECRET)
+        monkeypatch.setenv("LOOKUPS_LLM_MODEL", LLAMA_MODEL_ALIAS)
+        yield proxy
+
+
+def test_local_backend_explains_scores_caches_and_recomputes_only_on_a_template_change(tmp_path):
+    circuit, store, handles = run_planted_chain(tmp_path / "planted", ablate=False)
+    model, head_scores = handles["model"], handles["head_neuron_scores"]
+    settings = ExplanationSettings(backend="local")
+    explained = steps.run_explanations(model, head_scores, settings, store)
+    assert explained.stats["llm_calls"] == 1 and explained.stats["status_ok"] == 1
+    local = store.query("SELECT * FROM explanations WHERE backend = 'local'")
+    assert local["llm_model"][0].startswith("smollm2-135m-instruct@") and len(local["explanation"][0]) > 20
+    assert local["prompt_tokens"][0] > 100 and local["completion_tokens"][0] > 5
+    scored = steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
+    assert scored.stats["llm_calls"] > 5
+    row = store.query("SELECT * FROM explanation_scores WHERE explainer LIKE 'local:%' AND baseline = 'none'")
+    assert row["status"][0] == "scored" and 0.0 <= row["e_score"][0] <= 1.0
+    assert row["auc"][0] is not None and 0.0 <= row["auc"][0] <= 1.0  # P(Yes) from the logits
+    calls = store.query("SELECT purpose, count(*) AS n, count(p_yes) AS with_p FROM llm_calls GROUP BY purpose ORDER BY purpose")
+    assert calls.values.tolist()[0][0] == "classify" and calls["with_p"][0] == calls["n"][0]
+
+    # Nothing changed: both steps skip, no LLM call.
+    assert steps.run_explanations(model, head_scores, settings, store).skipped
+    n_calls = store.query("SELECT count(*) AS n FROM llm_calls")["n"][0]
+    # A new template: the explanations (and their scores) recompute; nothing upstream does.
+    own = tmp_path / "explain.v2.txt"
+    own.write_text("--- system ---\nYou explain attention heads.\n--- user ---\nThe model predicts $token after each snippet.\nActive:\n$active\nInactive:\n$inactive\nWhen is the head active? Two sentences.\n")
+    again = steps.run_explanations(model, head_scores, ExplanationSettings(backend="local", explain_template=str(own)), store)
+    assert not again.skipped and again.stats["llm_calls"] == 1 and again.stats["template"].startswith("explain.v2@")
+    assert store.query("SELECT count(*) AS n FROM llm_calls")["n"][0] == n_calls + 1
+    from lookups.pipeline.config import HeadScoreSettings as HS
+
+    assert steps.run_head_scores(handles["head_attributions"], HS(), store).skipped
+
+
+def test_openai_backend_against_llama_cpp_server_through_dagster(proxy, tmp_path):
+    circuit = planted.build_planted_circuit(tmp_path / "planted")
+    run_config = circuit.run_config()
+    run_config["ops"]["head_neuron_scores"] = {"config": WIDE}
+    run_config["ops"]["explanations"] = {"config": {"backend": "auto", "pairs_per_neuron": 2, "max_pairs": 2, "timeout_s": 120.0}}
+    job = defs.resolve_job_def("lookups")
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = job.execute_in_process(run_config=run_config, instance=instance)
+        assert first.success
+        checks = [e.asset_check_evaluation_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        assert all(c.passed for c in checks), [c for c in checks if not c.passed]
+        requests = proxy.counts.get("pass", 0)
+        store = Store()
+        explained = store.query("SELECT cohort, status, explanation, llm_model FROM explanations WHERE backend = 'openai'")
+        assert len(explained) == 4 and set(explained["cohort"]) == {"next_token", "random"}
+        assert (explained["status"] == "ok").all() and (explained["llm_model"] == LLAMA_MODEL_ALIAS).all()
+        scores = store.query("SELECT * FROM explanation_scores WHERE explainer = ?", [f"openai:{LLAMA_MODEL_ALIAS}"])
+        assert set(scores["baseline"]) == {"none", "shuffled"}
+        assert (scores["status"] == "scored").any(), scores[["cohort", "baseline", "reason", "n_positive", "n_negative", "n_answered", "n_malformed", "n_errors"]].to_string()
+        assert scores.loc[scores["status"] == "scored", "auc"].notna().all()  # logprobs from the server
+        usage = store.query("SELECT sum(prompt_tokens) AS p, sum(completion_tokens) AS c, count(*) AS n FROM llm_calls WHERE backend = 'openai'")
+        assert 0 < usage["n"][0] <= requests and usage["p"][0] > 0 and usage["c"][0] > 0  # token usage per call
+        tests = store.query("SELECT * FROM explanation_comparison WHERE explainer = ?", [f"openai:{LLAMA_MODEL_ALIAS}"])
+        assert set(tests["baseline"]) == {"random_neurons", "shuffled"}
+
+        # The endpoint and the key are nowhere: not in DuckDB, not in Dagster's events.
+        with store.connect(read_only=True) as con:
+            for (table,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall():
+                dump = con.execute(f"SELECT * FROM {table}").df().to_csv()
+                assert SECRET not in dump and proxy.url not in dump, table
+        events = " ".join(str(e.event_specific_data) + str(e.message) for e in first.all_events)
+        assert SECRET not in events and proxy.url not in events
+
+        # Re-materializing with nothing changed makes zero LLM calls.
+        second = job.execute_in_process(run_config=run_config, instance=instance)
+        assert second.success
+        assert proxy.counts.get("pass", 0) == requests
+        assert second.asset_materializations_for_node("explanations")[0].metadata["skipped (unchanged inputs)"].value is True
+
+
+def test_faults_are_recorded_per_pair_retries_are_bounded_and_nothing_is_lost(proxy, tmp_path):
+    circuit, store, handles = run_planted_chain(tmp_path / "planted", head_scores=HeadScoreSettings(**WIDE), ablate=False)
+    model, head_scores = handles["model"], handles["head_neuron_scores"]
+    base = {"backend": "openai", "pairs_per_neuron": 2, "max_pairs": 2, "timeout_s": 120.0}
+
+    def statuses():
+        return store.query("SELECT status, count(*) AS n FROM explanations WHERE backend = 'openai' GROUP BY status").set_index("status")["n"].to_dict()
+
+    # A budget of 2 calls: 2 explanations made and kept, 2 marked; the run finishes.
+    limited = steps.run_explanations(model, head_scores, ExplanationSettings(**base, max_calls=2), store)
+    assert limited.stats["budget_reached"] and not limited.stats["complete"]
+    assert statuses() == {"ok": 2, "budget_exhausted": 2}
+
+    # The endpoint fails with 500s: the 2 kept come from the cache, the other 2 fail after exactly 1 + 2 tries each.
+    proxy.mode = "error"
+    failing = steps.run_explanations(model, head_scores, ExplanationSettings(**base, max_retries=2), store)
+    assert not failing.skipped and proxy.counts["error"] == 2 * 3
+    assert statuses() == {"ok": 2, "error": 2}
+    errors = store.query("SELECT error FROM explanations WHERE status = 'error'")["error"]
+    assert errors.str.contains("500").all()
+
+    # The endpoint hangs past the timeout: bounded in time and in tries.
+    proxy.mode = "hang"
+    started = time.perf_counter()
+    steps.run_explanations(model, head_scores, ExplanationSettings(**{**base, "max_retries": 1, "timeout_s": 1.0}), store)
+    assert time.perf_counter() - started < 25 and proxy.counts["hang"] == 2 * 2
+    assert statuses() == {"ok": 2, "error": 2}
+    assert store.query("SELECT error FROM explanations WHERE status = 'error'")["error"].str.contains("Timeout").all()
+
+    # Healthy again: only the 2 missing explanations are asked for.
+    proxy.mode = "pass"
+    before = proxy.counts.get("pass", 0)
+    healed = steps.run_explanations(model, head_scores, ExplanationSettings(**base), store)
+    # (A slow answer may be retried by the client, so the proxy can see more requests than calls.)
+    assert healed.stats["llm_calls"] == 2 and proxy.counts["pass"] - before >= 2 and healed.stats["complete"]
+    assert statuses() == {"ok": 4}
+
+    # Nonsense answers to every Yes/No question: counted as malformed, the scores step still finishes.
+    proxy.mode = "nonsense"
+    scored = steps.run_explanation_scores(model, healed.handle, ScoringSettings(), store)
+    assert scored.stats["malformed_answers"] > 0 and scored.stats["llm_calls"] == proxy.counts["nonsense"]
+    llm = store.query("SELECT * FROM explanation_scores WHERE explainer LIKE 'openai:%'")
+    assert (llm["status"] == "not_scored").all() and (llm["reason"] == "no usable answers").any()
+    asked = llm[llm["reason"] == "no usable answers"]
+    assert (asked["n_malformed"] == asked["n_positive"] + asked["n_negative"]).all()
+    contrast = store.query("SELECT status FROM explanation_scores WHERE explainer = 'contrastive'")
+    assert (contrast["status"] == "scored").any()
