@@ -210,11 +210,16 @@ def head_ablations(
 
 @dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["atlas_report"], kinds={"html"})
 def atlas_report(
-    context: dg.AssetExecutionContext, config: AtlasConfig, model: steps.ModelHandle, head_ablations: steps.AblationsHandle, store: LookupsStore
+    context: dg.AssetExecutionContext,
+    config: AtlasConfig,
+    model: steps.ModelHandle,
+    head_ablations: steps.AblationsHandle,
+    explanation_scores: steps.ExplanationScoresHandle,
+    store: LookupsStore,
 ) -> dg.Output[steps.AtlasHandle]:
     """One static HTML page per model and prompt set: neurons and tokens, head x layer heatmaps, each consistent
-    pair's prompts shaded by the head's attention, the findings' figures. Opens from disk, no server, no internet."""
-    result = steps.run_atlas(model, head_ablations, config, store.store())
+    pair's prompts shaded by the head's attention with its explanations and scores E, the findings' figures. Opens from disk, no server, no internet."""
+    result = steps.run_atlas(model, head_ablations, config, store.store(), explanation_scores)
     path = Path(result.handle.path)
     images = {}
     for name in ("heads_by_layer", "ablation"):

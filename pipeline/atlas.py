@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ class AtlasData:
     ablations: pd.DataFrame  # head_ablations rows
     tests: pd.DataFrame  # ablation_tests rows
     heads_by_layer: pd.DataFrame
+    explanations: pd.DataFrame = field(default_factory=pd.DataFrame)  # pair_explanations rows (next-token pairs)
 
 
 def load_atlas_data(store, model_id: str, prompt_set_id: str) -> AtlasData:
@@ -58,6 +59,12 @@ def load_atlas_data(store, model_id: str, prompt_set_id: str) -> AtlasData:
         ),
         ablations=store.query("SELECT * FROM head_ablations WHERE model_id = ? AND prompt_set_id = ?", keys, read_only=False),
         tests=store.query("SELECT * FROM ablation_tests WHERE model_id = ? AND prompt_set_id = ?", keys, read_only=False),
+        explanations=store.query(
+            "SELECT layer, neuron, head_layer, head, explainer, status, explanation, e_score, auc, reason FROM pair_explanations "
+            "WHERE model_id = ? AND prompt_set_id = ? AND cohort = 'next_token' ORDER BY explainer = 'contrastive', explainer",
+            keys,
+            read_only=False,
+        ),
         heads_by_layer=store.query("SELECT * FROM heads_by_layer WHERE model_id = ? AND prompt_set_id = ? ORDER BY head_layer", keys, read_only=False),
     )
 
@@ -160,7 +167,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
 h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em} h3{font-size:1em;margin:.8em 0 .3em}
 table.heat{border-collapse:collapse;font-size:10px} table.heat td{width:14px;height:10px;border:1px solid #eee}
-table.heat td.consistent{outline:2px solid #111} table.heat th{font-weight:normal;color:#666;padding:0 3px}
+p.explanation{margin:4px 0 4px 12px;font-size:13px} table.heat td.consistent{outline:2px solid #111} table.heat th{font-weight:normal;color:#666;padding:0 3px}
 .prompt{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;margin:2px 0}
 .next{background:#cfe8cf;font-weight:bold;margin-left:2px} .on{color:#b00} .off{color:#777}
 .neuron{border-top:1px solid #ccc;padding-top:.5em} .muted{color:#777} table.facts td{padding:0 1em 0 0}
@@ -245,6 +252,7 @@ def render_atlas(data: AtlasData, token_strings, attention: dict, settings: Atla
                 f"<details><summary>head L{pair.head_layer}H{pair.head}: rank {pair.rank}, mean score {pair.mean_score:.3g}, "
                 f"active on {pair.active_fraction:.0%} of {pair.n_prompts} prompts{_e(effect)}</summary>"
             )
+            parts.extend(_explanations(data.explanations, n.layer, n.neuron, pair.head_layer, pair.head))
             for ex in explain.itertuples():
                 weights = attention.get((n.layer, n.neuron, ex.doc_id), {}).get(int(pair.head_layer))
                 head_weights = weights[int(pair.head)] if weights is not None else None
@@ -254,6 +262,20 @@ def render_atlas(data: AtlasData, token_strings, attention: dict, settings: Atla
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _explanations(explanations: pd.DataFrame, layer: int, neuron: int, head_layer: int, head: int) -> list[str]:
+    """One line per explainer: the explanation and its held-out score E (or why it has none)."""
+    if not len(explanations):
+        return []
+    rows = explanations[
+        (explanations["layer"] == layer) & (explanations["neuron"] == neuron) & (explanations["head_layer"] == head_layer) & (explanations["head"] == head)
+    ]
+    out = []
+    for r in rows.itertuples():
+        score = f"E {r.e_score:.2f}" if pd.notna(r.e_score) else _e(r.reason or r.status)
+        out.append(f"<p class='explanation'><b>{_e(r.explainer)}</b> ({score}): {_e(r.explanation or '')}</p>")
+    return out
 
 
 def build_atlas(bridge, data: AtlasData, settings: AtlasSettings, bos_id: int) -> tuple[str, dict[str, str], dict]:

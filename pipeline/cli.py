@@ -51,6 +51,8 @@ def run_config_from_args(args: argparse.Namespace) -> dict:
     put("prompt_set", "max_documents", args.max_documents)
     put("neuron_catalog", "neurons_per_layer", args.neurons_per_layer)
     put("neuron_catalog", "last_layers", args.last_layers)
+    put("explanations", "backend", args.explainer)
+    put("explanations", "max_calls", args.max_llm_calls)
     return {"ops": ops}
 
 
@@ -71,6 +73,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print_summary(outcome["model_id"], outcome["prompt_set_id"])
     return 0
+
+
+def _num(value, fmt: str = ".3f") -> str:
+    return "n/a" if value is None or value != value else format(value, fmt)
 
 
 def print_summary(model_id: str | None = None, prompt_set_id: str | None = None) -> None:
@@ -101,6 +107,12 @@ def print_summary(model_id: str | None = None, prompt_set_id: str | None = None)
             f"ablation     {t.metric}: active {t.mean_active:.4g} (n={t.n_active}) vs inactive {t.mean_inactive:.4g} (n={t.n_inactive}), "
             f"KS {t.ks:.3f}, p {t.p_value:.2g}"
         )
+    findings = store.query(sql_text("queries/explanation_findings.sql"), keys)
+    for f in findings.itertuples():
+        if f.n and f.baseline == "random_neurons":
+            print(f"explanations {f.explainer}: mean E {f.mean_e:.3f} (n={f.n}) vs random neurons {_num(f.mean_baseline)} (n={f.n_baseline}), Mann-Whitney p {_num(f.mw_p, '.2g')}")
+        elif f.n:
+            print(f"             {f.explainer}: vs shuffled explanations {_num(f.mean_baseline)} (n={f.n_baseline}), Mann-Whitney p {_num(f.mw_p, '.2g')}")
     print(f"\nresults      {database_path()}")
     page = data_dir() / "atlas" / f"{row.model_id.replace('@', '-')}__{row.prompt_set_id}.html"
     if page.exists():
@@ -162,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  lookups run                                   # the main job on the embedded defaults, then a summary\n"
         "  lookups run --model gpt2-large --corpus hf:NeelNanda/pile-10k   # the paper's setting (needs the hub)\n"
+        "  LOOKUPS_LLM_BASE_URL=http://127.0.0.1:8000/v1 lookups run --explainer openai   # explanations from an endpoint\n"
         "  lookups query --list                          # named queries\n"
         "  lookups query consistent_pairs --limit 10     # which heads switch on which neurons\n"
         "  lookups ui --config my_run.yaml               # the Dagster UI, launchpad prefilled\n"
@@ -175,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-documents", type=int, help="Passages in the prompt set (default 240; 0 for all).")
     run.add_argument("--neurons-per-layer", type=int, help="Selected neurons per layer (default: the paper's 40 of 5120, scaled).")
     run.add_argument("--last-layers", type=int, help="Select in the last K layers (default: the paper's last 5 of 36, scaled to the depth).")
+    run.add_argument(
+        "--explainer",
+        choices=["auto", "openai", "local", "contrastive"],
+        help="Explanation backend (default auto: openai when LOOKUPS_LLM_BASE_URL is set, else the local SmolLM2; contrastive always runs too).",
+    )
+    run.add_argument("--max-llm-calls", type=int, help="Run budget: at most this many LLM calls (cached answers are free; default: no limit).")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Terminal log level (default INFO: step starts and ends, progress, failures).")
     run.add_argument("--config", help="A YAML file of Dagster run config ({ops: {asset: {config: {...}}}}); flags override it.")
     run.set_defaults(func=cmd_run)

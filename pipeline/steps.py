@@ -45,7 +45,7 @@ CODE_VERSIONS = {
     "head_attributions": "1",
     "head_neuron_scores": "2",  # 2: cohort column (next-token vs random baseline neurons)
     "head_ablations": "1",
-    "atlas_report": "1",
+    "atlas_report": "2",  # 2: each pair's explanations and scores
     "explanations": "1",
     "explanation_scores": "1",
 }
@@ -460,11 +460,14 @@ def run_ablations(
 # ---------------------------------------------------------------- atlas
 
 
-def run_atlas(model: ModelHandle, ablations: AblationsHandle, settings: AtlasSettings, store: Store) -> StepResult:
+def run_atlas(
+    model: ModelHandle, ablations: AblationsHandle, settings: AtlasSettings, store: Store, explained: ExplanationScoresHandle | None = None
+) -> StepResult:
     """Write the static HTML atlas of this model and prompt set under ``<data>/atlas/``."""
     started = time.perf_counter()
     scope, _ = _run_keys(model.model_id, ablations.prompt_set_id)
-    data_version = version_hash(CODE_VERSIONS["atlas_report"], ablations.data_version, settings.model_dump(exclude={"batch_tokens"}))
+    inputs = (ablations.data_version, explained.data_version if explained else None)
+    data_version = version_hash(CODE_VERSIONS["atlas_report"], inputs, settings.model_dump(exclude={"batch_tokens"}))
     path = data_dir() / "atlas" / f"{model.model_id.replace('@', '-')}__{ablations.prompt_set_id}.html"
     done = _skip(store, "atlas_report", scope, data_version)
     if done and path.exists():

@@ -8,7 +8,8 @@ import sys
 import pandas as pd
 import pytest
 
-from lookups.pipeline import queries
+from lookups.pipeline import queries, steps
+from lookups.pipeline.config import ExplanationSettings, ScoringSettings
 from lookups.pipeline.queries import QueryError, run_query, write_frame
 from lookups.pipeline.store import named_queries
 
@@ -23,7 +24,9 @@ def filled(tmp_path_factory):
     old = os.environ.get("LOOKUPS_DATA_DIR")
     os.environ["LOOKUPS_DATA_DIR"] = str(folder / "data")
     try:
-        circuit, store, model, *_ = run_chain(folder / "planted", plant=True)
+        circuit, store, model, _, head_scores, _ = run_chain(folder / "planted", plant=True)
+        explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store)
+        steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
     finally:
         if old is None:
             os.environ.pop("LOOKUPS_DATA_DIR")
