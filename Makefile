@@ -53,6 +53,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_harvest.py
 	$(BIN)/python bench/bench_attribution.py
+	$(BIN)/python bench/bench_explanations.py
 
 clean:
 	rm -rf $(VENV) data

@@ -12,6 +12,7 @@ transport failures, empty replies, refusals and replies with no Yes/No become st
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -278,24 +279,31 @@ class LocalBackend(LlmBackend):
     kind = "local"
 
     def __init__(self, settings: ExplanationSettings, device: str = "cpu"):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from .models import resolve_model
 
-        source = resolve_model(settings.local_model)
-        self.model = source.model_id
-        self.tokenizer = AutoTokenizer.from_pretrained(source.local_dir)
+        self.source = resolve_model(settings.local_model)
+        self.model = self.source.model_id
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source.local_dir)
         if self.tokenizer.chat_template is None:
             raise ExplainerError(f"{settings.local_model} has no chat template: the local backend needs an instruct (chat) model.")
         self.tokenizer.padding_side = "left"  # generation continues every row from its own last token
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.lm = AutoModelForCausalLM.from_pretrained(source.local_dir, dtype=torch.float32).to(device).eval()
+        self.lm = None  # loaded on the first request: a step that finds every answer cached loads nothing
         self.device = device
         self.batch_size = settings.batch_size
         self.yes_ids = self._word_ids("yes")
         self.no_ids = self._word_ids("no")
+
+    def _load(self):
+        if self.lm is None:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            self.lm = AutoModelForCausalLM.from_pretrained(self.source.local_dir, dtype=torch.float32).to(self.device).eval()
+        return self.lm
 
     def _word_ids(self, word: str) -> list[int]:
         ids = set()
@@ -312,6 +320,12 @@ class LocalBackend(LlmBackend):
     def run(self, requests, allow):
         import torch
 
+        if not requests:
+            return
+        self._load()
+        if all(r.purpose == "classify" for r in requests):
+            yield from self._classify(requests, allow)
+            return
         # Similar lengths together: less padding.
         ordered = sorted(requests, key=lambda r: sum(len(m["content"]) for m in r.messages))
         for start in range(0, len(ordered), self.batch_size):
@@ -326,15 +340,6 @@ class LocalBackend(LlmBackend):
             enc = self._encode(batch)
             prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
             with torch.no_grad():
-                if batch[0].purpose == "classify" and all(r.purpose == "classify" for r in batch):
-                    probs = self.lm(**enc).logits[:, -1].float().softmax(-1)  # [batch, vocab]: left padding puts every row's last token at -1
-                    yes = probs[:, self.yes_ids].sum(-1)
-                    no = probs[:, self.no_ids].sum(-1)
-                    p_yes = (yes / (yes + no).clamp_min(1e-12)).tolist()
-                    seconds = (time.perf_counter() - started) / len(batch)
-                    for request, p, n in zip(batch, p_yes, prompt_tokens):
-                        yield request, LlmResponse("ok", "Yes" if p >= 0.5 else "No", p >= 0.5, p, prompt_tokens=int(n), completion_tokens=1, seconds=seconds)
-                    continue
                 max_new = max(r.max_tokens for r in batch)
                 out = self.lm.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
             new = out[:, enc["input_ids"].shape[1] :]
@@ -345,6 +350,50 @@ class LocalBackend(LlmBackend):
                 ids = ids[: ids.index(eos)] if eos in ids else ids
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 yield request, _finish(request, text, None, prompt_tokens=int(n), completion_tokens=len(ids), seconds=seconds)
+
+
+    def _classify(self, requests: list[LlmRequest], allow) -> Iterator[tuple[LlmRequest, LlmResponse]]:
+        """Yes/No from the next-token logits. The questions about one explanation differ only after the
+        snippet marker, so the shared prefix (instructions and explanation) runs once and its KV cache serves
+        every snippet: ``[1, prefix]`` once, then ``[batch, suffix]`` right-padded on the repeated cache."""
+        import torch
+
+        groups: dict[str, list[tuple[LlmRequest, str]]] = {}
+        for request in requests:
+            text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            cut = text.rfind(SNIPPET_MARKERS[0])
+            cut = cut if cut > 0 else len(text)
+            groups.setdefault(text[:cut], []).append((request, text[cut:]))
+        pad = self.tokenizer.pad_token_id
+        for prefix, members in groups.items():
+            prefix_ids = self.tokenizer(prefix, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)  # [1, P]
+            with torch.no_grad():
+                prefix_cache = self.lm(input_ids=prefix_ids, use_cache=True).cache
+            for start in range(0, len(members), self.batch_size):
+                chunk = []
+                for member in members[start : start + self.batch_size]:
+                    if not allow():
+                        break
+                    chunk.append(member)
+                if not chunk:
+                    return
+                started = time.perf_counter()
+                suffixes = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for _, t in chunk]
+                width = max(len(ids) for ids in suffixes)
+                ids = torch.tensor([x + [pad] * (width - len(x)) for x in suffixes], device=self.device)  # [batch, S], right-padded
+                mask = torch.tensor([[1] * (prefix_ids.shape[1] + len(x)) + [0] * (width - len(x)) for x in suffixes], device=self.device)
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(chunk))
+                with torch.no_grad():
+                    logits = self.lm(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True).logits  # [batch, S, vocab]
+                last = torch.tensor([len(x) - 1 for x in suffixes], device=self.device)
+                probs = logits[torch.arange(len(chunk)), last].float().softmax(-1)  # [batch, vocab]
+                yes, no = probs[:, self.yes_ids].sum(-1), probs[:, self.no_ids].sum(-1)
+                p_yes = (yes / (yes + no).clamp_min(1e-12)).tolist()
+                seconds = (time.perf_counter() - started) / len(chunk)
+                for (request, _), p, suffix in zip(chunk, p_yes, suffixes):
+                    n = prefix_ids.shape[1] + len(suffix)
+                    yield request, LlmResponse("ok", "Yes" if p >= 0.5 else "No", p >= 0.5, p, prompt_tokens=n, completion_tokens=1, seconds=seconds)
 
 
 def make_llm_backend(settings: ExplanationSettings, device: str = "cpu") -> LlmBackend | None:

@@ -587,6 +587,11 @@ def run_explanation_scores(
         )
         pairs = {p.key: p for p in _explanation_pairs(store, model.model_id, explained.prompt_set_id, explain_settings)}
         backend = explainers.make_llm_backend(explain_settings, model.device) if len(explained.explainers) > 1 else None
+        if backend is not None and backend.explainer not in explained.explainers:
+            raise explainers.ExplainerError(
+                f"The explanations were made by {explained.explainers[-1]} but the backend is now {backend.explainer} "
+                f"(did {explainers.LLM_MODEL_ENV} or {explainers.LLM_BASE_URL_ENV} change?): materialize explanations again, or restore the setting."
+            )
         ledger = explanations.CallLedger(store, run_id or explanations.new_run_id(), explain_settings.max_calls, explain_settings.max_tokens)
         frame = explanations.score_explanations(rows, pairs, model.model_id, explain_settings, settings, template, backend, ledger, progress)
         tests = explanations.explanation_tests(frame)

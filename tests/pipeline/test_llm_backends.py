@@ -154,3 +154,30 @@ def test_faults_are_recorded_per_pair_retries_are_bounded_and_nothing_is_lost(pr
     assert (asked["n_malformed"] == asked["n_positive"] + asked["n_negative"]).all()
     contrast = store.query("SELECT status FROM explanation_scores WHERE explainer = 'contrastive'")
     assert (contrast["status"] == "scored").any()
+
+
+def test_local_yes_no_with_a_shared_prefix_equals_a_full_forward_pass():
+    """The local backend runs the instructions + explanation once and reuses its KV cache for every snippet;
+    P(Yes) must equal that of one full (left-padded) forward pass per question."""
+    import torch
+
+    from lookups.pipeline.explainers import LlmRequest, LocalBackend, load_template, snippet
+
+    backend = LocalBackend(ExplanationSettings(batch_size=3))
+    template = load_template("classify.v1")
+    prompts = ["The wizard walked into the old town", "He sold apples at the market near the river bank every", "A", "In 1854 the railway reached the"]
+    requests = [
+        LlmRequest(f"{e}-{i}", "classify", template.messages(token='" magic"', explanation=explanation, prompt=snippet(p, " magic", 300)), 3)
+        for e, explanation in enumerate(["Active when a wizard is mentioned.", "Active after dates and places in history, such as railways."])
+        for i, p in enumerate(prompts)
+    ]
+    got = {r.key: a.p_yes for r, a in backend.run(requests, lambda: True)}
+    enc = backend._encode(requests)
+    with torch.no_grad():
+        probs = backend.lm(**enc).logits[:, -1].float().softmax(-1)
+    yes, no = probs[:, backend.yes_ids].sum(-1), probs[:, backend.no_ids].sum(-1)
+    for request, expected in zip(requests, (yes / (yes + no)).tolist()):
+        assert got[request.key] == pytest.approx(expected, abs=1e-4), request.key
+    # The budget stops it between batches, and nothing is answered beyond it.
+    allowed = iter([True] * 4 + [False] * 10)
+    assert len(list(backend.run(requests, lambda: next(allowed)))) == 4
