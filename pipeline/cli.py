@@ -80,7 +80,7 @@ def _num(value, fmt: str = ".3f") -> str:
 
 
 def print_summary(model_id: str | None = None, prompt_set_id: str | None = None) -> None:
-    store = Store()
+    store = Store(lock_wait_s=10.0)
     summary = store.query(sql_text("queries/summary_counts.sql"), {"model_id": model_id, "prompt_set_id": prompt_set_id})
     if summary.empty:
         raise StoreError("No model in the store yet: run `make demo` or `lookups run` first.")

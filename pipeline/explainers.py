@@ -341,7 +341,8 @@ class LocalBackend(LlmBackend):
             prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
             with torch.no_grad():
                 max_new = max(r.max_tokens for r in batch)
-                out = self.lm.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=self.tokenizer.pad_token_id)
+                # Greedy decoding of a small model loops ("the head of the head of ..."): no repeated trigrams.
+                out = self.lm.generate(**enc, max_new_tokens=max_new, do_sample=False, no_repeat_ngram_size=3, pad_token_id=self.tokenizer.pad_token_id)
             new = out[:, enc["input_ids"].shape[1] :]
             seconds = (time.perf_counter() - started) / len(batch)
             for request, row, n in zip(batch, new, prompt_tokens):

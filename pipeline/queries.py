@@ -87,7 +87,7 @@ def _typed(value: str):
 def run_query(text: str, params: dict[str, str] | None = None, store: Store | None = None) -> pd.DataFrame:
     """Run a named query or SQL on a read-only connection. ``params`` fills ``$name`` placeholders (numbers
     given as text become numbers); only the placeholders the query uses are passed."""
-    store = store or Store()
+    store = store or Store(lock_wait_s=10.0)  # a person is waiting: a few seconds, then say why
     sql, name = resolve(text)
     check_read_only(sql)
     store.refresh_views()

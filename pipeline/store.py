@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -65,23 +66,36 @@ class Store:
     """One DuckDB file. Write connections apply the schema; every write replaces the rows of its key and
     records the asset version in the same transaction, so a failed write leaves the old rows intact."""
 
-    def __init__(self, path: str | Path | None = None):
+    #: DuckDB admits one process at a time; the pipeline's steps hold the file only for a short write, so a
+    #: step that finds it held (a parallel step of the same run) waits this long before giving up.
+    LOCK_WAIT_S = 600.0
+
+    def __init__(self, path: str | Path | None = None, lock_wait_s: float | None = None):
         self.path = Path(path) if path else database_path()
+        self.lock_wait_s = self.LOCK_WAIT_S if lock_wait_s is None else lock_wait_s
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        started, delay = time.monotonic(), 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as err:
+                if "lock" not in str(err).lower():
+                    raise
+                if time.monotonic() - started >= self.lock_wait_s:
+                    raise StoreError(
+                        f"{self.path} is locked by another process: a run writing to it, or a client (duckdb CLI, notebook) "
+                        f"holding it open. Wait for the run to finish or close the other connection, then retry. ({err})"
+                    ) from err
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         if read_only and not self.path.exists():
             raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as err:
-            if "lock" in str(err).lower():
-                raise StoreError(
-                    f"{self.path} is locked by another process: a run writing to it, or a client (duckdb CLI, notebook) "
-                    f"holding it open. Wait for the run to finish or close the other connection, then retry. ({err})"
-                ) from err
-            raise
+        con = self._open(read_only)
         try:
             if not read_only:
                 con.execute(sql_text("schema.sql"))

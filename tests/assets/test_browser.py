@@ -24,6 +24,16 @@ FLAGS = [
 
 
 RUNS = "query { runsOrError { ... on Runs { results { runId status } } } }"
+FAILURES = (
+    "query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events { __typename "
+    "... on ExecutionStepFailureEvent { stepKey error { message cause { message } } } } } } } }"
+)
+
+
+def step_failures(port: int, run_id: str) -> list:
+    """The failed steps of a run and their errors, for the assertion message."""
+    events = graphql(port, FAILURES, {"id": run_id})["runOrError"]["eventConnection"]["events"]
+    return [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
 
 
 @pytest.fixture
@@ -83,7 +93,9 @@ def launch_run(driver, timeout: float = 90) -> None:
 
 def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, browser, data_folder):
     config = tmp_path / "planted.yaml"
-    config.write_text(yaml.safe_dump(planted_circuit.run_config()))
+    run_config = planted_circuit.run_config()
+    run_config["ops"]["explanations"] = {"config": {"backend": "contrastive"}}  # the UI is under test here, not the LLM
+    config.write_text(yaml.safe_dump(run_config))
     port = free_port()
     shots = Path(os.environ.get("LOOKUPS_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
@@ -109,7 +121,7 @@ def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, brow
         wait_for_text(browser, "No errors")
         launch_run(browser)
 
-        deadline = time.time() + 240
+        deadline = time.time() + 420  # one process per step, each importing torch: minutes on 2 cores
         status = None
         while time.time() < deadline:
             runs = graphql(port, RUNS)["runsOrError"]["results"]
@@ -117,8 +129,8 @@ def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, brow
             if status in ("SUCCESS", "FAILURE", "CANCELED"):
                 break
             time.sleep(2)
-        assert status == "SUCCESS", status
-        run_id = runs[0]["runId"]
+        run_id = runs[0]["runId"] if runs else None
+        assert status == "SUCCESS", (status, run_id and step_failures(port, run_id))
         browser.get(f"{base}/runs/{run_id}")
         wait_for_text(browser, "Success")
         browser.save_screenshot(str(shots / "3-run.png"))

@@ -42,7 +42,9 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             "head_attributions": {"model", "neuron_exemplars"},
             "head_neuron_scores": {"head_attributions"},
             "head_ablations": {"model", "head_neuron_scores"},
-            "atlas_report": {"model", "head_ablations"},
+            "explanations": {"model", "head_neuron_scores"},
+            "explanation_scores": {"model", "explanations"},
+            "atlas_report": {"model", "head_ablations", "explanation_scores"},
         }
     finally:
         server.terminate()
