@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -61,9 +62,14 @@ def llama_server():
         sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--model_alias", LLAMA_MODEL_ALIAS,
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--verbose", "false",
     ]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output to a file: an unread pipe fills up with one log line per request and stalls the server.
+    log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log", delete=False)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until_serving(port, server, timeout=120, path="/v1/models", what="llama_cpp.server")
+        try:
+            wait_until_serving(port, server, timeout=120, path="/v1/models", what="llama_cpp.server")
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{Path(log.name).read_text()[-3000:]}") from None
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.terminate()

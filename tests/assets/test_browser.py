@@ -99,9 +99,11 @@ def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, brow
     port = free_port()
     shots = Path(os.environ.get("LOOKUPS_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
+    # The server's output goes to a file: an unread pipe fills up (64 KB) and stalls the run's processes.
+    server_log = (tmp_path / "dagster-dev.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "lookups.pipeline.cli", "ui", "--port", str(port), "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        stdout=server_log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
         wait_until_serving(port, server)
@@ -130,7 +132,7 @@ def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, brow
                 break
             time.sleep(2)
         run_id = runs[0]["runId"] if runs else None
-        assert status == "SUCCESS", (status, run_id and step_failures(port, run_id))
+        assert status == "SUCCESS", (status, run_id and step_failures(port, run_id), (tmp_path / "dagster-dev.log").read_text()[-3000:])
         browser.get(f"{base}/runs/{run_id}")
         wait_for_text(browser, "Success")
         browser.save_screenshot(str(shots / "3-run.png"))
