@@ -45,6 +45,11 @@ def _output(result: steps.StepResult, metadata: dict) -> dg.Output:
     return dg.Output(result.handle, data_version=dg.DataVersion(result.handle.data_version), metadata=metadata)
 
 
+def _png(alt: str, path: Path) -> dg.MetadataValue:
+    """A PNG file shown inline in the asset's metadata (markdown with a data URL)."""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})")
+
+
 def _fail_clearly(err: Exception):
     """Known input problems become a Dagster Failure with the message alone (no traceback to read)."""
     return dg.Failure(description=str(err), allow_retries=False)
@@ -225,7 +230,7 @@ def atlas_report(
     for name in ("heads_by_layer", "ablation"):
         png = path.parent / f"{path.stem}__{name}.png"
         if png.exists():
-            images[f"figure: {name.replace('_', ' ')}"] = dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})")
+            images[f"figure: {name.replace('_', ' ')}"] = _png(name, png)
     return _output(result, {"html_path": dg.MetadataValue.path(str(path)), **_scalars(result.stats), **images})
 
 
@@ -282,7 +287,6 @@ def explanation_scores(
     )
     metadata = {**_scalars(result.stats), "E against the baselines": _preview(comparison)}
     if result.handle.figure_path:
-        png = Path(result.handle.figure_path).read_bytes()
-        metadata["figure: E histogram"] = dg.MetadataValue.md(f"![E histogram](data:image/png;base64,{base64.b64encode(png).decode()})")
+        metadata["figure: E histogram"] = _png("E histogram", Path(result.handle.figure_path))
         metadata["figure_path"] = dg.MetadataValue.path(result.handle.figure_path)
     return _output(result, metadata)

@@ -13,6 +13,7 @@ transport failures, empty replies, refusals and replies with no Yes/No become st
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import re
@@ -80,8 +81,6 @@ def load_template(name_or_path: str) -> Template:
             current.append(line)
     if "user" not in sections:
         raise ExplainerError(f"Template {path} has no '--- user ---' section.")
-    import hashlib
-
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     return Template(path.stem, f"{path.stem}@{digest}", "\n".join(sections.get("system", [])).strip(), "\n".join(sections["user"]).strip())
 
@@ -328,14 +327,7 @@ class LocalBackend(LlmBackend):
             return
         # Similar lengths together: less padding.
         ordered = sorted(requests, key=lambda r: sum(len(m["content"]) for m in r.messages))
-        for start in range(0, len(ordered), self.batch_size):
-            batch = []
-            for request in ordered[start : start + self.batch_size]:
-                if not allow():
-                    break
-                batch.append(request)
-            if not batch:
-                return
+        for _, batch in _budgeted_batches([ordered], self.batch_size, allow):
             started = time.perf_counter()
             enc = self._encode(batch)
             prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
@@ -352,7 +344,6 @@ class LocalBackend(LlmBackend):
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 yield request, _finish(request, text, None, prompt_tokens=int(n), completion_tokens=len(ids), seconds=seconds)
 
-
     def _classify(self, requests: list[LlmRequest], allow) -> Iterator[tuple[LlmRequest, LlmResponse]]:
         """Yes/No from the next-token logits. The questions about one explanation differ only after the
         snippet marker, so the shared prefix (instructions and explanation) runs once and its KV cache serves
@@ -366,35 +357,46 @@ class LocalBackend(LlmBackend):
             cut = cut if cut > 0 else len(text)
             groups.setdefault(text[:cut], []).append((request, text[cut:]))
         pad = self.tokenizer.pad_token_id
-        for prefix, members in groups.items():
-            prefix_ids = self.tokenizer(prefix, return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)  # [1, P]
-            with torch.no_grad():
-                prefix_cache = self.lm(input_ids=prefix_ids, use_cache=True).cache
-            for start in range(0, len(members), self.batch_size):
-                chunk = []
-                for member in members[start : start + self.batch_size]:
-                    if not allow():
-                        break
-                    chunk.append(member)
-                if not chunk:
-                    return
-                started = time.perf_counter()
-                suffixes = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for _, t in chunk]
-                width = max(len(ids) for ids in suffixes)
-                ids = torch.tensor([x + [pad] * (width - len(x)) for x in suffixes], device=self.device)  # [batch, S], right-padded
-                mask = torch.tensor([[1] * (prefix_ids.shape[1] + len(x)) + [0] * (width - len(x)) for x in suffixes], device=self.device)
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(chunk))
+        prefixes = list(groups)
+        current = None
+        for index, chunk in _budgeted_batches([groups[p] for p in prefixes], self.batch_size, allow):
+            if index != current:  # a new explanation: run its prefix once
+                current = index
+                prefix_ids = self.tokenizer(prefixes[index], return_tensors="pt", add_special_tokens=False)["input_ids"].to(self.device)  # [1, P]
                 with torch.no_grad():
-                    logits = self.lm(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True).logits  # [batch, S, vocab]
-                last = torch.tensor([len(x) - 1 for x in suffixes], device=self.device)
-                probs = logits[torch.arange(len(chunk)), last].float().softmax(-1)  # [batch, vocab]
-                yes, no = probs[:, self.yes_ids].sum(-1), probs[:, self.no_ids].sum(-1)
-                p_yes = (yes / (yes + no).clamp_min(1e-12)).tolist()
-                seconds = (time.perf_counter() - started) / len(chunk)
-                for (request, _), p, suffix in zip(chunk, p_yes, suffixes):
-                    n = prefix_ids.shape[1] + len(suffix)
-                    yield request, LlmResponse("ok", "Yes" if p >= 0.5 else "No", p >= 0.5, p, prompt_tokens=n, completion_tokens=1, seconds=seconds)
+                    prefix_cache = self.lm(input_ids=prefix_ids, use_cache=True).cache
+            started = time.perf_counter()
+            suffixes = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for _, t in chunk]
+            width = max(len(ids) for ids in suffixes)
+            ids = torch.tensor([x + [pad] * (width - len(x)) for x in suffixes], device=self.device)  # [batch, S], right-padded
+            mask = torch.tensor([[1] * (prefix_ids.shape[1] + len(x)) + [0] * (width - len(x)) for x in suffixes], device=self.device)
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(chunk))
+            with torch.no_grad():
+                logits = self.lm(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True).logits  # [batch, S, vocab]
+            last = torch.tensor([len(x) - 1 for x in suffixes], device=self.device)
+            probs = logits[torch.arange(len(chunk)), last].float().softmax(-1)  # [batch, vocab]
+            yes, no = probs[:, self.yes_ids].sum(-1), probs[:, self.no_ids].sum(-1)
+            p_yes = (yes / (yes + no).clamp_min(1e-12)).tolist()
+            seconds = (time.perf_counter() - started) / len(chunk)
+            for (request, _), p, suffix in zip(chunk, p_yes, suffixes):
+                n = prefix_ids.shape[1] + len(suffix)
+                yield request, LlmResponse("ok", "Yes" if p >= 0.5 else "No", p >= 0.5, p, prompt_tokens=n, completion_tokens=1, seconds=seconds)
+
+
+def _budgeted_batches(groups: list[list], size: int, allow: Callable[[], bool]) -> Iterator[tuple[int, list]]:
+    """(group index, batch) for batches of at most ``size`` items of each group, every item admitted by
+    ``allow()`` (the run budget); everything stops at the first item refused."""
+    for index, items in enumerate(groups):
+        for start in range(0, len(items), size):
+            batch = []
+            for item in items[start : start + size]:
+                if not allow():
+                    if batch:
+                        yield index, batch
+                    return
+                batch.append(item)
+            yield index, batch
 
 
 def make_llm_backend(settings: ExplanationSettings, device: str = "cpu") -> LlmBackend | None:

@@ -15,7 +15,6 @@ prompts, compare with baselines.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import threading
@@ -36,7 +35,7 @@ from .explainers import (
     contrastive_explanation,
     snippet,
 )
-from .store import Store
+from .store import Store, stable_hash
 
 PAIR_KEYS = ["layer", "neuron", "head_layer", "head"]
 CONTRASTIVE = "contrastive"
@@ -53,7 +52,7 @@ SCORE_COLUMNS = [
 
 
 def cache_key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return stable_hash(*parts, length=32)
 
 
 # ---------------------------------------------------------------- the call ledger: cache and budget

@@ -33,7 +33,7 @@ from .config import (
     ScoringSettings,
     data_dir,
 )
-from .store import AssetVersion, Store
+from .store import AssetVersion, Store, stable_hash
 
 #: Bump an entry when its step's algorithm changes: that step and everything after it recompute.
 CODE_VERSIONS = {
@@ -54,8 +54,7 @@ PhaseProgress = Callable[[str, int, int], None]
 
 
 def version_hash(*parts) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return stable_hash(*parts, length=16)
 
 
 @dataclass(frozen=True)

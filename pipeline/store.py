@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -21,6 +22,12 @@ TABLES = (
     "head_attributions", "exemplar_decompositions", "head_neuron_scores", "head_ablations", "ablation_tests",
     "explanations", "explanation_scores", "explanation_tests", "llm_calls",
 )
+
+
+def stable_hash(*parts, length: int = 16) -> str:
+    """Hex digest of JSON-serialised parts (keys sorted): data versions, cache keys and ids of stored rows."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
 
 
 class StoreError(RuntimeError):

@@ -11,7 +11,7 @@ from scipy import stats
 
 from lookups.pipeline import explanations as ex
 from lookups.pipeline.config import ExplanationSettings, ScoringSettings
-from lookups.pipeline.explainers import LlmBackend, LlmRequest, LlmResponse, load_template
+from lookups.pipeline.explainers import LlmBackend, LlmResponse, load_template
 from lookups.pipeline.store import Store
 
 

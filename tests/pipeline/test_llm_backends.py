@@ -62,9 +62,7 @@ def test_local_backend_explains_scores_caches_and_recomputes_only_on_a_template_
     again = steps.run_explanations(model, head_scores, ExplanationSettings(backend="local", explain_template=str(own)), store)
     assert not again.skipped and again.stats["llm_calls"] == 1 and again.stats["template"].startswith("explain.v2@")
     assert store.query("SELECT count(*) AS n FROM llm_calls")["n"][0] == n_calls + 1
-    from lookups.pipeline.config import HeadScoreSettings as HS
-
-    assert steps.run_head_scores(handles["head_attributions"], HS(), store).skipped
+    assert steps.run_head_scores(handles["head_attributions"], HeadScoreSettings(), store).skipped
 
 
 def test_openai_backend_against_llama_cpp_server_through_dagster(proxy, tmp_path):

@@ -1,5 +1,9 @@
 """The DuckDB store: schema, idempotent keyed writes, atomicity, versions, read-only access."""
 
+import subprocess
+import sys
+from contextlib import contextmanager
+
 import duckdb
 import pandas as pd
 import pytest
@@ -52,45 +56,38 @@ def test_sql_files_ship_with_the_package():
         sql_text("nope.sql")
 
 
-def test_a_locked_database_is_a_clear_error(tmp_path):
-    import subprocess
-    import sys
-
-    path = tmp_path / "x.duckdb"
+@contextmanager
+def file_held_by_another_process(path, seconds: float):
+    """A second process opens the DuckDB file and holds it for ``seconds`` (then closes it)."""
     Store(path).query("SELECT 1", read_only=False)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('open', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('open', flush=True); time.sleep({seconds}); c.close()"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "open"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_locked_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "x.duckdb"
+    with file_held_by_another_process(path, 60):
         with pytest.raises(StoreError, match="locked by another process"):
             Store(path, lock_wait_s=0.5).query("SELECT 1", read_only=False)
         with pytest.raises(StoreError, match="locked by another process"):
             Store(path, lock_wait_s=0.5).query("SELECT 1")
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_write_waits_while_another_process_holds_the_file_briefly(tmp_path):
     """Parallel steps of one run (e.g. ablation and explanations) each hold the file only for a short write:
     a step that finds it held waits, and its rows arrive."""
-    import subprocess
-    import sys
-
     path = tmp_path / "x.duckdb"
-    Store(path).query("SELECT 1", read_only=False)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('open', flush=True); time.sleep(2); c.close()"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "open"
+    with file_held_by_another_process(path, 2):
         frame = pd.DataFrame([{"name": "m", "origin": "local", "fingerprint": "f", "n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "d_model": 1, "d_head": 1,
                                "d_mlp": 1, "d_vocab": 1, "n_ctx": 1, "act_fn": "gelu", "mlp_kind": "ungated", "normalization": "LN", "bos_token_id": 0}])
         Store(path, lock_wait_s=30).replace("models", {"model_id": "m@1"}, frame)
         assert Store(path).query("SELECT model_id FROM models")["model_id"].tolist() == ["m@1"]
-    finally:
-        holder.kill()
-        holder.wait()
+
