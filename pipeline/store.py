@@ -1,27 +1,23 @@
-"""The DuckDB store: schema from ``sql/``, idempotent keyed writes, named queries, read-only reads."""
+"""The store: Parquet files per (table, key) with DuckDB as the catalog; schema and views from ``sql/``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+import os
+import threading
 import time
-from contextlib import contextmanager
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import pandas as pd
 
 from .config import database_path
 
-TABLES = (
-    "models", "neurons", "prompt_sets", "documents", "neuron_exemplars",
-    "head_attributions", "exemplar_decompositions", "head_neuron_scores", "head_ablations", "ablation_tests",
-    "explanations", "explanation_scores", "explanation_tests", "llm_calls",
-)
 
 
 def stable_hash(*parts, length: int = 16) -> str:
@@ -69,117 +65,286 @@ class AssetVersion:
     stats: dict
 
 
-class Store:
-    """One DuckDB file. Write connections apply the schema; every write replaces the rows of its key and
-    records the asset version in the same transaction, so a failed write leaves the old rows intact."""
+#: The key columns each table is written by: a write replaces exactly the rows of one such key (one file).
+TABLE_KEYS = {
+    "models": ("model_id",),
+    "neurons": ("model_id",),
+    "prompt_sets": ("prompt_set_id",),
+    "documents": ("prompt_set_id",),
+    "neuron_exemplars": ("model_id", "prompt_set_id"),
+    "head_attributions": ("model_id", "prompt_set_id"),
+    "exemplar_decompositions": ("model_id", "prompt_set_id"),
+    "head_neuron_scores": ("model_id", "prompt_set_id"),
+    "head_ablations": ("model_id", "prompt_set_id"),
+    "ablation_tests": ("model_id", "prompt_set_id"),
+    "explanations": ("model_id", "prompt_set_id", "explainer"),
+    "explanation_scores": ("model_id", "prompt_set_id", "explainer"),
+    "explanation_tests": ("model_id", "prompt_set_id", "explainer"),
+    "llm_calls": (),  # appended, one file per batch of calls
+    "asset_versions": ("asset", "scope"),
+}
+#: The result tables (``asset_versions`` is the steps' bookkeeping).
+TABLES = tuple(t for t in TABLE_KEYS if t != "asset_versions")
+SCHEMA_FILE = "_schema.parquet"  # sorts before part-*.parquet, so a table's columns come in schema order
 
-    #: DuckDB admits one process at a time; the pipeline's steps hold the file only for a short write, so a
-    #: step that finds it held (a parallel step of the same run) waits this long before giving up.
+
+def warehouse_root(path: Path) -> str:
+    """Where the Parquet files live: ``LOOKUPS_WAREHOUSE`` (a folder or an object-store URL such as
+    ``s3://bucket/lookups``), else a folder beside the DuckDB catalog file."""
+    return os.environ.get("LOOKUPS_WAREHOUSE") or str(path.with_name(path.stem + "_tables"))
+
+
+def _is_local(root: str) -> bool:
+    return "://" not in root
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Store:
+    """Results as Parquet files, one per (table, key), with DuckDB as the catalog over them.
+
+    A step's write conforms each frame to its table's schema (types, NOT NULL, CHECK, primary key, defaults,
+    all from ``sql/schema.sql``) in an in-memory DuckDB, writes it to a temporary file and renames it over the
+    key's file; the asset version is written last. So writers in parallel processes never share a file
+    lock, a failed write leaves the old rows and version in place, and a reader sees each key's old file or
+    its new one, never half of either. Queries run in an in-memory DuckDB whose tables are views over the
+    files (plus ``sql/views.sql``); ``<name>.duckdb`` is the same catalog as a file, for the duckdb CLI and
+    notebooks, refreshed when the schema or the warehouse location changes.
+    """
+
+    #: Only the catalog file has a lock (taken for a moment when the schema changes); a reader that finds
+    #: it held by a client that writes to it waits this long.
     LOCK_WAIT_S = 600.0
 
     def __init__(self, path: str | Path | None = None, lock_wait_s: float | None = None):
         self.path = Path(path) if path else database_path()
+        self.root = warehouse_root(self.path)
         self.lock_wait_s = self.LOCK_WAIT_S if lock_wait_s is None else lock_wait_s
+        self._typed: duckdb.DuckDBPyConnection | None = None
+        self._reader: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+        self._exporting = False
 
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        started, delay = time.monotonic(), 0.05
-        while True:
+    # ------------------------------------------------------------ locations
+
+    def table_dir(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    def key_file(self, table: str, keys: dict) -> str:
+        if table not in TABLE_KEYS:
+            raise StoreError(f"Unknown table {table}.")
+        if tuple(keys) != TABLE_KEYS[table]:
+            raise StoreError(f"{table} is written by key {TABLE_KEYS[table]}, not {tuple(keys)}.")
+        return f"{self.table_dir(table)}/part-{stable_hash(table, [str(v) for v in keys.values()], length=24)}.parquet"
+
+    def exists(self) -> bool:
+        """Whether anything has been written (a catalog file alone, from an older version, counts too)."""
+        if self.path.exists():
+            return True
+        return not _is_local(self.root) or any(Path(self.root).glob("*/part-*.parquet"))
+
+    # ------------------------------------------------------------ writing
+
+    def _typing(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with the real tables of schema.sql, empty: writes are conformed through it."""
+        if self._typed is None:
+            con = duckdb.connect()
+            con.execute(sql_text("schema.sql"))
+            self._typed = con
+            if _is_local(self.root):
+                for table in TABLE_KEYS:
+                    self._write_schema_file(con, table)
+        return self._typed
+
+    def _write_schema_file(self, con, table: str) -> None:
+        folder = Path(self.table_dir(table))
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / SCHEMA_FILE
+        columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+        if target.exists():
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as err:
-                if "lock" not in str(err).lower():
-                    raise
-                if time.monotonic() - started >= self.lock_wait_s:
-                    raise StoreError(
-                        f"{self.path} is locked by another process: a run writing to it, or a client (duckdb CLI, notebook) "
-                        f"holding it open. Wait for the run to finish or close the other connection, then retry. ({err})"
-                    ) from err
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                found = [r[0] for r in duckdb.connect().execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_string(str(target))})").fetchall()]
+                if found == columns:
+                    return
+            except duckdb.Error:
+                pass
+        tmp = folder / f".{SCHEMA_FILE}.{uuid.uuid4().hex}.tmp"
+        con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {_sql_string(str(tmp))} (FORMAT parquet)")
+        os.replace(tmp, target)
 
-    @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        if read_only and not self.path.exists():
-            raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._open(read_only)
-        try:
-            if not read_only:
-                con.execute(sql_text("schema.sql"))
-                con.execute(sql_text("views.sql"))
-            yield con
-        finally:
-            con.close()
+    def _conform(self, table: str, keys: dict, frame: pd.DataFrame, target: str) -> str:
+        """Write ``frame`` (key columns added) through the table's constraints to a temporary file next to
+        ``target``; returns that file (the target itself for object stores, whose puts are atomic)."""
+        con = self._typing()
+        frame = frame.copy()
+        for column, value in keys.items():
+            frame[column] = value
+        staged = target if not _is_local(self.root) else str(Path(target).with_name(f".{Path(target).name}.{uuid.uuid4().hex}.tmp"))
+        if _is_local(self.root):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if len(frame):
+                    con.register("incoming", frame)
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
+                    con.unregister("incoming")
+                con.execute(f"COPY {table} TO {_sql_string(staged)} (FORMAT parquet)")
+            finally:
+                con.execute("ROLLBACK")  # the typing tables stay empty
+        return staged
 
     def replace(self, table: str, keys: dict, frame: pd.DataFrame, version: AssetVersion | None = None) -> int:
-        """Delete the rows of ``keys`` in ``table`` and insert ``frame`` (key columns added), in one transaction."""
+        """Replace the rows of ``keys`` in ``table`` with ``frame`` (key columns added)."""
         self.replace_many([(table, keys, frame)], version)
         return len(frame)
 
     def replace_many(self, writes: list[tuple[str, dict, pd.DataFrame]], version: AssetVersion | None = None) -> None:
-        """Several keyed replacements (and a version) in one transaction."""
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for table, keys, frame in writes:
-                    if table not in TABLES:
-                        raise StoreError(f"Unknown table {table}.")
-                    frame = frame.copy()
-                    for column, value in keys.items():
-                        frame[column] = value
-                    con.execute(f"DELETE FROM {table} WHERE " + " AND ".join(f"{c} = ?" for c in keys), list(keys.values()))
-                    if len(frame):
-                        con.register("incoming", frame)
-                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-                        con.unregister("incoming")
-                if version is not None:
-                    self._record(con, version)
-                con.execute("COMMIT")
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
+        """Several keyed replacements, then the version: every frame is conformed and staged first, so a
+        frame that breaks a constraint replaces nothing."""
+        if version is not None:
+            row = pd.DataFrame([{"data_version": version.data_version, "code_version": version.code_version, "stats": json.dumps(_json_safe(version.stats), default=float)}])
+            writes = [*writes, ("asset_versions", {"asset": version.asset, "scope": version.scope}, row)]
+        staged = []
+        try:
+            for table, keys, frame in writes:
+                target = self.key_file(table, keys)
+                staged.append((self._conform(table, keys, frame, target), target))
+        except Exception:
+            for tmp, target in staged:
+                if tmp != target:
+                    Path(tmp).unlink(missing_ok=True)
+            raise
+        for tmp, target in staged:
+            if tmp != target:
+                os.replace(tmp, target)
+        self._refresh_catalog_quietly()
 
     def append(self, table: str, frame: pd.DataFrame) -> None:
-        """Insert rows (no replacement): for logs such as ``llm_calls``."""
-        if table not in TABLES:
-            raise StoreError(f"Unknown table {table}.")
+        """Insert rows without replacing any (logs such as ``llm_calls``): a new file per call."""
+        if table not in TABLE_KEYS or TABLE_KEYS[table]:
+            raise StoreError(f"{table} is not an append-only table.")
         if not len(frame):
             return
-        with self.connect() as con:
-            con.register("incoming", frame)
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
-            con.unregister("incoming")
+        target = f"{self.table_dir(table)}/part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex}.parquet"
+        tmp = self._conform(table, {}, frame, target)
+        if tmp != target:
+            os.replace(tmp, target)
 
-    @staticmethod
-    def _record(con, version: AssetVersion) -> None:
-        con.execute(
-            "INSERT OR REPLACE INTO asset_versions (asset, scope, data_version, code_version, stats, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, current_timestamp)",
-            [version.asset, version.scope, version.data_version, version.code_version, json.dumps(_json_safe(version.stats), default=float)],
-        )
+    # ------------------------------------------------------------ reading
+
+    def _views_sql(self) -> str:
+        statements = [
+            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({_sql_string(self.table_dir(table) + '/*.parquet')}, union_by_name = true)"
+            for table in TABLE_KEYS
+        ]
+        return ";\n".join(statements) + ";\n" + sql_text("views.sql")
+
+    def _reading(self, require_results: bool = True) -> duckdb.DuckDBPyConnection:
+        if self._reader is None:
+            if require_results and not self.exists():
+                raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
+            self._typing()  # every table has its schema file, so an empty table reads as empty
+            con = duckdb.connect()
+            con.execute(self._views_sql())
+            self._reader = con
+        return self._reader
+
+    def query(self, sql: str, params: list | dict | None = None, read_only: bool = True) -> pd.DataFrame:
+        """Run SQL over every table and view (``read_only=False``: a step's read, where no results yet means
+        empty tables). No file lock is taken: parallel writers and readers are fine."""
+        cursor = self._reading(require_results=read_only).cursor()
+        try:
+            return cursor.execute(sql, params or []).df()
+        finally:
+            cursor.close()
 
     def version(self, asset: str, scope: str) -> AssetVersion | None:
-        if not self.path.exists():
+        path = self.key_file("asset_versions", {"asset": asset, "scope": scope})
+        if _is_local(self.root) and not Path(path).exists():
             return None
-        with self.connect() as con:
-            row = con.execute(
-                "SELECT data_version, code_version, stats FROM asset_versions WHERE asset = ? AND scope = ?", [asset, scope]
-            ).fetchone()
+        try:
+            row = duckdb.connect().execute(f"SELECT data_version, code_version, stats FROM read_parquet({_sql_string(path)})").fetchone()
+        except duckdb.IOException:
+            return None
         if row is None:
             return None
         return AssetVersion(asset, scope, row[0], row[1], json.loads(row[2]) if row[2] else {})
 
+    # ------------------------------------------------------------ the catalog file
+
+    def _catalog_stamp(self) -> Path:
+        return self.path.with_name(self.path.name + ".catalog")
+
+    def _catalog_version(self) -> str:
+        return stable_hash(self.root, sql_text("schema.sql"), sql_text("views.sql"), length=16)
+
+    def _open_catalog(self, wait_s: float) -> duckdb.DuckDBPyConnection:
+        started, delay = time.monotonic(), 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException as err:
+                if "lock" not in str(err).lower():
+                    raise
+                if time.monotonic() - started >= wait_s:
+                    raise StoreError(
+                        f"{self.path} is locked by another process (a duckdb CLI or notebook that opened it for writing). "
+                        f"Close it, or open it read-only (`duckdb -readonly`, `read_only=True`), then retry. ({err})"
+                    ) from err
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def refresh_catalog(self, wait_s: float | None = None) -> None:
+        """Write the views over the Parquet files into the catalog file (idempotent). A file written by an
+        older version, with the rows in DuckDB tables, has them exported to Parquet first."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._typing()
+        con = self._open_catalog(self.lock_wait_s if wait_s is None else wait_s)
+        try:
+            self._exporting = True
+            self._export_tables(con)
+            con.execute(self._views_sql())
+        finally:
+            self._exporting = False
+            con.close()
+        self._catalog_stamp().write_text(self._catalog_version())
+
+    def _refresh_catalog_quietly(self) -> None:
+        """After a write: refresh the catalog file if it is missing or stale, unless a client holds it."""
+        stamp = self._catalog_stamp()
+        if self._exporting or (stamp.exists() and stamp.read_text() == self._catalog_version() and self.path.exists()):
+            return
+        try:
+            self.refresh_catalog(wait_s=2.0)
+        except StoreError:
+            pass  # the next write, or `lookups query`, refreshes it
+
     def refresh_views(self) -> bool:
-        """Apply the schema and views to an existing file (both idempotent), so a file written by an older
-        version answers the current views. Skipped, returning False, while another process holds the file."""
-        if not self.path.exists():
+        """Refresh the catalog file if needed; False when there is nothing yet or a client holds the file."""
+        if not self.exists():
             return False
         try:
-            with self.connect():
-                return True
+            self._refresh_catalog_quietly() if self.path.exists() else self.refresh_catalog(wait_s=2.0)
+            return True
         except StoreError:
             return False
 
-    def query(self, sql: str, params: list | dict | None = None, read_only: bool = True) -> pd.DataFrame:
-        with self.connect(read_only=read_only) as con:
-            return con.execute(sql, params or []).df()
+    def _export_tables(self, con) -> None:
+        """Rows kept in DuckDB tables (the layout before the Parquet warehouse) move to Parquet, key by key."""
+        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()]
+        for table in tables:
+            if table in TABLE_KEYS:
+                frame = con.execute(f"SELECT * FROM {table}").df()
+                columns = list(TABLE_KEYS[table])
+                if table == "asset_versions":
+                    frame = frame.drop(columns=["updated_at"], errors="ignore")
+                if columns:
+                    for key, group in frame.groupby(columns) if len(frame) else []:
+                        key = key if isinstance(key, tuple) else (key,)
+                        self.replace(table, dict(zip(columns, key)), group.drop(columns=columns))
+                elif len(frame):
+                    self.append(table, frame)
+            con.execute(f"DROP TABLE {table}")

@@ -12,7 +12,7 @@ from servers import LLAMA_MODEL_ALIAS, FaultProxy, llama_server
 from lookups.assets.definitions import defs
 from lookups.pipeline import planted, steps
 from lookups.pipeline.config import ExplanationSettings, HeadScoreSettings, ScoringSettings
-from lookups.pipeline.store import Store
+from lookups.pipeline.store import TABLE_KEYS, Store
 
 pytestmark = pytest.mark.slow
 
@@ -91,10 +91,9 @@ def test_openai_backend_against_llama_cpp_server_through_dagster(proxy, tmp_path
         assert set(tests["baseline"]) == {"random_neurons", "shuffled"}
 
         # The endpoint and the key are nowhere: not in DuckDB, not in Dagster's events.
-        with store.connect(read_only=True) as con:
-            for (table,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'").fetchall():
-                dump = con.execute(f"SELECT * FROM {table}").df().to_csv()
-                assert SECRET not in dump and proxy.url not in dump, table
+        for table in TABLE_KEYS:
+            dump = store.query(f"SELECT * FROM {table}").to_csv()
+            assert SECRET not in dump and proxy.url not in dump, table
         events = " ".join(str(e.event_specific_data) + str(e.message) for e in first.all_events)
         assert SECRET not in events and proxy.url not in events
 

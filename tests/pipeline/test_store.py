@@ -56,10 +56,13 @@ def test_sql_files_ship_with_the_package():
         sql_text("nope.sql")
 
 
+MODEL_ROW = {"name": "m", "origin": "local", "fingerprint": "f", "n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "d_model": 1, "d_head": 1,
+             "d_mlp": 1, "d_vocab": 1, "n_ctx": 1, "act_fn": "gelu", "mlp_kind": "ungated", "normalization": "LN", "bos_token_id": 0}
+
+
 @contextmanager
 def file_held_by_another_process(path, seconds: float):
-    """A second process opens the DuckDB file and holds it for ``seconds`` (then closes it)."""
-    Store(path).query("SELECT 1", read_only=False)
+    """A second process opens the DuckDB catalog file for writing and holds it for ``seconds``."""
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('open', flush=True); time.sleep({seconds}); c.close()"],
         stdout=subprocess.PIPE, text=True,
@@ -72,22 +75,68 @@ def file_held_by_another_process(path, seconds: float):
         holder.wait()
 
 
-def test_a_locked_database_is_a_clear_error(tmp_path):
+def test_a_client_holding_the_catalog_blocks_neither_writes_nor_queries(tmp_path):
+    """Steps write Parquet files and query through an in-memory DuckDB: a notebook or duckdb CLI holding the
+    catalog file open for writing stops neither. Refreshing the catalog itself says why it cannot."""
     path = tmp_path / "x.duckdb"
+    store = Store(path)
+    store.replace("models", {"model_id": "m@1"}, pd.DataFrame([MODEL_ROW]))
     with file_held_by_another_process(path, 60):
+        Store(path).replace("models", {"model_id": "m@2"}, pd.DataFrame([MODEL_ROW]))
+        assert sorted(Store(path).query("SELECT model_id FROM models")["model_id"]) == ["m@1", "m@2"]
         with pytest.raises(StoreError, match="locked by another process"):
-            Store(path, lock_wait_s=0.5).query("SELECT 1", read_only=False)
-        with pytest.raises(StoreError, match="locked by another process"):
-            Store(path, lock_wait_s=0.5).query("SELECT 1")
+            Store(path).refresh_catalog(wait_s=0.5)
 
 
-def test_a_write_waits_while_another_process_holds_the_file_briefly(tmp_path):
-    """Parallel steps of one run (e.g. ablation and explanations) each hold the file only for a short write:
-    a step that finds it held waits, and its rows arrive."""
+def test_the_catalog_file_answers_sql_from_other_clients(tmp_path):
     path = tmp_path / "x.duckdb"
-    with file_held_by_another_process(path, 2):
-        frame = pd.DataFrame([{"name": "m", "origin": "local", "fingerprint": "f", "n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "d_model": 1, "d_head": 1,
-                               "d_mlp": 1, "d_vocab": 1, "n_ctx": 1, "act_fn": "gelu", "mlp_kind": "ungated", "normalization": "LN", "bos_token_id": 0}])
-        Store(path, lock_wait_s=30).replace("models", {"model_id": "m@1"}, frame)
-        assert Store(path).query("SELECT model_id FROM models")["model_id"].tolist() == ["m@1"]
+    store = Store(path)
+    store.replace("documents", {"prompt_set_id": "a"}, doc_rows(3))
+    store.replace("documents", {"prompt_set_id": "b"}, doc_rows(2))  # written after the catalog file exists
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM documents").fetchone()[0] == 5
+        assert con.execute("SELECT count(*) FROM heads_by_layer").fetchone()[0] == 0  # views.sql, over empty tables
 
+
+WRITER = """
+import sys, pandas as pd
+from lookups.pipeline.store import Store
+path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = Store(path)
+for i in range(n):
+    rows = pd.DataFrame({"doc_id": [f"d{j}" for j in range(50)], "doc_index": range(50), "source_id": "s", "title": "x",
+                         "passage_index": 0, "split": "explain", "text": f"{name} {i}", "n_chars": 1})
+    store.replace("documents", {"prompt_set_id": f"{name}-{i % 5}"}, rows)
+    store.append("llm_calls", pd.DataFrame([{"cache_key": f"{name}-{i}", "run_id": name, "backend": "b", "llm_model": "m",
+                 "template_version": "t", "purpose": "explain", "status": "ok", "prompt_tokens": 1, "completion_tokens": 1, "seconds": 0.1}]))
+"""
+
+
+def test_parallel_writers_lose_nothing_and_readers_see_whole_files(tmp_path):
+    """Two processes write the same tables at once (different keys, as two partitions do) while this one
+    reads: no lock error, every row arrives, and every read sees whole 50-row keys."""
+    path = tmp_path / "x.duckdb"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "40"]) for name in ("left", "right")]
+    store = Store(path)
+    while any(w.poll() is None for w in writers):
+        sizes = store.query("SELECT prompt_set_id, count(*) AS n FROM documents GROUP BY 1", read_only=False)
+        assert set(sizes["n"]) <= {50}
+    assert [w.returncode for w in writers] == [0, 0]
+    final = store.query("SELECT prompt_set_id, count(*) AS n, max(text) AS text FROM documents GROUP BY 1 ORDER BY 1")
+    assert final["prompt_set_id"].tolist() == [f"{n}-{k}" for n in ("left", "right") for k in range(5)]
+    assert set(final["n"]) == {50} and set(final["text"]) == {"left 39", "right 39", "left 38", "right 38", "left 37", "right 37", "left 36", "right 36", "left 35", "right 35"}
+    assert store.query("SELECT count(*) AS n FROM llm_calls")["n"][0] == 80
+
+
+def test_results_in_duckdb_tables_move_to_parquet(tmp_path):
+    """A catalog file from before the warehouse (rows in DuckDB tables) is exported, nothing lost."""
+    path = tmp_path / "x.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(sql_text("schema.sql"))
+        con.register("incoming", doc_rows(3).assign(prompt_set_id="old"))
+        con.execute("INSERT INTO documents BY NAME SELECT * FROM incoming")
+        con.execute("INSERT INTO asset_versions (asset, scope, data_version, code_version, stats) VALUES ('prompt_set', 'old', 'v1', '1', '{}')")
+    store = Store(path)
+    assert store.refresh_views()
+    assert store.query("SELECT count(*) AS n FROM documents")["n"][0] == 3
+    assert store.version("prompt_set", "old").data_version == "v1"
