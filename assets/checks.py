@@ -5,7 +5,7 @@ import dagster as dg
 
 from lookups.pipeline import quality, steps
 
-from .core import explanation_scores, explanations, head_ablations, head_attributions, head_neuron_scores, neuron_catalog, neuron_exemplars, prompt_set
+from .core import explanation_scores, explanations, head_ablations, head_attributions, head_neuron_scores, model, neuron_catalog, neuron_exemplars, prompt_set
 from .resources import LookupsStore
 
 #: Share of selected neurons that must have at least one exemplar before the coverage check warns.
@@ -19,31 +19,62 @@ def _result(outcome: quality.SuiteResult, severity=dg.AssetCheckSeverity.ERROR, 
     return dg.AssetCheckResult(passed=outcome.success, severity=severity, metadata={**metadata, **extra})
 
 
-@dg.asset_check(asset=neuron_catalog, blocking=True, description="Keys unique and not null, scores finite, a selection of the expected size.")
+def _references(db, table: str, **keys) -> quality.SuiteResult:
+    """The child table's rows of this scope joined to their parents (sql/checks/references_<table>.sql), validated."""
+    sql, params = quality.references_query(table, **keys)
+    return quality.validate_references(db.query(sql, params), table)
+
+
+@dg.asset_check(asset=model, blocking=True, description="The model's row recorded: id unique and not null, architecture facts positive, MLP kind known.")
+def models_valid(model: steps.ModelHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    frame = store.store().query("SELECT * FROM models WHERE model_id = ?", [model.model_id])
+    return _result(quality.validate(frame, "models", quality.models_suite(rows=1)))
+
+
+@dg.asset_check(asset=neuron_catalog, blocking=True, description="Keys unique and not null, scores finite, a selection of the expected size; every neuron of a recorded model.")
 def neurons_valid(neuron_catalog: steps.CatalogHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    frame = store.store().query("SELECT * FROM neurons WHERE model_id = ?", [neuron_catalog.model_id])
+    db = store.store()
+    frame = db.query("SELECT * FROM neurons WHERE model_id = ?", [neuron_catalog.model_id])
     expected = neuron_catalog.neurons_per_layer * neuron_catalog.last_layers
-    return _result(quality.validate(frame, "neurons", quality.neuron_catalog_suite(expected)))
+    rows = quality.validate(frame, "neurons", quality.neuron_catalog_suite(expected))
+    return _result(quality.merge("neurons", rows, _references(db, "neurons", model_id=neuron_catalog.model_id)))
 
 
-@dg.asset_check(asset=prompt_set, blocking=True, description="Document keys unique and not null, splits valid, no empty text.")
+@dg.asset_check(
+    asset=prompt_set,
+    blocking=True,
+    description="Document keys unique and not null, splits valid, no empty text, every document of a recorded prompt set; "
+    "the prompt set's counts non-negative, its splits adding up to its documents.",
+)
 def documents_valid(prompt_set: steps.PromptSetHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    frame = store.store().query("SELECT * FROM documents WHERE prompt_set_id = ?", [prompt_set.prompt_set_id])
-    return _result(quality.validate(frame, "documents", quality.documents_suite()))
+    db = store.store()
+    frame = db.query("SELECT * FROM documents WHERE prompt_set_id = ?", [prompt_set.prompt_set_id])
+    sets = db.query("SELECT * FROM prompt_sets WHERE prompt_set_id = ?", [prompt_set.prompt_set_id])
+    outcome = quality.merge(
+        "documents",
+        quality.validate(frame, "documents", quality.documents_suite()),
+        quality.validate(quality.prompt_sets_check_frame(sets), "prompt_sets", quality.prompt_sets_suite(rows=1)),
+        _references(db, "documents", prompt_set_id=prompt_set.prompt_set_id),
+    )
+    return _result(outcome)
 
 
 @dg.asset_check(
     asset=neuron_exemplars,
     blocking=True,
-    description="Keys unique and not null, activations finite, every prompt at or above the ratio, under the length limit and ending at the max-activating token.",
+    description="Keys unique and not null, activations finite, every prompt at or above the ratio, under the length limit and ending at the "
+    "max-activating token; every exemplar of a selected or random-baseline neuron and of a document of the prompt set.",
 )
 def exemplars_valid(neuron_exemplars: steps.ExemplarsHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    frame = store.store().query(
+    db = store.store()
+    frame = db.query(
         "SELECT * EXCLUDE (prompt_token_ids, prompt_text) FROM neuron_exemplars WHERE model_id = ? AND prompt_set_id = ?",
         [neuron_exemplars.model_id, neuron_exemplars.prompt_set_id],
     )
     suite = quality.exemplars_suite(neuron_exemplars.act_ratio, neuron_exemplars.max_prompt_tokens)
-    return _result(quality.validate(quality.exemplar_check_frame(frame), "neuron_exemplars", suite))
+    rows = quality.validate(quality.exemplar_check_frame(frame), "neuron_exemplars", suite)
+    references = _references(db, "neuron_exemplars", model_id=neuron_exemplars.model_id, prompt_set_id=neuron_exemplars.prompt_set_id)
+    return _result(quality.merge("neuron_exemplars", rows, references))
 
 
 @dg.asset_check(asset=neuron_exemplars, description=f"At least one exemplar for {MIN_COVERAGE:.0%} of the selected neurons (a warning otherwise).")
@@ -63,7 +94,7 @@ def exemplar_coverage(neuron_exemplars: steps.ExemplarsHandle, store: LookupsSto
     asset=head_attributions,
     blocking=True,
     description="For every exemplar, the full decomposition (embeddings, every head, every earlier MLP, biases) sums to the "
-    "neuron's pre-activation; keys unique, scores finite, only heads of layers 0..L.",
+    "neuron's pre-activation; keys unique, scores finite, only heads of layers 0..L, every attribution of a recorded exemplar.",
 )
 def attribution_identity(head_attributions: steps.AttributionsHandle, store: LookupsStore) -> dg.AssetCheckResult:
     db = store.store()
@@ -76,7 +107,8 @@ def attribution_identity(head_attributions: steps.AttributionsHandle, store: Loo
     )
     identity = quality.validate(totals, "exemplar_decompositions", quality.attribution_identity_suite(head_attributions.identity_tolerance))
     rows = quality.validate(heads, "head_attributions", quality.head_attributions_suite())
-    outcome = quality.SuiteResult("attribution", identity.success and rows.success, rows.rows, identity.failures + rows.failures, identity.evaluated + rows.evaluated)
+    references = _references(db, "head_attributions", model_id=head_attributions.model_id, prompt_set_id=head_attributions.prompt_set_id)
+    outcome = quality.merge("attribution", identity, rows, references, rows=rows.rows)
     return _result(
         outcome,
         identity_max_abs_error=float(totals["identity_abs_error"].max()) if len(totals) else 0.0,
@@ -86,43 +118,83 @@ def attribution_identity(head_attributions: steps.AttributionsHandle, store: Loo
     )
 
 
-@dg.asset_check(asset=head_neuron_scores, blocking=True, description="Keys unique, fractions in [0, 1], one rank-1 head per neuron.")
+@dg.asset_check(
+    asset=head_neuron_scores,
+    blocking=True,
+    description="Keys unique, fractions in [0, 1], one rank-1 head per neuron; every score of a selected or random-baseline neuron.",
+)
 def head_scores_valid(head_neuron_scores: steps.HeadScoresHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    frame = store.store().query(
-        "SELECT * FROM head_neuron_scores WHERE model_id = ? AND prompt_set_id = ?", [head_neuron_scores.model_id, head_neuron_scores.prompt_set_id]
-    )
-    return _result(quality.validate(frame, "head_neuron_scores", quality.head_scores_suite()))
+    db = store.store()
+    keys = {"model_id": head_neuron_scores.model_id, "prompt_set_id": head_neuron_scores.prompt_set_id}
+    frame = db.query("SELECT * FROM head_neuron_scores WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+    rows = quality.validate(frame, "head_neuron_scores", quality.head_scores_suite())
+    return _result(quality.merge("head_neuron_scores", rows, _references(db, "head_neuron_scores", **keys)))
 
 
-@dg.asset_check(asset=head_ablations, blocking=True, description="Keys unique, activations finite, probabilities in [0, 1].")
+@dg.asset_check(
+    asset=head_ablations,
+    blocking=True,
+    description="Keys unique, activations finite, probabilities in [0, 1]; every ablation of a consistent pair on one of its neuron's "
+    "exemplars; KS statistics and p-values in [0, 1].",
+)
 def ablations_valid(head_ablations: steps.AblationsHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    frame = store.store().query(
-        "SELECT * FROM head_ablations WHERE model_id = ? AND prompt_set_id = ?", [head_ablations.model_id, head_ablations.prompt_set_id]
+    db = store.store()
+    keys = {"model_id": head_ablations.model_id, "prompt_set_id": head_ablations.prompt_set_id}
+    frame = db.query("SELECT * FROM head_ablations WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+    tests = db.query("SELECT * FROM ablation_tests WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+    outcome = quality.merge(
+        "head_ablations",
+        quality.validate(frame, "head_ablations", quality.ablations_suite()),
+        quality.validate(quality.ablation_tests_check_frame(tests), "ablation_tests", quality.ablation_tests_suite()),
+        _references(db, "head_ablations", **keys),
     )
-    return _result(quality.validate(frame, "head_ablations", quality.ablations_suite()))
+    return _result(outcome)
 
 
-@dg.asset_check(asset=explanations, blocking=True, description="Ids unique, statuses known, text wherever the status is ok; failed and budget-stopped calls are counted.")
-def explanations_valid(explanations: steps.ExplanationsHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    frame = store.store().query(
-        "SELECT * FROM explanations WHERE model_id = ? AND prompt_set_id = ? AND list_contains(?, explainer)",
-        [explanations.model_id, explanations.prompt_set_id, list(explanations.explainers)],
+@dg.asset_check(
+    asset=explanations,
+    blocking=True,
+    description="Ids unique, statuses known, text wherever the status is ok, every explanation of a consistent pair of its cohort; "
+    "the run's LLM calls keyed, statuses known, tokens non-negative; failed and budget-stopped calls are counted.",
+)
+def explanations_valid(context: dg.AssetCheckExecutionContext, explanations: steps.ExplanationsHandle, store: LookupsStore) -> dg.AssetCheckResult:
+    db = store.store()
+    keys = {"model_id": explanations.model_id, "prompt_set_id": explanations.prompt_set_id, "explainers": list(explanations.explainers)}
+    frame = db.query(
+        "SELECT * FROM explanations WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id AND list_contains($explainers, explainer)", keys
     )
-    outcome = quality.validate(quality.explanations_check_frame(frame), "explanations", quality.explanations_suite())
+    calls = db.query(*quality.check_query("llm_calls_of_run", run_id=context.run.run_id))
+    outcome = quality.merge(
+        "explanations",
+        quality.validate(quality.explanations_check_frame(frame), "explanations", quality.explanations_suite()),
+        _references(db, "explanations", **keys),
+        quality.validate(calls, "llm_calls", quality.llm_calls_suite()),
+    )
     counts = frame["status"].value_counts().to_dict() if len(frame) else {}
     return _result(outcome, **{f"status {k}": int(v) for k, v in counts.items()})
 
 
-@dg.asset_check(asset=explanation_scores, blocking=True, description="Keys unique, E and AUC in [0, 1], confusion counts equal to the usable answers, a reason for every unscored row.")
+@dg.asset_check(
+    asset=explanation_scores,
+    blocking=True,
+    description="Keys unique, E and AUC in [0, 1], confusion counts equal to the usable answers, a reason for every unscored row, every "
+    "score of a recorded explanation and its pair; the tests' p-values in [0, 1], statistics finite.",
+)
 def explanation_scores_valid(explanation_scores: steps.ExplanationScoresHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    frame = store.store().query(
-        "SELECT * FROM explanation_scores WHERE model_id = ? AND prompt_set_id = ?", [explanation_scores.model_id, explanation_scores.prompt_set_id]
+    db = store.store()
+    keys = {"model_id": explanation_scores.model_id, "prompt_set_id": explanation_scores.prompt_set_id}
+    frame = db.query("SELECT * FROM explanation_scores WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+    tests = db.query("SELECT * FROM explanation_tests WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+    outcome = quality.merge(
+        "explanation_scores",
+        quality.validate(quality.explanation_scores_check_frame(frame), "explanation_scores", quality.explanation_scores_suite()),
+        quality.validate(quality.explanation_tests_check_frame(tests), "explanation_tests", quality.explanation_tests_suite()),
+        _references(db, "explanation_scores", **keys),
     )
-    outcome = quality.validate(quality.explanation_scores_check_frame(frame), "explanation_scores", quality.explanation_scores_suite())
     return _result(outcome, scored=int((frame["status"] == "scored").sum()) if len(frame) else 0)
 
 
 ALL_CHECKS = [
-    neurons_valid, documents_valid, exemplars_valid, exemplar_coverage, attribution_identity, head_scores_valid, ablations_valid,
+    models_valid, neurons_valid, documents_valid, exemplars_valid, exemplar_coverage, attribution_identity, head_scores_valid, ablations_valid,
     explanations_valid, explanation_scores_valid,
 ]

@@ -7,11 +7,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from lookups.pipeline import steps
+from lookups.pipeline import sources, steps
+from lookups.pipeline.config import CorpusSettings, ModelSettings
 from lookups.pipeline.corpora import CorpusError
+from lookups.pipeline.explainers import ExplainerError
 from lookups.pipeline.models import ModelError
 from lookups.pipeline.progress import PhaseProgress
 
+from .automation import LOOKUPS_AUTOMATION, corpus_files, keys_of, lookups_partitions, model_weights
 from .resources import (
     AblationConfig,
     AtlasConfig,
@@ -26,9 +29,13 @@ from .resources import (
     PromptSetConfig,
     ScoringConfig,
 )
-from lookups.pipeline.explainers import ExplainerError
 
 GROUP = "lookups"
+
+
+def lookups_asset(**kwargs):
+    """Every lookups asset: partitioned by (model, prompt_set), materialized by declarative automation."""
+    return dg.asset(group_name=GROUP, partitions_def=lookups_partitions, automation_condition=LOOKUPS_AUTOMATION, **kwargs)
 
 
 def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
@@ -55,18 +62,20 @@ def _fail_clearly(err: Exception):
     return dg.Failure(description=str(err), allow_retries=False)
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["model"], kinds={"pytorch", "duckdb"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["model"], kinds={"pytorch", "duckdb"}, deps=[model_weights])
 def model(context: dg.AssetExecutionContext, config: ModelConfig, store: LookupsStore) -> dg.Output[steps.ModelHandle]:
-    """The model's fp32 checkpoint, fingerprinted, booted with LayerNorm folded; a row in `models`."""
+    """The partition's model (its `model` key) as an fp32 checkpoint, fingerprinted, booted with LayerNorm
+    folded; a row in `models`."""
+    model_key, _ = keys_of(context)
     try:
-        result = steps.run_model(config, store.store())
+        result = steps.run_model(ModelSettings(name=model_key, **config.model_dump()), store.store())
     except ModelError as err:
         raise _fail_clearly(err) from err
     handle = result.handle
     return _output(result, {"model_id": handle.model_id, "origin": result.stats["origin"], **{k: v for k, v in handle.facts.items()}})
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["neuron_catalog"], kinds={"pytorch", "duckdb"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["neuron_catalog"], kinds={"pytorch", "duckdb"})
 def neuron_catalog(context: dg.AssetExecutionContext, config: CatalogConfig, model: steps.ModelHandle, store: LookupsStore) -> dg.Output[steps.CatalogHandle]:
     """Every MLP neuron's next token (argmax of W_out·W_U), score, z-score and top tokens; the selected set."""
     db = store.store()
@@ -88,17 +97,20 @@ def neuron_catalog(context: dg.AssetExecutionContext, config: CatalogConfig, mod
     )
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["corpus"], kinds={"parquet"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["corpus"], kinds={"parquet"}, deps=[corpus_files])
 def corpus(context: dg.AssetExecutionContext, config: CorpusConfig) -> dg.Output[steps.CorpusHandle]:
-    """The source documents as read (Wikipedia stripped of markup, files, records), cached as Parquet."""
+    """The partition's corpus (its `prompt_set` key) as read (Wikipedia stripped of markup, files, records),
+    cached as Parquet."""
+    _, corpus_key = keys_of(context)
+    settings = CorpusSettings(source=sources.corpus_source(corpus_key), **config.model_dump())
     try:
-        result = steps.run_corpus(config)
+        result = steps.run_corpus(settings)
     except CorpusError as err:
         raise _fail_clearly(err) from err
-    return _output(result, {"source": config.source, "parquet_path": dg.MetadataValue.path(result.handle.parquet_path), **result.stats})
+    return _output(result, {"source": settings.source, "parquet_path": dg.MetadataValue.path(result.handle.parquet_path), **result.stats})
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["prompt_set"], kinds={"duckdb"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["prompt_set"], kinds={"duckdb"})
 def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, corpus: steps.CorpusHandle, store: LookupsStore) -> dg.Output[steps.PromptSetHandle]:
     """Deduplicated passages with deterministic explain/held-out splits, keyed by a content hash."""
     db = store.store()
@@ -113,7 +125,7 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, corpu
     return _output(result, {"prompt_set_id": result.handle.prompt_set_id, **result.stats, "documents": _preview(sample)})
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["neuron_exemplars"], kinds={"pytorch", "duckdb"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["neuron_exemplars"], kinds={"pytorch", "duckdb"})
 def neuron_exemplars(
     context: dg.AssetExecutionContext,
     config: ExemplarConfig,
@@ -140,7 +152,7 @@ def _scalars(stats: dict) -> dict:
     return {k: v for k, v in stats.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["head_attributions"], kinds={"pytorch", "duckdb"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["head_attributions"], kinds={"pytorch", "duckdb"})
 def head_attributions(
     context: dg.AssetExecutionContext,
     config: AttributionConfig,
@@ -163,7 +175,7 @@ def head_attributions(
     return _output(result, {**_scalars(result.stats), "strongest (neuron, head) attributions": _preview(top)})
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["head_neuron_scores"], kinds={"duckdb"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["head_neuron_scores"], kinds={"duckdb"})
 def head_neuron_scores(
     context: dg.AssetExecutionContext, config: HeadScoreConfig, head_attributions: steps.AttributionsHandle, store: LookupsStore
 ) -> dg.Output[steps.HeadScoresHandle]:
@@ -192,7 +204,7 @@ def head_neuron_scores(
     )
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["head_ablations"], kinds={"pytorch", "duckdb"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["head_ablations"], kinds={"pytorch", "duckdb"})
 def head_ablations(
     context: dg.AssetExecutionContext,
     config: AblationConfig,
@@ -213,7 +225,7 @@ def head_ablations(
     return _output(result, {**_scalars(result.stats), "active vs inactive (KS test)": _preview(comparison)})
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["atlas_report"], kinds={"html"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["atlas_report"], kinds={"html"})
 def atlas_report(
     context: dg.AssetExecutionContext,
     config: AtlasConfig,
@@ -234,7 +246,7 @@ def atlas_report(
     return _output(result, {"html_path": dg.MetadataValue.path(str(path)), **_scalars(result.stats), **images})
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["explanations"], kinds={"openai", "duckdb"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["explanations"], kinds={"openai", "duckdb"})
 def explanations(
     context: dg.AssetExecutionContext,
     config: ExplanationConfig,
@@ -262,7 +274,7 @@ def explanations(
     return _output(result, {**_scalars(result.stats), "explainers": ", ".join(result.handle.explainers), "explanations": _preview(sample, rows=12)})
 
 
-@dg.asset(group_name=GROUP, code_version=steps.CODE_VERSIONS["explanation_scores"], kinds={"openai", "duckdb"})
+@lookups_asset(code_version=steps.CODE_VERSIONS["explanation_scores"], kinds={"openai", "duckdb"})
 def explanation_scores(
     context: dg.AssetExecutionContext,
     config: ScoringConfig,

@@ -9,11 +9,11 @@ from lookups.pipeline.config import (
     AtlasSettings,
     AttributionSettings,
     CatalogSettings,
-    CorpusSettings,
+    CorpusReadSettings,
     ExemplarSettings,
     ExplanationSettings,
     HeadScoreSettings,
-    ModelSettings,
+    ModelRunSettings,
     PromptSetSettings,
     ScoringSettings,
     database_path,
@@ -30,16 +30,16 @@ class LookupsStore(dg.ConfigurableResource):
         return Store(self.database or database_path())
 
 
-class ModelConfig(dg.Config, ModelSettings):
-    """Which model to analyse."""
+class ModelConfig(dg.Config, ModelRunSettings):
+    """How the model runs; which model is the partition's `model` key."""
 
 
 class CatalogConfig(dg.Config, CatalogSettings):
     """Next-token neuron selection (DESIGN step 1)."""
 
 
-class CorpusConfig(dg.Config, CorpusSettings):
-    """Where the documents come from."""
+class CorpusConfig(dg.Config, CorpusReadSettings):
+    """How the documents are read; where from is the partition's `prompt_set` key."""
 
 
 class PromptSetConfig(dg.Config, PromptSetSettings):

@@ -13,6 +13,10 @@ import sys
 
 import dagster as dg
 
+from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL
+
+from .automation import add_partitions
+
 
 #: Dagster logs these at DEBUG; the terminal shows them anyway (step boundaries and results).
 SHOWN_EVENTS = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"}
@@ -72,13 +76,58 @@ def step_failures(result) -> list[tuple[str, str]]:
     return out
 
 
-def run_main_job(run_config: dict, log_level: str = "INFO") -> tuple[bool, dict]:
+def observe_sources(instance: dg.DagsterInstance) -> None:
+    """Record the models' and corpora's current data versions (cheap: cached fingerprints, file hashes)."""
     from .definitions import defs
 
-    run_config = {**run_config, "loggers": {"concise_console": {"config": {"log_level": log_level}}}}
-    job = defs.resolve_job_def("lookups").with_logger_defs({"concise_console": concise_console})
+    for name in ("observe_models", "observe_corpora"):
+        defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False)
+
+
+def prepare_partition(instance: dg.DagsterInstance, run_config: dict) -> tuple[dict, dg.MultiPartitionKey]:
+    """The model name and corpus source in the run config (defaults: the embedded ones) are the partition's
+    keys: add them to the instance if new, observe the sources so every data version is known, and return
+    the run config without them and the partition."""
+    from .definitions import split_keys
+
+    run_config, keys = split_keys(run_config)
+    key = add_partitions(instance, keys.get("model") or EMBEDDED_MODEL, keys.get("corpus") or EMBEDDED_CORPUS)
+    observe_sources(instance)
+    return run_config, key
+
+
+def run_partition(instance: dg.DagsterInstance, run_config: dict, log_level: str | None = None):
+    """Materialize one (model, prompt_set) partition in this process; the result of ``execute_in_process``."""
+    from .definitions import defs
+
+    run_config, key = prepare_partition(instance, run_config)
+    job = defs.resolve_job_def("lookups")
+    if log_level:
+        run_config = {**run_config, "loggers": {"concise_console": {"config": {"log_level": log_level}}}}
+        job = job.with_logger_defs({"concise_console": concise_console})
+    return job.execute_in_process(run_config=run_config, instance=instance, partition_key=key, raise_on_error=False)
+
+
+def run_partition_multiprocess(instance: dg.DagsterInstance, run_config: dict) -> tuple[bool, str]:
+    """Materialize one partition with the job's multiprocess executor (each step in its own process, the
+    job rebuilt there from this module), as the UI and the automation sensor run it. (success, run_id)."""
+    from .definitions import defs
+
+    run_config, key = prepare_partition(instance, run_config)
+    tags = defs.resolve_job_def("lookups").partitions_def.get_tags_for_partition_key(key)
+    with dg.execute_job(dg.reconstructable(lookups_job), instance, run_config=run_config, tags=tags) as result:
+        return result.success, result.run_id
+
+
+def lookups_job():
+    from .definitions import defs
+
+    return defs.resolve_job_def("lookups")
+
+
+def run_main_job(run_config: dict, log_level: str = "INFO") -> tuple[bool, dict]:
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+        result = run_partition(instance, run_config, log_level)
     if not result.success:
         return False, {"run_id": result.run_id, "failures": step_failures(result)}
     return True, {

@@ -58,7 +58,13 @@ def database_path() -> Path:
     return data_dir() / "lookups.duckdb"
 
 
-class ModelSettings(BaseModel):
+class ModelRunSettings(BaseModel):
+    """How the model runs (which model: ``ModelSettings.name``, in Dagster the partition's model key)."""
+
+    device: str = Field("cpu", description="torch device, e.g. 'cpu' or 'cuda'.")
+
+
+class ModelSettings(ModelRunSettings):
     """Which model to analyse."""
 
     name: str = Field(
@@ -68,7 +74,6 @@ class ModelSettings(BaseModel):
             "name such as 'gpt2-large' (needs the hub), or a local folder with a Hugging Face checkpoint."
         ),
     )
-    device: str = Field("cpu", description="torch device, e.g. 'cpu' or 'cuda'.")
 
 
 class CatalogSettings(BaseModel):
@@ -102,8 +107,16 @@ class CatalogSettings(BaseModel):
         return max(1, round(PAPER_LAST_LAYERS * n_layers / PAPER_N_LAYERS))
 
 
-class CorpusSettings(BaseModel):
-    """Where documents come from and how they become a prompt set."""
+class CorpusReadSettings(BaseModel):
+    """How documents are read (from where: ``CorpusSettings.source``, in Dagster the partition's prompt_set key)."""
+
+    text_column: str = Field("text", description="Column with the text in JSONL, Parquet and HF datasets.")
+    hf_split: str = Field("train", description="Split of a Hugging Face dataset.")
+    max_source_documents: int | None = Field(None, description="Read at most this many source documents.")
+
+
+class CorpusSettings(CorpusReadSettings):
+    """Where documents come from and how they are read."""
 
     source: str = Field(
         EMBEDDED_CORPUS,
@@ -112,9 +125,6 @@ class CorpusSettings(BaseModel):
             "files, a .jsonl/.parquet file with a text column, or 'hf:<dataset name>' (needs the hub)."
         ),
     )
-    text_column: str = Field("text", description="Column with the text in JSONL, Parquet and HF datasets.")
-    hf_split: str = Field("train", description="Split of a Hugging Face dataset.")
-    max_source_documents: int | None = Field(None, description="Read at most this many source documents.")
 
 
 class PromptSetSettings(BaseModel):

@@ -342,3 +342,20 @@ def corpus_content_hash(sources: pd.DataFrame) -> str:
         digest.update(text.encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def source_fingerprint(settings: CorpusSettings) -> str:
+    """A cheap fingerprint of the raw source (files by content), to reuse a parsed corpus."""
+    if settings.source.startswith("hf:"):
+        return hashlib.sha256(json.dumps([settings.source, settings.hf_split, settings.text_column]).encode()).hexdigest()[:16]
+    if settings.source == EMBEDDED_CORPUS:
+        paths = [gensim_wiki_dump()]
+    else:
+        root = Path(settings.source).expanduser()
+        paths = sorted(root.rglob("*.txt")) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for path in paths:
+        if path.exists():
+            digest.update(str(path).encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]

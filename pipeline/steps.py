@@ -8,7 +8,6 @@ pass. Otherwise it computes, and writes its rows and its version in one transact
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -219,27 +218,10 @@ def run_catalog(model: ModelHandle, settings: CatalogSettings, store: Store) -> 
 # ---------------------------------------------------------------- corpus and prompt set
 
 
-def _source_fingerprint(settings: CorpusSettings) -> str:
-    """A cheap fingerprint of the raw source (files by content), to reuse a parsed corpus."""
-    if settings.source.startswith("hf:"):
-        return version_hash(settings.source, settings.hf_split, settings.text_column)
-    if settings.source == corpora.EMBEDDED_CORPUS:
-        paths = [corpora.gensim_wiki_dump()]
-    else:
-        root = Path(settings.source).expanduser()
-        paths = sorted(root.rglob("*.txt")) if root.is_dir() else [root]
-    digest = hashlib.sha256()
-    for path in paths:
-        if path.exists():
-            digest.update(str(path).encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
-
-
 def run_corpus(settings: CorpusSettings) -> StepResult:
     """Read the source into a Parquet file of source documents (cached by the source's fingerprint)."""
     started = time.perf_counter()
-    key = version_hash(CODE_VERSIONS["corpus"], settings.model_dump(), _source_fingerprint(settings))
+    key = version_hash(CODE_VERSIONS["corpus"], settings.model_dump(), corpora.source_fingerprint(settings))
     folder = data_dir() / "corpora"
     path = folder / f"{key}.parquet"
     meta_path = folder / f"{key}.json"

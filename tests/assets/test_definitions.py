@@ -8,13 +8,14 @@ import dagster as dg
 from pathlib import Path
 import pytest
 
-from lookups.assets.definitions import ALL_ASSETS, defs
+from lookups.assets.runner import run_partition
+from lookups.assets.definitions import ALL_ASSETS, defs, split_keys
 from lookups.pipeline import catalog, harvest, planted
 from lookups.pipeline.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_CHECK_NAMES = {
-    "neurons_valid", "documents_valid", "exemplars_valid", "exemplar_coverage", "attribution_identity", "head_scores_valid", "ablations_valid",
+    "models_valid", "neurons_valid", "documents_valid", "exemplars_valid", "exemplar_coverage", "attribution_identity", "head_scores_valid", "ablations_valid",
     "explanations_valid", "explanation_scores_valid",
 }
 
@@ -37,9 +38,11 @@ def test_job_and_assets_are_defined():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
-        "explanations", "explanation_scores", "atlas_report",
+        "explanations", "explanation_scores", "atlas_report", "model_weights", "corpus_files",
     }
-    assert defs.resolve_job_def("lookups") is not None
+    assert defs.resolve_job_def("lookups").partitions_def is not None
+    assert {s.name for s in defs.schedules} == {"refresh_models", "refresh_corpora"}
+    assert {s.name for s in defs.sensors} == {"lookups_automation", "corpus_folder_sensor"}
 
 
 @pytest.mark.slow
@@ -72,7 +75,7 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
 
     with dg.DagsterInstance.ephemeral() as instance:
         job = defs.resolve_job_def("lookups")
-        first = job.execute_in_process(run_config=run_config, instance=instance)
+        first = run_partition(instance, run_config)
         assert first.success
         checks = [e.asset_check_evaluation_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert {c.check_name for c in checks} == ALL_CHECK_NAMES
@@ -84,7 +87,7 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
         assert counts.values.tolist() == [[30 * 1536, counts.e[0], len(REPO_TEXTS)]] and counts.e[0] > 0
 
         calls.update(forward=0, catalog=0)
-        second = job.execute_in_process(run_config=run_config, instance=instance)
+        second = run_partition(instance, run_config)
         assert second.success
         assert calls == {"forward": 0, "catalog": 0}
         for key in (
@@ -106,7 +109,7 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     run_config = circuit.run_config()
     run_config["ops"]["explanations"] = {"config": {"backend": "contrastive"}}  # the LLM backends have their own tests
     with dg.DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("lookups").execute_in_process(run_config=run_config, instance=instance)
+        result = run_partition(instance, run_config)
     assert result.success
     checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert {c.check_name for c in checks} == ALL_CHECK_NAMES
@@ -138,4 +141,5 @@ def test_the_readme_run_config_example_is_valid():
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = yaml.safe_load(block)
     assert set(config["ops"]) == {a.key.path[-1] for a in ALL_ASSETS}
+    config, keys = split_keys(config)
     dg.validate_run_config(defs.resolve_job_def("lookups"), config)

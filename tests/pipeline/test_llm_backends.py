@@ -9,6 +9,7 @@ import pytest
 from chains import run_planted_chain
 from servers import LLAMA_MODEL_ALIAS, FaultProxy, llama_server
 
+from lookups.assets.runner import run_partition
 from lookups.assets.definitions import defs
 from lookups.pipeline import planted, steps
 from lookups.pipeline.config import ExplanationSettings, HeadScoreSettings, ScoringSettings
@@ -72,7 +73,7 @@ def test_openai_backend_against_llama_cpp_server_through_dagster(proxy, tmp_path
     run_config["ops"]["explanations"] = {"config": {"backend": "auto", "pairs_per_neuron": 2, "max_pairs": 2, "timeout_s": 120.0}}
     job = defs.resolve_job_def("lookups")
     with dg.DagsterInstance.ephemeral() as instance:
-        first = job.execute_in_process(run_config=run_config, instance=instance)
+        first = run_partition(instance, run_config)
         assert first.success
         checks = [e.asset_check_evaluation_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         assert all(c.passed for c in checks), [c for c in checks if not c.passed]
@@ -98,7 +99,7 @@ def test_openai_backend_against_llama_cpp_server_through_dagster(proxy, tmp_path
         assert SECRET not in events and proxy.url not in events
 
         # Re-materializing with nothing changed makes zero LLM calls.
-        second = job.execute_in_process(run_config=run_config, instance=instance)
+        second = run_partition(instance, run_config)
         assert second.success
         assert proxy.counts.get("pass", 0) == requests
         assert second.asset_materializations_for_node("explanations")[0].metadata["skipped (unchanged inputs)"].value is True

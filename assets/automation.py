@@ -1,0 +1,149 @@
+"""Partitions, observable sources, declarative automation, the corpus-folder sensor and the daily refresh.
+
+Every asset is partitioned by (model, prompt_set): two dynamic dimensions whose keys are model and corpus
+keys (``pipeline.sources``). The model weights and each corpus are observable sources; their data versions
+(weights fingerprint, files' content hash) flow through every asset's data version, so Dagster knows which
+partitions are stale and the automation sensor materializes exactly those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import dagster as dg
+
+from lookups.pipeline import sources
+
+MODEL_DIMENSION = "model"
+PROMPT_SET_DIMENSION = "prompt_set"
+model_partitions = dg.DynamicPartitionsDefinition(name=MODEL_DIMENSION)
+prompt_set_partitions = dg.DynamicPartitionsDefinition(name=PROMPT_SET_DIMENSION)
+#: One partition per (model, prompt set), e.g. "smollm2-135m-instruct|gensim-wiki".
+lookups_partitions = dg.MultiPartitionsDefinition({MODEL_DIMENSION: model_partitions, PROMPT_SET_DIMENSION: prompt_set_partitions})
+
+REFRESH_CRON_ENV = "LOOKUPS_REFRESH_CRON"
+DEFAULT_REFRESH_CRON = "0 3 * * *"  # daily, 03:00 in the instance's time zone
+SENSOR_INTERVAL_ENV = "LOOKUPS_CORPUS_SENSOR_SECONDS"
+
+
+def partition_key(model: str, prompt_set: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({MODEL_DIMENSION: model, PROMPT_SET_DIMENSION: prompt_set})
+
+
+def keys_of(context) -> tuple[str, str]:
+    """(model key, corpus key) of the running partition."""
+    if not context.has_partition_key:
+        raise dg.Failure(
+            "lookups assets are partitioned by (model, prompt_set): pick a partition in the UI's materialize dialog "
+            "(add a model or corpus key there if it is new), or run `lookups run --model ... --corpus ...`.",
+            allow_retries=False,
+        )
+    found = context.partition_key.keys_by_dimension
+    return found[MODEL_DIMENSION], found[PROMPT_SET_DIMENSION]
+
+
+def add_partitions(instance: dg.DagsterInstance, model: str, prompt_set: str) -> dg.MultiPartitionKey:
+    """Register the keys (idempotent) and return the partition."""
+    model, prompt_set = sources.normalize_key("model", model), sources.normalize_key("corpus", prompt_set)
+    for dimension, key in ((MODEL_DIMENSION, model), (PROMPT_SET_DIMENSION, prompt_set)):
+        if not instance.has_dynamic_partition(dimension, key):
+            instance.add_dynamic_partitions(dimension, [key])
+    return partition_key(model, prompt_set)
+
+
+# ---------------------------------------------------------------- observable sources
+
+
+def _observe(context, dimension: str, fingerprint) -> dg.DataVersionsByPartition:
+    versions = {}
+    for key in context.instance.get_dynamic_partitions(dimension):
+        try:
+            versions[key] = fingerprint(key)
+        except Exception as err:  # one unreadable source must not hide the others' changes
+            context.log.warning(f"{dimension} {key!r} could not be observed: {err}")
+    return dg.DataVersionsByPartition(versions)
+
+
+@dg.observable_source_asset(
+    partitions_def=model_partitions,
+    group_name="sources",
+    description="Each model's weights: observed as name@sha256 of the weight files (a changed checkpoint is a new version).",
+)
+def model_weights(context) -> dg.DataVersionsByPartition:
+    return _observe(context, MODEL_DIMENSION, sources.model_fingerprint)
+
+
+@dg.observable_source_asset(
+    partitions_def=prompt_set_partitions,
+    group_name="sources",
+    description="Each corpus's files: observed as a hash of their content (an added or edited document is a new version).",
+)
+def corpus_files(context) -> dg.DataVersionsByPartition:
+    return _observe(context, PROMPT_SET_DIMENSION, sources.corpus_fingerprint)
+
+
+observe_models = dg.define_asset_job("observe_models", selection=[model_weights], description="Re-observe every model's weights.")
+observe_corpora = dg.define_asset_job("observe_corpora", selection=[corpus_files], description="Re-observe every corpus's files.")
+
+
+# ---------------------------------------------------------------- automation
+
+#: Materialize a partition when it appears (a new model or corpus key), when an input's data version changes
+#: (a source re-observed with new content, an upstream asset recomputed) or when this asset's code version
+#: changes; never while an input is missing or running, and only once the inputs' blocking checks passed.
+LOOKUPS_AUTOMATION = (
+    dg.AutomationCondition.eager()
+    | (
+        dg.AutomationCondition.code_version_changed()
+        & ~dg.AutomationCondition.missing()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("code version changed")
+) & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "lookups_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes exactly the stale or new partitions (the assets' automation conditions).",
+)
+
+
+# ---------------------------------------------------------------- corpus folders and the daily refresh
+
+
+@dg.sensor(
+    job=observe_corpora,
+    minimum_interval_seconds=int(os.environ.get(SENSOR_INTERVAL_ENV, "60")),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches the corpus folders root (LOOKUPS_CORPUS_FOLDERS): a new folder becomes a prompt_set key, "
+    "and new or changed files re-observe the corpora, so automation recomputes what depends on them.",
+)
+def corpus_folder_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    snapshot = sources.folder_snapshot()
+    before = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(PROMPT_SET_DIMENSION))
+    new_keys = sorted(k for k in snapshot if k not in known)
+    changed = sorted(k for k, v in snapshot.items() if before.get(k) != v)
+    requests = []
+    if changed:
+        requests.append(dg.RunRequest(run_key="corpora-" + hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:16], tags={"lookups/changed": ",".join(changed)[:200]}))
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[prompt_set_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=json.dumps(snapshot, sort_keys=True),
+        skip_reason=None if requests or new_keys else "no new or changed corpus folder",
+    )
+
+
+def refresh_schedules() -> list[dg.ScheduleDefinition]:
+    """Re-observe the models and the corpora on a cron (``LOOKUPS_REFRESH_CRON``, daily by default); the
+    automation sensor then materializes whatever the new versions made stale."""
+    cron = os.environ.get(REFRESH_CRON_ENV) or DEFAULT_REFRESH_CRON
+    return [
+        dg.ScheduleDefinition(name=f"refresh_{job.name.removeprefix('observe_')}", job=job, cron_schedule=cron, default_status=dg.DefaultScheduleStatus.RUNNING)
+        for job in (observe_models, observe_corpora)
+    ]
