@@ -103,6 +103,9 @@ LOOKUPS_AUTOMATION = (
     ).with_label("code version changed")
 ) & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
+#: A check is requested with its asset, in the same run, where a failed blocking check stops what follows.
+CHECK_WITH_ITS_ASSET = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested()).with_label("its asset is requested")
+
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "lookups_automation",
     target=dg.AssetSelection.all(),

@@ -6,7 +6,14 @@ import dagster as dg
 from lookups.pipeline import quality, steps
 
 from .core import explanation_scores, explanations, head_ablations, head_attributions, head_neuron_scores, model, neuron_catalog, neuron_exemplars, prompt_set
+from .automation import CHECK_WITH_ITS_ASSET, lookups_partitions
 from .resources import LookupsStore
+
+
+def lookups_check(**kwargs):
+    """A check of one (model, prompt_set) partition of its asset, run right after that partition is written
+    (also when the automation requests the asset: the assets after it wait for the blocking checks)."""
+    return dg.asset_check(partitions_def=lookups_partitions, automation_condition=CHECK_WITH_ITS_ASSET, **kwargs)
 
 #: Share of selected neurons that must have at least one exemplar before the coverage check warns.
 MIN_COVERAGE = 0.8
@@ -25,13 +32,13 @@ def _references(db, table: str, **keys) -> quality.SuiteResult:
     return quality.validate_references(db.query(sql, params), table)
 
 
-@dg.asset_check(asset=model, blocking=True, description="The model's row recorded: id unique and not null, architecture facts positive, MLP kind known.")
+@lookups_check(asset=model, blocking=True, description="The model's row recorded: id unique and not null, architecture facts positive, MLP kind known.")
 def models_valid(model: steps.ModelHandle, store: LookupsStore) -> dg.AssetCheckResult:
     frame = store.store().query("SELECT * FROM models WHERE model_id = ?", [model.model_id])
     return _result(quality.validate(frame, "models", quality.models_suite(rows=1)))
 
 
-@dg.asset_check(asset=neuron_catalog, blocking=True, description="Keys unique and not null, scores finite, a selection of the expected size; every neuron of a recorded model.")
+@lookups_check(asset=neuron_catalog, blocking=True, description="Keys unique and not null, scores finite, a selection of the expected size; every neuron of a recorded model.")
 def neurons_valid(neuron_catalog: steps.CatalogHandle, store: LookupsStore) -> dg.AssetCheckResult:
     db = store.store()
     frame = db.query("SELECT * FROM neurons WHERE model_id = ?", [neuron_catalog.model_id])
@@ -40,7 +47,7 @@ def neurons_valid(neuron_catalog: steps.CatalogHandle, store: LookupsStore) -> d
     return _result(quality.merge("neurons", rows, _references(db, "neurons", model_id=neuron_catalog.model_id)))
 
 
-@dg.asset_check(
+@lookups_check(
     asset=prompt_set,
     blocking=True,
     description="Document keys unique and not null, splits valid, no empty text, every document of a recorded prompt set; "
@@ -59,7 +66,7 @@ def documents_valid(prompt_set: steps.PromptSetHandle, store: LookupsStore) -> d
     return _result(outcome)
 
 
-@dg.asset_check(
+@lookups_check(
     asset=neuron_exemplars,
     blocking=True,
     description="Keys unique and not null, activations finite, every prompt at or above the ratio, under the length limit and ending at the "
@@ -77,7 +84,7 @@ def exemplars_valid(neuron_exemplars: steps.ExemplarsHandle, store: LookupsStore
     return _result(quality.merge("neuron_exemplars", rows, references))
 
 
-@dg.asset_check(asset=neuron_exemplars, description=f"At least one exemplar for {MIN_COVERAGE:.0%} of the selected neurons (a warning otherwise).")
+@lookups_check(asset=neuron_exemplars, description=f"At least one exemplar for {MIN_COVERAGE:.0%} of the selected neurons (a warning otherwise).")
 def exemplar_coverage(neuron_exemplars: steps.ExemplarsHandle, store: LookupsStore) -> dg.AssetCheckResult:
     frame = store.store().query(
         "SELECT n.layer, n.neuron, count(e.doc_id) AS n_exemplars FROM neurons n "
@@ -90,7 +97,7 @@ def exemplar_coverage(neuron_exemplars: steps.ExemplarsHandle, store: LookupsSto
     return _result(outcome, dg.AssetCheckSeverity.WARN, neurons_without_exemplars=without, selected_neurons=len(frame))
 
 
-@dg.asset_check(
+@lookups_check(
     asset=head_attributions,
     blocking=True,
     description="For every exemplar, the full decomposition (embeddings, every head, every earlier MLP, biases) sums to the "
@@ -118,7 +125,7 @@ def attribution_identity(head_attributions: steps.AttributionsHandle, store: Loo
     )
 
 
-@dg.asset_check(
+@lookups_check(
     asset=head_neuron_scores,
     blocking=True,
     description="Keys unique, fractions in [0, 1], one rank-1 head per neuron; every score of a selected or random-baseline neuron.",
@@ -131,7 +138,7 @@ def head_scores_valid(head_neuron_scores: steps.HeadScoresHandle, store: Lookups
     return _result(quality.merge("head_neuron_scores", rows, _references(db, "head_neuron_scores", **keys)))
 
 
-@dg.asset_check(
+@lookups_check(
     asset=head_ablations,
     blocking=True,
     description="Keys unique, activations finite, probabilities in [0, 1]; every ablation of a consistent pair on one of its neuron's "
@@ -151,7 +158,7 @@ def ablations_valid(head_ablations: steps.AblationsHandle, store: LookupsStore) 
     return _result(outcome)
 
 
-@dg.asset_check(
+@lookups_check(
     asset=explanations,
     blocking=True,
     description="Ids unique, statuses known, text wherever the status is ok, every explanation of a consistent pair of its cohort; "
@@ -174,7 +181,7 @@ def explanations_valid(context: dg.AssetCheckExecutionContext, explanations: ste
     return _result(outcome, **{f"status {k}": int(v) for k, v in counts.items()})
 
 
-@dg.asset_check(
+@lookups_check(
     asset=explanation_scores,
     blocking=True,
     description="Keys unique, E and AUC in [0, 1], confusion counts equal to the usable answers, a reason for every unscored row, every "

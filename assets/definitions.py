@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import dagster as dg
-import yaml
 
 from .automation import (
     automation_sensor,
@@ -32,7 +29,7 @@ from .core import (
     neuron_exemplars,
     prompt_set,
 )
-from .resources import LookupsStore
+from .resources import HandleIOManager, LookupsStore
 
 ALL_ASSETS = [
     model, neuron_catalog, corpus, prompt_set, neuron_exemplars, head_attributions, head_neuron_scores, head_ablations,
@@ -56,31 +53,24 @@ def split_keys(run_config: dict) -> tuple[dict, dict]:
     return {**run_config, "ops": ops}, keys
 
 
-def default_run_config() -> dict | None:
-    """The run config the launchpad starts from: the YAML file named by ``LOOKUPS_RUN_CONFIG`` (set by
-    ``lookups ui --config FILE``), else none (every setting at its default). A model name or corpus source
-    in it is a partition key, picked in the materialize dialog, so it is left out here."""
-    path = os.environ.get("LOOKUPS_RUN_CONFIG")
-    if not path:
-        return None
-    loaded = yaml.safe_load(Path(path).read_text()) or {}
-    return split_keys({"ops": loaded.get("ops", loaded)})[0]
-
-
 #: The main job: every asset and check of one (model, prompt_set) partition, in dependency order.
 lookups_job = dg.define_asset_job(
     "lookups",
     selection=dg.AssetSelection.assets(*ALL_ASSETS),
     partitions_def=lookups_partitions,
     description="Materialize every lookups asset of one (model, prompt_set) partition.",
-    config=default_run_config(),
 )
 
-defs = dg.Definitions(
-    assets=[*SOURCES, *ALL_ASSETS],
-    asset_checks=ALL_CHECKS,
-    jobs=[lookups_job, observe_models, observe_corpora],
-    schedules=refresh_schedules(),
-    sensors=[automation_sensor, corpus_folder_sensor],
-    resources={"store": LookupsStore()},
-)
+def build_definitions(assets: list | None = None) -> dg.Definitions:
+    """The code location's definitions (``assets`` replaces the lookups assets, e.g. with other code versions)."""
+    return dg.Definitions(
+        assets=[*SOURCES, *(assets or ALL_ASSETS)],
+        asset_checks=ALL_CHECKS,
+        jobs=[lookups_job, observe_models, observe_corpora],
+        schedules=refresh_schedules(),
+        sensors=[automation_sensor, corpus_folder_sensor],
+        resources={"store": LookupsStore(), "io_manager": HandleIOManager()},
+    )
+
+
+defs = build_definitions()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
 import dagster as dg
 
 from lookups.pipeline.config import (
@@ -16,6 +21,7 @@ from lookups.pipeline.config import (
     ModelRunSettings,
     PromptSetSettings,
     ScoringSettings,
+    data_dir,
     database_path,
 )
 from lookups.pipeline.store import Store
@@ -28,6 +34,37 @@ class LookupsStore(dg.ConfigurableResource):
 
     def store(self) -> Store:
         return Store(self.database or database_path())
+
+
+class HandleIOManager(dg.ConfigurableIOManager):
+    """The assets' outputs are small handles (ids, data versions, stats; the rows live in the store),
+    pickled under ``<data>/handles/<asset>/<hash of the partition key>.pkl``. Partition keys are paths and
+    names of any shape, so they never become file paths themselves."""
+
+    folder: str = ""
+
+    def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
+        root = Path(self.folder) if self.folder else data_dir() / "handles"
+        name = hashlib.sha256(str(partition).encode()).hexdigest()[:24] if partition is not None else "unpartitioned"
+        return root / "__".join(asset_key.path) / f"{name}.pkl"
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        path = self._path(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(obj))
+        os.replace(tmp, path)
+
+    def load_input(self, context: dg.InputContext):
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        path = self._path(context.asset_key, partition)
+        if not path.exists():
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} has not been materialized for partition {partition}: materialize it first "
+                "(select it too, or run `lookups run` for this model and corpus).",
+                allow_retries=False,
+            )
+        return pickle.loads(path.read_bytes())
 
 
 class ModelConfig(dg.Config, ModelRunSettings):
@@ -73,3 +110,60 @@ class ExplanationConfig(dg.Config, ExplanationSettings):
 
 class ScoringConfig(dg.Config, ScoringSettings):
     """Scoring explanations on held-out prompts, with baselines (DESIGN step 7)."""
+
+
+# ---------------------------------------------------------------- settings file
+
+#: The settings file (YAML run config, `lookups ui --config FILE`): its values become the defaults of the
+#: config classes below, so every run of the deployment uses them: launched from the UI, by the automation
+#: sensor, by the schedule. A run's own config still overrides them.
+SETTINGS_FILE_ENV = "LOOKUPS_RUN_CONFIG"
+#: Which asset each config class configures.
+CONFIG_OF_ASSET = {
+    "model": "ModelConfig", "neuron_catalog": "CatalogConfig", "corpus": "CorpusConfig", "prompt_set": "PromptSetConfig",
+    "neuron_exemplars": "ExemplarConfig", "head_attributions": "AttributionConfig", "head_neuron_scores": "HeadScoreConfig",
+    "head_ablations": "AblationConfig", "atlas_report": "AtlasConfig", "explanations": "ExplanationConfig", "explanation_scores": "ScoringConfig",
+}
+
+
+def settings_file_ops() -> dict:
+    """The ``ops`` of the settings file, without the model name and corpus source (those are partition keys)."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    path = os.environ.get(SETTINGS_FILE_ENV)
+    if not path:
+        return {}
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{SETTINGS_FILE_ENV}={path}: no such settings file. Fix the path, or unset it for the defaults.")
+    loaded = yaml.safe_load(Path(path).read_text()) or {}
+    ops = loaded.get("ops", loaded)
+    unknown = sorted(set(ops) - set(CONFIG_OF_ASSET))
+    if unknown:
+        raise ValueError(f"{path}: no asset named {', '.join(unknown)}; the assets with settings are {', '.join(CONFIG_OF_ASSET)}.")
+    out = {}
+    for op, block in ops.items():
+        values = dict((block or {}).get("config") or {})
+        values.pop({"model": "name", "corpus": "source"}.get(op, ""), None)
+        out[op] = values
+    return out
+
+
+def _with_defaults(cls: type, values: dict) -> type:
+    """``cls`` with the given field defaults (validated: an unknown field or a bad value fails at load)."""
+    if not values:
+        return cls
+    unknown = sorted(set(values) - set(cls.model_fields))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no setting {', '.join(unknown)} (settings file {SETTINGS_FILE_ENV}).")
+    cls.model_validate(values)
+    import pydantic
+
+    fields = {name: (cls.model_fields[name].annotation, pydantic.Field(value, description=cls.model_fields[name].description)) for name, value in values.items()}
+    return pydantic.create_model(cls.__name__, __base__=cls, __doc__=cls.__doc__, __module__=cls.__module__, **fields)
+
+
+for _asset, _values in settings_file_ops().items():
+    globals()[CONFIG_OF_ASSET[_asset]] = _with_defaults(globals()[CONFIG_OF_ASSET[_asset]], _values)

@@ -155,7 +155,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     env = _dagster_env()
     if args.config:
-        env["LOOKUPS_RUN_CONFIG"] = str(Path(args.config).resolve())  # the launchpad of the `lookups` job starts from it
+        env["LOOKUPS_RUN_CONFIG"] = str(Path(args.config).resolve())  # its values are the defaults of every run: launchpad, automation, schedule
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(repo_root() / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})")
     return subprocess.call(cmd, env=env, cwd=repo_root())

@@ -74,7 +74,6 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
     monkeypatch.setattr(catalog, "build_catalog", counting_build)
 
     with dg.DagsterInstance.ephemeral() as instance:
-        job = defs.resolve_job_def("lookups")
         first = run_partition(instance, run_config)
         assert first.success
         checks = [e.asset_check_evaluation_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]

@@ -10,7 +10,6 @@ from chains import run_planted_chain
 from servers import LLAMA_MODEL_ALIAS, FaultProxy, llama_server
 
 from lookups.assets.runner import run_partition
-from lookups.assets.definitions import defs
 from lookups.pipeline import planted, steps
 from lookups.pipeline.config import ExplanationSettings, HeadScoreSettings, ScoringSettings
 from lookups.pipeline.store import TABLE_KEYS, Store
@@ -71,7 +70,6 @@ def test_openai_backend_against_llama_cpp_server_through_dagster(proxy, tmp_path
     run_config = circuit.run_config()
     run_config["ops"]["head_neuron_scores"] = {"config": WIDE}
     run_config["ops"]["explanations"] = {"config": {"backend": "auto", "pairs_per_neuron": 2, "max_pairs": 2, "timeout_s": 120.0}}
-    job = defs.resolve_job_def("lookups")
     with dg.DagsterInstance.ephemeral() as instance:
         first = run_partition(instance, run_config)
         assert first.success
