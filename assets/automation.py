@@ -26,6 +26,24 @@ lookups_partitions = dg.MultiPartitionsDefinition({MODEL_DIMENSION: model_partit
 REFRESH_CRON_ENV = "LOOKUPS_REFRESH_CRON"
 DEFAULT_REFRESH_CRON = "0 3 * * *"  # daily, 03:00 in the instance's time zone
 SENSOR_INTERVAL_ENV = "LOOKUPS_CORPUS_SENSOR_SECONDS"
+RUN_TAGS_ENV = "LOOKUPS_RUN_TAGS"
+
+
+def run_tags() -> dict:
+    """Tags for every run of the lookups assets, from ``LOOKUPS_RUN_TAGS`` (JSON). On Kubernetes, with
+    dagster-k8s's run launcher, ``{"dagster-k8s/config": {"container_config": {"resources": {"limits":
+    {"nvidia.com/gpu": "1"}}}}}`` gives each partition's run a pod with a GPU."""
+    text = os.environ.get(RUN_TAGS_ENV)
+    if not text:
+        return {}
+    try:
+        tags = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{RUN_TAGS_ENV} is not JSON ({err}): give an object of tags, e.g. '{{\"team\": \"interp\"}}'.") from err
+    if not isinstance(tags, dict):
+        raise ValueError(f"{RUN_TAGS_ENV} must be a JSON object of tags, not {type(tags).__name__}.")
+    # Dagster tags are strings: structured values (dagster-k8s/config) travel as JSON.
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items()}
 
 
 def partition_key(model: str, prompt_set: str) -> dg.MultiPartitionKey:
@@ -68,7 +86,7 @@ def _observe(context, dimension: str, fingerprint) -> dg.DataVersionsByPartition
 
 @dg.observable_source_asset(
     partitions_def=model_partitions,
-    group_name="sources",
+    group_name="lookups",
     description="Each model's weights: observed as name@sha256 of the weight files (a changed checkpoint is a new version).",
 )
 def model_weights(context) -> dg.DataVersionsByPartition:
@@ -77,7 +95,7 @@ def model_weights(context) -> dg.DataVersionsByPartition:
 
 @dg.observable_source_asset(
     partitions_def=prompt_set_partitions,
-    group_name="sources",
+    group_name="lookups",
     description="Each corpus's files: observed as a hash of their content (an added or edited document is a new version).",
 )
 def corpus_files(context) -> dg.DataVersionsByPartition:
@@ -111,6 +129,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    run_tags=run_tags(),
     description="Materializes exactly the stale or new partitions (the assets' automation conditions).",
 )
 
@@ -119,26 +138,34 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 
 @dg.sensor(
-    job=observe_corpora,
-    minimum_interval_seconds=int(os.environ.get(SENSOR_INTERVAL_ENV, "60")),
+    jobs=[observe_models, observe_corpora],
+    minimum_interval_seconds=int(os.environ.get(SENSOR_INTERVAL_ENV, "30")),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Watches the corpus folders root (LOOKUPS_CORPUS_FOLDERS): a new folder becomes a prompt_set key, "
-    "and new or changed files re-observe the corpora, so automation recomputes what depends on them.",
+    description="Keeps the sources observed: a new folder under the corpus folders root (LOOKUPS_CORPUS_FOLDERS) becomes "
+    "a prompt_set key; new or changed files there, and any model or corpus key added (from the UI, the CLI, this sensor), "
+    "are observed at once, so the automation sensor materializes exactly what they made new or stale.",
 )
-def corpus_folder_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    snapshot = sources.folder_snapshot()
+def sources_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     before = json.loads(context.cursor) if context.cursor else {}
-    known = set(context.instance.get_dynamic_partitions(PROMPT_SET_DIMENSION))
-    new_keys = sorted(k for k in snapshot if k not in known)
-    changed = sorted(k for k, v in snapshot.items() if before.get(k) != v)
+    snapshot = sources.folder_snapshot()
+    models = sorted(context.instance.get_dynamic_partitions(MODEL_DIMENSION))
+    prompt_sets = sorted(context.instance.get_dynamic_partitions(PROMPT_SET_DIMENSION))
+    new_folders = sorted(k for k in snapshot if k not in prompt_sets)
+    changed_folders = sorted(k for k, v in snapshot.items() if before.get("folders", {}).get(k) != v)
+    new_models = sorted(set(models) - set(before.get("models", [])))
+    new_prompt_sets = sorted((set(prompt_sets) | set(new_folders)) - set(before.get("prompt_sets", [])))
+    cursor = {"folders": snapshot, "models": models, "prompt_sets": sorted(set(prompt_sets) | set(new_folders))}
+    stamp = hashlib.sha256(json.dumps(cursor, sort_keys=True).encode()).hexdigest()[:16]
     requests = []
-    if changed:
-        requests.append(dg.RunRequest(run_key="corpora-" + hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:16], tags={"lookups/changed": ",".join(changed)[:200]}))
+    if new_models:
+        requests.append(dg.RunRequest(run_key=f"models-{stamp}", job_name=observe_models.name, tags={"lookups/new": ",".join(new_models)[:200]}))
+    if changed_folders or new_prompt_sets:
+        requests.append(dg.RunRequest(run_key=f"corpora-{stamp}", job_name=observe_corpora.name, tags={"lookups/new": ",".join(changed_folders + new_prompt_sets)[:200]}))
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[prompt_set_partitions.build_add_request(new_keys)] if new_keys else [],
-        cursor=json.dumps(snapshot, sort_keys=True),
-        skip_reason=None if requests or new_keys else "no new or changed corpus folder",
+        dynamic_partitions_requests=[prompt_set_partitions.build_add_request(new_folders)] if new_folders else [],
+        cursor=json.dumps(cursor, sort_keys=True),
+        skip_reason=None if requests or new_folders else "no new key, no new or changed corpus folder",
     )
 
 

@@ -8,12 +8,13 @@ import dagster as dg
 from .automation import (
     automation_sensor,
     corpus_files,
-    corpus_folder_sensor,
     lookups_partitions,
     model_weights,
     observe_corpora,
     observe_models,
     refresh_schedules,
+    run_tags,
+    sources_sensor,
 )
 from .checks import ALL_CHECKS
 from .core import (
@@ -58,6 +59,7 @@ lookups_job = dg.define_asset_job(
     "lookups",
     selection=dg.AssetSelection.assets(*ALL_ASSETS),
     partitions_def=lookups_partitions,
+    tags=run_tags(),
     description="Materialize every lookups asset of one (model, prompt_set) partition.",
 )
 
@@ -68,7 +70,7 @@ def build_definitions(assets: list | None = None) -> dg.Definitions:
         asset_checks=ALL_CHECKS,
         jobs=[lookups_job, observe_models, observe_corpora],
         schedules=refresh_schedules(),
-        sensors=[automation_sensor, corpus_folder_sensor],
+        sensors=[automation_sensor, sources_sensor],
         resources={"store": LookupsStore(), "io_manager": HandleIOManager()},
     )
 

@@ -162,7 +162,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
-    print(json.dumps({"data": str(data_dir()), "database": str(database_path()), "dagster_home": str(dagster_home())}, indent=2))
+    store = Store()
+    print(json.dumps({"data": str(data_dir()), "database": str(database_path()), "warehouse": store.root, "dagster_home": str(dagster_home())}, indent=2))
+    return 0
+
+
+def cmd_catalog_sql(args: argparse.Namespace) -> int:
+    print(Store().catalog_sql())
     return 0
 
 
@@ -224,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.set_defaults(func=cmd_ui)
     paths = sub.add_parser("paths", help="Print where the data folder, database and Dagster instance are.")
     paths.set_defaults(func=cmd_paths)
+    catalog = sub.add_parser(
+        "catalog-sql",
+        help="Print the SQL that makes any DuckDB (a MotherDuck database, a notebook) a catalog of the results: a view per table over its Parquet files, and the views.",
+    )
+    catalog.set_defaults(func=cmd_catalog_sql)
     return parser
 
 

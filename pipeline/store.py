@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from . import files
 from .config import database_path
 
 
@@ -94,6 +95,20 @@ def warehouse_root(path: Path) -> str:
     return os.environ.get("LOOKUPS_WAREHOUSE") or str(path.with_name(path.stem + "_tables"))
 
 
+DUCKDB_SETUP_ENV = "LOOKUPS_DUCKDB_SETUP"
+
+
+def _connect(database: str = ":memory:", **kwargs) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the deployment's setup SQL run first (``LOOKUPS_DUCKDB_SETUP``, e.g.
+    ``CREATE SECRET (TYPE s3, PROVIDER credential_chain)`` for a warehouse on S3): credentials stay in the
+    environment, never in the code or the catalog."""
+    con = duckdb.connect(database, **kwargs)
+    setup = os.environ.get(DUCKDB_SETUP_ENV)
+    if setup:
+        con.execute(setup)
+    return con
+
+
 def _is_local(root: str) -> bool:
     return "://" not in root
 
@@ -150,27 +165,29 @@ class Store:
     def _typing(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with the real tables of schema.sql, empty: writes are conformed through it."""
         if self._typed is None:
-            con = duckdb.connect()
+            con = _connect()
             con.execute(sql_text("schema.sql"))
             self._typed = con
-            if _is_local(self.root):
-                for table in TABLE_KEYS:
-                    self._write_schema_file(con, table)
+            for table in TABLE_KEYS:
+                self._write_schema_file(con, table)
         return self._typed
 
     def _write_schema_file(self, con, table: str) -> None:
-        folder = Path(self.table_dir(table))
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / SCHEMA_FILE
+        """An empty file with the table's columns, so a table nothing has been written to reads as empty."""
+        target = f"{self.table_dir(table)}/{SCHEMA_FILE}"
         columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
-        if target.exists():
+        if not _is_local(self.root):
+            con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {_sql_string(target)} (FORMAT parquet)")
+            return
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        if Path(target).exists():
             try:
-                found = [r[0] for r in duckdb.connect().execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_string(str(target))})").fetchall()]
+                found = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_string(target)})").fetchall()]
                 if found == columns:
                     return
             except duckdb.Error:
                 pass
-        tmp = folder / f".{SCHEMA_FILE}.{uuid.uuid4().hex}.tmp"
+        tmp = files.staging_path(Path(target))
         con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {_sql_string(str(tmp))} (FORMAT parquet)")
         os.replace(tmp, target)
 
@@ -181,7 +198,7 @@ class Store:
         frame = frame.copy()
         for column, value in keys.items():
             frame[column] = value
-        staged = target if not _is_local(self.root) else str(Path(target).with_name(f".{Path(target).name}.{uuid.uuid4().hex}.tmp"))
+        staged = target if not _is_local(self.root) else str(files.staging_path(Path(target)))
         if _is_local(self.root):
             Path(target).parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
@@ -235,6 +252,11 @@ class Store:
 
     # ------------------------------------------------------------ reading
 
+    def catalog_sql(self) -> str:
+        """The catalog as SQL: a view per table over its Parquet files, then ``sql/views.sql``. Run it in any
+        DuckDB (a MotherDuck database, a notebook) to query the same results."""
+        return self._views_sql()
+
     def _views_sql(self) -> str:
         statements = [
             f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({_sql_string(self.table_dir(table) + '/*.parquet')}, union_by_name = true)"
@@ -247,7 +269,7 @@ class Store:
             if require_results and not self.exists():
                 raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
             self._typing()  # every table has its schema file, so an empty table reads as empty
-            con = duckdb.connect()
+            con = _connect()
             con.execute(self._views_sql())
             self._reader = con
         return self._reader
@@ -266,7 +288,7 @@ class Store:
         if _is_local(self.root) and not Path(path).exists():
             return None
         try:
-            row = duckdb.connect().execute(f"SELECT data_version, code_version, stats FROM read_parquet({_sql_string(path)})").fetchone()
+            row = _connect().execute(f"SELECT data_version, code_version, stats FROM read_parquet({_sql_string(path)})").fetchone()
         except duckdb.IOException:
             return None
         if row is None:
@@ -285,7 +307,7 @@ class Store:
         started, delay = time.monotonic(), 0.05
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                return _connect(str(self.path))
             except duckdb.IOException as err:
                 if "lock" not in str(err).lower():
                     raise

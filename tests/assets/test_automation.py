@@ -246,3 +246,39 @@ def test_a_corrupted_table_stops_what_depends_on_it(tmp_path, monkeypatch, corru
             assert Store().query(f"SELECT count(*) AS n FROM {table}")["n"][0] > 0  # the bad rows are kept to inspect
     finally:
         counter.close()
+
+
+def test_the_sources_sensor_adds_folders_and_observes_new_and_changed_sources(tmp_path, monkeypatch):
+    from lookups.assets.definitions import defs
+
+    root = tmp_path / "corpus_folders"
+    monkeypatch.setenv("LOOKUPS_CORPUS_FOLDERS", str(root))
+    (root / "letters").mkdir(parents=True)
+    (root / "letters" / "a.txt").write_text("Dear friend, the harvest came early this year.")
+
+    def tick(instance, cursor):
+        result = automation.sources_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+        for request in result.dynamic_partitions_requests:  # what the daemon does with them
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        return result.cursor, sorted(r.job_name for r in result.run_requests)
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        cursor, jobs = tick(instance, None)
+        assert instance.get_dynamic_partitions("prompt_set") == ["letters"] and jobs == ["observe_corpora"]
+        cursor, jobs = tick(instance, cursor)
+        assert jobs == []  # nothing new
+        (root / "letters" / "b.txt").write_text("A second letter.")
+        cursor, jobs = tick(instance, cursor)
+        assert jobs == ["observe_corpora"] and instance.get_dynamic_partitions("prompt_set") == ["letters"]
+        instance.add_dynamic_partitions("model", ["some-model"])  # as the UI's "Add partition" does
+        cursor, jobs = tick(instance, cursor)
+        assert jobs == ["observe_models"]
+        cursor, jobs = tick(instance, cursor)
+        assert jobs == []
+        # The folder's name is the key; the observed version is its files' content hash.
+        from lookups.pipeline import sources
+
+        assert sources.corpus_source("letters") == str(root / "letters")
+        before = sources.corpus_fingerprint("letters")
+        (root / "letters" / "b.txt").write_text("A second letter, edited.")
+        assert sources.corpus_fingerprint("letters") != before

@@ -1,8 +1,9 @@
 """The Dagster UI in a real browser (Debian's chromium, driven by Selenium through Debian's chromedriver; no
-browser download): `lookups ui` serves the project's definitions; the test opens the asset graph, launches
-the `lookups` job from the launchpad on the planted-circuit configuration, waits for the run to succeed,
-then opens an asset's page and sees its metadata and its check result. Screenshots go to the test's folder
-(and to $LOOKUPS_SCREENSHOTS when set)."""
+browser download), with the daemon `lookups ui` starts: the settings file is the planted circuit's; the
+test adds the planted model and corpus as partition keys (as the UI's "Add partition" does, through its
+GraphQL API), the automation sensor materializes the new partition on its own, and the browser shows the
+asset graph, the run, an asset's metadata and its check result. Screenshots go to the test's folder (and to
+$LOOKUPS_SCREENSHOTS when set)."""
 
 import os
 import subprocess
@@ -24,6 +25,15 @@ FLAGS = [
 
 
 RUNS = "query { runsOrError { ... on Runs { results { runId status } } } }"
+REPOSITORY = {"repositoryName": "__repository__", "repositoryLocationName": "lookups"}
+SENSOR_TICKS = (
+    "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { sensorState { status ticks(limit: 1) { status } } } } }"
+)
+ADD_PARTITION = (
+    "mutation($r: RepositorySelector!, $d: String!, $k: String!) { addDynamicPartition(repositorySelector: $r, partitionsDefName: $d, "
+    "partitionKey: $k) { __typename ... on PythonError { message } } }"
+)
+LATEST = "query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset { assetMaterializations(limit: 1) { runId partition } } } }"
 FAILURES = (
     "query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events { __typename "
     "... on ExecutionStepFailureEvent { stepKey error { message cause { message } } } } } } } }"
@@ -68,29 +78,6 @@ def dismiss_welcome(driver) -> None:
             time.sleep(0.5)
 
 
-def launch_run(driver, timeout: float = 90) -> None:
-    """Click "Launch Run" once the launchpad has validated the config (the button is disabled until then),
-    skipping the welcome dialog whenever it shows up (it renders late), until the UI moves to the run page."""
-    from selenium.common.exceptions import ElementClickInterceptedException, StaleElementReferenceException
-
-    xpath = "//button[.//*[contains(text(), 'Launch Run')] or contains(., 'Launch Run')]"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        dismiss_welcome(driver)
-        try:
-            button = driver.find_element("xpath", xpath)
-            if button.is_enabled() and button.get_attribute("disabled") is None:
-                button.click()
-                for _ in range(20):  # the UI navigates to the new run's page
-                    if "/runs/" in driver.current_url:
-                        return
-                    time.sleep(0.5)
-        except (ElementClickInterceptedException, StaleElementReferenceException):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"could not launch a run from {driver.current_url}")
-
-
 def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, browser, data_folder):
     config = tmp_path / "planted.yaml"
     run_config = planted_circuit.run_config()
@@ -115,24 +102,30 @@ def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, brow
         dismiss_welcome(browser)
         browser.save_screenshot(str(shots / "1-asset-graph.png"))
 
-        browser.get(f"{base}/locations/lookups/jobs/lookups/playground")
-        wait_for_text(browser, "Launch Run")
-        dismiss_welcome(browser)
-        wait_for_text(browser, planted_circuit.model_dir.split("/")[-2])  # the launchpad starts from the file's config
-        browser.save_screenshot(str(shots / "2-launchpad.png"))
-        wait_for_text(browser, "No errors")
-        launch_run(browser)
-
-        deadline = time.time() + 420  # one process per step, each importing torch: minutes on 2 cores
-        status = None
-        while time.time() < deadline:
-            runs = graphql(port, RUNS)["runsOrError"]["results"]
-            status = runs[0]["status"] if runs else None
-            if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                break
+        # The automation sensor's first tick records the state; partitions added after it are new to it.
+        deadline = time.time() + 180
+        while not graphql(port, SENSOR_TICKS, {"s": {**REPOSITORY, "sensorName": "lookups_automation"}})["sensorOrError"]["sensorState"]["ticks"]:
+            assert time.time() < deadline, "the automation sensor never ticked (is the daemon running?)"
             time.sleep(2)
-        run_id = runs[0]["runId"] if runs else None
-        assert status == "SUCCESS", (status, run_id and step_failures(port, run_id), (tmp_path / "dagster-dev.log").read_text()[-3000:])
+        for dimension, key in (("model", planted_circuit.model_dir), ("prompt_set", planted_circuit.corpus_path)):
+            added = graphql(port, ADD_PARTITION, {"r": REPOSITORY, "d": dimension, "k": key})["addDynamicPartition"]
+            assert added["__typename"] == "AddDynamicPartitionSuccess", added
+        partition = f"{planted_circuit.model_dir}|{planted_circuit.corpus_path}"
+
+        deadline = time.time() + 600  # the sensor's next tick, then one process per step, each importing torch
+        runs, done = [], False
+        while time.time() < deadline and not done:
+            runs = graphql(port, RUNS)["runsOrError"]["results"]
+            failed = [r for r in runs if r["status"] in ("FAILURE", "CANCELED")]
+            assert not failed, (failed, step_failures(port, failed[0]["runId"]), (tmp_path / "dagster-dev.log").read_text()[-3000:])
+            latest = graphql(port, LATEST, {"k": {"path": ["atlas_report"]}})["assetOrError"]["assetMaterializations"]
+            done = bool(latest) and latest[0]["partition"] == partition and all(r["status"] == "SUCCESS" for r in runs)
+            time.sleep(3)
+        assert done, (runs, (tmp_path / "dagster-dev.log").read_text()[-3000:])
+        run_id = latest[0]["runId"]
+        browser.get(f"{base}/assets/atlas_report?view=partitions")
+        wait_for_text(browser, "Partitions")
+        browser.save_screenshot(str(shots / "2-partitions.png"))
         browser.get(f"{base}/runs/{run_id}")
         wait_for_text(browser, "Success")
         browser.save_screenshot(str(shots / "3-run.png"))

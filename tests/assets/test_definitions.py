@@ -1,6 +1,8 @@
 """The Dagster layer: the code location loads, and the graph materializes in-process on a tiny
 configuration with checks passing; re-materializing with nothing changed runs no model."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -42,7 +44,7 @@ def test_job_and_assets_are_defined():
     }
     assert defs.resolve_job_def("lookups").partitions_def is not None
     assert {s.name for s in defs.schedules} == {"refresh_models", "refresh_corpora"}
-    assert {s.name for s in defs.sensors} == {"lookups_automation", "corpus_folder_sensor"}
+    assert {s.name for s in defs.sensors} == {"lookups_automation", "sources_sensor"}
 
 
 @pytest.mark.slow
@@ -142,3 +144,20 @@ def test_the_readme_run_config_example_is_valid():
     assert set(config["ops"]) == {a.key.path[-1] for a in ALL_ASSETS}
     config, keys = split_keys(config)
     dg.validate_run_config(defs.resolve_job_def("lookups"), config)
+
+
+def test_run_tags_from_the_environment_reach_every_run():
+    """The scale-out switch is configuration: LOOKUPS_RUN_TAGS (e.g. a GPU per run's pod under dagster-k8s)
+    tags the job's runs and the automation sensor's runs; a malformed value is a clear error."""
+    gpu = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+    code = (
+        "import json; from lookups.assets.definitions import defs; "
+        "print(json.dumps([defs.resolve_job_def('lookups').tags, [s.run_tags for s in defs.sensors if s.name == 'lookups_automation'][0]]))"
+    )
+    env = {**os.environ, "LOOKUPS_RUN_TAGS": json.dumps(gpu)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    job_tags, sensor_tags = json.loads(out.stdout.strip().splitlines()[-1])
+    assert json.loads(job_tags["dagster-k8s/config"]) == gpu["dagster-k8s/config"] and sensor_tags == job_tags
+    bad = subprocess.run([sys.executable, "-c", code], env={**os.environ, "LOOKUPS_RUN_TAGS": "{gpu"}, capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode != 0 and "LOOKUPS_RUN_TAGS is not JSON" in bad.stderr

@@ -34,9 +34,11 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         assert location["locationOrLoadError"]["__typename"] == "RepositoryLocation", location
         edges = {node["assetKey"]["path"][0]: {d["path"][0] for d in node["dependencyKeys"]} for node in data["assetNodes"]}
         assert edges == {
-            "model": set(),
+            "model_weights": set(),
+            "corpus_files": set(),
+            "model": {"model_weights"},
             "neuron_catalog": {"model"},
-            "corpus": set(),
+            "corpus": {"corpus_files"},
             "prompt_set": {"corpus"},
             "neuron_exemplars": {"model", "neuron_catalog", "prompt_set"},
             "head_attributions": {"model", "neuron_exemplars"},

@@ -140,3 +140,21 @@ def test_results_in_duckdb_tables_move_to_parquet(tmp_path):
     assert store.refresh_views()
     assert store.query("SELECT count(*) AS n FROM documents")["n"][0] == 3
     assert store.version("prompt_set", "old").data_version == "v1"
+
+
+def test_the_catalog_sql_makes_any_duckdb_a_catalog(tmp_path):
+    """What `lookups catalog-sql` prints (for MotherDuck or a notebook) answers like the store."""
+    store = Store(tmp_path / "x.duckdb")
+    store.replace("documents", {"prompt_set_id": "a"}, doc_rows(3))
+    with duckdb.connect() as con:
+        con.execute(store.catalog_sql())
+        assert con.execute("SELECT count(*) FROM documents").fetchone()[0] == 3
+        assert con.execute("SELECT count(*) FROM explanation_findings").fetchone()[0] == 0
+
+
+def test_every_connection_runs_the_setup_sql(tmp_path, monkeypatch):
+    """LOOKUPS_DUCKDB_SETUP (credentials for an object store, say) runs on every connection the store opens."""
+    monkeypatch.setenv("LOOKUPS_DUCKDB_SETUP", "CREATE MACRO lookups_setup_ran() AS 42")
+    store = Store(tmp_path / "x.duckdb")
+    store.replace("documents", {"prompt_set_id": "a"}, doc_rows(1))
+    assert store.query("SELECT lookups_setup_ran() AS n")["n"][0] == 42
