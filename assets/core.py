@@ -246,7 +246,7 @@ def atlas_report(
     return _output(result, {"html_path": dg.MetadataValue.path(str(path)), **_scalars(result.stats), **images})
 
 
-@lookups_asset(code_version=steps.CODE_VERSIONS["explanations"], kinds={"openai", "duckdb"})
+@lookups_asset(code_version=steps.asset_code_version("explanations", ExplanationConfig()), kinds={"openai", "duckdb"})
 def explanations(
     context: dg.AssetExecutionContext,
     config: ExplanationConfig,
@@ -274,7 +274,7 @@ def explanations(
     return _output(result, {**_scalars(result.stats), "explainers": ", ".join(result.handle.explainers), "explanations": _preview(sample, rows=12)})
 
 
-@lookups_asset(code_version=steps.CODE_VERSIONS["explanation_scores"], kinds={"openai", "duckdb"})
+@lookups_asset(code_version=steps.asset_code_version("explanation_scores", ExplanationConfig()), kinds={"openai", "duckdb"})
 def explanation_scores(
     context: dg.AssetExecutionContext,
     config: ScoringConfig,

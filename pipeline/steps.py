@@ -52,6 +52,15 @@ CODE_VERSIONS = {
 PhaseProgress = Callable[[str, int, int], None]
 
 
+def asset_code_version(asset: str, explanation_settings: ExplanationSettings | None = None) -> str:
+    """The code version Dagster sees: ``CODE_VERSIONS[asset]``, and for the LLM steps also the version (name
+    and content hash) of the prompt template they use, so editing a template makes them stale."""
+    base = CODE_VERSIONS[asset]
+    settings = explanation_settings or ExplanationSettings()
+    template = {"explanations": settings.explain_template, "explanation_scores": settings.classify_template}.get(asset)
+    return f"{base}+{explainers.load_template(template).version}" if template else base
+
+
 def version_hash(*parts) -> str:
     return stable_hash(*parts, length=16)
 
