@@ -115,11 +115,15 @@ def materialize(defs, instance, wanted) -> None:
         assert result.success
 
 
-def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, settings_defs):
+@pytest.mark.parametrize("explainer", ["contrastive", pytest.param("local", marks=pytest.mark.slow)])
+def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, settings_defs, explainer):
+    """With the contrastive reference (no LLM) in the fast tier; with the local SmolLM2 explainer (slow) the
+    LLM calls are counted too: none when nothing changed, none when only a code version upstream changed
+    (the answers come from the cache)."""
     circuit = planted.build_planted_circuit(tmp_path / "planted")
     control = planted.build_planted_circuit(tmp_path / "control", planted=False)
     settings = circuit.run_config()
-    settings["ops"]["explanations"] = {"config": {"backend": "contrastive"}}
+    settings["ops"]["explanations"] = {"config": {"backend": explainer}}
     definitions = settings_defs(settings)
     defs = definitions.defs
     from lookups.assets.runner import observe_sources, run_partition
@@ -131,6 +135,8 @@ def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, setti
             assert first.success
             made = counter.take()
             assert computed(made) == set(STEPS) and made["forwards"].sum() > 0
+            if explainer == "local":
+                assert made.set_index("step").loc[["run_explanations", "run_explanation_scores"], "llm_calls"].min() > 0
             one = f"{circuit.model_dir}|{circuit.corpus_path}"
             cursor, _ = requested(defs, instance, None)  # the first tick only records the state
 
@@ -189,6 +195,7 @@ def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, setti
             made = counter.take()
             assert computed(made) >= {"run_head_scores"} and not set(made["step"]) & {"run_model", "run_catalog", "run_exemplars", "run_attributions"}
             assert made.set_index("step").loc["run_head_scores", "forwards"].sum() == 0
+            assert {"run_explanations", "run_explanation_scores"} <= computed(made) and made["llm_calls"].sum() == 0  # cached answers
             cursor, wanted = requested(changed, instance, cursor)
             assert wanted == set()
     finally:
