@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_harvest.py
 	$(BIN)/python bench/bench_attribution.py
 	$(BIN)/python bench/bench_explanations.py
+	$(BIN)/python bench/bench_store.py
 
 clean:
 	rm -rf $(VENV) data

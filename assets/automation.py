@@ -67,7 +67,11 @@ def add_partitions(instance: dg.DagsterInstance, model: str, prompt_set: str) ->
     model, prompt_set = sources.normalize_key("model", model), sources.normalize_key("corpus", prompt_set)
     for dimension, key in ((MODEL_DIMENSION, model), (PROMPT_SET_DIMENSION, prompt_set)):
         if not instance.has_dynamic_partition(dimension, key):
-            instance.add_dynamic_partitions(dimension, [key])
+            try:
+                instance.add_dynamic_partitions(dimension, [key])
+            except Exception:  # another run added the same key a moment before: fine
+                if not instance.has_dynamic_partition(dimension, key):
+                    raise
     return partition_key(model, prompt_set)
 
 

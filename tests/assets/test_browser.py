@@ -124,7 +124,7 @@ def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, brow
         assert done, (runs, (tmp_path / "dagster-dev.log").read_text()[-3000:])
         run_id = latest[0]["runId"]
         browser.get(f"{base}/assets/atlas_report?view=partitions")
-        wait_for_text(browser, "planted")  # the partition keys are listed once loaded
+        wait_for_text(browser, "Materialized (1)")  # the partitions, once loaded
         browser.save_screenshot(str(shots / "2-partitions.png"))
         browser.get(f"{base}/runs/{run_id}")
         wait_for_text(browser, "Success")

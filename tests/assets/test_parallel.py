@@ -63,6 +63,8 @@ def test_two_partitions_in_parallel_with_the_multiprocess_executor(tmp_path):
         return {**os.environ, "DAGSTER_HOME": str(home), "LOOKUPS_DATA_DIR": str(tmp_path / name / "data")}
 
     parallel = env_for("parallel")
+    # The instance's storage is created once, as `lookups ui` or a deployment does before runs start.
+    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().dispose()"], env=parallel, check=True)
     runs = [subprocess.Popen([sys.executable, "-c", RUN, json.dumps(c)], env=parallel, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for c in configs]
     outputs = [r.communicate(timeout=900) for r in runs]
@@ -73,6 +75,7 @@ def test_two_partitions_in_parallel_with_the_multiprocess_executor(tmp_path):
     assert len(set(run_ids)) == 2
 
     sequential = env_for("sequential")
+    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().dispose()"], env=sequential, check=True)
     for config in configs:
         out = subprocess.run([sys.executable, "-m", "lookups.assets.runner", "--run-config", json.dumps(config)], env=sequential, cwd=REPO, capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
