@@ -43,7 +43,7 @@ def attribution_rows(n: int, seed: int = 0) -> pd.DataFrame:
             "neuron": np.repeat(rng.integers(0, 1536, exemplars), 256),
             "doc_id": np.repeat([f"d{i}" for i in range(exemplars)], 256),
             "split": "explain",
-            "head_layer": np.tile(np.repeat(np.arange(28), 9)[:256], exemplars),
+            "head_layer": np.tile(np.repeat(np.arange(29), 9)[:256], exemplars),
             "head": np.tile(np.tile(np.arange(9), 29)[:256], exemplars),
         }
     )
