@@ -26,6 +26,11 @@ def _result(outcome: quality.SuiteResult, severity=dg.AssetCheckSeverity.ERROR, 
     return dg.AssetCheckResult(passed=outcome.success, severity=severity, metadata={**metadata, **extra})
 
 
+def _rows(db, table: str, keys: dict):
+    """The rows of ``table`` this (model, prompt set) partition wrote."""
+    return db.query(f"SELECT * FROM {table} WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+
+
 def _references(db, table: str, **keys) -> quality.SuiteResult:
     """The child table's rows of this scope joined to their parents (sql/checks/references_<table>.sql), validated."""
     sql, params = quality.references_query(table, **keys)
@@ -133,7 +138,7 @@ def attribution_identity(head_attributions: steps.AttributionsHandle, store: Loo
 def head_scores_valid(head_neuron_scores: steps.HeadScoresHandle, store: LookupsStore) -> dg.AssetCheckResult:
     db = store.store()
     keys = {"model_id": head_neuron_scores.model_id, "prompt_set_id": head_neuron_scores.prompt_set_id}
-    frame = db.query("SELECT * FROM head_neuron_scores WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+    frame = _rows(db, "head_neuron_scores", keys)
     rows = quality.validate(frame, "head_neuron_scores", quality.head_scores_suite())
     return _result(quality.merge("head_neuron_scores", rows, _references(db, "head_neuron_scores", **keys)))
 
@@ -147,8 +152,8 @@ def head_scores_valid(head_neuron_scores: steps.HeadScoresHandle, store: Lookups
 def ablations_valid(head_ablations: steps.AblationsHandle, store: LookupsStore) -> dg.AssetCheckResult:
     db = store.store()
     keys = {"model_id": head_ablations.model_id, "prompt_set_id": head_ablations.prompt_set_id}
-    frame = db.query("SELECT * FROM head_ablations WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
-    tests = db.query("SELECT * FROM ablation_tests WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+    frame = _rows(db, "head_ablations", keys)
+    tests = _rows(db, "ablation_tests", keys)
     outcome = quality.merge(
         "head_ablations",
         quality.validate(frame, "head_ablations", quality.ablations_suite()),
@@ -190,8 +195,8 @@ def explanations_valid(context: dg.AssetCheckExecutionContext, explanations: ste
 def explanation_scores_valid(explanation_scores: steps.ExplanationScoresHandle, store: LookupsStore) -> dg.AssetCheckResult:
     db = store.store()
     keys = {"model_id": explanation_scores.model_id, "prompt_set_id": explanation_scores.prompt_set_id}
-    frame = db.query("SELECT * FROM explanation_scores WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
-    tests = db.query("SELECT * FROM explanation_tests WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+    frame = _rows(db, "explanation_scores", keys)
+    tests = _rows(db, "explanation_tests", keys)
     outcome = quality.merge(
         "explanation_scores",
         quality.validate(quality.explanation_scores_check_frame(frame), "explanation_scores", quality.explanation_scores_suite()),

@@ -126,8 +126,6 @@ CONFIG_OF_ASSET = {
 
 def settings_file_ops() -> dict:
     """The ``ops`` of the settings file, without the model name and corpus source (those are partition keys)."""
-    from pathlib import Path
-
     import yaml
 
     path = os.environ.get(SETTINGS_FILE_ENV)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -300,7 +301,9 @@ class Store:
     def _catalog_stamp(self) -> Path:
         return self.path.with_name(self.path.name + ".catalog")
 
+    @functools.cached_property
     def _catalog_version(self) -> str:
+        """Read once per store: every write compares it with the stamp."""
         return stable_hash(self.root, sql_text("schema.sql"), sql_text("views.sql"), length=16)
 
     def _open_catalog(self, wait_s: float) -> duckdb.DuckDBPyConnection:
@@ -332,12 +335,12 @@ class Store:
         finally:
             self._exporting = False
             con.close()
-        self._catalog_stamp().write_text(self._catalog_version())
+        files.write_atomically(self._catalog_stamp(), self._catalog_version)
 
     def _refresh_catalog_quietly(self) -> None:
         """After a write: refresh the catalog file if it is missing or stale, unless a client holds it."""
         stamp = self._catalog_stamp()
-        if self._exporting or (stamp.exists() and stamp.read_text() == self._catalog_version() and self.path.exists()):
+        if self._exporting or (stamp.exists() and stamp.read_text() == self._catalog_version and self.path.exists()):
             return
         try:
             self.refresh_catalog(wait_s=2.0)
