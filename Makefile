@@ -8,13 +8,23 @@ STAMP  := $(VENV)/.installed
 # Debian's Chromium and ChromeDriver, for the test that drives the Dagster UI in a real browser.
 BROWSER := /usr/bin/chromedriver
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# A real OpenAI-compatible server for the tests: llama-cpp-python builds from source (about 10 minutes on
+# A real OpenAI-compatible server for the tests: llama-cpp-python builds from source (about 5 minutes on
 # 2 cores), so its wheel is built once into a cache folder outside the checkout and reused by every clone.
+# The build is portable, not tuned to the CPU that builds it: llama.cpp's native build enables every
+# instruction set the builder has, and on a CPU with AMX its server crashed on the first completion. On
+# x86-64 the baseline is AVX2/FMA/F16C/BMI2 (x86-64-v3, every x86 server of the last decade), with AVX-512
+# and AMX off; each flag is explicit because llama.cpp's defaults change with SOURCE_DATE_EPOCH. The cache
+# folder is keyed by the version and these options, so a wheel built another way is never reused.
 LLAMA_VERSION := 0.3.36
+LLAMA_X86_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64 amd64,$(shell uname -m)),$(LLAMA_X86_ARGS),-DGGML_NATIVE=OFF)
+LLAMA_KEY := $(shell printf '%s|%s' '$(LLAMA_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 WHEELS ?= $(HOME)/.cache/lookups/wheels
-LLAMA  := $(VENV)/.llama-cpp-$(LLAMA_VERSION)
+LLAMA_WHEELS := $(WHEELS)/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_KEY)
+LLAMA  := $(VENV)/.llama-cpp-$(LLAMA_VERSION)-$(LLAMA_KEY)
 
-.PHONY: install demo test test-fast ui bench clean
+.PHONY: install llama demo test test-fast ui bench clean
 .DEFAULT_GOAL := demo
 
 $(STAMP): pyproject.toml Makefile
@@ -30,13 +40,28 @@ $(BROWSER):
 	$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver)
 
+# --no-cache-dir: pip would otherwise reuse a wheel it built before, whatever CMAKE_ARGS says. The wheel is
+# built into a temporary folder and renamed into place, so a killed build leaves nothing to reuse. Then one
+# real completion against the installed server (tests/check_llama_server.py) before any test relies on it.
 $(LLAMA): $(STAMP)
-	ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || \
-	  CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip wheel --no-deps 'llama-cpp-python==$(LLAMA_VERSION)' -w $(WHEELS)
-	$(BIN)/python -m pip install --quiet --only-binary llama-cpp-python --find-links $(WHEELS) 'llama-cpp-python[server]==$(LLAMA_VERSION)'
+	@if ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "Building llama-cpp-python $(LLAMA_VERSION) once into $(LLAMA_WHEELS) (about 5 minutes on 2 cores)"; \
+	  echo "CMAKE_ARGS=$(LLAMA_CMAKE_ARGS)"; \
+	  rm -rf $(LLAMA_WHEELS).partial && \
+	  CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip wheel --quiet --no-cache-dir \
+	    --no-deps 'llama-cpp-python==$(LLAMA_VERSION)' -w $(LLAMA_WHEELS).partial && \
+	  echo '$(LLAMA_CMAKE_ARGS)' > $(LLAMA_WHEELS).partial/CMAKE_ARGS && \
+	  rm -rf $(LLAMA_WHEELS) && mv $(LLAMA_WHEELS).partial $(LLAMA_WHEELS); \
+	fi
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl
+	$(BIN)/python -m pip install --quiet --only-binary llama-cpp-python --find-links $(LLAMA_WHEELS) 'llama-cpp-python[server]==$(LLAMA_VERSION)'
+	$(BIN)/python tests/check_llama_server.py $(LLAMA_WHEELS)
+	rm -f $(VENV)/.llama-cpp-*
 	touch $@
 
 install: $(STAMP)
+
+llama: $(LLAMA)
 
 demo: $(STAMP)
 	$(BIN)/lookups run

@@ -29,3 +29,14 @@ def planted_circuit(tmp_path_factory):
     from lookups.pipeline import planted
 
     return planted.build_planted_circuit(tmp_path_factory.mktemp("planted"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test that used a real LLM server which has died says so first: the death is the cause, whatever
+    the assertion that noticed it (see servers.LlamaServer)."""
+    report = yield
+    server = item.funcargs.get("server") if hasattr(item, "funcargs") else None
+    if report.failed and hasattr(server, "death") and (death := server.death()):
+        report.sections.insert(0, ("llama_cpp.server died", death))
+    return report

@@ -54,9 +54,49 @@ def embedded_gguf() -> Path:
 LLAMA_MODEL_ALIAS = "smollm2-135m-instruct-q4"
 
 
+class LlamaServer:
+    """A running ``python -m llama_cpp.server``: its base URL, and ``check()``, which fails with the exit
+    status and the last lines of its log once the process has died (a crashing build dies silently: the
+    client only sees refused connections)."""
+
+    def __init__(self, process: subprocess.Popen, port: int, log: Path):
+        self.process, self.log = process, log
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def death(self) -> str | None:
+        """None while the server runs; else what a failing test should say about it."""
+        status = self.process.poll()
+        if status is None:
+            return None
+        signal_note = f" (killed by signal {-status})" if status < 0 else ""
+        return (f"llama_cpp.server died: exit status {status}{signal_note}. A build made for another CPU "
+                f"crashes this way (see the Makefile's LLAMA_CMAKE_ARGS). Last lines of {self.log}:\n{self.log_tail()}")
+
+    def check(self) -> None:
+        death = self.death()
+        if death:
+            raise AssertionError(death)
+
+    def complete(self, prompt: str = "Say hello.", max_tokens: int = 8) -> dict:
+        """One real chat completion; fails with the server's death or its answer."""
+        body = json.dumps({"model": LLAMA_MODEL_ALIAS, "max_tokens": max_tokens,
+                           "messages": [{"role": "user", "content": prompt}]}).encode()
+        request = urllib.request.Request(f"{self.url}/chat/completions", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return json.loads(response.read())
+        except OSError as err:
+            time.sleep(1)  # let a crashing process finish dying, so its status is known
+            self.check()
+            raise AssertionError(f"llama_cpp.server is running but its completion failed: {err}") from None
+
+
 @contextmanager
 def llama_server():
-    """``python -m llama_cpp.server`` on 127.0.0.1 serving the embedded SmolLM2 GGUF; yields its base URL."""
+    """``python -m llama_cpp.server`` on 127.0.0.1 serving the embedded SmolLM2 GGUF; yields a LlamaServer."""
     port = free_port()
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--model_alias", LLAMA_MODEL_ALIAS,
@@ -64,19 +104,20 @@ def llama_server():
     ]
     # Output to a file: an unread pipe fills up with one log line per request and stalls the server.
     log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log", delete=False)
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = LlamaServer(process, port, Path(log.name))
     try:
         try:
-            wait_until_serving(port, server, timeout=120, path="/v1/models", what="llama_cpp.server")
+            wait_until_serving(port, process, timeout=120, path="/v1/models", what="llama_cpp.server")
         except AssertionError as err:
-            raise AssertionError(f"{err}\n{Path(log.name).read_text()[-3000:]}") from None
-        yield f"http://127.0.0.1:{port}/v1"
+            raise AssertionError(f"{err}\n{server.log_tail()}") from None
+        yield server
     finally:
-        server.terminate()
+        process.terminate()
         try:
-            server.wait(timeout=20)
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            server.kill()
+            process.kill()
 
 
 class FaultProxy:

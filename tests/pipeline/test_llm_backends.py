@@ -23,17 +23,21 @@ SECRET = "sk-test-do-not-store-0123456789"
 
 @pytest.fixture(scope="module")
 def server():
-    with llama_server() as url:
-        yield url
+    with llama_server() as server:
+        yield server
 
 
 @pytest.fixture
 def proxy(server, monkeypatch):
-    with FaultProxy(server) as proxy:
+    """The fault proxy in front of the server, which must be alive before and after each test: a server that
+    died mid-test fails it with its exit status and log, not with rows of `status = error`."""
+    server.check()
+    with FaultProxy(server.url) as proxy:
         monkeypatch.setenv("LOOKUPS_LLM_BASE_URL", proxy.url)
         monkeypatch.setenv("LOOKUPS_LLM_API_KEY", SECRET)
         monkeypatch.setenv("LOOKUPS_LLM_MODEL", LLAMA_MODEL_ALIAS)
         yield proxy
+    server.check()
 
 
 def test_local_backend_explains_scores_caches_and_recomputes_only_on_a_template_change(tmp_path):
