@@ -14,7 +14,7 @@ import os
 
 import dagster as dg
 
-from lookups.pipeline import sources
+from lookups.pipeline.inputs import sources
 
 MODEL_DIMENSION = "model"
 PROMPT_SET_DIMENSION = "prompt_set"

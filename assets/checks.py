@@ -1,181 +1,118 @@
-"""Asset checks: Great Expectations 1.x suites from ``pipeline.quality`` run on the rows each asset wrote."""
+"""Asset checks, built from one table (``CHECKS``) by one factory: Great Expectations 1.x suites from
+``pipeline.store.quality`` run on the rows each asset wrote (docs/quality.md)."""
 
+import inspect
+from dataclasses import dataclass
+from typing import Callable
 
 import dagster as dg
 
-from lookups.pipeline import quality, steps
+from lookups.pipeline.store import quality
+from lookups.pipeline.store.store import Store
 
-from .core import explanation_scores, explanations, head_ablations, head_attributions, head_neuron_scores, model, neuron_catalog, neuron_exemplars, prompt_set
 from .automation import CHECK_WITH_ITS_ASSET, lookups_partitions
 from .resources import LookupsStore
-
-
-def lookups_check(**kwargs):
-    """A check of one (model, prompt_set) partition of its asset, run right after that partition is written
-    (also when the automation requests the asset: the assets after it wait for the blocking checks)."""
-    return dg.asset_check(partitions_def=lookups_partitions, automation_condition=CHECK_WITH_ITS_ASSET, **kwargs)
 
 #: Share of selected neurons that must have at least one exemplar before the coverage check warns.
 MIN_COVERAGE = 0.8
 
 
-def _result(outcome: quality.SuiteResult, severity=dg.AssetCheckSeverity.ERROR, **extra) -> dg.AssetCheckResult:
-    metadata = {"rows": outcome.rows, "expectations": outcome.evaluated, "summary": dg.MetadataValue.md(outcome.summary())}
-    if outcome.failures:
-        metadata["failures"] = dg.MetadataValue.json(outcome.failures)
-    return dg.AssetCheckResult(passed=outcome.success, severity=severity, metadata={**metadata, **extra})
+@dataclass(frozen=True)
+class Outcome:
+    """A check's verdict: the merged suite result and the metadata it adds."""
+
+    result: quality.SuiteResult
+    metadata: dict
 
 
-def _rows(db, table: str, keys: dict):
-    """The rows of ``table`` this (model, prompt set) partition wrote."""
-    return db.query(f"SELECT * FROM {table} WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id", keys)
+@dataclass(frozen=True)
+class CheckSpec:
+    """One row of the check table: ``evaluate(handle, store, run_id)`` validates what the asset wrote."""
+
+    name: str
+    asset: str
+    description: str
+    evaluate: Callable[[object, Store, str], Outcome]
+    blocking: bool = True
 
 
-def _references(db, table: str, **keys) -> quality.SuiteResult:
+def _references(db: Store, table: str, **keys) -> quality.SuiteResult:
     """The child table's rows of this scope joined to their parents (sql/checks/references_<table>.sql), validated."""
     sql, params = quality.references_query(table, **keys)
-    return quality.validate_references(db.query(sql, params), table)
+    return quality.validate_references(db.query(sql, params, require_results=False), table)
 
 
-@lookups_check(asset=model, blocking=True, description="The model's row recorded: id unique and not null, architecture facts positive, MLP kind known.")
-def models_valid(model: steps.ModelHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    frame = store.store().query("SELECT * FROM models WHERE model_id = ?", [model.model_id])
-    return _result(quality.validate(frame, "models", quality.models_suite(rows=1)))
+def _partition(handle) -> dict:
+    return {"model_id": handle.model_id, "prompt_set_id": handle.prompt_set_id}
 
 
-@lookups_check(asset=neuron_catalog, blocking=True, description="Keys unique and not null, scores finite, a selection of the expected size; every neuron of a recorded model.")
-def neurons_valid(neuron_catalog: steps.CatalogHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    db = store.store()
-    frame = db.query("SELECT * FROM neurons WHERE model_id = ?", [neuron_catalog.model_id])
-    expected = neuron_catalog.neurons_per_layer * neuron_catalog.last_layers
-    rows = quality.validate(frame, "neurons", quality.neuron_catalog_suite(expected))
-    return _result(quality.merge("neurons", rows, _references(db, "neurons", model_id=neuron_catalog.model_id)))
+def _models(handle, db: Store, run_id: str) -> Outcome:
+    return Outcome(quality.validate(db.rows("models", model_id=handle.model_id), "models", quality.models_suite(rows=1)), {})
 
 
-@lookups_check(
-    asset=prompt_set,
-    blocking=True,
-    description="Document keys unique and not null, splits valid, no empty text, every document of a recorded prompt set; "
-    "the prompt set's counts non-negative, its splits adding up to its documents.",
-)
-def documents_valid(prompt_set: steps.PromptSetHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    db = store.store()
-    frame = db.query("SELECT * FROM documents WHERE prompt_set_id = ?", [prompt_set.prompt_set_id])
-    sets = db.query("SELECT * FROM prompt_sets WHERE prompt_set_id = ?", [prompt_set.prompt_set_id])
-    outcome = quality.merge(
+def _neurons(handle, db: Store, run_id: str) -> Outcome:
+    expected = handle.neurons_per_layer * handle.last_layers
+    rows = quality.validate(db.rows("neurons", model_id=handle.model_id), "neurons", quality.neuron_catalog_suite(expected))
+    return Outcome(quality.merge("neurons", rows, _references(db, "neurons", model_id=handle.model_id)), {})
+
+
+def _documents(handle, db: Store, run_id: str) -> Outcome:
+    keys = {"prompt_set_id": handle.prompt_set_id}
+    return Outcome(quality.merge(
         "documents",
-        quality.validate(frame, "documents", quality.documents_suite()),
-        quality.validate(quality.prompt_sets_check_frame(sets), "prompt_sets", quality.prompt_sets_suite(rows=1)),
-        _references(db, "documents", prompt_set_id=prompt_set.prompt_set_id),
-    )
-    return _result(outcome)
+        quality.validate(db.rows("documents", **keys), "documents", quality.documents_suite()),
+        quality.validate(quality.prompt_sets_check_frame(db.rows("prompt_sets", **keys)), "prompt_sets", quality.prompt_sets_suite(rows=1)),
+        _references(db, "documents", **keys),
+    ), {})
 
 
-@lookups_check(
-    asset=neuron_exemplars,
-    blocking=True,
-    description="Keys unique and not null, activations finite, every prompt at or above the ratio, under the length limit and ending at the "
-    "max-activating token; every exemplar of a selected or random-baseline neuron and of a document of the prompt set.",
-)
-def exemplars_valid(neuron_exemplars: steps.ExemplarsHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    db = store.store()
-    frame = db.query(
-        "SELECT * EXCLUDE (prompt_token_ids, prompt_text) FROM neuron_exemplars WHERE model_id = ? AND prompt_set_id = ?",
-        [neuron_exemplars.model_id, neuron_exemplars.prompt_set_id],
-    )
-    suite = quality.exemplars_suite(neuron_exemplars.act_ratio, neuron_exemplars.max_prompt_tokens)
+def _exemplars(handle, db: Store, run_id: str) -> Outcome:
+    frame = db.check_read("exemplars_without_prompts", **_partition(handle))
+    suite = quality.exemplars_suite(handle.act_ratio, handle.max_prompt_tokens)
     rows = quality.validate(quality.exemplar_check_frame(frame), "neuron_exemplars", suite)
-    references = _references(db, "neuron_exemplars", model_id=neuron_exemplars.model_id, prompt_set_id=neuron_exemplars.prompt_set_id)
-    return _result(quality.merge("neuron_exemplars", rows, references))
+    return Outcome(quality.merge("neuron_exemplars", rows, _references(db, "neuron_exemplars", **_partition(handle))), {})
 
 
-@lookups_check(asset=neuron_exemplars, description=f"At least one exemplar for {MIN_COVERAGE:.0%} of the selected neurons (a warning otherwise).")
-def exemplar_coverage(neuron_exemplars: steps.ExemplarsHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    frame = store.store().query(
-        "SELECT n.layer, n.neuron, count(e.doc_id) AS n_exemplars FROM neurons n "
-        "LEFT JOIN neuron_exemplars e ON e.model_id = n.model_id AND e.layer = n.layer AND e.neuron = n.neuron AND e.prompt_set_id = ? "
-        "WHERE n.model_id = ? AND n.selected GROUP BY n.layer, n.neuron",
-        [neuron_exemplars.prompt_set_id, neuron_exemplars.model_id],
-    )
-    outcome = quality.validate(frame, "exemplar_coverage", quality.coverage_suite(MIN_COVERAGE))
+def _coverage(handle, db: Store, run_id: str) -> Outcome:
+    frame = db.check_read("exemplar_coverage", **_partition(handle))
     without = int((frame["n_exemplars"] == 0).sum())
-    return _result(outcome, dg.AssetCheckSeverity.WARN, neurons_without_exemplars=without, selected_neurons=len(frame))
+    outcome = quality.validate(frame, "exemplar_coverage", quality.coverage_suite(MIN_COVERAGE))
+    return Outcome(outcome, {"neurons_without_exemplars": without, "selected_neurons": len(frame)})
 
 
-@lookups_check(
-    asset=head_attributions,
-    blocking=True,
-    description="For every exemplar, the full decomposition (embeddings, every head, every earlier MLP, biases) sums to the "
-    "neuron's pre-activation; keys unique, scores finite, only heads of layers 0..L, every attribution of a recorded exemplar.",
-)
-def attribution_identity(head_attributions: steps.AttributionsHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    db = store.store()
-    keys = [head_attributions.model_id, head_attributions.prompt_set_id]
-    totals = db.query("SELECT * FROM exemplar_decompositions WHERE model_id = ? AND prompt_set_id = ?", keys)
-    heads = db.query(
-        "SELECT model_id, prompt_set_id, layer, neuron, doc_id, head_layer, head, in_contribution, score FROM head_attributions "
-        "WHERE model_id = ? AND prompt_set_id = ?",
-        keys,
-    )
-    identity = quality.validate(totals, "exemplar_decompositions", quality.attribution_identity_suite(head_attributions.identity_tolerance))
+def _attribution_identity(handle, db: Store, run_id: str) -> Outcome:
+    totals = db.rows("exemplar_decompositions", **_partition(handle))
+    heads = db.check_read("head_attributions_for_check", **_partition(handle))
+    identity = quality.validate(totals, "exemplar_decompositions", quality.attribution_identity_suite(handle.identity_tolerance))
     rows = quality.validate(heads, "head_attributions", quality.head_attributions_suite())
-    references = _references(db, "head_attributions", model_id=head_attributions.model_id, prompt_set_id=head_attributions.prompt_set_id)
-    outcome = quality.merge("attribution", identity, rows, references, rows=rows.rows)
-    return _result(
-        outcome,
-        identity_max_abs_error=float(totals["identity_abs_error"].max()) if len(totals) else 0.0,
-        identity_max_rel_error=float(totals["identity_rel_error"].max()) if len(totals) else 0.0,
-        tolerance=head_attributions.identity_tolerance,
-        exemplars=len(totals),
-    )
+    references = _references(db, "head_attributions", **_partition(handle))
+    return Outcome(quality.merge("attribution", identity, rows, references, rows=rows.rows), {
+        "identity_max_abs_error": float(totals["identity_abs_error"].max()) if len(totals) else 0.0,
+        "identity_max_rel_error": float(totals["identity_rel_error"].max()) if len(totals) else 0.0,
+        "tolerance": handle.identity_tolerance,
+        "exemplars": len(totals),
+    })
 
 
-@lookups_check(
-    asset=head_neuron_scores,
-    blocking=True,
-    description="Keys unique, fractions in [0, 1], one rank-1 head per neuron; every score of a selected or random-baseline neuron.",
-)
-def head_scores_valid(head_neuron_scores: steps.HeadScoresHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    db = store.store()
-    keys = {"model_id": head_neuron_scores.model_id, "prompt_set_id": head_neuron_scores.prompt_set_id}
-    frame = _rows(db, "head_neuron_scores", keys)
-    rows = quality.validate(frame, "head_neuron_scores", quality.head_scores_suite())
-    return _result(quality.merge("head_neuron_scores", rows, _references(db, "head_neuron_scores", **keys)))
+def _head_scores(handle, db: Store, run_id: str) -> Outcome:
+    rows = quality.validate(db.rows("head_neuron_scores", **_partition(handle)), "head_neuron_scores", quality.head_scores_suite())
+    return Outcome(quality.merge("head_neuron_scores", rows, _references(db, "head_neuron_scores", **_partition(handle))), {})
 
 
-@lookups_check(
-    asset=head_ablations,
-    blocking=True,
-    description="Keys unique, activations finite, probabilities in [0, 1]; every ablation of a consistent pair on one of its neuron's "
-    "exemplars; KS statistics and p-values in [0, 1].",
-)
-def ablations_valid(head_ablations: steps.AblationsHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    db = store.store()
-    keys = {"model_id": head_ablations.model_id, "prompt_set_id": head_ablations.prompt_set_id}
-    frame = _rows(db, "head_ablations", keys)
-    tests = _rows(db, "ablation_tests", keys)
-    outcome = quality.merge(
+def _ablations(handle, db: Store, run_id: str) -> Outcome:
+    keys = _partition(handle)
+    return Outcome(quality.merge(
         "head_ablations",
-        quality.validate(frame, "head_ablations", quality.ablations_suite()),
-        quality.validate(quality.ablation_tests_check_frame(tests), "ablation_tests", quality.ablation_tests_suite()),
+        quality.validate(db.rows("head_ablations", **keys), "head_ablations", quality.ablations_suite()),
+        quality.validate(quality.ablation_tests_check_frame(db.rows("ablation_tests", **keys)), "ablation_tests", quality.ablation_tests_suite()),
         _references(db, "head_ablations", **keys),
-    )
-    return _result(outcome)
+    ), {})
 
 
-@lookups_check(
-    asset=explanations,
-    blocking=True,
-    description="Ids unique, statuses known, text wherever the status is ok, every explanation of a consistent pair of its cohort; "
-    "the run's LLM calls keyed, statuses known, tokens non-negative; failed and budget-stopped calls are counted.",
-)
-def explanations_valid(context: dg.AssetCheckExecutionContext, explanations: steps.ExplanationsHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    db = store.store()
-    keys = {"model_id": explanations.model_id, "prompt_set_id": explanations.prompt_set_id, "explainers": list(explanations.explainers)}
-    frame = db.query(
-        "SELECT * FROM explanations WHERE model_id = $model_id AND prompt_set_id = $prompt_set_id AND list_contains($explainers, explainer)", keys
-    )
-    calls = db.query(*quality.check_query("llm_calls_of_run", run_id=context.run.run_id))
+def _explanations(handle, db: Store, run_id: str) -> Outcome:
+    keys = {**_partition(handle), "explainers": list(handle.explainers)}
+    frame = db.read("explanations_by", **keys)
+    calls = db.check_read("llm_calls_of_run", run_id=run_id)
     outcome = quality.merge(
         "explanations",
         quality.validate(quality.explanations_check_frame(frame), "explanations", quality.explanations_suite()),
@@ -183,30 +120,88 @@ def explanations_valid(context: dg.AssetCheckExecutionContext, explanations: ste
         quality.validate(calls, "llm_calls", quality.llm_calls_suite()),
     )
     counts = frame["status"].value_counts().to_dict() if len(frame) else {}
-    return _result(outcome, **{f"status {k}": int(v) for k, v in counts.items()})
+    return Outcome(outcome, {f"status {k}": int(v) for k, v in counts.items()})
 
 
-@lookups_check(
-    asset=explanation_scores,
-    blocking=True,
-    description="Keys unique, E and AUC in [0, 1], confusion counts equal to the usable answers, a reason for every unscored row, every "
-    "score of a recorded explanation and its pair; the tests' p-values in [0, 1], statistics finite.",
-)
-def explanation_scores_valid(explanation_scores: steps.ExplanationScoresHandle, store: LookupsStore) -> dg.AssetCheckResult:
-    db = store.store()
-    keys = {"model_id": explanation_scores.model_id, "prompt_set_id": explanation_scores.prompt_set_id}
-    frame = _rows(db, "explanation_scores", keys)
-    tests = _rows(db, "explanation_tests", keys)
+def _explanation_scores(handle, db: Store, run_id: str) -> Outcome:
+    keys = _partition(handle)
+    frame = db.rows("explanation_scores", **keys)
     outcome = quality.merge(
         "explanation_scores",
         quality.validate(quality.explanation_scores_check_frame(frame), "explanation_scores", quality.explanation_scores_suite()),
-        quality.validate(quality.explanation_tests_check_frame(tests), "explanation_tests", quality.explanation_tests_suite()),
+        quality.validate(quality.explanation_tests_check_frame(db.rows("explanation_tests", **keys)), "explanation_tests", quality.explanation_tests_suite()),
         _references(db, "explanation_scores", **keys),
     )
-    return _result(outcome, scored=int((frame["status"] == "scored").sum()) if len(frame) else 0)
+    return Outcome(outcome, {"scored": int((frame["status"] == "scored").sum()) if len(frame) else 0})
 
 
-ALL_CHECKS = [
-    models_valid, neurons_valid, documents_valid, exemplars_valid, exemplar_coverage, attribution_identity, head_scores_valid, ablations_valid,
-    explanations_valid, explanation_scores_valid,
+CHECKS = [
+    CheckSpec("models_valid", "model", "The model's row recorded: id unique and not null, architecture facts positive, MLP kind known.", _models),
+    CheckSpec("neurons_valid", "neuron_catalog", "Keys unique and not null, scores finite, a selection of the expected size; every neuron of a recorded model.", _neurons),
+    CheckSpec(
+        "documents_valid", "prompt_set", "Document keys unique and not null, splits valid, no empty text, every document of a recorded prompt "
+        "set; the prompt set's counts non-negative, its splits adding up to its documents.", _documents,
+    ),
+    CheckSpec(
+        "exemplars_valid", "neuron_exemplars", "Keys unique and not null, activations finite, every prompt at or above the ratio, under the "
+        "length limit and ending at the max-activating token; every exemplar of a selected or random-baseline neuron and of a document of "
+        "the prompt set.", _exemplars,
+    ),
+    CheckSpec(
+        "exemplar_coverage", "neuron_exemplars", f"At least one exemplar for {MIN_COVERAGE:.0%} of the selected neurons (a warning otherwise).",
+        _coverage, blocking=False,
+    ),
+    CheckSpec(
+        "attribution_identity", "head_attributions", "For every exemplar, the full decomposition (embeddings, every head, every earlier MLP, "
+        "biases) sums to the neuron's pre-activation; keys unique, scores finite, only heads of layers 0..L, every attribution of a "
+        "recorded exemplar.", _attribution_identity,
+    ),
+    CheckSpec(
+        "head_scores_valid", "head_neuron_scores", "Keys unique, fractions in [0, 1], one rank-1 head per neuron; every score of a selected "
+        "or random-baseline neuron.", _head_scores,
+    ),
+    CheckSpec(
+        "ablations_valid", "head_ablations", "Keys unique, activations finite, probabilities in [0, 1]; every ablation of a consistent pair on "
+        "one of its neuron's exemplars; KS statistics and p-values in [0, 1].", _ablations,
+    ),
+    CheckSpec(
+        "explanations_valid", "explanations", "Ids unique, statuses known, text wherever the status is ok, every explanation of a consistent "
+        "pair of its cohort; the run's LLM calls keyed, statuses known, tokens non-negative; failed and budget-stopped calls are counted.",
+        _explanations,
+    ),
+    CheckSpec(
+        "explanation_scores_valid", "explanation_scores", "Keys unique, E and AUC in [0, 1], confusion counts equal to the usable answers, a "
+        "reason for every unscored row, every score of a recorded explanation and its pair; the tests' p-values in [0, 1], statistics finite.",
+        _explanation_scores,
+    ),
 ]
+
+
+def build_check(spec: CheckSpec) -> dg.AssetChecksDefinition:
+    """The Dagster check of one table row: a check of one (model, prompt_set) partition of its asset, run
+    right after that partition is written (also when the automation requests the asset: the assets after
+    it wait for the blocking checks). A blocking check's failure is an error; the others warn."""
+    severity = dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN
+
+    def check(context: dg.AssetCheckExecutionContext, store: LookupsStore, **handle) -> dg.AssetCheckResult:
+        outcome = spec.evaluate(handle[spec.asset], store.store(), context.run.run_id)
+        result = outcome.result
+        metadata = {"rows": result.rows, "expectations": result.evaluated, "summary": dg.MetadataValue.md(result.summary())}
+        if result.failures:
+            metadata["failures"] = dg.MetadataValue.json(result.failures)
+        return dg.AssetCheckResult(passed=result.success, severity=severity, metadata={**metadata, **outcome.metadata})
+
+    # The checked asset's output is loaded as the parameter named after it.
+    check.__signature__ = inspect.Signature([
+        inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dg.AssetCheckExecutionContext),
+        inspect.Parameter(spec.asset, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("store", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=LookupsStore),
+    ])
+    check.__name__ = spec.name
+    return dg.asset_check(
+        asset=spec.asset, name=spec.name, blocking=spec.blocking, description=spec.description, partitions_def=lookups_partitions,
+        automation_condition=CHECK_WITH_ITS_ASSET,
+    )(check)
+
+
+ALL_CHECKS = [build_check(spec) for spec in CHECKS]

@@ -1,55 +1,63 @@
-"""The software-defined assets: each a thin call into ``pipeline.steps`` plus metadata for the UI."""
-
+"""The software-defined assets, built from one table (``ASSETS``) by one factory: each a thin call into
+``pipeline.steps`` plus metadata for the UI (previews from ``sql/reads/preview_*.sql``, figures from files)."""
 
 import base64
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import dagster as dg
 import pandas as pd
 
-from lookups.pipeline import sources, steps
+from lookups.pipeline import steps
+from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.common.progress import PhaseProgress
 from lookups.pipeline.config import CorpusSettings, ModelSettings
-from lookups.pipeline.corpora import CorpusError
-from lookups.pipeline.explainers import ExplainerError
-from lookups.pipeline.models import ModelError
-from lookups.pipeline.progress import PhaseProgress
+from lookups.pipeline.inputs import sources
+from lookups.pipeline.store.store import Store
 
 from .automation import LOOKUPS_AUTOMATION, corpus_files, keys_of, lookups_partitions, model_weights
-from .resources import (
-    AblationConfig,
-    AtlasConfig,
-    AttributionConfig,
-    CatalogConfig,
-    CorpusConfig,
-    ExemplarConfig,
-    ExplanationConfig,
-    HeadScoreConfig,
-    LookupsStore,
-    ModelConfig,
-    PromptSetConfig,
-    ScoringConfig,
-)
+from .resources import LookupsStore
 
 GROUP = "lookups"
 
 
-def lookups_asset(**kwargs):
-    """Every lookups asset: partitioned by (model, prompt_set), materialized by declarative automation."""
-    return dg.asset(group_name=GROUP, partitions_def=lookups_partitions, automation_condition=LOOKUPS_AUTOMATION, **kwargs)
+@dataclass
+class Call:
+    """What an asset's step is called with: the run's context and config, the store, the upstream handles."""
+
+    context: dg.AssetExecutionContext
+    config: object
+    store: Store
+    inputs: dict
+    progress: PhaseProgress
+
+    @property
+    def keys(self) -> tuple[str, str]:
+        """(model key, corpus key) of the running partition."""
+        return keys_of(self.context)
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """One row of the asset table. ``run`` calls the step; ``previews`` are (label, named read) shown in the
+    metadata, with the read's parameters from the handle; ``metadata`` adds the asset's own entries."""
+
+    name: str
+    config: str  # the run-config class (resources.CONFIG_CLASSES)
+    run: Callable[[Call], steps.StepResult]
+    description: str
+    kinds: frozenset
+    inputs: tuple[str, ...] = ()
+    deps: tuple = ()
+    previews: tuple[tuple[str, str, int], ...] = ()  # (label, named read, rows shown)
+    metadata: Callable[[steps.StepResult], dict] = lambda result: {}
+    llm: bool = False  # its code version also carries its prompt template's (the explanations config's default)
 
 
 def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False) if len(frame) else "_no rows_")
-
-
-def _output(result: steps.StepResult, metadata: dict) -> dg.Output:
-    metadata = {
-        "skipped (unchanged inputs)": result.skipped,
-        "seconds": round(result.seconds, 2),
-        "data_version": result.handle.data_version,
-        **metadata,
-    }
-    return dg.Output(result.handle, data_version=dg.DataVersion(result.handle.data_version), metadata=metadata)
 
 
 def _png(alt: str, path: Path) -> dg.MetadataValue:
@@ -57,248 +65,173 @@ def _png(alt: str, path: Path) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})")
 
 
-def _fail_clearly(err: Exception):
-    """Known input problems become a Dagster Failure with the message alone (no traceback to read)."""
-    return dg.Failure(description=str(err), allow_retries=False)
-
-
-@lookups_asset(code_version=steps.CODE_VERSIONS["model"], kinds={"pytorch", "duckdb"}, deps=[model_weights])
-def model(context: dg.AssetExecutionContext, config: ModelConfig, store: LookupsStore) -> dg.Output[steps.ModelHandle]:
-    """The partition's model (its `model` key) as an fp32 checkpoint, fingerprinted, booted with LayerNorm
-    folded; a row in `models`."""
-    model_key, _ = keys_of(context)
-    try:
-        result = steps.run_model(ModelSettings(name=model_key, **config.model_dump()), store.store())
-    except ModelError as err:
-        raise _fail_clearly(err) from err
-    handle = result.handle
-    return _output(result, {"model_id": handle.model_id, "origin": result.stats["origin"], **{k: v for k, v in handle.facts.items()}})
-
-
-@lookups_asset(code_version=steps.CODE_VERSIONS["neuron_catalog"], kinds={"pytorch", "duckdb"})
-def neuron_catalog(context: dg.AssetExecutionContext, config: CatalogConfig, model: steps.ModelHandle, store: LookupsStore) -> dg.Output[steps.CatalogHandle]:
-    """Every MLP neuron's next token (argmax of W_out·W_U), score, z-score and top tokens; the selected set."""
-    db = store.store()
-    result = steps.run_catalog(model, config, db)
-    top = db.query(
-        "SELECT layer, neuron, token, round(score, 3) AS score, round(zscore, 2) AS zscore FROM neurons "
-        "WHERE model_id = ? AND selected ORDER BY score DESC LIMIT 10",
-        [model.model_id],
-    )
-    return _output(
-        result,
-        {
-            "neurons": result.stats["neurons"],
-            "selected": result.stats["selected"],
-            "neurons_per_layer": result.handle.neurons_per_layer,
-            "last_layers": result.handle.last_layers,
-            "strongest selected": _preview(top),
-        },
-    )
-
-
-@lookups_asset(code_version=steps.CODE_VERSIONS["corpus"], kinds={"parquet"}, deps=[corpus_files])
-def corpus(context: dg.AssetExecutionContext, config: CorpusConfig) -> dg.Output[steps.CorpusHandle]:
-    """The partition's corpus (its `prompt_set` key) as read (Wikipedia stripped of markup, files, records),
-    cached as Parquet."""
-    _, corpus_key = keys_of(context)
-    settings = CorpusSettings(source=sources.corpus_source(corpus_key), **config.model_dump())
-    try:
-        result = steps.run_corpus(settings)
-    except CorpusError as err:
-        raise _fail_clearly(err) from err
-    return _output(result, {"source": settings.source, "parquet_path": dg.MetadataValue.path(result.handle.parquet_path), **result.stats})
-
-
-@lookups_asset(code_version=steps.CODE_VERSIONS["prompt_set"], kinds={"duckdb"})
-def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, corpus: steps.CorpusHandle, store: LookupsStore) -> dg.Output[steps.PromptSetHandle]:
-    """Deduplicated passages with deterministic explain/held-out splits, keyed by a content hash."""
-    db = store.store()
-    try:
-        result = steps.run_prompt_set(corpus, config, db)
-    except CorpusError as err:
-        raise _fail_clearly(err) from err
-    sample = db.query(
-        "SELECT doc_id, split, title, left(text, 80) AS text FROM documents WHERE prompt_set_id = ? ORDER BY doc_index LIMIT 5",
-        [result.handle.prompt_set_id],
-    )
-    return _output(result, {"prompt_set_id": result.handle.prompt_set_id, **result.stats, "documents": _preview(sample)})
-
-
-@lookups_asset(code_version=steps.CODE_VERSIONS["neuron_exemplars"], kinds={"pytorch", "duckdb"})
-def neuron_exemplars(
-    context: dg.AssetExecutionContext,
-    config: ExemplarConfig,
-    model: steps.ModelHandle,
-    neuron_catalog: steps.CatalogHandle,
-    prompt_set: steps.PromptSetHandle,
-    store: LookupsStore,
-) -> dg.Output[steps.ExemplarsHandle]:
-    """Each selected neuron's max-activating documents per split, truncated to the shortest suffix that keeps
-    the activation (DESIGN steps 2-3)."""
-    db = store.store()
-    with PhaseProgress(log=context.log.info) as progress:
-        result = steps.run_exemplars(model, neuron_catalog, prompt_set, config, db, progress)
-    sample = db.query(
-        "SELECT layer, neuron, next_token, split, rank, round(act_ratio, 2) AS ratio, prompt_text FROM neuron_exemplars "
-        "WHERE model_id = ? AND prompt_set_id = ? AND rank = 1 ORDER BY doc_max_act DESC LIMIT 8",
-        [model.model_id, prompt_set.prompt_set_id],
-    )
-    scalars = {k: v for k, v in result.stats.items() if isinstance(v, (int, float, str))}
-    return _output(result, {**scalars, "top exemplars": _preview(sample)})
-
-
 def _scalars(stats: dict) -> dict:
     return {k: v for k, v in stats.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
 
 
-@lookups_asset(code_version=steps.CODE_VERSIONS["head_attributions"], kinds={"pytorch", "duckdb"})
-def head_attributions(
-    context: dg.AssetExecutionContext,
-    config: AttributionConfig,
-    model: steps.ModelHandle,
-    neuron_exemplars: steps.ExemplarsHandle,
-    store: LookupsStore,
-) -> dg.Output[steps.AttributionsHandle]:
-    """Every candidate head's direct contribution to each exemplar's neuron at the prompt's last position,
-    through the layer norm with its cached scale (TransformerLens decomposition), and which heads are active
-    (DESIGN steps 4-5). Also the per-exemplar decomposition totals in `exemplar_decompositions`."""
-    db = store.store()
-    with PhaseProgress(log=context.log.info) as progress:
-        result = steps.run_attributions(model, neuron_exemplars, config, db, progress)
-    top = db.query(
-        "SELECT layer, neuron, head_layer, head, round(avg(score), 4) AS mean_score, round(avg(active::INT), 2) AS active_share "
-        "FROM head_attributions WHERE model_id = ? AND prompt_set_id = ? AND split = 'explain' "
-        "GROUP BY ALL ORDER BY mean_score DESC LIMIT 10",
-        [model.model_id, neuron_exemplars.prompt_set_id],
-    )
-    return _output(result, {**_scalars(result.stats), "strongest (neuron, head) attributions": _preview(top)})
+def _read_parameters(handle) -> dict:
+    """Every parameter a preview may take, from the handle (the store passes on only those a read uses)."""
+    found = {name: getattr(handle, name) for name in ("model_id", "prompt_set_id") if hasattr(handle, name)}
+    return found | ({"explainers": list(handle.explainers)} if hasattr(handle, "explainers") else {})
 
 
-@lookups_asset(code_version=steps.CODE_VERSIONS["head_neuron_scores"], kinds={"duckdb"})
-def head_neuron_scores(
-    context: dg.AssetExecutionContext, config: HeadScoreConfig, head_attributions: steps.AttributionsHandle, store: LookupsStore
-) -> dg.Output[steps.HeadScoresHandle]:
-    """Per (neuron, head): mean attribution, active fraction, rank, and the consistent flag (active on 25-75%
-    of the neuron's explain prompts); held-out active counts as ground truth for scoring explanations."""
-    db = store.store()
-    result = steps.run_head_scores(head_attributions, config, db)
-    keys = [head_attributions.model_id, head_attributions.prompt_set_id]
-    by_layer = db.query(
-        "SELECT head_layer, consistent_pairs, heads_with_consistent_pairs, candidate_pairs FROM heads_by_layer "
-        "WHERE model_id = ? AND prompt_set_id = ? ORDER BY head_layer",
-        keys,
-    )
-    pairs = db.query(
-        "SELECT layer, neuron, token, head_layer, head, rank, round(mean_score, 4) AS mean_score, round(active_fraction, 2) AS active "
-        "FROM consistent_pairs WHERE model_id = ? AND prompt_set_id = ? ORDER BY mean_score DESC LIMIT 10",
-        keys,
-    )
-    return _output(
-        result,
-        {
-            **_scalars(result.stats),
-            "heads by layer (consistent pairs)": _preview(by_layer[by_layer["consistent_pairs"] > 0], rows=40),
-            "strongest consistent pairs": _preview(pairs),
-        },
-    )
-
-
-@lookups_asset(code_version=steps.CODE_VERSIONS["head_ablations"], kinds={"pytorch", "duckdb"})
-def head_ablations(
-    context: dg.AssetExecutionContext,
-    config: AblationConfig,
-    model: steps.ModelHandle,
-    head_neuron_scores: steps.HeadScoresHandle,
-    store: LookupsStore,
-) -> dg.Output[steps.AblationsHandle]:
-    """Each consistent pair's head zero-ablated on the neuron's prompts: the neuron's activation and its token's
-    probability before and after; active vs inactive prompts compared with a two-sample KS test (DESIGN step 8)."""
-    db = store.store()
-    with PhaseProgress(log=context.log.info) as progress:
-        result = steps.run_ablations(model, head_neuron_scores, config, db, progress)
-    comparison = db.query(
-        "SELECT metric, n_active, n_inactive, round(mean_active, 4) AS mean_active, round(mean_inactive, 4) AS mean_inactive, "
-        "round(ks_statistic, 3) AS ks, p_value FROM ablation_comparison WHERE model_id = ? AND prompt_set_id = ?",
-        [model.model_id, head_neuron_scores.prompt_set_id],
-    )
-    return _output(result, {**_scalars(result.stats), "active vs inactive (KS test)": _preview(comparison)})
-
-
-@lookups_asset(code_version=steps.CODE_VERSIONS["atlas_report"], kinds={"html"})
-def atlas_report(
-    context: dg.AssetExecutionContext,
-    config: AtlasConfig,
-    model: steps.ModelHandle,
-    head_ablations: steps.AblationsHandle,
-    explanation_scores: steps.ExplanationScoresHandle,
-    store: LookupsStore,
-) -> dg.Output[steps.AtlasHandle]:
-    """One static HTML page per model and prompt set: neurons and tokens, head x layer heatmaps, each consistent
-    pair's prompts shaded by the head's attention with its explanations and scores E, the findings' figures. Opens from disk, no server, no internet."""
-    result = steps.run_atlas(model, head_ablations, config, store.store(), explanation_scores)
-    path = Path(result.handle.path)
-    images = {}
-    for name in ("heads_by_layer", "ablation"):
-        png = path.parent / f"{path.stem}__{name}.png"
-        if png.exists():
-            images[f"figure: {name.replace('_', ' ')}"] = _png(name, png)
-    return _output(result, {"html_path": dg.MetadataValue.path(str(path)), **_scalars(result.stats), **images})
-
-
-@lookups_asset(code_version=steps.asset_code_version("explanations", ExplanationConfig()), kinds={"openai", "duckdb"})
-def explanations(
-    context: dg.AssetExecutionContext,
-    config: ExplanationConfig,
-    model: steps.ModelHandle,
-    head_neuron_scores: steps.HeadScoresHandle,
-    store: LookupsStore,
-) -> dg.Output[steps.ExplanationsHandle]:
-    """Each neuron's strongest consistent heads explained from their active and inactive prompts (DESIGN step
-    6), for next-token neurons and the random baseline neurons: by an LLM (an OpenAI-compatible endpoint, or a
-    local instruct model offline) and by the contrastive log-odds reference. Every LLM call is cached in
-    `llm_calls`; a run budget stops cleanly, keeping what was done."""
+def materialize(spec: AssetSpec, context: dg.AssetExecutionContext, config, store: LookupsStore, inputs: dict) -> dg.Output:
+    """Run one asset's step and describe its result. A user error (``LookupsError``) becomes a Dagster
+    failure with its message alone, not a traceback."""
     db = store.store()
     try:
         with PhaseProgress(log=context.log.info) as progress:
-            result = steps.run_explanations(model, head_neuron_scores, config, db, context.run_id, progress)
-    except ExplainerError as err:
-        raise _fail_clearly(err) from err
+            result = spec.run(Call(context, config, db, inputs, progress))
+    except LookupsError as err:
+        raise dg.Failure(description=str(err), allow_retries=False) from err
+    handle = result.handle
+    metadata = {
+        "skipped (unchanged inputs)": result.skipped,
+        **_scalars(handle.stats),
+        "seconds": round(result.seconds, 2),  # this run's; `compute_seconds` is when the step last computed
+        "data_version": handle.data_version,
+        **spec.metadata(result),
+    }
+    parameters = _read_parameters(handle)
+    for label, read, rows in spec.previews:
+        metadata[label] = _preview(db.read(read, **parameters), rows)
+    for name, path in handle.figures.items():
+        metadata[f"figure: {name}"] = _png(name, Path(path))
+    return dg.Output(handle, data_version=dg.DataVersion(handle.data_version), metadata=metadata)
+
+
+def build_asset(spec: AssetSpec, config_classes: dict[str, type]) -> dg.AssetsDefinition:
+    """The Dagster asset of one table row: partitioned by (model, prompt_set), materialized by automation."""
+
+    config_class = config_classes[spec.config]
+
+    def compute(context: dg.AssetExecutionContext, config, store: LookupsStore, **inputs):
+        return materialize(spec, context, config, store, inputs)
+
+    # Dagster reads the inputs, the config class and the resources from the signature.
+    parameters = [
+        inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dg.AssetExecutionContext),
+        inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=config_class),
+        *(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in spec.inputs),
+        inspect.Parameter("store", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=LookupsStore),
+    ]
+    compute.__signature__ = inspect.Signature(parameters)
+    compute.__name__ = spec.name
+    explanation_defaults = config_classes["ExplanationConfig"]()
+    code_version = steps.asset_code_version(spec.name, explanation_defaults) if spec.llm else steps.CODE_VERSIONS[spec.name]
+    return dg.asset(
+        name=spec.name, description=spec.description, group_name=GROUP, partitions_def=lookups_partitions,
+        automation_condition=LOOKUPS_AUTOMATION, code_version=code_version, kinds=set(spec.kinds), deps=list(spec.deps),
+    )(compute)
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _model(call: Call) -> steps.StepResult:
+    model_key, _ = call.keys
+    return steps.run_model(ModelSettings(name=model_key, **call.config.model_dump()), call.store)
+
+
+def _corpus(call: Call) -> steps.StepResult:
+    _, corpus_key = call.keys
+    return steps.run_corpus(CorpusSettings(source=sources.corpus_source(corpus_key), **call.config.model_dump()))
+
+
+def _explanations(call: Call) -> steps.StepResult:
+    result = steps.run_explanations(call.inputs["model"], call.inputs["head_neuron_scores"], call.config, call.store, call.context.run_id, call.progress)
     if result.stats.get("budget_reached"):
-        context.log.warning("The run's LLM budget was reached: explanations not made are marked budget_exhausted; raise max_calls/max_tokens and materialize again (answers so far are cached).")
-    sample = db.query(
-        "SELECT cohort, layer, neuron, token, head_layer, head, explainer, status, left(explanation, 160) AS explanation FROM explanations "
-        "WHERE model_id = ? AND prompt_set_id = ? AND list_contains(?, explainer) ORDER BY explainer <> 'contrastive', cohort, layer, neuron LIMIT 12",
-        [model.model_id, head_neuron_scores.prompt_set_id, list(result.handle.explainers)],
-    )
-    return _output(result, {**_scalars(result.stats), "explainers": ", ".join(result.handle.explainers), "explanations": _preview(sample, rows=12)})
+        call.context.log.warning(
+            "The run's LLM budget was reached: explanations not made are marked budget_exhausted; raise max_calls/max_tokens and "
+            "materialize again (answers so far are cached)."
+        )
+    return result
 
 
-@lookups_asset(code_version=steps.asset_code_version("explanation_scores", ExplanationConfig()), kinds={"openai", "duckdb"})
-def explanation_scores(
-    context: dg.AssetExecutionContext,
-    config: ScoringConfig,
-    model: steps.ModelHandle,
-    explanations: steps.ExplanationsHandle,
-    store: LookupsStore,
-) -> dg.Output[steps.ExplanationScoresHandle]:
-    """Each explanation asked, given only itself, whether the head is active on each held-out prompt (Yes/No):
-    the Head Explanation Score E (balanced accuracy) and AUC (DESIGN step 7); against the random-neuron and
-    shuffled-explanation baselines with Mann-Whitney tests, and the E histogram (DESIGN step 9)."""
-    db = store.store()
-    try:
-        with PhaseProgress(log=context.log.info) as progress:
-            result = steps.run_explanation_scores(model, explanations, config, db, context.run_id, progress)
-    except ExplainerError as err:
-        raise _fail_clearly(err) from err
-    comparison = db.query(
-        "SELECT explainer, baseline, n, round(mean_e, 3) AS mean_e, round(std_e, 3) AS std_e, round(skew, 2) AS skew, skew_p, "
-        "n_baseline, round(mean_baseline, 3) AS mean_baseline, mw_p, round(mean_auc, 3) AS mean_auc FROM explanation_comparison "
-        "WHERE model_id = ? AND prompt_set_id = ?",
-        [model.model_id, explanations.prompt_set_id],
-    )
-    metadata = {**_scalars(result.stats), "E against the baselines": _preview(comparison)}
-    if result.handle.figure_path:
-        metadata["figure: E histogram"] = _png("E histogram", Path(result.handle.figure_path))
-        metadata["figure_path"] = dg.MetadataValue.path(result.handle.figure_path)
-    return _output(result, metadata)
+ASSETS = [
+    AssetSpec(
+        "model", "ModelConfig", _model, kinds=frozenset({"pytorch", "duckdb"}), deps=(model_weights,),
+        description="The partition's model (its `model` key) as an fp32 checkpoint, fingerprinted, booted with LayerNorm folded; a row in `models`.",
+        metadata=lambda r: {"model_id": r.handle.model_id, **r.handle.facts},
+    ),
+    AssetSpec(
+        "neuron_catalog", "CatalogConfig", lambda c: steps.run_catalog(c.inputs["model"], c.config, c.store), inputs=("model",),
+        kinds=frozenset({"pytorch", "duckdb"}), previews=(("strongest selected", "preview_strongest_selected", 10),),
+        description="Every MLP neuron's next token (argmax of W_out·W_U), score, z-score and top tokens; the selected set.",
+        metadata=lambda r: {"neurons_per_layer": r.handle.neurons_per_layer, "last_layers": r.handle.last_layers},
+    ),
+    AssetSpec(
+        "corpus", "CorpusConfig", _corpus, kinds=frozenset({"parquet"}), deps=(corpus_files,),
+        description="The partition's corpus (its `prompt_set` key) as read (Wikipedia stripped of markup, files, records), cached as Parquet.",
+        metadata=lambda r: {"source": r.handle.source, "parquet_path": dg.MetadataValue.path(r.handle.parquet_path)},
+    ),
+    AssetSpec(
+        "prompt_set", "PromptSetConfig", lambda c: steps.run_prompt_set(c.inputs["corpus"], c.config, c.store), inputs=("corpus",),
+        kinds=frozenset({"duckdb"}), previews=(("documents", "preview_documents", 5),),
+        description="Deduplicated passages with deterministic explain/held-out splits, keyed by a content hash.",
+        metadata=lambda r: {"prompt_set_id": r.handle.prompt_set_id},
+    ),
+    AssetSpec(
+        "neuron_exemplars", "ExemplarConfig",
+        lambda c: steps.run_exemplars(c.inputs["model"], c.inputs["neuron_catalog"], c.inputs["prompt_set"], c.config, c.store, c.progress),
+        inputs=("model", "neuron_catalog", "prompt_set"), kinds=frozenset({"pytorch", "duckdb"}), previews=(("top exemplars", "preview_top_exemplars", 8),),
+        description="Each selected neuron's max-activating documents per split, truncated to the shortest suffix that keeps the activation "
+        "(docs/method.md, steps 2-3).",
+    ),
+    AssetSpec(
+        "head_attributions", "AttributionConfig",
+        lambda c: steps.run_attributions(c.inputs["model"], c.inputs["neuron_exemplars"], c.config, c.store, c.progress),
+        inputs=("model", "neuron_exemplars"), kinds=frozenset({"pytorch", "duckdb"}),
+        previews=(("strongest (neuron, head) attributions", "preview_strongest_attributions", 10),),
+        description="Every candidate head's direct contribution to each exemplar's neuron at the prompt's last position, through the layer "
+        "norm with its cached scale (TransformerLens decomposition), and which heads are active (docs/method.md, steps 4-5). Also the "
+        "per-exemplar decomposition totals in `exemplar_decompositions`.",
+    ),
+    AssetSpec(
+        "head_neuron_scores", "HeadScoreConfig", lambda c: steps.run_head_scores(c.inputs["head_attributions"], c.config, c.store),
+        inputs=("head_attributions",), kinds=frozenset({"duckdb"}),
+        previews=(("heads by layer (consistent pairs)", "preview_heads_by_layer", 40), ("strongest consistent pairs", "preview_consistent_pairs", 10)),
+        description="Per (neuron, head): mean attribution, active fraction, rank, and the consistent flag (active on 25-75% of the neuron's "
+        "explain prompts); held-out active counts as ground truth for scoring explanations.",
+    ),
+    AssetSpec(
+        "head_ablations", "AblationConfig",
+        lambda c: steps.run_ablations(c.inputs["model"], c.inputs["head_neuron_scores"], c.config, c.store, c.progress),
+        inputs=("model", "head_neuron_scores"), kinds=frozenset({"pytorch", "duckdb"}),
+        previews=(("active vs inactive (KS test)", "preview_ablation_comparison", 10),),
+        description="Each consistent pair's head zero-ablated on the neuron's prompts: the neuron's activation and its token's probability "
+        "before and after; active vs inactive prompts compared with a two-sample KS test (docs/method.md, step 8).",
+    ),
+    AssetSpec(
+        "explanations", "ExplanationConfig", _explanations, inputs=("model", "head_neuron_scores"), kinds=frozenset({"openai", "duckdb"}),
+        previews=(("explanations", "preview_explanations", 12),), llm=True,
+        description="Each neuron's strongest consistent heads explained from their active and inactive prompts (docs/method.md, step 6), for "
+        "next-token neurons and the random baseline neurons: by an LLM (an OpenAI-compatible endpoint, or a local instruct model offline) "
+        "and by the contrastive log-odds reference. Every LLM call is cached in `llm_calls`; a run budget stops cleanly, keeping what was done.",
+        metadata=lambda r: {"explainers": ", ".join(r.handle.explainers)},
+    ),
+    AssetSpec(
+        "explanation_scores", "ScoringConfig",
+        lambda c: steps.run_explanation_scores(c.inputs["model"], c.inputs["explanations"], c.config, c.store, c.context.run_id, c.progress),
+        inputs=("model", "explanations"), kinds=frozenset({"openai", "duckdb"}),
+        previews=(("E against the baselines", "preview_explanation_comparison", 10),), llm=True,
+        description="Each explanation asked, given only itself, whether the head is active on each held-out prompt (Yes/No): the Head "
+        "Explanation Score E (balanced accuracy) and AUC (docs/method.md, step 7); against the random-neuron and shuffled-explanation "
+        "baselines with Mann-Whitney tests, and the E histogram (step 9).",
+        metadata=lambda r: {"figure_path": dg.MetadataValue.path(p) for p in r.handle.figures.values()},
+    ),
+    AssetSpec(
+        "atlas_report", "AtlasConfig",
+        lambda c: steps.run_atlas(c.inputs["model"], c.inputs["head_ablations"], c.config, c.store, c.inputs["explanation_scores"]),
+        inputs=("model", "head_ablations", "explanation_scores"), kinds=frozenset({"html"}),
+        description="One static HTML page per model and prompt set: neurons and tokens, head x layer heatmaps, each consistent pair's "
+        "prompts shaded by the head's attention with its explanations and scores E, the findings' figures. Opens from disk, no server, no internet.",
+        metadata=lambda r: {"html_path": dg.MetadataValue.path(r.handle.path)},
+    ),
+]
+ASSET_NAMES = [spec.name for spec in ASSETS]
+
+
+def build_assets(config_classes: dict[str, type]) -> list[dg.AssetsDefinition]:
+    """Every lookups asset, with the run-config classes given (their defaults: the settings file's)."""
+    return [build_asset(spec, config_classes) for spec in ASSETS]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import dagster as dg
 
 from .automation import (
@@ -17,29 +16,12 @@ from .automation import (
     sources_sensor,
 )
 from .checks import ALL_CHECKS
-from .core import (
-    atlas_report,
-    corpus,
-    explanation_scores,
-    explanations,
-    head_ablations,
-    head_attributions,
-    head_neuron_scores,
-    model,
-    neuron_catalog,
-    neuron_exemplars,
-    prompt_set,
-)
-from .resources import HandleIOManager, LookupsStore
+from .core import build_assets
+from .resources import HandleIOManager, LookupsStore, config_classes, settings_file_ops
 
-ALL_ASSETS = [
-    model, neuron_catalog, corpus, prompt_set, neuron_exemplars, head_attributions, head_neuron_scores, head_ablations,
-    explanations, explanation_scores, atlas_report,
-]
 SOURCES = [model_weights, corpus_files]
 #: Which model and corpus are partition keys, not run config (these fields of older config files move there).
 KEY_FIELDS = {"model": "name", "corpus": "source"}
-
 
 
 def split_keys(run_config: dict) -> tuple[dict, dict]:
@@ -54,25 +36,32 @@ def split_keys(run_config: dict) -> tuple[dict, dict]:
     return {**run_config, "ops": ops}, keys
 
 
-#: The main job: every asset and check of one (model, prompt_set) partition, in dependency order.
-lookups_job = dg.define_asset_job(
-    "lookups",
-    selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    partitions_def=lookups_partitions,
-    tags=run_tags(),
-    description="Materialize every lookups asset of one (model, prompt_set) partition.",
-)
+def main_job(assets: list) -> dg.UnresolvedAssetJobDefinition:
+    """The main job: every asset and check of one (model, prompt_set) partition, in dependency order."""
+    return dg.define_asset_job(
+        "lookups",
+        selection=dg.AssetSelection.assets(*assets),
+        partitions_def=lookups_partitions,
+        tags=run_tags(),
+        description="Materialize every lookups asset of one (model, prompt_set) partition.",
+    )
 
-def build_definitions(assets: list | None = None) -> dg.Definitions:
-    """The code location's definitions (``assets`` replaces the lookups assets, e.g. with other code versions)."""
+
+def build_definitions(assets: list | None = None, settings: dict | None = None) -> dg.Definitions:
+    """The code location's definitions. ``settings``: the settings file's ops (``settings_file_ops()``), the
+    defaults of every run's config; ``assets`` replaces the lookups assets (e.g. with other code versions)."""
+    assets = assets or build_assets(config_classes(settings))
     return dg.Definitions(
-        assets=[*SOURCES, *(assets or ALL_ASSETS)],
+        assets=[*SOURCES, *assets],
         asset_checks=ALL_CHECKS,
-        jobs=[lookups_job, observe_models, observe_corpora],
+        jobs=[main_job(assets), observe_models, observe_corpora],
         schedules=refresh_schedules(),
         sensors=[automation_sensor, sources_sensor],
         resources={"store": LookupsStore(), "io_manager": HandleIOManager()},
     )
 
 
-defs = build_definitions()
+#: The deployment's assets and definitions, their run config defaulting to the settings file named by
+#: $LOOKUPS_RUN_CONFIG (if any).
+ALL_ASSETS = build_assets(config_classes(settings_file_ops()))
+defs = build_definitions(ALL_ASSETS)

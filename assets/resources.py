@@ -24,8 +24,8 @@ from lookups.pipeline.config import (
     data_dir,
     database_path,
 )
-from lookups.pipeline.files import write_atomically
-from lookups.pipeline.store import Store
+from lookups.pipeline.common.files import write_atomically
+from lookups.pipeline.store.store import Store
 
 
 class LookupsStore(dg.ConfigurableResource):
@@ -113,22 +113,23 @@ class ScoringConfig(dg.Config, ScoringSettings):
 # ---------------------------------------------------------------- settings file
 
 #: The settings file (YAML run config, `lookups ui --config FILE`): its values become the defaults of the
-#: config classes below, so every run of the deployment uses them: launched from the UI, by the automation
+#: config classes, so every run of the deployment uses them: launched from the UI, by the automation
 #: sensor, by the schedule. A run's own config still overrides them.
 SETTINGS_FILE_ENV = "LOOKUPS_RUN_CONFIG"
-#: Which asset each config class configures.
+#: The run-config class of each asset.
 CONFIG_OF_ASSET = {
-    "model": "ModelConfig", "neuron_catalog": "CatalogConfig", "corpus": "CorpusConfig", "prompt_set": "PromptSetConfig",
-    "neuron_exemplars": "ExemplarConfig", "head_attributions": "AttributionConfig", "head_neuron_scores": "HeadScoreConfig",
-    "head_ablations": "AblationConfig", "atlas_report": "AtlasConfig", "explanations": "ExplanationConfig", "explanation_scores": "ScoringConfig",
+    "model": ModelConfig, "neuron_catalog": CatalogConfig, "corpus": CorpusConfig, "prompt_set": PromptSetConfig,
+    "neuron_exemplars": ExemplarConfig, "head_attributions": AttributionConfig, "head_neuron_scores": HeadScoreConfig,
+    "head_ablations": AblationConfig, "atlas_report": AtlasConfig, "explanations": ExplanationConfig, "explanation_scores": ScoringConfig,
 }
 
 
-def settings_file_ops() -> dict:
-    """The ``ops`` of the settings file, without the model name and corpus source (those are partition keys)."""
+def settings_file_ops(path: str | None = None) -> dict:
+    """The ``ops`` of the settings file (``path``, default ``$LOOKUPS_RUN_CONFIG``; none: no settings), without
+    the model name and corpus source (those are partition keys)."""
     import yaml
 
-    path = os.environ.get(SETTINGS_FILE_ENV)
+    path = path or os.environ.get(SETTINGS_FILE_ENV)
     if not path:
         return {}
     if not Path(path).is_file():
@@ -156,9 +157,14 @@ def _with_defaults(cls: type, values: dict) -> type:
     cls.model_validate(values)
     import pydantic
 
-    fields = {name: (cls.model_fields[name].annotation, pydantic.Field(value, description=cls.model_fields[name].description)) for name, value in values.items()}
+    fields = {
+        name: (cls.model_fields[name].annotation, pydantic.Field(value, description=cls.model_fields[name].description, json_schema_extra=cls.model_fields[name].json_schema_extra))
+        for name, value in values.items()
+    }
     return pydantic.create_model(cls.__name__, __base__=cls, __doc__=cls.__doc__, __module__=cls.__module__, **fields)
 
 
-for _asset, _values in settings_file_ops().items():
-    globals()[CONFIG_OF_ASSET[_asset]] = _with_defaults(globals()[CONFIG_OF_ASSET[_asset]], _values)
+def config_classes(settings: dict | None = None) -> dict[str, type]:
+    """Every run-config class by name, with the defaults of ``settings`` (``settings_file_ops()``)."""
+    settings = settings or {}
+    return {cls.__name__: _with_defaults(cls, settings.get(asset, {})) for asset, cls in CONFIG_OF_ASSET.items()}

@@ -115,11 +115,12 @@ def run_partition_multiprocess(instance: dg.DagsterInstance, run_config: dict) -
 
     run_config, key = prepare_partition(instance, run_config)
     tags = defs.resolve_job_def("lookups").partitions_def.get_tags_for_partition_key(key)
-    with dg.execute_job(dg.reconstructable(lookups_job), instance, run_config=run_config, tags=tags) as result:
+    with dg.execute_job(dg.reconstructable(reconstruct_main_job), instance, run_config=run_config, tags=tags) as result:
         return result.success, result.run_id
 
 
-def lookups_job():
+def reconstruct_main_job():
+    """The main job as each step's process rebuilds it (``dg.reconstructable`` needs a module-level function)."""
     from .definitions import defs
 
     return defs.resolve_job_def("lookups")

@@ -27,9 +27,10 @@ def load_prompts(database: Path, n_neurons: int, bridge):
     import numpy as np
     import pandas as pd
 
-    from lookups.pipeline import corpora, steps
+    from lookups.pipeline.inputs import corpora
+    from lookups.pipeline import steps
     from lookups.pipeline.config import CorpusSettings, PromptSetSettings
-    from lookups.pipeline.store import Store
+    from lookups.pipeline.store.store import Store
 
     if database.exists():
         store = Store(database)
@@ -73,7 +74,7 @@ def notebook_attribution(bridge, rows, bos: int) -> None:
 
 
 def attribution_share(database: Path) -> dict | None:
-    from lookups.pipeline.store import Store
+    from lookups.pipeline.store.store import Store
 
     if not database.exists():
         return None
@@ -96,7 +97,8 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=None, help="attribution batch size in tokens (default: the pipeline's)")
     args = parser.parse_args()
 
-    from lookups.pipeline import attribution, models
+    from lookups.pipeline.science import attribution
+    from lookups.pipeline.inputs import models
     from lookups.pipeline.config import EMBEDDED_MODEL, AttributionSettings, database_path
 
     database = args.database or database_path()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 def load_questions(database: Path, n_explanations: int, n_prompts: int) -> list[tuple[str, str, str]]:
     """(token, explanation, prompt) triples."""
-    from lookups.pipeline.store import Store
+    from lookups.pipeline.store.store import Store
 
     if database.exists():
         rows = Store(database).query(
@@ -56,7 +56,8 @@ def main() -> None:
     import torch
 
     from lookups.pipeline.config import ExplanationSettings, database_path
-    from lookups.pipeline.explainers import LlmRequest, LocalBackend, load_template, snippet
+    from lookups.pipeline.llm.backends import LlmRequest, LocalBackend
+    from lookups.pipeline.llm.templates import load_template, snippet
 
     torch.set_num_threads(2)
     questions = load_questions(args.database or database_path(), args.explanations, args.prompts)

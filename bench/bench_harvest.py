@@ -54,10 +54,13 @@ def setup(documents: int, selection: str | None = None):
     reader the pipeline harvests with (plain HF model, hooks on the selected neurons)."""
     import pandas as pd
 
-    from lookups.pipeline import catalog, corpora, models, steps
+    from lookups.pipeline.science import catalog
+    from lookups.pipeline.inputs import corpora
+    from lookups.pipeline.inputs import models
+    from lookups.pipeline import steps
     from lookups.pipeline.config import EMBEDDED_MODEL, CatalogSettings, CorpusSettings, PromptSetSettings
-    from lookups.pipeline.exemplars import tokenize_documents
-    from lookups.pipeline.harvest import NeuronReader
+    from lookups.pipeline.science.exemplars import tokenize_documents
+    from lookups.pipeline.science.harvest import NeuronReader
 
     source = models.resolve_model(EMBEDDED_MODEL)
     bridge = models.load_bridge(source.local_dir)
@@ -80,7 +83,8 @@ def speed(documents: int, repeats: int, selection_out: str) -> dict:
     import numpy as np
     import torch
 
-    from lookups.pipeline.harvest import harvest_top_k, make_windows, pack_batches, pad_right
+    from lookups.pipeline.science.batching import pack_batches, pad_right
+    from lookups.pipeline.science.harvest import harvest_top_k, make_windows
 
     bridge, facts, selected, doc_tokens, reader = setup(documents)
     selected.to_json(selection_out)
@@ -108,7 +112,7 @@ def speed(documents: int, repeats: int, selection_out: str) -> dict:
 
 
 def memory(documents: int, selection: str) -> dict:
-    from lookups.pipeline.harvest import harvest_top_k, make_windows
+    from lookups.pipeline.science.harvest import harvest_top_k, make_windows
 
     bridge, facts, selected, doc_tokens, reader = setup(documents, selection)
     windows = make_windows([len(t) for t in doc_tokens], 256)

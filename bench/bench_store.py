@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from lookups.pipeline.store import Store, sql_text
+from lookups.pipeline.store.store import Store, sql_text
 
 QUERY = "SELECT layer, neuron, head_layer, head, avg(score) AS s FROM head_attributions WHERE model_id = ? AND prompt_set_id = ? GROUP BY ALL"
 
@@ -65,7 +65,7 @@ def best_of(fn, repeats: int = 3) -> float:
 
 WRITER = """
 import sys, pandas as pd
-from lookups.pipeline.store import Store
+from lookups.pipeline.store.store import Store
 frame = pd.read_parquet(sys.argv[2])
 Store(sys.argv[1]).replace("head_attributions", {"model_id": sys.argv[3], "prompt_set_id": "p"}, frame)
 """

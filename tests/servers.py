@@ -45,7 +45,7 @@ def wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 120
 
 
 def embedded_gguf() -> Path:
-    from lookups.pipeline.models import EMBEDDED_GGUF_FILE, EMBEDDED_GGUF_PACKAGE
+    from lookups.pipeline.inputs.models import EMBEDDED_GGUF_FILE, EMBEDDED_GGUF_PACKAGE
 
     spec = importlib.util.find_spec(EMBEDDED_GGUF_PACKAGE)
     return Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF_FILE

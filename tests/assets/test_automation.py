@@ -16,14 +16,16 @@ from collections import defaultdict
 import dagster as dg
 import pandas as pd
 import pytest
+from types import SimpleNamespace
 import torch
 import yaml
 
 from lookups.assets import automation
-from lookups.pipeline import catalog as catalog_mod
-from lookups.pipeline import exemplars as exemplars_mod
-from lookups.pipeline import planted, steps
-from lookups.pipeline.store import Store
+from lookups.pipeline.science import catalog as catalog_mod
+from lookups.pipeline.science import exemplars as exemplars_mod
+from lookups.pipeline.inputs import planted
+from lookups.pipeline import steps
+from lookups.pipeline.store.store import Store
 
 ASSETS = [
     "model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
@@ -76,20 +78,16 @@ def computed(frame: pd.DataFrame) -> set[str]:
 def settings_defs(tmp_path, monkeypatch):
     """Definitions whose config defaults are a settings file (as `lookups ui --config` gives the daemon), so
     the automation's runs analyse the planted circuit with its settings."""
-    from lookups.assets import checks, core, definitions, resources
+    from lookups.assets import core, definitions, resources
 
     def load(run_config: dict):
         path = tmp_path / "settings.yaml"
         path.write_text(yaml.safe_dump(run_config))
-        monkeypatch.setenv("LOOKUPS_RUN_CONFIG", str(path))
-        for module in (resources, core, checks, definitions):
-            importlib.reload(module)
-        return definitions
+        monkeypatch.setenv("LOOKUPS_RUN_CONFIG", str(path))  # the daemon's steps load it again in their processes
+        assets = core.build_assets(resources.config_classes(resources.settings_file_ops(str(path))))
+        return SimpleNamespace(defs=definitions.build_definitions(assets), ALL_ASSETS=assets, build_definitions=definitions.build_definitions)
 
     yield load
-    monkeypatch.delenv("LOOKUPS_RUN_CONFIG", raising=False)
-    for module in (resources, core, checks, definitions):
-        importlib.reload(module)
 
 
 def requested(defs, instance, cursor):
@@ -283,7 +281,7 @@ def test_the_sources_sensor_adds_folders_and_observes_new_and_changed_sources(tm
         cursor, jobs = tick(instance, cursor)
         assert jobs == []
         # The folder's name is the key; the observed version is its files' content hash.
-        from lookups.pipeline import sources
+        from lookups.pipeline.inputs import sources
 
         assert sources.corpus_source("letters") == str(root / "letters")
         before = sources.corpus_fingerprint("letters")

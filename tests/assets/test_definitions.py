@@ -12,8 +12,10 @@ import pytest
 
 from lookups.assets.runner import run_partition
 from lookups.assets.definitions import ALL_ASSETS, defs, split_keys
-from lookups.pipeline import catalog, harvest, planted
-from lookups.pipeline.store import Store
+from lookups.pipeline.science import catalog
+from lookups.pipeline.science import harvest
+from lookups.pipeline.inputs import planted
+from lookups.pipeline.store.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 ALL_CHECK_NAMES = {

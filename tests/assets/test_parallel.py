@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lookups.pipeline import planted
-from lookups.pipeline.store import TABLES, Store
+from lookups.pipeline.inputs import planted
+from lookups.pipeline.store.store import TABLES, Store
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lookups.pipeline import ablation, models
+from lookups.pipeline.science import ablation
+from lookups.pipeline.inputs import models
 
 
 def test_ks_summary_separates_active_from_inactive_drops():

@@ -6,10 +6,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from lookups.pipeline import atlas, planted
+from lookups.pipeline.report import atlas
+from lookups.pipeline.inputs import planted
 from lookups.pipeline.config import AtlasSettings
 
-from test_planted import run_chain
+from chains import run_chain
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lookups.pipeline import attribution, models
+from lookups.pipeline.science import attribution
+from lookups.pipeline.inputs import models
 from lookups.pipeline.config import AttributionSettings
 
 from direct_path import direct_effect_of_head

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from lookups.pipeline.catalog import catalog_frame, congruence_stats, qualifying_tokens, select_neurons
+from lookups.pipeline.science.catalog import catalog_frame, congruence_stats, qualifying_tokens, select_neurons
 from lookups.pipeline.config import CatalogSettings
 
 

@@ -5,7 +5,7 @@ import sys
 
 import yaml
 
-from lookups.pipeline import planted
+from lookups.pipeline.inputs import planted
 from lookups.pipeline.cli import build_parser, run_config_from_args
 
 
@@ -64,7 +64,7 @@ def test_run_on_the_planted_circuit_prints_the_found_pair(tmp_path, planted_circ
 def test_every_subcommand_has_complete_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) == {"run", "summary", "query", "ui", "paths", "catalog-sql"}
+    assert set(sub.choices) == {"run", "summary", "query", "ui", "paths", "views-sql"}
     for name, subparser in sub.choices.items():
         for action in subparser._actions:
             if action.dest != "help":

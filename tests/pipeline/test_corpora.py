@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lookups.pipeline.config import CorpusSettings, PromptSetSettings
-from lookups.pipeline.corpora import (
+from lookups.pipeline.inputs.corpora import (
     CorpusError,
     ReadCounts,
     build_prompt_set,

@@ -6,9 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from lookups.pipeline import explainers
+from lookups.pipeline.llm import backends
 from lookups.pipeline.config import ExplanationSettings
-from lookups.pipeline.explainers import ExplainerError, contrastive_explanation, load_template, parse_answer, parse_explanation, snippet
+from lookups.pipeline.llm import ExplainerError
+from lookups.pipeline.llm.contrastive import contrastive_explanation
+from lookups.pipeline.llm.templates import load_template, parse_answer, parse_explanation, snippet
 
 
 def test_shipped_templates_render_their_placeholders():
@@ -67,8 +69,8 @@ def test_explanations_empty_or_refused_are_recorded_as_such():
 
 def test_p_yes_from_the_first_tokens_alternatives():
     top = [SimpleNamespace(token="No", logprob=math.log(0.6)), SimpleNamespace(token=" Yes", logprob=math.log(0.2)), SimpleNamespace(token="The", logprob=-1)]
-    assert explainers._p_yes_from_top_logprobs(top) == pytest.approx(0.25)
-    assert explainers._p_yes_from_top_logprobs([SimpleNamespace(token="The", logprob=-1)]) is None
+    assert backends._p_yes_from_top_logprobs(top) == pytest.approx(0.25)
+    assert backends._p_yes_from_top_logprobs([SimpleNamespace(token="The", logprob=-1)]) is None
 
 
 def test_the_contrastive_baseline_names_the_distinguishing_word_and_classifies_by_it():
@@ -85,19 +87,19 @@ def test_the_contrastive_baseline_names_the_distinguishing_word_and_classifies_b
 
 def test_backend_choice(monkeypatch):
     monkeypatch.delenv("LOOKUPS_LLM_BASE_URL", raising=False)
-    assert explainers.resolve_backend_name("auto") == "local"
+    assert backends.resolve_backend_name("auto") == "local"
     monkeypatch.setenv("LOOKUPS_LLM_BASE_URL", "http://127.0.0.1:9/v1")
-    assert explainers.resolve_backend_name("auto") == "openai"
-    assert explainers.make_llm_backend(ExplanationSettings(backend="contrastive")) is None
+    assert backends.resolve_backend_name("auto") == "openai"
+    assert backends.make_llm_backend(ExplanationSettings(backend="contrastive")) is None
     with pytest.raises(ExplainerError, match="Unknown explainer backend 'gpt'"):
-        explainers.resolve_backend_name("gpt")
+        backends.resolve_backend_name("gpt")
 
 
 def test_openai_backend_needs_an_endpoint_and_names_the_variable(monkeypatch):
     monkeypatch.delenv("LOOKUPS_LLM_BASE_URL", raising=False)
     with pytest.raises(ExplainerError, match="LOOKUPS_LLM_BASE_URL"):
-        explainers.OpenAIBackend(ExplanationSettings(backend="openai"))
+        backends.OpenAIBackend(ExplanationSettings(backend="openai"))
     monkeypatch.setenv("LOOKUPS_LLM_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
     monkeypatch.delenv("LOOKUPS_LLM_MODEL", raising=False)
     with pytest.raises(ExplainerError, match="LOOKUPS_LLM_MODEL"):
-        explainers.OpenAIBackend(ExplanationSettings(backend="openai", max_retries=0, timeout_s=2))
+        backends.OpenAIBackend(ExplanationSettings(backend="openai", max_retries=0, timeout_s=2))

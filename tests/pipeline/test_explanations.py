@@ -9,10 +9,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lookups.pipeline import explanations as ex
+from lookups.pipeline.llm import explain as llm_explain
+from lookups.pipeline.llm import ledger as llm_ledger
+from lookups.pipeline.llm import pairs as llm_pairs
+from lookups.pipeline.llm import score as llm_score
+from lookups.pipeline.report import figures
 from lookups.pipeline.config import ExplanationSettings, ScoringSettings
-from lookups.pipeline.explainers import LlmBackend, LlmResponse, load_template
-from lookups.pipeline.store import Store
+from lookups.pipeline.llm.backends import LlmBackend, LlmResponse
+from lookups.pipeline.llm.templates import load_template
+from lookups.pipeline.store.store import Store
 
 
 class CountingBackend(LlmBackend):
@@ -37,11 +42,11 @@ class CountingBackend(LlmBackend):
 
 
 def test_balanced_accuracy_and_auc():
-    e, counts = ex.balanced_accuracy([True, True, False, False, False], [True, False, False, False, True])
+    e, counts = llm_score.balanced_accuracy([True, True, False, False, False], [True, False, False, False, True])
     assert counts == {"tp": 1, "fn": 1, "tn": 2, "fp": 1}
     assert e == pytest.approx(0.5 * (1 / 2 + 2 / 3))
-    assert ex.auc([True, False, True, False], [0.9, 0.1, 0.8, 0.8]) == pytest.approx(0.875)  # one tie counts half
-    assert ex.auc([True, True], [0.1, 0.2]) is None
+    assert llm_score.auc([True, False, True, False], [0.9, 0.1, 0.8, 0.8]) == pytest.approx(0.875)  # one tie counts half
+    assert llm_score.auc([True, True], [0.1, 0.2]) is None
 
 
 def test_choose_pairs_takes_each_neurons_strongest_consistent_heads():
@@ -49,16 +54,16 @@ def test_choose_pairs_takes_each_neurons_strongest_consistent_heads():
         [("next_token", 5, 1, 2, 0, 0.9, " a"), ("next_token", 5, 1, 3, 1, 0.5, " a"), ("next_token", 5, 2, 1, 0, 0.7, " b"), ("random", 5, 9, 0, 0, 0.1, " c")],
         columns=["cohort", "layer", "neuron", "head_layer", "head", "mean_score", "token"],
     )
-    chosen = ex.choose_pairs(scores, ExplanationSettings(pairs_per_neuron=1))
+    chosen = llm_pairs.choose_pairs(scores, ExplanationSettings(pairs_per_neuron=1))
     assert chosen[["cohort", "neuron", "head_layer"]].values.tolist() == [["next_token", 1, 2], ["next_token", 2, 1], ["random", 9, 0]]
-    capped = ex.choose_pairs(scores, ExplanationSettings(pairs_per_neuron=2, max_pairs=1))
+    capped = llm_pairs.choose_pairs(scores, ExplanationSettings(pairs_per_neuron=2, max_pairs=1))
     assert capped[["cohort", "neuron", "head_layer"]].values.tolist() == [["next_token", 1, 2], ["random", 9, 0]]
 
 
-def make_pairs(n: int = 3) -> list[ex.Pair]:
+def make_pairs(n: int = 3) -> list[llm_pairs.Pair]:
     pairs = []
     for i in range(n):
-        pair = ex.Pair("next_token", 5, i, 2, i, " magic")
+        pair = llm_pairs.Pair("next_token", 5, i, 2, i, " magic")
         pair.active = [f"the wizard spoke {j}" for j in range(4)]
         pair.inactive = [f"the farmer spoke {j}" for j in range(4)]
         pair.heldout = [f"a wizard came {i}", f"a farmer came {i}", f"old wizard {i}", f"plain text {i}"]
@@ -69,10 +74,10 @@ def make_pairs(n: int = 3) -> list[ex.Pair]:
 
 def run_both(store, pairs, backend, settings, run_id="run-1"):
     explain, classify = load_template(settings.explain_template), load_template(settings.classify_template)
-    ledger = ex.CallLedger(store, run_id, settings.max_calls, settings.max_tokens)
-    explained = ex.explain_pairs(pairs, "m@1", "ps-1", settings, explain, backend, ledger)
-    ledger = ex.CallLedger(store, run_id, settings.max_calls, settings.max_tokens)
-    scored = ex.score_explanations(explained, {p.key: p for p in pairs}, "m@1", settings, ScoringSettings(), classify, backend, ledger)
+    ledger = llm_ledger.CallLedger(store, run_id, settings.max_calls, settings.max_tokens)
+    explained = llm_explain.explain_pairs(pairs, "m@1", "ps-1", settings, explain, backend, ledger)
+    ledger = llm_ledger.CallLedger(store, run_id, settings.max_calls, settings.max_tokens)
+    scored = llm_score.score_explanations(explained, {p.key: p for p in pairs}, "m@1", settings, ScoringSettings(), classify, backend, ledger)
     return explained, scored, ledger
 
 
@@ -124,11 +129,11 @@ def test_the_budget_counts_the_whole_run_across_steps():
     store, backend = Store(), CountingBackend()
     settings = ExplanationSettings(max_tokens=150)
     explain = load_template(settings.explain_template)
-    ex.explain_pairs(make_pairs(1), "m@1", "ps-1", settings, explain, backend, ex.CallLedger(store, "run-1", None, 150))
-    later = ex.CallLedger(store, "run-1", None, 150)  # the scoring step of the same run
+    llm_explain.explain_pairs(make_pairs(1), "m@1", "ps-1", settings, explain, backend, llm_ledger.CallLedger(store, "run-1", None, 150))
+    later = llm_ledger.CallLedger(store, "run-1", None, 150)  # the scoring step of the same run
     assert later.tokens == 110 and later.allow()
-    assert not ex.CallLedger(store, "run-1", None, 100).allow()
-    assert ex.CallLedger(store, "run-2", None, 100).allow()
+    assert not llm_ledger.CallLedger(store, "run-1", None, 100).allow()
+    assert llm_ledger.CallLedger(store, "run-2", None, 100).allow()
 
 
 def test_unscorable_pairs_are_kept_with_a_reason():
@@ -150,13 +155,13 @@ def test_explanation_tests_match_scipy():
     rows = [("x", "next_token", "none", v) for v in e] + [("x", "random", "none", v) for v in random_e] + [("x", "next_token", "shuffled", v) for v in shuffled_e]
     frame = pd.DataFrame(rows, columns=["explainer", "cohort", "baseline", "e_score"])
     frame["status"], frame["auc"] = "scored", None
-    tests = ex.explanation_tests(frame).set_index("baseline")
+    tests = llm_score.explanation_tests(frame).set_index("baseline")
     assert tests.loc["random_neurons", "mean_e"] == pytest.approx(e.mean())
     assert tests.loc["random_neurons", "skew"] == pytest.approx(stats.skew(e))
     assert tests.loc["random_neurons", "skew_p"] == pytest.approx(stats.skewtest(e).pvalue)
     assert tests.loc["random_neurons", "mw_p"] == pytest.approx(stats.mannwhitneyu(e, random_e, alternative="two-sided").pvalue)
     assert tests.loc["shuffled", "n_baseline"] == 30 and tests.loc["shuffled", "mean_baseline"] == pytest.approx(shuffled_e.mean())
-    png = ex.e_histogram(frame, "test")
+    png = figures.e_histogram(frame, "test")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -164,15 +169,15 @@ def test_shuffled_targets_are_other_neurons_pairs():
     frame = pd.DataFrame(
         [(f"e{i}", "x", "next_token", 5, i, 1, 0) for i in range(6)], columns=["explanation_id", "explainer", "cohort", "layer", "neuron", "head_layer", "head"]
     )
-    targets = ex.shuffled_targets(frame, seed=0)
+    targets = llm_score.shuffled_targets(frame, seed=0)
     assert set(targets) == {f"e{i}" for i in range(6)}
     assert all(targets[f"e{i}"][1] != i for i in range(6))
-    assert ex.shuffled_targets(frame, seed=0) == targets  # seeded
+    assert llm_score.shuffled_targets(frame, seed=0) == targets  # seeded
 
 
 def test_explanation_ids_are_stable_and_differ_by_explainer():
     pair = make_pairs(1)[0]
-    a = ex.explanation_id("m@1", "ps-1", pair, "contrastive", "log-odds")
-    assert a == ex.explanation_id("m@1", "ps-1", pair, "contrastive", "log-odds")
-    assert a != ex.explanation_id("m@1", "ps-1", pair, "local:x", "explain.v1@1")
+    a = llm_pairs.explanation_id("m@1", "ps-1", pair, "contrastive", "log-odds")
+    assert a == llm_pairs.explanation_id("m@1", "ps-1", pair, "contrastive", "log-odds")
+    assert a != llm_pairs.explanation_id("m@1", "ps-1", pair, "local:x", "explain.v1@1")
     assert json.loads(json.dumps(a)) == a

@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from lookups.pipeline.harvest import StreamingTopK, harvest_top_k, make_windows, pack_batches, pad_right
+from lookups.pipeline.science.batching import pack_batches, pad_right
+from lookups.pipeline.science.harvest import StreamingTopK, harvest_top_k, make_windows
 
 
 def fake_reader(weights):

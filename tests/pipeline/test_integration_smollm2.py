@@ -5,7 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lookups.pipeline import attribution, catalog, corpora, exemplars, harvest, models
+from lookups.pipeline.science import attribution
+from lookups.pipeline.science import catalog
+from lookups.pipeline.inputs import corpora
+from lookups.pipeline.science import exemplars
+from lookups.pipeline.science import harvest
+from lookups.pipeline.inputs import models
 from lookups.pipeline.config import EMBEDDED_MODEL, DEFAULT_DENY_TOKENS, AttributionSettings, ExemplarSettings, PromptSetSettings
 
 from direct_path import direct_effect_of_head

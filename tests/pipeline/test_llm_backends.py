@@ -10,9 +10,10 @@ from chains import run_planted_chain
 from servers import LLAMA_MODEL_ALIAS, FaultProxy, llama_server
 
 from lookups.assets.runner import run_partition
-from lookups.pipeline import planted, steps
+from lookups.pipeline.inputs import planted
+from lookups.pipeline import steps
 from lookups.pipeline.config import ExplanationSettings, HeadScoreSettings, ScoringSettings
-from lookups.pipeline.store import TABLE_KEYS, Store
+from lookups.pipeline.store.store import TABLE_KEYS, Store
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +118,7 @@ def test_faults_are_recorded_per_pair_retries_are_bounded_and_nothing_is_lost(pr
 
     # A budget of 2 calls: 2 explanations made and kept, 2 marked; the run finishes.
     limited = steps.run_explanations(model, head_scores, ExplanationSettings(**base, max_calls=2), store)
-    assert limited.stats["budget_reached"] and not limited.stats["complete"]
+    assert limited.stats["budget_reached"] and not limited.complete
     assert statuses() == {"ok": 2, "budget_exhausted": 2}
 
     # The endpoint fails with 500s: the 2 kept come from the cache, the other 2 fail after exactly 1 + 2 tries each.
@@ -141,7 +142,7 @@ def test_faults_are_recorded_per_pair_retries_are_bounded_and_nothing_is_lost(pr
     before = proxy.counts.get("pass", 0)
     healed = steps.run_explanations(model, head_scores, ExplanationSettings(**base), store)
     # (A slow answer may be retried by the client, so the proxy can see more requests than calls.)
-    assert healed.stats["llm_calls"] == 2 and proxy.counts["pass"] - before >= 2 and healed.stats["complete"]
+    assert healed.stats["llm_calls"] == 2 and proxy.counts["pass"] - before >= 2 and healed.complete
     assert statuses() == {"ok": 4}
 
     # Nonsense answers to every Yes/No question: counted as malformed, the scores step still finishes.
@@ -161,7 +162,8 @@ def test_local_yes_no_with_a_shared_prefix_equals_a_full_forward_pass():
     P(Yes) must equal that of one full (left-padded) forward pass per question."""
     import torch
 
-    from lookups.pipeline.explainers import LlmRequest, LocalBackend, load_template, snippet
+    from lookups.pipeline.llm.backends import LlmRequest, LocalBackend
+    from lookups.pipeline.llm.templates import load_template, snippet
 
     backend = LocalBackend(ExplanationSettings(batch_size=3))
     template = load_template("classify.v1")

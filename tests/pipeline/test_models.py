@@ -2,7 +2,7 @@
 
 import pytest
 
-from lookups.pipeline.models import ModelError, ModelSource, fingerprint_weights, resolve_model
+from lookups.pipeline.inputs.models import ModelError, ModelSource, fingerprint_weights, resolve_model
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):

@@ -3,15 +3,11 @@
 and flag the pair consistent, and must not flag it in the control model built without the plant."""
 
 
-from chains import run_planted_chain
+from chains import run_chain
 
-from lookups.pipeline import planted, steps
+from lookups.pipeline.inputs import planted
+from lookups.pipeline import steps
 from lookups.pipeline.config import ExplanationSettings, ScoringSettings
-
-
-def run_chain(folder, plant: bool):
-    circuit, store, handles = run_planted_chain(folder, plant)
-    return circuit, store, handles["model"], handles["head_attributions"], handles["head_neuron_scores"], handles["head_ablations"]
 
 
 def pair_row(store, circuit, model_id):
@@ -74,6 +70,6 @@ def test_the_contrastive_reference_explains_the_planted_head_by_its_trigger(tmp_
     own = store.query("SELECT * FROM explanation_scores WHERE baseline = 'none' AND layer = ? AND neuron = ? AND head_layer = ? AND head = ?", list(circuit.key))
     assert own["status"][0] == "scored" and own["e_score"][0] == 1.0 and own["auc"][0] == 1.0
     assert own["n_positive"][0] > 3 and own["n_negative"][0] > 3
-    assert scored.handle.figure_path and scored.handle.figure_path.endswith(".png")
+    assert scored.handle.figures["E histogram"].endswith(".png")
     assert steps.run_explanations(model, head_scores, settings, store).skipped
     assert steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store).skipped

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lookups.pipeline import quality
-from lookups.pipeline.store import sql_text
+from lookups.pipeline.store import quality
+from lookups.pipeline.store.store import sql_text
 
 
 def exemplar_frame():

@@ -8,12 +8,13 @@ import sys
 import pandas as pd
 import pytest
 
-from lookups.pipeline import queries, steps
+from lookups.pipeline.store import queries
+from lookups.pipeline import steps
 from lookups.pipeline.config import ExplanationSettings, ScoringSettings
-from lookups.pipeline.queries import QueryError, run_query, write_frame
-from lookups.pipeline.store import named_queries
+from lookups.pipeline.store.queries import QueryError, run_query, write_frame
+from lookups.pipeline.store.store import named_queries
 
-from test_planted import run_chain
+from chains import run_chain
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from lookups.pipeline.config import HeadScoreSettings
-from lookups.pipeline.scores import SCORE_COLUMNS, head_neuron_scores
+from lookups.pipeline.science.head_scores import SCORE_COLUMNS, head_neuron_scores
 
 
 def frame(active_by_head: dict, split="explain", layer=5, neuron=7):

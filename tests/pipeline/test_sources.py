@@ -2,7 +2,7 @@
 
 import pytest
 
-from lookups.pipeline import sources
+from lookups.pipeline.inputs import sources
 from lookups.pipeline.config import EMBEDDED_CORPUS
 
 

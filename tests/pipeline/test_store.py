@@ -8,7 +8,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from lookups.pipeline.store import AssetVersion, Store, StoreError, named_queries, sql_text
+from lookups.pipeline.store.store import AssetVersion, Store, StoreError, named_queries, sql_text
 
 
 def doc_rows(n, text="t"):
@@ -62,7 +62,7 @@ MODEL_ROW = {"name": "m", "origin": "local", "fingerprint": "f", "n_layers": 1, 
 
 @contextmanager
 def file_held_by_another_process(path, seconds: float):
-    """A second process opens the DuckDB catalog file for writing and holds it for ``seconds``."""
+    """A second process opens the DuckDB views file for writing and holds it for ``seconds``."""
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('open', flush=True); time.sleep({seconds}); c.close()"],
         stdout=subprocess.PIPE, text=True,
@@ -75,9 +75,9 @@ def file_held_by_another_process(path, seconds: float):
         holder.wait()
 
 
-def test_a_client_holding_the_catalog_blocks_neither_writes_nor_queries(tmp_path):
+def test_a_client_holding_the_views_file_blocks_neither_writes_nor_queries(tmp_path):
     """Steps write Parquet files and query through an in-memory DuckDB: a notebook or duckdb CLI holding the
-    catalog file open for writing stops neither. Refreshing the catalog itself says why it cannot."""
+    views file open for writing stops neither. Refreshing the views file itself says why it cannot."""
     path = tmp_path / "x.duckdb"
     store = Store(path)
     store.replace("models", {"model_id": "m@1"}, pd.DataFrame([MODEL_ROW]))
@@ -85,14 +85,14 @@ def test_a_client_holding_the_catalog_blocks_neither_writes_nor_queries(tmp_path
         Store(path).replace("models", {"model_id": "m@2"}, pd.DataFrame([MODEL_ROW]))
         assert sorted(Store(path).query("SELECT model_id FROM models")["model_id"]) == ["m@1", "m@2"]
         with pytest.raises(StoreError, match="locked by another process"):
-            Store(path).refresh_catalog(wait_s=0.5)
+            Store(path).refresh_views_file(wait_s=0.5)
 
 
-def test_the_catalog_file_answers_sql_from_other_clients(tmp_path):
+def test_the_views_file_answers_sql_from_other_clients(tmp_path):
     path = tmp_path / "x.duckdb"
     store = Store(path)
     store.replace("documents", {"prompt_set_id": "a"}, doc_rows(3))
-    store.replace("documents", {"prompt_set_id": "b"}, doc_rows(2))  # written after the catalog file exists
+    store.replace("documents", {"prompt_set_id": "b"}, doc_rows(2))  # written after the views file exists
     with duckdb.connect(str(path), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM documents").fetchone()[0] == 5
         assert con.execute("SELECT count(*) FROM heads_by_layer").fetchone()[0] == 0  # views.sql, over empty tables
@@ -100,7 +100,7 @@ def test_the_catalog_file_answers_sql_from_other_clients(tmp_path):
 
 WRITER = """
 import sys, pandas as pd
-from lookups.pipeline.store import Store
+from lookups.pipeline.store.store import Store
 path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = Store(path)
 for i in range(n):
@@ -119,7 +119,7 @@ def test_parallel_writers_lose_nothing_and_readers_see_whole_files(tmp_path):
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "40"]) for name in ("left", "right")]
     store = Store(path)
     while any(w.poll() is None for w in writers):
-        sizes = store.query("SELECT prompt_set_id, count(*) AS n FROM documents GROUP BY 1", read_only=False)
+        sizes = store.query("SELECT prompt_set_id, count(*) AS n FROM documents GROUP BY 1", require_results=False)
         assert set(sizes["n"]) <= {50}
     assert [w.returncode for w in writers] == [0, 0]
     final = store.query("SELECT prompt_set_id, count(*) AS n, max(text) AS text FROM documents GROUP BY 1 ORDER BY 1")
@@ -128,26 +128,12 @@ def test_parallel_writers_lose_nothing_and_readers_see_whole_files(tmp_path):
     assert store.query("SELECT count(*) AS n FROM llm_calls")["n"][0] == 80
 
 
-def test_results_in_duckdb_tables_move_to_parquet(tmp_path):
-    """A catalog file from before the warehouse (rows in DuckDB tables) is exported, nothing lost."""
-    path = tmp_path / "x.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute(sql_text("schema.sql"))
-        con.register("incoming", doc_rows(3).assign(prompt_set_id="old"))
-        con.execute("INSERT INTO documents BY NAME SELECT * FROM incoming")
-        con.execute("INSERT INTO asset_versions (asset, scope, data_version, code_version, stats) VALUES ('prompt_set', 'old', 'v1', '1', '{}')")
-    store = Store(path)
-    assert store.refresh_views()
-    assert store.query("SELECT count(*) AS n FROM documents")["n"][0] == 3
-    assert store.version("prompt_set", "old").data_version == "v1"
-
-
-def test_the_catalog_sql_makes_any_duckdb_a_catalog(tmp_path):
-    """What `lookups catalog-sql` prints (for MotherDuck or a notebook) answers like the store."""
+def test_the_views_sql_makes_any_duckdb_a_reader_of_the_results(tmp_path):
+    """What `lookups views-sql` prints (for MotherDuck or a notebook) answers like the store."""
     store = Store(tmp_path / "x.duckdb")
     store.replace("documents", {"prompt_set_id": "a"}, doc_rows(3))
     with duckdb.connect() as con:
-        con.execute(store.catalog_sql())
+        con.execute(store.views_sql())
         assert con.execute("SELECT count(*) FROM documents").fetchone()[0] == 3
         assert con.execute("SELECT count(*) FROM explanation_findings").fetchone()[0] == 0
 
@@ -158,3 +144,38 @@ def test_every_connection_runs_the_setup_sql(tmp_path, monkeypatch):
     store = Store(tmp_path / "x.duckdb")
     store.replace("documents", {"prompt_set_id": "a"}, doc_rows(1))
     assert store.query("SELECT lookups_setup_ran() AS n")["n"][0] == 42
+
+
+def test_a_version_record_is_read_on_a_connection_that_is_closed(tmp_path, monkeypatch):
+    """Reading a step's version record opens one connection and closes it: a step that checks its version
+    on every run leaks nothing."""
+    from lookups.pipeline.store import store as store_module
+
+    store = Store(tmp_path / "x.duckdb")
+    store.replace_many([], AssetVersion("prompt_set", "a", "v1", "1", {"n": 1}, complete=False))
+    opened = []
+    real = store_module._connect
+
+    def counting(*args, **kwargs):
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(store_module, "_connect", counting)
+    for _ in range(3):
+        found = store.version("prompt_set", "a")
+    assert found.data_version == "v1" and found.stats == {"n": 1} and found.complete is False
+    assert len(opened) == 3
+    for con in opened:
+        with pytest.raises(duckdb.ConnectionException):
+            con.execute("SELECT 1")
+
+
+def test_named_reads_take_their_parameters_and_rows_take_only_key_columns(tmp_path):
+    store = Store(tmp_path / "x.duckdb")
+    store.replace("documents", {"prompt_set_id": "a"}, doc_rows(3))
+    assert store.read("prompt_set_documents", prompt_set_id="a", model_id="ignored")["doc_id"].tolist() == ["d0", "d1", "d2"]
+    assert len(store.rows("documents", prompt_set_id="a")) == 3 and len(store.rows("documents", prompt_set_id="b")) == 0
+    with pytest.raises(StoreError, match="no key column text"):
+        store.rows("documents", text="x")
+    with pytest.raises(ValueError, match="prompt_set_id"):
+        store.read("prompt_set_documents")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lookups.pipeline.truncation import STAGE_WIDTH, TruncationStats, TruncationTask, truncate
+from lookups.pipeline.science.truncation import STAGE_WIDTH, TruncationStats, TruncationTask, truncate
 
 
 def fake_row_acts(activation_of_suffix):

@@ -1,0 +1,207 @@
+"""The atlas: one static HTML page per model and prompt set, readable from disk with no server and no
+internet (no external scripts, styles or fonts; figures are inline PNGs).
+
+It shows the selected neurons and their tokens; per neuron, the head x layer attribution heatmap (mean
+score over its explain prompts, consistent pairs outlined); per consistent pair, its prompts with each token
+shaded by the head's attention from the last position, the neuron's token shown next, and whether the head
+was active; the findings (consistent pairs by head layer, the ablation comparison). A search box filters the
+neurons by token. Every string from the corpus or the tokenizer is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from lookups.pipeline.config import AtlasSettings
+
+
+@dataclass
+class AtlasData:
+    """Every frame the page shows, read by the atlas step (``sql/reads/atlas_*.sql``)."""
+
+    model: dict  # the models row
+    prompt_set_id: str
+    neurons: pd.DataFrame  # selected: layer, neuron, token, score, zscore
+    scores: pd.DataFrame  # head_neuron_scores rows
+    exemplars: pd.DataFrame  # neuron_exemplars rows (layer, neuron, doc_id, split, rank, prompt_token_ids, prompt_act, next_token)
+    active: pd.DataFrame  # head_attributions of consistent pairs: layer, neuron, doc_id, head_layer, head, score, active
+    ablations: pd.DataFrame  # head_ablations rows
+    tests: pd.DataFrame  # ablation_tests rows
+    heads_by_layer: pd.DataFrame
+    explanations: pd.DataFrame = field(default_factory=pd.DataFrame)  # pair_explanations rows (next-token pairs)
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _heatmap(scores: pd.DataFrame, n_heads: int, layer: int) -> str:
+    """Rows: head layers 0..layer; columns: heads; colour: mean score (red +, blue -); consistent outlined."""
+    grid = scores.set_index(["head_layer", "head"])
+    scale = float(np.nanmax(np.abs(scores["mean_score"].to_numpy()))) if len(scores) else 1.0
+    scale = scale or 1.0
+    rows = ["<tr><th></th>" + "".join(f"<th>H{h}</th>" for h in range(n_heads)) + "</tr>"]
+    for hl in range(layer, -1, -1):
+        cells = []
+        for h in range(n_heads):
+            if (hl, h) not in grid.index:
+                cells.append("<td></td>")
+                continue
+            r = grid.loc[(hl, h)]
+            v = float(r["mean_score"])
+            a = min(1.0, abs(v) / scale)
+            colour = f"rgba(200,40,40,{a:.2f})" if v >= 0 else f"rgba(40,80,200,{a:.2f})"
+            cls = ' class="consistent"' if bool(r["consistent"]) else ""
+            tip = f"L{hl}H{h}: mean score {v:.4g}, active on {float(r['active_fraction']):.0%} of prompts"
+            cells.append(f'<td{cls} style="background:{colour}" title="{_e(tip)}"></td>')
+        rows.append(f"<tr><th>L{hl}</th>" + "".join(cells) + "</tr>")
+    return '<table class="heat">' + "".join(rows) + "</table>"
+
+
+def _prompt(tokens: list[str], weights: np.ndarray | None, next_token: str, active: bool | None) -> str:
+    """A prompt's tokens (BOS dropped) shaded by attention weight, then the neuron's token."""
+    spans = []
+    for i, tok in enumerate(tokens):
+        w = float(weights[i + 1]) if weights is not None and i + 1 < len(weights) else 0.0
+        spans.append(f'<span style="background:rgba(255,170,0,{min(1.0, w):.2f})" title="attention {w:.2f}">{_e(tok)}</span>')
+    mark = "" if active is None else ('<b class="on">active</b> ' if active else '<b class="off">inactive</b> ')
+    return f'<div class="prompt">{mark}{"".join(spans)}<span class="next">{_e(next_token)}</span></div>'
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
+h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em} h3{font-size:1em;margin:.8em 0 .3em}
+table.heat{border-collapse:collapse;font-size:10px} table.heat td{width:14px;height:10px;border:1px solid #eee}
+p.explanation{margin:4px 0 4px 12px;font-size:13px} table.heat td.consistent{outline:2px solid #111} table.heat th{font-weight:normal;color:#666;padding:0 3px}
+.prompt{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;margin:2px 0}
+.next{background:#cfe8cf;font-weight:bold;margin-left:2px} .on{color:#b00} .off{color:#777}
+.neuron{border-top:1px solid #ccc;padding-top:.5em} .muted{color:#777} table.facts td{padding:0 1em 0 0}
+input#search{font-size:1em;padding:.3em;width:20em}
+"""
+
+SCRIPT = """
+function filterNeurons(){
+  var q=document.getElementById('search').value.trim().toLowerCase();
+  var shown=0;
+  document.querySelectorAll('section.neuron').forEach(function(s){
+    var hit=!q||s.dataset.token.toLowerCase().indexOf(q)>=0;
+    s.style.display=hit?'':'none'; if(hit){shown++;}
+  });
+  document.getElementById('shown').textContent=shown;
+}
+"""
+
+
+def prompts_to_show(data: AtlasData, settings: AtlasSettings) -> list[tuple[tuple[int, int], object]]:
+    """((layer, neuron), exemplar row) of each explain prompt the page shades by attention: the first
+    ``prompts_per_pair`` of every neuron with a consistent head."""
+    consistent = data.scores[data.scores["consistent"]]
+    neurons = set(map(tuple, consistent[["layer", "neuron"]].drop_duplicates().values.tolist()))
+    shown = []
+    for key, group in data.exemplars[data.exemplars["split"] == "explain"].groupby(["layer", "neuron"]):
+        if key in neurons:
+            shown += [(key, row) for row in group.head(settings.prompts_per_pair).itertuples()]
+    return shown
+
+
+def head_layers_of(data: AtlasData) -> dict[tuple[int, int], list[int]]:
+    """Per neuron, the layers of its consistent heads (whose attention the page shows)."""
+    consistent = data.scores[data.scores["consistent"]]
+    return consistent.groupby(["layer", "neuron"])["head_layer"].apply(lambda s: sorted(set(s))).to_dict()
+
+
+def render_atlas(data: AtlasData, token_strings, attention: dict, settings: AtlasSettings, figures: dict[str, bytes]) -> str:
+    """The whole page, from frames alone. token_strings(ids) -> list of display strings;
+    attention[(layer, neuron, doc_id)] -> ``{head_layer: [n_heads, n_tokens]}``; figures: PNG bytes by name."""
+    figs = {name: base64.b64encode(png).decode() for name, png in figures.items()}
+    m = data.model
+    n_heads = int(m["n_heads"])
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>lookups atlas: {_e(m['model_id'])}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>",
+        f"<h1>Context look-ups in {_e(m['model_id'])}</h1>",
+        "<table class='facts'>"
+        + "".join(
+            f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
+            for k, v in [
+                ("model", m["model_id"]),
+                ("architecture", f"{m['n_layers']} layers, {m['n_heads']} heads ({m['n_kv_heads']} KV), d_mlp {m['d_mlp']}, {m['mlp_kind']} MLP"),
+                ("prompt set", data.prompt_set_id),
+                ("selected neurons", len(data.neurons)),
+                ("consistent pairs", int(data.scores["consistent"].sum()) if len(data.scores) else 0),
+            ]
+        )
+        + "</table>",
+        "<h2>Findings</h2>",
+    ]
+    if "heads_by_layer" in figs:
+        parts.append(f"<img alt='consistent pairs by head layer' src='data:image/png;base64,{figs['heads_by_layer']}'>")
+    if "ablation" in figs:
+        parts.append(f"<img alt='ablation box plot' src='data:image/png;base64,{figs['ablation']}'>")
+    if len(data.tests):
+        parts.append("<table class='facts'><tr><th>metric</th><th>active (n)</th><th>inactive (n)</th><th>mean drop, active</th><th>mean drop, inactive</th><th>KS</th><th>p</th></tr>")
+        for t in data.tests.itertuples():
+            parts.append(
+                f"<tr><td>{_e(t.metric)}</td><td>{t.n_active}</td><td>{t.n_inactive}</td><td>{t.mean_active:.4g}</td>"
+                f"<td>{t.mean_inactive:.4g}</td><td>{t.ks_statistic:.3f}</td><td>{t.p_value:.2g}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append("<p class='muted'>Explanations and their scores appear here once the explanation assets have run.</p>")
+    parts.append(
+        "<h2>Neurons</h2><p><input id='search' placeholder='search by token, e.g. order' oninput='filterNeurons()'> "
+        f"<span id='shown'>{len(data.neurons)}</span> shown</p>"
+    )
+    scores_by_neuron = {k: g for k, g in data.scores.groupby(["layer", "neuron"])}
+    exemplars_by_neuron = {k: g for k, g in data.exemplars.groupby(["layer", "neuron"])}
+    active = data.active.set_index(["layer", "neuron", "head_layer", "head", "doc_id"])["active"].to_dict()
+    for n in data.neurons.itertuples():
+        key = (n.layer, n.neuron)
+        scores = scores_by_neuron.get(key, pd.DataFrame(columns=data.scores.columns))
+        parts.append(f"<section class='neuron' data-token='{_e(n.token)}' id='n{n.layer}-{n.neuron}'>")
+        parts.append(f"<h3>L{n.layer} N{n.neuron} → <span class='next'>{_e(n.token)}</span> <span class='muted'>score {n.score:.2f}, z {n.zscore:.1f}</span></h3>")
+        if len(scores):
+            parts.append(_heatmap(scores, n_heads, int(n.layer)))
+        consistent = scores[scores["consistent"]].sort_values("mean_score", ascending=False).head(settings.pairs_per_neuron)
+        explain = exemplars_by_neuron.get(key, pd.DataFrame(columns=data.exemplars.columns))
+        explain = explain[explain["split"] == "explain"].head(settings.prompts_per_pair)
+        if not len(consistent):
+            parts.append("<p class='muted'>No consistent head.</p>")
+        for pair in consistent.itertuples():
+            drops = data.ablations[(data.ablations["layer"] == n.layer) & (data.ablations["neuron"] == n.neuron) & (data.ablations["head_layer"] == pair.head_layer) & (data.ablations["head"] == pair.head)]
+            effect = ""
+            if len(drops):
+                on, off = drops[drops["active"]]["act_drop"], drops[~drops["active"]]["act_drop"]
+                effect = f"; ablation drop {on.mean():.3g} when active vs {off.mean():.3g} when not" if len(on) and len(off) else ""
+            parts.append(
+                f"<details><summary>head L{pair.head_layer}H{pair.head}: rank {pair.rank}, mean score {pair.mean_score:.3g}, "
+                f"active on {pair.active_fraction:.0%} of {pair.n_prompts} prompts{_e(effect)}</summary>"
+            )
+            parts.extend(_explanations(data.explanations, n.layer, n.neuron, pair.head_layer, pair.head))
+            for ex in explain.itertuples():
+                weights = attention.get((n.layer, n.neuron, ex.doc_id), {}).get(int(pair.head_layer))
+                head_weights = weights[int(pair.head)] if weights is not None else None
+                flag = active.get((n.layer, n.neuron, pair.head_layer, pair.head, ex.doc_id))
+                parts.append(_prompt(token_strings(list(ex.prompt_token_ids)), head_weights, ex.next_token, None if flag is None else bool(flag)))
+            parts.append("</details>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _explanations(explanations: pd.DataFrame, layer: int, neuron: int, head_layer: int, head: int) -> list[str]:
+    """One line per explainer: the explanation and its held-out score E (or why it has none)."""
+    if not len(explanations):
+        return []
+    rows = explanations[
+        (explanations["layer"] == layer) & (explanations["neuron"] == neuron) & (explanations["head_layer"] == head_layer) & (explanations["head"] == head)
+    ]
+    out = []
+    for r in rows.itertuples():
+        score = f"E {r.e_score:.2f}" if pd.notna(r.e_score) else _e(r.reason or r.status)
+        out.append(f"<p class='explanation'><b>{_e(r.explainer)}</b> ({score}): {_e(r.explanation or '')}</p>")
+    return out

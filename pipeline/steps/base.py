@@ -1,0 +1,208 @@
+"""One versioned-step mechanism: load -> compute -> write, skipped when nothing it depends on changed.
+
+A step's data version hashes its code version (``CODE_VERSIONS``), its inputs' data versions and the settings
+that change its results (``config.result_settings``: fields marked as tuning - batch sizes, concurrency,
+budgets, a check's tolerance - are left out, so changing one makes nothing stale). When the store holds that
+version for the step's scope and the run that wrote it completed, the step returns at once with the stored
+stats: no model load, no forward pass, no LLM call. Otherwise ``compute`` loads its inputs from the store,
+computes, and returns the rows to write; they are written with the version record, all or nothing.
+See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from lookups.pipeline.common.hashing import stable_hash
+from lookups.pipeline.config import ExplanationSettings, data_dir
+from lookups.pipeline.llm.templates import load_template
+from lookups.pipeline.store.store import AssetVersion, Store
+
+#: Bump an entry when its step's algorithm changes: that step and everything after it recompute.
+CODE_VERSIONS = {
+    "model": "1",
+    "neuron_catalog": "2",  # 2: random baseline neurons of the selected layers
+    "corpus": "2",  # 2: paragraphs with markup the parser left as text are dropped
+    "prompt_set": "1",
+    "neuron_exemplars": "2",  # 2: documents whose max activation is not positive are not exemplars
+    "head_attributions": "1",
+    "head_neuron_scores": "2",  # 2: cohort column (next-token vs random baseline neurons)
+    "head_ablations": "1",
+    "atlas_report": "2",  # 2: each pair's explanations and scores
+    "explanations": "1",
+    "explanation_scores": "1",
+}
+
+PhaseProgress = Callable[[str, int, int], None]
+
+
+def asset_code_version(asset: str, explanation_settings: ExplanationSettings | None = None) -> str:
+    """The code version Dagster sees: ``CODE_VERSIONS[asset]``, and for the LLM steps also the version (name
+    and content hash) of the prompt template they use, so editing a template makes them stale."""
+    base = CODE_VERSIONS[asset]
+    settings = explanation_settings or ExplanationSettings()
+    template = {"explanations": settings.explain_template, "explanation_scores": settings.classify_template}.get(asset)
+    return f"{base}+{load_template(template).version}" if template else base
+
+
+def version_hash(*parts) -> str:
+    return stable_hash(*parts, length=16)
+
+
+# ---------------------------------------------------------------- handles: what one asset hands the next
+
+
+@dataclass(frozen=True, kw_only=True)
+class Handle:
+    """An asset's output: its data version, its stats and the keys the next step needs (the rows themselves
+    live in the store). ``figures``: PNG files the step wrote, by name."""
+
+    data_version: str
+    stats: dict
+    figures: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartitionHandle(Handle):
+    """The output of a step keyed by (model, prompt set)."""
+
+    model_id: str
+    prompt_set_id: str
+
+    @property
+    def scope(self) -> str:
+        return partition_scope(self.model_id, self.prompt_set_id)
+
+    @property
+    def keys(self) -> dict:
+        return {"model_id": self.model_id, "prompt_set_id": self.prompt_set_id}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelHandle(Handle):
+    model_id: str
+    name: str
+    local_dir: str
+    device: str
+    facts: dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogHandle(Handle):
+    model_id: str
+    neurons_per_layer: int
+    last_layers: int
+    n_selected: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorpusHandle(Handle):
+    source: str
+    parquet_path: str
+    corpus_hash: str
+    counts: dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptSetHandle(Handle):
+    prompt_set_id: str
+    counts: dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExemplarsHandle(PartitionHandle):
+    act_ratio: float
+    max_prompt_tokens: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttributionsHandle(PartitionHandle):
+    identity_tolerance: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadScoresHandle(PartitionHandle):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class AblationsHandle(PartitionHandle):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplanationsHandle(PartitionHandle):
+    settings: dict  # ExplanationSettings as run (no endpoint, no key: those live in the environment only)
+    explainers: tuple
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplanationScoresHandle(PartitionHandle):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class AtlasHandle(PartitionHandle):
+    path: str
+
+
+# ---------------------------------------------------------------- the mechanism
+
+
+@dataclass
+class Computed:
+    """What ``compute`` returns: the rows to write (table, key columns, frame), the stats, and whether the
+    run finished (False: stopped by the LLM budget or by failed calls; the next run computes again)."""
+
+    writes: list[tuple[str, dict, pd.DataFrame]]
+    stats: dict
+    complete: bool = True
+
+
+@dataclass
+class StepResult:
+    handle: Handle
+    skipped: bool
+    seconds: float  # this call's wall time (skipped or not); the stats keep the compute time of the run that computed
+    complete: bool = True
+
+    @property
+    def stats(self) -> dict:
+        return self.handle.stats
+
+
+def partition_scope(model_id: str, prompt_set_id: str) -> str:
+    return f"{model_id}/{prompt_set_id}"
+
+
+def run_step(
+    store: Store,
+    asset: str,
+    scope: str,
+    fingerprint: tuple,
+    compute: Callable[[], Computed],
+    handle: Callable[[str, dict], Handle],
+    outputs_present: Callable[[], bool] = lambda: True,
+) -> StepResult:
+    """Skip or compute one step. ``fingerprint``: the inputs' data versions and the result settings;
+    ``handle(data_version, stats)`` builds the output; ``outputs_present``: files the step writes outside
+    the store (the atlas page) must still exist for a skip."""
+    started = time.perf_counter()
+    data_version = version_hash(CODE_VERSIONS[asset], *fingerprint)
+    stored = store.version(asset, scope)
+    if stored and stored.data_version == data_version and stored.complete and outputs_present():
+        return StepResult(handle(data_version, stored.stats), True, time.perf_counter() - started)
+    computed = compute()
+    stats = {**computed.stats, "compute_seconds": round(time.perf_counter() - started, 3)}
+    store.replace_many(computed.writes, AssetVersion(asset, scope, data_version, CODE_VERSIONS[asset], stats, computed.complete))
+    return StepResult(handle(data_version, stats), False, time.perf_counter() - started, computed.complete)
+
+
+def figure_path(model_id: str, prompt_set_id: str, name: str) -> Path:
+    """Where a step writes one of its figures: ``<data>/figures/<model>__<prompt set>__<name>.png``."""
+    return data_dir() / "figures" / f"{model_id.replace('@', '-')}__{prompt_set_id}__{name}.png"

@@ -1,0 +1,137 @@
+"""The LLM steps: explain each chosen consistent pair (the primary backend and the contrastive reference),
+then score every explanation on held-out prompts against the random-neuron and shuffled baselines."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lookups.pipeline.common import files
+from lookups.pipeline.config import LLM_BASE_URL_ENV, LLM_MODEL_ENV, ExplanationSettings, ScoringSettings, result_settings
+from lookups.pipeline.llm import ExplainerError
+from lookups.pipeline.llm.backends import make_llm_backend
+from lookups.pipeline.llm.explain import CONTRASTIVE, explain_pairs
+from lookups.pipeline.llm.ledger import CallLedger, new_run_id
+from lookups.pipeline.llm.pairs import PAIR_KEYS, Pair, build_pairs, choose_pairs
+from lookups.pipeline.llm.score import explanation_tests, score_explanations
+from lookups.pipeline.llm.templates import load_template
+from lookups.pipeline.report import figures
+from lookups.pipeline.steps.base import (
+    Computed,
+    ExplanationScoresHandle,
+    ExplanationsHandle,
+    HeadScoresHandle,
+    ModelHandle,
+    PhaseProgress,
+    StepResult,
+    figure_path,
+    run_step,
+)
+from lookups.pipeline.store.store import Store
+
+
+def _pairs_with_prompts(store: Store, keys: dict, chosen: pd.DataFrame) -> list[Pair]:
+    """The chosen pairs (cohort, layer, neuron, head_layer, head, token) with their prompts of both splits."""
+    if not len(chosen):
+        return []
+    pair_ids = [":".join(str(int(v)) for v in r) for r in chosen[PAIR_KEYS].itertuples(index=False)]
+    return build_pairs(chosen, store.read("pair_prompts", **keys, pairs=pair_ids))
+
+
+def _status_counts(frame: pd.DataFrame, column: str = "status") -> dict:
+    return {f"{column}_{k}": int(v) for k, v in frame[column].value_counts().items()} if len(frame) else {}
+
+
+def run_explanations(
+    model: ModelHandle, scores: HeadScoresHandle, settings: ExplanationSettings, store: Store, run_id: str | None = None,
+    progress: PhaseProgress | None = None,
+) -> StepResult:
+    """Explain each chosen consistent pair with the contrastive reference and the primary LLM backend."""
+    keys = scores.keys
+    template = load_template(settings.explain_template)
+    classify_template = load_template(settings.classify_template)  # fail early on a bad name
+    backend = make_llm_backend(settings, model.device)
+    names = (CONTRASTIVE,) + ((backend.explainer,) if backend else ())
+
+    def compute() -> Computed:
+        chosen = choose_pairs(store.read("consistent_pairs_with_tokens", **keys), settings)
+        pairs = _pairs_with_prompts(store, keys, chosen)
+        ledger = CallLedger(store, run_id or new_run_id(), settings.max_calls, settings.max_tokens)
+        frame = explain_pairs(pairs, model.model_id, scores.prompt_set_id, settings, template, backend, ledger, progress)
+        stats = {
+            "pairs": len(pairs),
+            "next_token_pairs": sum(p.cohort == "next_token" for p in pairs),
+            "random_pairs": sum(p.cohort == "random" for p in pairs),
+            "explainers": list(names),
+            "llm_calls": ledger.new_calls,
+            "cache_hits": int(frame["cached"].sum()),
+            "tokens": int(frame["prompt_tokens"].sum() + frame["completion_tokens"].sum()),
+            "budget_reached": ledger.budget_hit,
+            "template": template.version,
+            "classify_template": classify_template.version,
+            **_status_counts(frame[frame["explainer"] != CONTRASTIVE]),
+        }
+        writes = [("explanations", {**keys, "explainer": name}, frame[frame["explainer"] == name]) for name in names]
+        # A run with failed or budget-stopped calls is redone next time (answers so far come from the cache).
+        complete = not ledger.budget_hit and not frame["status"].isin(["error", "budget_exhausted"]).any()
+        return Computed(writes, stats, complete)
+
+    def handle(data_version: str, stats: dict) -> ExplanationsHandle:
+        return ExplanationsHandle(data_version=data_version, stats=stats, **keys, settings=settings.model_dump(), explainers=names)
+
+    fingerprint = (scores.data_version, result_settings(settings), template.version, names)
+    return run_step(store, "explanations", scores.scope, fingerprint, compute, handle)
+
+
+def run_explanation_scores(
+    model: ModelHandle, explained: ExplanationsHandle, settings: ScoringSettings, store: Store, run_id: str | None = None,
+    progress: PhaseProgress | None = None,
+) -> StepResult:
+    """Score every explanation on held-out prompts (and the shuffled baseline); test E against the baselines;
+    draw the E histogram."""
+    keys = explained.keys
+    explain_settings = ExplanationSettings(**explained.settings)
+    template = load_template(explain_settings.classify_template)
+    figure = figure_path(model.model_id, explained.prompt_set_id, "explanation_scores")
+
+    def compute() -> Computed:
+        rows = store.read("explanations_by", **keys, explainers=list(explained.explainers))
+        # The pairs the explanations step explained, as it saved them (not chosen again from its settings).
+        chosen = rows[["cohort", *PAIR_KEYS, "token"]].drop_duplicates().sort_values(["cohort", *PAIR_KEYS]).reset_index(drop=True)
+        pairs = {p.key: p for p in _pairs_with_prompts(store, keys, chosen)}
+        backend = make_llm_backend(explain_settings, model.device) if len(explained.explainers) > 1 else None
+        if backend is not None and backend.explainer not in explained.explainers:
+            raise ExplainerError(
+                f"The explanations were made by {explained.explainers[-1]} but the backend is now {backend.explainer} "
+                f"(did {LLM_MODEL_ENV} or {LLM_BASE_URL_ENV} change?): materialize explanations again, or restore the setting."
+            )
+        ledger = CallLedger(store, run_id or new_run_id(), explain_settings.max_calls, explain_settings.max_tokens)
+        frame = score_explanations(rows, pairs, model.model_id, explain_settings, settings, template, backend, ledger, progress)
+        tests = explanation_tests(frame)
+        png = figures.e_histogram(frame, f"{model.model_id} / {explained.prompt_set_id}")
+        if png:
+            files.write_atomically(figure, png)
+        scored = frame[frame["status"] == "scored"]
+        stats = {
+            "scores": len(frame),
+            "scored": len(scored),
+            "not_scored": int((frame["status"] != "scored").sum()),
+            "llm_calls": ledger.new_calls,
+            "malformed_answers": int(frame["n_malformed"].sum()),
+            "failed_calls": int(frame["n_errors"].sum()),
+            "budget_reached": ledger.budget_hit,
+            "template": template.version,
+            **{f"mean_e[{r.explainer}]": r.mean_e for r in tests[tests["baseline"] == "random_neurons"].itertuples()},
+            **{f"mean_e_random[{r.explainer}]": r.mean_baseline for r in tests[tests["baseline"] == "random_neurons"].itertuples()},
+            **{f"mean_e_shuffled[{r.explainer}]": r.mean_baseline for r in tests[tests["baseline"] == "shuffled"].itertuples()},
+        }
+        names = list(explained.explainers)
+        writes = [("explanation_scores", {**keys, "explainer": name}, frame[frame["explainer"] == name]) for name in names]
+        writes += [("explanation_tests", {**keys, "explainer": name}, tests[tests["explainer"] == name]) for name in names]
+        return Computed(writes, stats, complete=not ledger.budget_hit and int(frame["n_errors"].sum()) == 0)
+
+    def handle(data_version: str, stats: dict) -> ExplanationScoresHandle:
+        shown = {"E histogram": str(figure)} if figure.exists() else {}
+        return ExplanationScoresHandle(data_version=data_version, stats=stats, **keys, figures=shown)
+
+    fingerprint = (explained.data_version, result_settings(settings), template.version)
+    return run_step(store, "explanation_scores", explained.scope, fingerprint, compute, handle)

@@ -1,0 +1,122 @@
+"""The steps of the two sources: the model (resolved, fingerprinted, its facts), its neuron catalog, the
+corpus (parsed once into Parquet) and the prompt set (passages, splits, content hash)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pandas as pd
+
+from lookups.pipeline.common import files
+from lookups.pipeline.config import CatalogSettings, CorpusSettings, ModelSettings, PromptSetSettings, data_dir, result_settings
+from lookups.pipeline.inputs import corpora, models
+from lookups.pipeline.science import catalog
+from lookups.pipeline.steps.base import (
+    CODE_VERSIONS,
+    CatalogHandle,
+    Computed,
+    CorpusHandle,
+    ModelHandle,
+    PromptSetHandle,
+    StepResult,
+    run_step,
+    version_hash,
+)
+from lookups.pipeline.store.store import Store
+
+
+def run_model(settings: ModelSettings, store: Store) -> StepResult:
+    source = models.resolve_model(settings.name)
+
+    def compute() -> Computed:
+        bridge = models.load_bridge(source.local_dir, settings.device)
+        facts = models.model_facts(bridge).as_dict()
+        row = pd.DataFrame([{"name": source.name, "origin": source.origin, "fingerprint": source.fingerprint, **facts}])
+        return Computed([("models", {"model_id": source.model_id}, row)], {"facts": facts, "origin": source.origin})
+
+    def handle(data_version: str, stats: dict) -> ModelHandle:
+        return ModelHandle(
+            data_version=data_version, stats={**stats, "origin": source.origin}, model_id=source.model_id, name=source.name,
+            local_dir=source.local_dir, device=settings.device, facts=stats["facts"],
+        )
+
+    return run_step(store, "model", source.model_id, (source.model_id,), compute, handle)
+
+
+def run_catalog(model: ModelHandle, settings: CatalogSettings, store: Store) -> StepResult:
+    per_layer = settings.resolved_neurons_per_layer(model.facts["d_mlp"])
+    last_layers = settings.resolved_last_layers(model.facts["n_layers"])
+
+    def compute() -> Computed:
+        bridge = models.load_bridge(model.local_dir, model.device)
+        frame = catalog.build_catalog(
+            bridge, per_layer, last_layers, settings.min_token_chars, settings.deny_tokens, settings.top_tokens, settings.random_per_layer, settings.random_seed
+        )
+        stats = {
+            "neurons": len(frame),
+            "selected": int(frame["selected"].sum()),
+            "random_baseline": int(frame["random_baseline"].sum()),
+            "qualifying": int(frame["qualifies"].sum()),
+        }
+        return Computed([("neurons", {"model_id": model.model_id}, frame)], stats)
+
+    def handle(data_version: str, stats: dict) -> CatalogHandle:
+        return CatalogHandle(
+            data_version=data_version, stats=stats, model_id=model.model_id, neurons_per_layer=per_layer, last_layers=last_layers,
+            n_selected=stats["selected"],
+        )
+
+    fingerprint = (model.data_version, result_settings(settings), per_layer, last_layers)
+    return run_step(store, "neuron_catalog", model.model_id, fingerprint, compute, handle)
+
+
+def run_corpus(settings: CorpusSettings) -> StepResult:
+    """Read the source into a Parquet file of source documents. The one step outside the store: a parsed
+    corpus is an input cache keyed by the source's fingerprint (its files' content), not a result table."""
+    started = time.perf_counter()
+    key = version_hash(CODE_VERSIONS["corpus"], settings.model_dump(), corpora.source_fingerprint(settings))
+    folder = data_dir() / "corpora"
+    path = folder / f"{key}.parquet"
+    meta_path = folder / f"{key}.json"
+    skipped = path.exists() and meta_path.exists()
+    if skipped:
+        meta = json.loads(meta_path.read_text())
+    else:
+        counts = corpora.ReadCounts()
+        docs = pd.DataFrame([d.__dict__ for d in corpora.read_source(settings, counts)], columns=["source_id", "title", "text"])
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = files.staging_path(path)
+        docs.to_parquet(staged)
+        os.replace(staged, path)
+        meta = {"corpus_hash": corpora.corpus_content_hash(docs), "counts": counts.as_dict()}
+        files.write_atomically(meta_path, json.dumps(meta))
+    handle = CorpusHandle(
+        data_version=version_hash(CODE_VERSIONS["corpus"], meta["corpus_hash"]), stats={"corpus_hash": meta["corpus_hash"], **meta["counts"]},
+        source=settings.source, parquet_path=str(path), corpus_hash=meta["corpus_hash"], counts=meta["counts"],
+    )
+    return StepResult(handle, skipped, time.perf_counter() - started)
+
+
+def run_prompt_set(corpus: CorpusHandle, settings: PromptSetSettings, store: Store) -> StepResult:
+    # The prompt set's id is a hash of its content, so it is built (cheaply, from the parsed corpus) first.
+    prompt_set = corpora.build_prompt_set(pd.read_parquet(corpus.parquet_path), settings)
+    stats = {**prompt_set.counts, **{f"skipped_{k}": v for k, v in corpus.counts.items() if k != "read"}}
+
+    def compute() -> Computed:
+        counts = prompt_set.counts
+        row = pd.DataFrame([{
+            "source": corpus.source, "corpus_hash": corpus.corpus_hash, "settings": json.dumps(settings.model_dump()),
+            "n_documents": counts["documents"], "n_explain": counts["explain"], "n_heldout": counts["heldout"],
+            "source_documents": counts["source_documents"], "duplicates_dropped": counts["duplicates_dropped"],
+            "beyond_slice": counts["beyond_slice"], "skipped_empty": corpus.counts.get("empty", 0),
+            "skipped_undecodable": corpus.counts.get("undecodable", 0), "skipped_malformed": corpus.counts.get("malformed", 0),
+        }])
+        keys = {"prompt_set_id": prompt_set.prompt_set_id}
+        return Computed([("prompt_sets", keys, row), ("documents", keys, prompt_set.documents)], stats)
+
+    def handle(data_version: str, _stored: dict) -> PromptSetHandle:
+        return PromptSetHandle(data_version=data_version, stats=stats, prompt_set_id=prompt_set.prompt_set_id, counts=prompt_set.counts)
+
+    return run_step(store, "prompt_set", prompt_set.prompt_set_id, (prompt_set.prompt_set_id,), compute, handle)

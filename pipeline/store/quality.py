@@ -1,0 +1,459 @@
+"""Data-quality suites (Great Expectations 1.x) for each table; the Dagster asset checks call these.
+
+A suite is a list of expectations built from the run's settings; ``validate`` runs it on a DataFrame read
+back from DuckDB and reports which expectations failed, with counts and samples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from lookups.pipeline.store.store import sql_with_parameters
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no network calls from the data-quality layer
+
+FINITE = 1e30  # GX has no "is finite"; a bound this large rejects ±inf, and not-null rejects NaN
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    success: bool
+    rows: int
+    failures: list[dict] = field(default_factory=list)
+    evaluated: int = 0
+
+    def summary(self) -> str:
+        if self.success:
+            return f"{self.suite}: {self.evaluated} expectations passed on {self.rows} rows"
+        lines = [f"{self.suite}: {len(self.failures)} of {self.evaluated} expectations failed on {self.rows} rows"]
+        lines += [f"- {f['expectation']} {f['kwargs']}: {f['unexpected_count']} unexpected, e.g. {f['sample']}" for f in self.failures]
+        return "\n".join(lines)
+
+
+_context = None
+
+
+def _gx_context():
+    global _context
+    if _context is None:
+        import great_expectations as gx
+
+        _context = gx.get_context(mode="ephemeral")
+        try:
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            _context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        except Exception:  # cosmetic only
+            pass
+    return _context
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value  # numpy scalars, for JSON metadata
+
+
+def validate(frame: pd.DataFrame, suite_name: str, expectations: list, index_columns: list[str] | None = None) -> SuiteResult:
+    """Run ``expectations`` (GX expectation objects) on ``frame``. With ``index_columns``, a failure's sample
+    is the failing rows' values of those columns (e.g. a child row's keys) rather than the failing values."""
+    import great_expectations as gx
+
+    context = _gx_context()
+    name = f"{suite_name}-{id(frame)}"
+    source = context.data_sources.add_or_update_pandas(name)
+    batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
+    suite = gx.ExpectationSuite(name=name)
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    result_format = {"result_format": "SUMMARY", "unexpected_index_column_names": list(index_columns)} if index_columns else None
+    outcome = batch.validate(suite, result_format=result_format) if result_format else batch.validate(suite)
+    context.data_sources.delete(name)
+    failures = []
+    for result in outcome.results:
+        if not result.success:
+            config = result.expectation_config
+            kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id",)}
+            rows = result.result.get("partial_unexpected_index_list") if index_columns else None
+            sample = [{k: _plain(v) for k, v in row.items()} for row in rows[:5]] if rows else (result.result.get("partial_unexpected_list") or [])[:5]
+            failure = {"expectation": config.type, "kwargs": kwargs, "unexpected_count": result.result.get("unexpected_count"), "sample": sample}
+            info = result.exception_info if isinstance(result.exception_info, dict) else {}  # keyed by metric when one failed (a missing column)
+            error = info.get("exception_message") or next((v["exception_message"] for v in info.values() if isinstance(v, dict) and v.get("exception_message")), None)
+            if error:
+                failure["error"] = error
+            failures.append(failure)
+    return SuiteResult(suite_name, bool(outcome.success), len(frame), failures, len(outcome.results))
+
+
+def merge(suite_name: str, *outcomes: SuiteResult, rows: int | None = None) -> SuiteResult:
+    """Several suites' outcomes as one (one asset check): it passes when all pass; each failure says which suite
+    it came from. ``rows`` defaults to the first outcome's."""
+    return SuiteResult(
+        suite_name,
+        all(o.success for o in outcomes),
+        outcomes[0].rows if rows is None and outcomes else (rows or 0),
+        [{"suite": o.suite, **f} for o in outcomes for f in o.failures],
+        sum(o.evaluated for o in outcomes),
+    )
+
+
+def _keys(columns: list[str]) -> list:
+    import great_expectations as gx
+
+    unique = gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=columns) if len(columns) > 1 else gx.expectations.ExpectColumnValuesToBeUnique(column=columns[0])
+    out = [unique]
+    out += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in columns]
+    return out
+
+
+def _finite(columns: list[str]) -> list:
+    import great_expectations as gx
+
+    out = []
+    for c in columns:
+        out.append(gx.expectations.ExpectColumnValuesToNotBeNull(column=c))
+        out.append(gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=-FINITE, max_value=FINITE))
+    return out
+
+
+def neuron_catalog_suite(n_selected_expected: int) -> list:
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "layer", "neuron"])
+        + _finite(["score", "zscore", "vocab_mean", "vocab_std"])
+        + [gx.expectations.ExpectColumnSumToBeBetween(column="selected", min_value=1, max_value=n_selected_expected)]
+    )
+
+
+def documents_suite() -> list:
+    import great_expectations as gx
+
+    return _keys(["prompt_set_id", "doc_id"]) + [
+        gx.expectations.ExpectColumnValuesToBeInSet(column="split", value_set=["explain", "heldout"]),
+        gx.expectations.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1),
+    ]
+
+
+def exemplars_suite(act_ratio: float, max_prompt_tokens: int) -> list:
+    """Keys unique and not null, activations finite, every kept prompt at or above the ratio and under the
+    length limit, and its last token the document's max-activating token."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "doc_id"])
+        + _finite(["doc_max_act", "prompt_act", "act_ratio"])
+        + [
+            gx.expectations.ExpectColumnValuesToBeBetween(column="act_ratio", min_value=act_ratio - 1e-6),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="prompt_n_tokens", min_value=1, max_value=max_prompt_tokens - 1),
+            gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(column_A="doc_max_act", column_B="zero", or_equal=False),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="ends_at_max", value_set=[True]),
+        ]
+    )
+
+
+def exemplar_check_frame(exemplars: pd.DataFrame) -> pd.DataFrame:
+    """The exemplar rows plus the derived columns the suite checks."""
+    frame = exemplars.copy()
+    frame["zero"] = 0.0
+    frame["ends_at_max"] = (frame["prompt_start"] + frame["prompt_n_tokens"] - 1) == frame["doc_max_pos"]
+    return frame
+
+
+def coverage_suite(min_share: float) -> list:
+    """At least one exemplar for at least ``min_share`` of the selected neurons (a warning otherwise)."""
+    import great_expectations as gx
+
+    return [gx.expectations.ExpectColumnValuesToBeBetween(column="n_exemplars", min_value=1, mostly=min_share)]
+
+
+def attribution_identity_suite(tolerance: float) -> list:
+    """Per exemplar (``exemplar_decompositions``): keys unique, values finite, and the full decomposition
+    (embeddings, every head, every earlier MLP, biases) summing to the pre-activation within ``tolerance``
+    relative to the sum of its terms' magnitudes."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "doc_id"])
+        + _finite(["pre_in", "sum_in", "act", "identity_abs_error"])
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column="identity_rel_error", min_value=0.0, max_value=tolerance)]
+    )
+
+
+def head_attributions_suite() -> list:
+    """Per (exemplar, head): keys unique, scores finite, and only heads of layers 0..L attributed to a layer-L neuron."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "doc_id", "head_layer", "head"])
+        + _finite(["in_contribution", "score"])
+        + [gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(column_A="layer", column_B="head_layer", or_equal=True)]
+    )
+
+
+def head_scores_suite() -> list:
+    """Per (neuron, head): keys unique, fractions in [0, 1], ranks from 1, exactly one rank-1 head per neuron."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head"])
+        + _finite(["mean_score", "std_score"])
+        + [
+            gx.expectations.ExpectColumnValuesToBeBetween(column="active_fraction", min_value=0.0, max_value=1.0),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="heldout_active_fraction", min_value=0.0, max_value=1.0),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="rank", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="n_prompts", min_value=1),
+            gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["model_id", "prompt_set_id", "layer", "neuron", "rank"]),
+        ]
+    )
+
+
+def ablations_suite() -> list:
+    """Per (pair, prompt): keys unique, activations finite, probabilities in [0, 1]."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head", "doc_id"])
+        + _finite(["clean_act", "ablated_act", "act_drop"])
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0) for c in ("clean_prob", "ablated_prob")]
+    )
+
+
+def explanations_suite() -> list:
+    """Per explanation: id unique, statuses known, an explanation text wherever the status is ok."""
+    import great_expectations as gx
+
+    from lookups.pipeline.llm.backends import STATUSES
+
+    return _keys(["explanation_id"]) + [
+        gx.expectations.ExpectColumnValuesToBeInSet(column="status", value_set=list(STATUSES)),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="cohort", value_set=["next_token", "random"]),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="has_text_if_ok", value_set=[True]),
+        gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(column_A="layer", column_B="head_layer", or_equal=True),
+    ]
+
+
+def explanations_check_frame(explanations: pd.DataFrame) -> pd.DataFrame:
+    frame = explanations.copy()
+    frame["has_text_if_ok"] = (frame["status"] != "ok") | (frame["explanation"].fillna("").str.len() > 0)
+    return frame
+
+
+def explanation_scores_suite() -> list:
+    """Per (explanation, scorer, split, baseline): keys unique, E and AUC in [0, 1], confusion counts that add
+    up to the usable answers, and a reason for every row not scored."""
+    import great_expectations as gx
+
+    return _keys(["explanation_id", "scorer", "split", "baseline"]) + [
+        gx.expectations.ExpectColumnValuesToBeBetween(column="e_score", min_value=0.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="auc", min_value=0.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="status", value_set=["scored", "not_scored"]),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="consistent_counts", value_set=[True]),
+    ]
+
+
+def explanation_scores_check_frame(scores: pd.DataFrame) -> pd.DataFrame:
+    frame = scores.copy()
+    counted = frame[["tp", "fn", "tn", "fp"]].fillna(0).sum(axis=1)
+    scored = frame["status"] == "scored"
+    frame["consistent_counts"] = (scored & (counted == frame["n_answered"]) & frame["e_score"].notna()) | (~scored & frame["reason"].notna())
+    return frame
+
+
+# ---------------------------------------------------------------- tables with no suite of their own before
+
+
+def _row_count(rows: int | None) -> list:
+    import great_expectations as gx
+
+    return [] if rows is None else [gx.expectations.ExpectTableRowCountToEqual(value=rows)]  # an empty frame passes every other
+
+
+def models_suite(rows: int | None = None) -> list:
+    """Per model version: id unique and not null, every architecture fact positive (the BOS id a token of the
+    vocabulary), the MLP kind known; with ``rows``, exactly that many rows (1 for the run's model)."""
+    import great_expectations as gx
+
+    positive = ["n_layers", "n_heads", "n_kv_heads", "d_model", "d_head", "d_mlp", "d_vocab", "n_ctx"]
+    return (
+        _row_count(rows)
+        + _keys(["model_id"])
+        + [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in ["name", "fingerprint", *positive, "bos_token_id"]]
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=1) for c in positive]
+        + [
+            gx.expectations.ExpectColumnValuesToBeBetween(column="bos_token_id", min_value=0),
+            gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(column_A="d_vocab", column_B="bos_token_id", or_equal=False),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="mlp_kind", value_set=["gated", "ungated"]),
+        ]
+    )
+
+
+PROMPT_SET_COUNTS = [
+    "n_documents", "n_explain", "n_heldout", "source_documents", "duplicates_dropped", "beyond_slice", "skipped_empty", "skipped_undecodable", "skipped_malformed",
+]
+
+
+def prompt_sets_suite(rows: int | None = None) -> list:
+    """Per prompt set: id unique and not null, counts non-negative, at least one document, and the splits adding
+    up to the documents (every document is explain or heldout, see ``corpora.build_prompt_set``); with ``rows``,
+    exactly that many rows (1 for the run's prompt set)."""
+    import great_expectations as gx
+
+    return (
+        _row_count(rows)
+        + _keys(["prompt_set_id"])
+        + [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in PROMPT_SET_COUNTS]
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in PROMPT_SET_COUNTS]
+        + [
+            gx.expectations.ExpectColumnValuesToBeBetween(column="n_documents", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="splits_add_up", value_set=[True]),
+        ]
+    )
+
+
+def prompt_sets_check_frame(prompt_sets: pd.DataFrame) -> pd.DataFrame:
+    frame = prompt_sets.copy()
+    frame["splits_add_up"] = (frame["n_explain"] + frame["n_heldout"]) == frame["n_documents"]
+    return frame
+
+
+def _p_values(columns: list[str]) -> list:
+    import great_expectations as gx
+
+    return [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0) for c in columns]
+
+
+def _bounded(columns: list[str]) -> list:
+    """No ±inf; NULL (NaN once read back) allowed: a statistic that is undefined, or a test not run."""
+    import great_expectations as gx
+
+    return [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=-FINITE, max_value=FINITE) for c in columns]
+
+
+def _present(frame: pd.DataFrame, when: pd.Series, columns: list[str]) -> pd.Series:
+    """Per row: where ``when`` holds, every one of ``columns`` is present (not NULL or NaN)."""
+    return ~when | frame[columns].notna().all(axis=1)
+
+
+ABLATION_TEST_STATS = ["mean_active", "mean_inactive", "median_active", "median_inactive", "ks_statistic", "p_value"]
+
+
+def ablation_tests_suite() -> list:
+    """Per (model, prompt set, metric): keys unique, metric known, counts non-negative, statistics finite, the KS
+    statistic and p-value in [0, 1], and each statistic present wherever its prompts exist (see
+    ``ablation_tests_check_frame``)."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "metric"])
+        + [gx.expectations.ExpectColumnValuesToBeInSet(column="metric", value_set=["act_drop", "prob_drop"])]
+        + [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in ("n_active", "n_inactive")]
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in ("n_active", "n_inactive")]
+        + _bounded(ABLATION_TEST_STATS)
+        + _p_values(["ks_statistic", "p_value"])
+        + [gx.expectations.ExpectColumnValuesToBeInSet(column="stats_present", value_set=[True])]
+    )
+
+
+def ablation_tests_check_frame(tests: pd.DataFrame) -> pd.DataFrame:
+    """Means and medians are defined wherever their prompts exist, the KS test wherever both groups do."""
+    frame = tests.copy()
+    active, inactive = frame["n_active"] > 0, frame["n_inactive"] > 0
+    frame["stats_present"] = (
+        _present(frame, active, ["mean_active", "median_active"])
+        & _present(frame, inactive, ["mean_inactive", "median_inactive"])
+        & _present(frame, active & inactive, ["ks_statistic", "p_value"])
+    )
+    return frame
+
+
+EXPLANATION_TEST_STATS = ["mean_e", "std_e", "skew", "skew_z", "skew_p", "mean_baseline", "std_baseline", "mw_u", "mw_p", "mean_auc"]
+
+
+def explanation_tests_suite() -> list:
+    """Per (model, prompt set, explainer, baseline): keys unique, baseline known, n non-negative, statistics
+    finite, p-values, mean E and AUC in [0, 1], deviations and U non-negative, and the mean E, the baseline's mean
+    and the Mann-Whitney test present wherever their pairs exist (see ``explanation_tests_check_frame``)."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "explainer", "baseline"])
+        + [gx.expectations.ExpectColumnValuesToBeInSet(column="baseline", value_set=["random_neurons", "shuffled"])]
+        + [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in ("n", "n_baseline")]
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in ("n", "n_baseline")]
+        + _bounded(EXPLANATION_TEST_STATS)
+        + _p_values(["skew_p", "mw_p", "mean_e", "mean_baseline", "mean_auc"])
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0) for c in ("std_e", "std_baseline", "mw_u")]
+        + [gx.expectations.ExpectColumnValuesToBeInSet(column="stats_present", value_set=[True])]
+    )
+
+
+def explanation_tests_check_frame(tests: pd.DataFrame) -> pd.DataFrame:
+    frame = tests.copy()
+    own, base = frame["n"] > 0, frame["n_baseline"] > 0
+    frame["stats_present"] = _present(frame, own, ["mean_e"]) & _present(frame, base, ["mean_baseline"]) & _present(frame, own & base, ["mw_u", "mw_p"])
+    return frame
+
+
+def llm_calls_suite() -> list:
+    """Per LLM call: a cache key, a known purpose and status (the backends' statuses: a call stopped by the budget
+    is never made, so never recorded), token counts and seconds non-negative."""
+    import great_expectations as gx
+
+    from lookups.pipeline.llm.backends import ANSWER_STATUSES
+
+    return (
+        [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in ("cache_key", "run_id", "status", "prompt_tokens", "completion_tokens")]
+        + [
+            gx.expectations.ExpectColumnValueLengthsToBeBetween(column="cache_key", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="status", value_set=[*ANSWER_STATUSES, "error"]),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="purpose", value_set=["explain", "classify"]),
+        ]
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in ("prompt_tokens", "completion_tokens")]
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column="seconds", min_value=0.0, max_value=FINITE)]
+    )
+
+
+# ---------------------------------------------------------------- referential integrity
+
+#: Per child table, the boolean columns its ``sql/checks/references_<table>.sql`` returns: one per reference
+#: (a parent row found, and where it matters the parent in the right state), each of which must be true.
+REFERENCES = {
+    "neurons": ("model_found",),
+    "documents": ("prompt_set_found",),
+    "neuron_exemplars": ("neuron_found", "neuron_chosen", "document_found"),
+    "head_attributions": ("exemplar_found",),
+    "head_neuron_scores": ("neuron_found", "neuron_chosen"),
+    "head_ablations": ("pair_found", "pair_consistent", "exemplar_found"),
+    "explanations": ("pair_found", "pair_consistent", "cohort_matches"),
+    "explanation_scores": ("explanation_found", "pair_matches"),
+}
+
+def check_query(name: str, **values) -> tuple[str, dict]:
+    """``sql/checks/<name>.sql`` and, of ``values``, the ``$parameters`` it uses (DuckDB refuses extra ones)."""
+    return sql_with_parameters(f"checks/{name}", **values)
+
+
+def references_query(table: str, **values) -> tuple[str, dict]:
+    """The references query of a child table (see ``REFERENCES``) with its parameters."""
+    return check_query(f"references_{table}", **values)
+
+
+def references_suite(columns) -> list:
+    """Each reference column all true: a parent found for every child row (NULL counts as not found)."""
+    import great_expectations as gx
+
+    out = []
+    for c in columns:
+        out.append(gx.expectations.ExpectColumnValuesToNotBeNull(column=c))
+        out.append(gx.expectations.ExpectColumnValuesToBeInSet(column=c, value_set=[True]))
+    return out
+
+
+def validate_references(frame: pd.DataFrame, table: str) -> SuiteResult:
+    """Run ``references_suite`` on a references query's rows; a failure's sample is the orphan rows' keys."""
+    columns = REFERENCES[table]
+    keys = [c for c in frame.columns if c not in columns]
+    return validate(frame, f"{table} references", references_suite(columns), index_columns=keys or None)

@@ -1,0 +1,129 @@
+"""Read-only SQL over the results: named queries from ``sql/queries/`` or any SELECT, with ``$name`` parameters.
+
+Named queries take their parameters by name (``$model_id``, ``$prompt_set_id``, ``$limit``, ``$token``, ...);
+``$model_id`` and ``$prompt_set_id`` default to the latest model and prompt set in the store, ``$limit`` to 20.
+Anything but a read is refused before a connection is opened, and the connection itself is read-only.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from lookups.pipeline.store.store import Store, named_queries
+from lookups.pipeline.common.errors import LookupsError
+
+READ_STATEMENTS = {"SELECT", "EXPLAIN"}
+PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+class QueryError(LookupsError, ValueError):
+    """A query that cannot run as asked; the message says why and what to do."""
+
+
+def describe_named() -> dict[str, str]:
+    """Each named query's description: its leading comment lines."""
+    out = {}
+    for name, sql in sorted(named_queries().items()):
+        head = []
+        for line in sql.splitlines():
+            if not line.startswith("--"):
+                break
+            head.append(line[2:].strip())
+        out[name] = " ".join(head)
+    return out
+
+
+def resolve(text: str) -> tuple[str, str | None]:
+    """(sql, name) for a named query; (text, None) for SQL."""
+    stripped = text.strip()
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", stripped):
+        queries = named_queries()
+        if stripped not in queries:
+            raise QueryError(f"No named query '{stripped}'. Named queries: {', '.join(sorted(queries))}; or pass SQL in quotes.")
+        return queries[stripped], stripped
+    return text, None
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse anything but SELECT/EXPLAIN statements (DESCRIBE, SHOW, FROM-first and WITH count as SELECT)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise QueryError(f"The SQL does not parse: {err}") from err
+    if not statements:
+        raise QueryError("The query is empty.")
+    for statement in statements:
+        kind = statement.type.name
+        if kind not in READ_STATEMENTS:
+            raise QueryError(
+                f"Refused: `lookups query` only reads, and this is a {kind} statement ({statement.query.strip()[:60]!r}). "
+                "Results change by re-running the pipeline (`lookups run`); for ad-hoc tables, copy the data out "
+                "(--format parquet) and work on the copy."
+            )
+
+
+def default_parameters(store: Store) -> dict:
+    """The latest model and prompt set in the store, and a row limit."""
+    latest = store.read("latest_keys")
+    return {"model_id": latest["model_id"][0], "prompt_set_id": latest["prompt_set_id"][0], "limit": 20}
+
+
+def _typed(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def run_query(text: str, params: dict[str, str] | None = None, store: Store | None = None) -> pd.DataFrame:
+    """Run a named query or SQL on a read-only connection. ``params`` fills ``$name`` placeholders (numbers
+    given as text become numbers); only the placeholders the query uses are passed."""
+    store = store or Store(lock_wait_s=10.0)  # a person is waiting: a few seconds, then say why
+    sql, name = resolve(text)
+    check_read_only(sql)
+    store.refresh_views()
+    wanted = set(PARAMETER.findall(sql))
+    given = {k: _typed(v) if isinstance(v, str) else v for k, v in (params or {}).items()}
+    values = {}
+    if wanted:
+        defaults = default_parameters(store) if wanted & {"model_id", "prompt_set_id", "limit"} else {}
+        values = {k: given[k] if k in given else defaults.get(k) for k in wanted}
+        missing = sorted(k for k, v in values.items() if v is None and k not in defaults)
+        if missing:
+            label = f"'{name}'" if name else "The query"
+            raise QueryError(f"{label} needs " + ", ".join(f"--param {k}=..." for k in missing) + ".")
+    try:
+        return store.query(sql, values or None)
+    except duckdb.Error as err:
+        raise QueryError(f"The query failed: {err}") from err
+
+
+def write_frame(frame: pd.DataFrame, fmt: str, output: Path | None) -> str | None:
+    """Render ``frame`` as an aligned table, CSV or JSON (returned, or written to ``output``), or Parquet
+    (written to ``output``, which it needs)."""
+    if fmt not in FORMATS:
+        raise QueryError(f"Unknown format '{fmt}': use one of {', '.join(FORMATS)}.")
+    if fmt == "parquet":
+        if output is None:
+            raise QueryError("Parquet is binary: give --output FILE.parquet.")
+        frame.to_parquet(output, index=False)
+        return None
+    if fmt == "table":
+        with pd.option_context("display.max_colwidth", 80, "display.width", 250):
+            text = frame.to_string(index=False) if len(frame) else "(no rows)"
+    elif fmt == "csv":
+        text = frame.to_csv(index=False)
+    else:
+        text = frame.to_json(orient="records", indent=1, date_format="iso", default_handler=str)
+    if output is not None:
+        Path(output).write_text(text if text.endswith("\n") else text + "\n")
+        return None
+    return text
+
