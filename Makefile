@@ -24,7 +24,7 @@ WHEELS ?= $(HOME)/.cache/lookups/wheels
 LLAMA_WHEELS := $(WHEELS)/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_KEY)
 LLAMA  := $(VENV)/.llama-cpp-$(LLAMA_VERSION)-$(LLAMA_KEY)
 
-.PHONY: install llama demo test test-fast ui bench clean
+.PHONY: install llama lint demo test test-fast ui bench clean
 .DEFAULT_GOAL := demo
 
 $(STAMP): pyproject.toml Makefile
@@ -63,13 +63,21 @@ install: $(STAMP)
 
 llama: $(LLAMA)
 
+# ruff, then the layers (docs/architecture.md) as import-linter contracts in pyproject.toml. import-linter
+# reads packages from disk, and `lookups` exists only as an editable install's mapping: it reads a copy.
+LAYERS := $(VENV)/layers
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	rm -rf $(LAYERS) && mkdir -p $(LAYERS)/lookups && cp -r pipeline assets $(LAYERS)/lookups/ && touch $(LAYERS)/lookups/__init__.py
+	cd $(LAYERS) && PYTHONPATH=. $(abspath $(BIN))/lint-imports $(CURDIR)/pyproject.toml
+
 demo: $(STAMP)
 	$(BIN)/lookups run
 
-test: $(STAMP) $(BROWSER) $(LLAMA)
+test: lint $(STAMP) $(BROWSER) $(LLAMA)
 	$(BIN)/python -m pytest -q -rs --durations=10
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
 
 ui: $(STAMP)

@@ -164,7 +164,9 @@ def sources_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     if new_models:
         requests.append(dg.RunRequest(run_key=f"models-{stamp}", job_name=observe_models.name, tags={"lookups/new": ",".join(new_models)[:200]}))
     if changed_folders or new_prompt_sets:
-        requests.append(dg.RunRequest(run_key=f"corpora-{stamp}", job_name=observe_corpora.name, tags={"lookups/new": ",".join(changed_folders + new_prompt_sets)[:200]}))
+        requests.append(
+            dg.RunRequest(run_key=f"corpora-{stamp}", job_name=observe_corpora.name, tags={"lookups/new": ",".join(changed_folders + new_prompt_sets)[:200]})
+        )
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[prompt_set_partitions.build_add_request(new_folders)] if new_folders else [],

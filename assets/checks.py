@@ -2,8 +2,8 @@
 ``pipeline.store.quality`` run on the rows each asset wrote (docs/quality.md)."""
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import dagster as dg
 
@@ -137,7 +137,10 @@ def _explanation_scores(handle, db: Store, run_id: str) -> Outcome:
 
 CHECKS = [
     CheckSpec("models_valid", "model", "The model's row recorded: id unique and not null, architecture facts positive, MLP kind known.", _models),
-    CheckSpec("neurons_valid", "neuron_catalog", "Keys unique and not null, scores finite, a selection of the expected size; every neuron of a recorded model.", _neurons),
+    CheckSpec(
+        "neurons_valid", "neuron_catalog", "Keys unique and not null, scores finite, a selection of the expected size; every neuron of a recorded "
+        "model.", _neurons,
+    ),
     CheckSpec(
         "documents_valid", "prompt_set", "Document keys unique and not null, splits valid, no empty text, every document of a recorded prompt "
         "set; the prompt set's counts non-negative, its splits adding up to its documents.", _documents,

@@ -3,9 +3,9 @@
 
 import base64
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import dagster as dg
 import pandas as pd
@@ -218,7 +218,8 @@ ASSETS = [
         description="Each explanation asked, given only itself, whether the head is active on each held-out prompt (Yes/No): the Head "
         "Explanation Score E (balanced accuracy) and AUC (docs/method.md, step 7); against the random-neuron and shuffled-explanation "
         "baselines with Mann-Whitney tests, and the E histogram (step 9).",
-        metadata=lambda r: {"figure_path": dg.MetadataValue.path(p) for p in r.handle.figures.values()},
+        # The last figure's path (the step writes one figure, the E histogram); none when there is no figure.
+        metadata=lambda r: {"figure_path": dg.MetadataValue.path(list(r.handle.figures.values())[-1])} if r.handle.figures else {},
     ),
     AssetSpec(
         "atlas_report", "AtlasConfig",

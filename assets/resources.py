@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from lookups.pipeline.common.files import write_atomically
 from lookups.pipeline.config import (
     AblationSettings,
     AtlasSettings,
@@ -24,7 +25,6 @@ from lookups.pipeline.config import (
     data_dir,
     database_path,
 )
-from lookups.pipeline.common.files import write_atomically
 from lookups.pipeline.store.store import Store
 
 
@@ -70,7 +70,7 @@ class ModelConfig(dg.Config, ModelRunSettings):
 
 
 class CatalogConfig(dg.Config, CatalogSettings):
-    """Next-token neuron selection (DESIGN step 1)."""
+    """Next-token neuron selection (docs/method.md, step 1)."""
 
 
 class CorpusConfig(dg.Config, CorpusReadSettings):
@@ -82,19 +82,19 @@ class PromptSetConfig(dg.Config, PromptSetSettings):
 
 
 class ExemplarConfig(dg.Config, ExemplarSettings):
-    """Max-activating prompts and truncation (DESIGN steps 2-3)."""
+    """Max-activating prompts and truncation (docs/method.md, steps 2-3)."""
 
 
 class AttributionConfig(dg.Config, AttributionSettings):
-    """Head attribution and the active-head rule (DESIGN steps 4-5)."""
+    """Head attribution and the active-head rule (docs/method.md, steps 4-5)."""
 
 
 class HeadScoreConfig(dg.Config, HeadScoreSettings):
-    """Which (neuron, head) pairs are consistent (DESIGN step 5)."""
+    """Which (neuron, head) pairs are consistent (docs/method.md, step 5)."""
 
 
 class AblationConfig(dg.Config, AblationSettings):
-    """Zero-ablation of each consistent pair's head (DESIGN step 8)."""
+    """Zero-ablation of each consistent pair's head (docs/method.md, step 8)."""
 
 
 class AtlasConfig(dg.Config, AtlasSettings):
@@ -102,12 +102,12 @@ class AtlasConfig(dg.Config, AtlasSettings):
 
 
 class ExplanationConfig(dg.Config, ExplanationSettings):
-    """LLM explanations of consistent pairs (DESIGN step 6). The endpoint, model and key of the openai backend
+    """LLM explanations of consistent pairs (docs/method.md, step 6). The endpoint, model and key of the openai backend
     come from the environment only (LOOKUPS_LLM_BASE_URL, LOOKUPS_LLM_MODEL, LOOKUPS_LLM_API_KEY)."""
 
 
 class ScoringConfig(dg.Config, ScoringSettings):
-    """Scoring explanations on held-out prompts, with baselines (DESIGN step 7)."""
+    """Scoring explanations on held-out prompts, with baselines (docs/method.md, step 7)."""
 
 
 # ---------------------------------------------------------------- settings file
@@ -158,7 +158,10 @@ def _with_defaults(cls: type, values: dict) -> type:
     import pydantic
 
     fields = {
-        name: (cls.model_fields[name].annotation, pydantic.Field(value, description=cls.model_fields[name].description, json_schema_extra=cls.model_fields[name].json_schema_extra))
+        name: (
+            cls.model_fields[name].annotation,
+            pydantic.Field(value, description=cls.model_fields[name].description, json_schema_extra=cls.model_fields[name].json_schema_extra),
+        )
         for name, value in values.items()
     }
     return pydantic.create_model(cls.__name__, __base__=cls, __doc__=cls.__doc__, __module__=cls.__module__, **fields)

@@ -17,7 +17,6 @@ from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL
 
 from .automation import add_partitions
 
-
 #: Dagster logs these at DEBUG; the terminal shows them anyway (step boundaries and results).
 SHOWN_EVENTS = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"}
 

@@ -27,16 +27,17 @@ def load_prompts(database: Path, n_neurons: int, bridge):
     import numpy as np
     import pandas as pd
 
-    from lookups.pipeline.inputs import corpora
     from lookups.pipeline import steps
     from lookups.pipeline.config import CorpusSettings, PromptSetSettings
+    from lookups.pipeline.inputs import corpora
     from lookups.pipeline.store.store import Store
 
     if database.exists():
         store = Store(database)
         rows = store.query(
             "WITH picked AS (SELECT DISTINCT model_id, prompt_set_id, layer, neuron FROM neuron_exemplars ORDER BY layer, neuron LIMIT ?) "
-            "SELECT e.layer, e.neuron, e.doc_id, e.split, e.prompt_token_ids FROM neuron_exemplars e JOIN picked USING (model_id, prompt_set_id, layer, neuron)",
+            "SELECT e.layer, e.neuron, e.doc_id, e.split, e.prompt_token_ids FROM neuron_exemplars e "
+            "JOIN picked USING (model_id, prompt_set_id, layer, neuron)",
             [n_neurons],
         )
         if len(rows):
@@ -97,9 +98,9 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=None, help="attribution batch size in tokens (default: the pipeline's)")
     args = parser.parse_args()
 
-    from lookups.pipeline.science import attribution
-    from lookups.pipeline.inputs import models
     from lookups.pipeline.config import EMBEDDED_MODEL, AttributionSettings, database_path
+    from lookups.pipeline.inputs import models
+    from lookups.pipeline.science import attribution
 
     database = args.database or database_path()
     source = models.resolve_model(EMBEDDED_MODEL)
@@ -129,7 +130,8 @@ def main() -> None:
     def per_neuron(seconds):
         return f"{seconds:.1f} s = {seconds / n_neurons:.2f} s per neuron"
 
-    print(f"batched ({settings.batch_tokens} tokens per batch): {per_neuron(batched_seconds)} ({batched.stats['forward_batches']} forward passes, {tokens / batched_seconds:.0f} tok/s)")
+    print(f"batched ({settings.batch_tokens} tokens per batch): {per_neuron(batched_seconds)} "
+          f"({batched.stats['forward_batches']} forward passes, {tokens / batched_seconds:.0f} tok/s)")
     print(f"one prompt at a time, the notebook way (full cache): {per_neuron(notebook_seconds)} ({len(rows)} forward passes)")
     print(f"one prompt at a time, the pipeline's code: {per_neuron(loop_seconds)} ({len(rows)} forward passes)")
     print(f"speed-up per neuron, notebook loop / batched: {notebook_seconds / batched_seconds:.2f}x (target >= 5x)")

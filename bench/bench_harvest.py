@@ -54,11 +54,10 @@ def setup(documents: int, selection: str | None = None):
     reader the pipeline harvests with (plain HF model, hooks on the selected neurons)."""
     import pandas as pd
 
-    from lookups.pipeline.science import catalog
-    from lookups.pipeline.inputs import corpora
-    from lookups.pipeline.inputs import models
     from lookups.pipeline import steps
     from lookups.pipeline.config import EMBEDDED_MODEL, CatalogSettings, CorpusSettings, PromptSetSettings
+    from lookups.pipeline.inputs import corpora, models
+    from lookups.pipeline.science import catalog
     from lookups.pipeline.science.exemplars import tokenize_documents
     from lookups.pipeline.science.harvest import NeuronReader
 
@@ -69,7 +68,10 @@ def setup(documents: int, selection: str | None = None):
         selected = pd.read_json(selection)
     else:
         settings = CatalogSettings()
-        cat = catalog.build_catalog(bridge, settings.resolved_neurons_per_layer(facts.d_mlp), settings.resolved_last_layers(facts.n_layers), settings.min_token_chars, settings.deny_tokens)
+        cat = catalog.build_catalog(
+            bridge, settings.resolved_neurons_per_layer(facts.d_mlp), settings.resolved_last_layers(facts.n_layers),
+            settings.min_token_chars, settings.deny_tokens,
+        )
         selected = cat.loc[cat["selected"], ["layer", "neuron"]].reset_index(drop=True)
     sources = pd.read_parquet(steps.run_corpus(CorpusSettings()).handle.parquet_path)  # parsed once, cached
     prompt_set = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=documents, max_passages_per_source=None))
@@ -105,8 +107,12 @@ def speed(documents: int, repeats: int, selection_out: str) -> dict:
     with torch.no_grad():
         bare_times, harvest_times = [], []
         for _ in range(repeats):  # interleaved, so drift on a shared machine hits both
-            t = time.perf_counter(); bare(); bare_times.append(time.perf_counter() - t)
-            t = time.perf_counter(); harvest(); harvest_times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            bare()
+            bare_times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            harvest()
+            harvest_times.append(time.perf_counter() - t)
     bare_tps, harvest_tps = tokens / min(bare_times), tokens / min(harvest_times)
     return {"tokens": tokens, "neurons": len(selected), "bare_tokens_per_s": bare_tps, "harvest_tokens_per_s": harvest_tps, "ratio": harvest_tps / bare_tps}
 
@@ -139,7 +145,9 @@ def main() -> None:
           f"harvest {result['harvest_tokens_per_s']:.0f} tok/s, ratio {result['ratio']:.2f} (target >= 0.9)")
     peaks = []
     for n in (args.documents, 2 * args.documents):
-        out = subprocess.run([sys.executable, __file__, "--child", "memory", "--documents", str(n), "--selection", selection], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", "memory", "--documents", str(n), "--selection", selection], capture_output=True, text=True, check=True
+        )
         peaks.append(json.loads(out.stdout.strip().splitlines()[-1]))
     a, b = peaks
     print(f"memory  {a['tokens']} tokens: +{a['peak_growth_mb']:.0f} MB; {b['tokens']} tokens: +{b['peak_growth_mb']:.0f} MB; "

@@ -113,7 +113,8 @@ def main() -> None:
     print(f"rows: {len(frame):,} head_attributions rows of one (model, prompt set)")
     print(f"write: Parquet store {write_parquet:.2f} s, DuckDB file {write_db:.2f} s -> ratio {write_parquet / write_db:.2f} (target <= 2)")
     print(f"read:  Parquet store {read_parquet:.2f} s, DuckDB file {read_db:.2f} s -> ratio {read_parquet / read_db:.2f} (target <= 2)")
-    print(f"parallel: two processes writing two keys at once: {'ok' if ok else 'FAILED'} in {parallel:.1f} s, rows arrived {dict(zip(arrived['model_id'], arrived['n']))}")
+    print(f"parallel: two processes writing two keys at once: {'ok' if ok else 'FAILED'} in {parallel:.1f} s, "
+          f"rows arrived {dict(zip(arrived['model_id'], arrived['n']))}")
     if not ok:
         print("\n".join(e[-500:] for e in errors))
 

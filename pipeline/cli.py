@@ -11,10 +11,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, dagster_home_dir, data_dir, database_path, repo_root
-from lookups.pipeline.store.queries import QueryError
 from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, dagster_home_dir, data_dir, database_path, repo_root
+from lookups.pipeline.inputs import planted
 from lookups.pipeline.report.summary import print_summary
+from lookups.pipeline.store.queries import QueryError
 from lookups.pipeline.store.store import Store
 
 
@@ -55,6 +56,11 @@ def run_config_from_args(args: argparse.Namespace) -> dict:
     put("neuron_catalog", "last_layers", args.last_layers)
     put("explanations", "backend", args.explainer)
     put("explanations", "max_calls", args.max_llm_calls)
+    if args.model == planted.PLANTED_KEY:  # the planted circuit's own settings, unless given
+        for op, values in planted.RUN_SETTINGS.items():
+            config = ops.setdefault(op, {}).setdefault("config", {})
+            for key, value in values.items():
+                config.setdefault(key, value)
     return {"ops": ops}
 
 
@@ -64,21 +70,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_config = run_config_from_args(args)
     with tempfile.TemporaryDirectory() as tmp:
         result_path = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "lookups.assets.runner", "--run-config", json.dumps(run_config), "--log-level", args.log_level, "--result", str(result_path)]
+        cmd = [
+            sys.executable, "-m", "lookups.assets.runner", "--run-config", json.dumps(run_config),
+            "--log-level", args.log_level, "--result", str(result_path),
+        ]
         code = subprocess.call(cmd, env=_dagster_env(), cwd=repo_root())
         outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
     if code != 0 or "failures" in outcome:
         print("\nThe run failed:", file=sys.stderr)
         for step, message in outcome.get("failures", []):
             print(f"  {step}: {message}", file=sys.stderr)
-        print(f"\nFull logs: run {outcome.get('run_id', '?')} in the Dagster UI (`lookups ui`). Results computed so far stay in {database_path()}.", file=sys.stderr)
+        print(
+            f"\nFull logs: run {outcome.get('run_id', '?')} in the Dagster UI (`lookups ui`). Results computed so far stay in {database_path()}.",
+            file=sys.stderr,
+        )
         return 1
-    print_summary(outcome["model_id"], outcome["prompt_set_id"])
+    print_summary(Store(lock_wait_s=10.0), outcome["model_id"], outcome["prompt_set_id"])
     return 0
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    print_summary(args.model_id, args.prompt_set_id)
+    print_summary(Store(lock_wait_s=10.0), args.model_id, args.prompt_set_id)
     return 0
 
 
@@ -134,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Results go to a DuckDB file under $LOOKUPS_DATA_DIR (default: data/ in the repository).",
         epilog="examples:\n"
         "  lookups run                                   # the main job on the embedded defaults, then a summary\n"
+        "  lookups run --model planted --corpus planted  # the sanity run: a planted circuit, found in about a minute\n"
         "  lookups run --model gpt2-large --corpus hf:NeelNanda/pile-10k   # the paper's setting (needs the hub)\n"
         "  LOOKUPS_LLM_BASE_URL=http://127.0.0.1:8000/v1 lookups run --explainer openai   # explanations from an endpoint\n"
         "  lookups query --list                          # named queries\n"
@@ -144,8 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="Materialize every asset through Dagster, then print a summary.")
-    run.add_argument("--model", help=f"Model: '{EMBEDDED_MODEL}' (default, offline), a Hugging Face name or a local checkpoint folder.")
-    run.add_argument("--corpus", help=f"Corpus: '{EMBEDDED_CORPUS}' (default), a folder of .txt, a .jsonl/.parquet file or hf:<dataset>.")
+    run.add_argument(
+        "--model",
+        help=f"Model: '{EMBEDDED_MODEL}' (default, offline), 'planted' (a 3-layer model with a known circuit, with --corpus planted: "
+        "the whole graph in about a minute), a Hugging Face name or a local checkpoint folder.",
+    )
+    run.add_argument(
+        "--corpus", help=f"Corpus: '{EMBEDDED_CORPUS}' (default), 'planted', a folder of .txt, a .jsonl/.parquet file or hf:<dataset>."
+    )
     run.add_argument("--max-documents", type=int, help="Passages in the prompt set (default 240; 0 for all).")
     run.add_argument("--neurons-per-layer", type=int, help="Selected neurons per layer (default: the paper's 40 of 5120, scaled).")
     run.add_argument("--last-layers", type=int, help="Select in the last K layers (default: the paper's last 5 of 36, scaled to the depth).")
@@ -155,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Explanation backend (default auto: openai when LOOKUPS_LLM_BASE_URL is set, else the local SmolLM2; contrastive always runs too).",
     )
     run.add_argument("--max-llm-calls", type=int, help="Run budget: at most this many LLM calls (cached answers are free; default: no limit).")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Terminal log level (default INFO: step starts and ends, progress, failures).")
+    run.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="Terminal log level (default INFO: step starts and ends, progress, failures).",
+    )
     run.add_argument("--config", help="A YAML file of Dagster run config ({ops: {asset: {config: {...}}}}); flags override it.")
     run.set_defaults(func=cmd_run)
     summary = sub.add_parser("summary", help="Print the summary of the latest (or a given) model and prompt set.")
@@ -171,11 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.add_argument("query", nargs="?", help="A named query or SQL in quotes.")
     query.add_argument("--list", action="store_true", help="List the named queries and their parameters.")
-    query.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="A $KEY parameter, e.g. --param token=' order' --param layer=27 (repeatable).")
+    query.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="A $KEY parameter, e.g. --param token=' order' --param layer=27 (repeatable).",
+    )
     query.add_argument("--model-id", help="$model_id (default: the latest model in the store).")
     query.add_argument("--prompt-set-id", help="$prompt_set_id (default: the latest prompt set).")
     query.add_argument("--limit", type=int, help="$limit (default 20).")
-    query.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"], help="Output: an aligned table (default), CSV, JSON records, or Parquet (needs --output).")
+    query.add_argument(
+        "--format", default="table", choices=["table", "csv", "json", "parquet"],
+        help="Output: an aligned table (default), CSV, JSON records, or Parquet (needs --output).",
+    )
     query.add_argument("--output", help="Write to this file instead of the terminal.")
     query.set_defaults(func=cmd_query)
     ui = sub.add_parser("ui", help="Start the Dagster UI (webserver and daemon) on the project's definitions.")
@@ -187,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.set_defaults(func=cmd_paths)
     views = sub.add_parser(
         "views-sql",
-        help="Print the SQL that makes any DuckDB (a MotherDuck database, a notebook) read the results: a view per table over its Parquet files, then the views of sql/views.sql.",
+        help="Print the SQL that makes any DuckDB (a MotherDuck database, a notebook) read the results: a view per table over its Parquet files, "
+        "then the views of sql/views.sql.",
     )
     views.set_defaults(func=cmd_views_sql)
     return parser

@@ -98,7 +98,7 @@ class ModelSettings(ModelRunSettings):
 
 
 class CatalogSettings(BaseModel):
-    """DESIGN step 1: which MLP neurons count as next-token neurons and which are selected."""
+    """Step 1 of docs/method.md: which MLP neurons count as next-token neurons and which are selected."""
 
     neurons_per_layer: int | None = Field(
         None, description="Top N per layer; default: the paper's 40 of 5120 scaled to the model's d_mlp."
@@ -107,7 +107,9 @@ class CatalogSettings(BaseModel):
         None, description="Select in the last K layers; default: the paper's last 5 of 36 scaled to the model's depth."
     )
     min_token_chars: int = Field(2, description="A token must start a word and have at least this many characters after its leading space.")
-    deny_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_TOKENS), description="Tokens (without the leading space, case-insensitive) never selected.")
+    deny_tokens: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DENY_TOKENS), description="Tokens (without the leading space, case-insensitive) never selected."
+    )
     top_tokens: int = Field(5, description="How many top tokens to keep per neuron.")
     random_per_layer: int = Field(
         3,
@@ -158,7 +160,7 @@ class PromptSetSettings(BaseModel):
 
 
 class ExemplarSettings(BaseModel):
-    """DESIGN steps 2-3: max-activating prompts and their truncation."""
+    """Steps 2-3 of docs/method.md: max-activating prompts and their truncation."""
 
     top_k: int = Field(30, description="Documents kept per neuron and split in the streaming top-k.")
     keep: int = Field(20, description="Truncated prompts kept per neuron in the explain split (the paper's 20).")
@@ -174,25 +176,31 @@ class ExemplarSettings(BaseModel):
 
 
 class AttributionSettings(BaseModel):
-    """DESIGN step 4 and the active-head rule of step 5."""
+    """Step 4 of docs/method.md and the active-head rule of step 5."""
 
     batch_tokens: int = tuning(512, "Tokens per attribution forward batch (padding included; prompts are sorted by length). Measured fastest here: 512.")
-    active_sigma: float = Field(2.0, description="A head is active on a prompt when its score exceeds the mean + this many std (ddof=1) of all candidate heads' scores on that prompt.")
+    active_sigma: float = Field(
+        2.0,
+        description="A head is active on a prompt when its score exceeds the mean + this many std (ddof=1) of all candidate heads' scores "
+        "on that prompt.",
+    )
     identity_tolerance: float = tuning(
         1e-3, "The attribution check fails when a decomposition misses the pre-activation by more than this, relative to the sum of its terms' magnitudes."
     )
 
 
 class HeadScoreSettings(BaseModel):
-    """DESIGN step 5: which (neuron, head) pairs are consistent."""
+    """Step 5 of docs/method.md: which (neuron, head) pairs are consistent."""
 
-    consistent_min: float = Field(0.25, ge=0.0, le=1.0, description="A pair is consistent when the head is active on at least this share of the neuron's explain prompts ...")
+    consistent_min: float = Field(
+        0.25, ge=0.0, le=1.0, description="A pair is consistent when the head is active on at least this share of the neuron's explain prompts ..."
+    )
     consistent_max: float = Field(0.75, ge=0.0, le=1.0, description="... and at most this share.")
     min_prompts: int = Field(5, ge=1, description="A pair needs at least this many explain prompts to be called consistent.")
 
 
 class AblationSettings(BaseModel):
-    """DESIGN step 8: zero-ablate each consistent pair's head on the neuron's prompts."""
+    """Step 8 of docs/method.md: zero-ablate each consistent pair's head on the neuron's prompts."""
 
     batch_tokens: int = tuning(4096, "Tokens per ablation forward batch (padding included).")
     splits: list[str] = Field(default_factory=lambda: ["explain"], description="Which splits' prompts to ablate on ('explain', 'heldout').")
@@ -213,7 +221,7 @@ LLM_API_KEY_ENV = "LOOKUPS_LLM_API_KEY"
 
 
 class ExplanationSettings(BaseModel):
-    """DESIGN step 6: explain each consistent pair's head from its active and inactive prompts."""
+    """Step 6 of docs/method.md: explain each consistent pair's head from its active and inactive prompts."""
 
     backend: str = Field(
         "auto",
@@ -221,15 +229,21 @@ class ExplanationSettings(BaseModel):
         "from the environment), 'local' (an instruct model in-process, offline), 'contrastive' (no LLM), or 'auto': "
         "openai when LOOKUPS_LLM_BASE_URL is set, local otherwise. The contrastive baseline always runs as a reference.",
     )
-    local_model: str = Field(EMBEDDED_MODEL, description="The local backend's instruct model (the embedded SmolLM2-135M-Instruct, a Hugging Face name or a folder).")
+    local_model: str = Field(
+        EMBEDDED_MODEL, description="The local backend's instruct model (the embedded SmolLM2-135M-Instruct, a Hugging Face name or a folder)."
+    )
     pairs_per_neuron: int = Field(1, ge=1, description="Explain each neuron's strongest consistent heads, at most this many (by mean attribution).")
     max_pairs: int | None = Field(None, ge=1, description="At most this many pairs per cohort (next-token and random neurons); None: all.")
     max_examples: int = Field(10, ge=1, description="At most this many active and this many inactive prompts shown to the explainer.")
     max_prompt_chars: int = Field(300, ge=20, description="Corpus text is untrusted: each prompt is cut to its last this many characters.")
-    explain_template: str = Field("explain.v1", description="Explanation prompt: a template shipped in pipeline/prompts/ (name without .txt) or a path to your own.")
+    explain_template: str = Field(
+        "explain.v1", description="Explanation prompt: a template shipped in pipeline/prompts/ (name without .txt) or a path to your own."
+    )
     classify_template: str = Field("classify.v1", description="Yes/No scoring prompt: a shipped template name or a path.")
     max_new_tokens: int = Field(96, ge=8, description="Longest explanation, in tokens.")
-    max_calls: int | None = tuning(None, ge=0, description="Run budget: at most this many LLM calls (explanations and classifications together, cache hits free); None: no limit.")
+    max_calls: int | None = tuning(
+        None, ge=0, description="Run budget: at most this many LLM calls (explanations and classifications together, cache hits free); None: no limit."
+    )
     max_tokens: int | None = tuning(None, ge=0, description="Run budget: at most this many LLM tokens (prompt + completion); None: no limit.")
     concurrency: int = tuning(4, ge=1, description="Concurrent requests to an OpenAI-compatible endpoint.")
     timeout_s: float = tuning(60.0, gt=0, description="Seconds before one request to the endpoint times out.")
@@ -239,7 +253,7 @@ class ExplanationSettings(BaseModel):
 
 
 class ScoringSettings(BaseModel):
-    """DESIGN step 7: score each explanation on held-out prompts, with baselines."""
+    """Step 7 of docs/method.md: score each explanation on held-out prompts, with baselines."""
 
     shuffled_baseline: bool = Field(True, description="Also score each explanation on another pair's held-out prompts.")
     seed: int = Field(0, description="Seed for pairing explanations with other pairs' prompts.")

@@ -6,7 +6,7 @@
 CREATE TABLE IF NOT EXISTS models (
     model_id      VARCHAR PRIMARY KEY,   -- e.g. smollm2-135m-instruct@3f2a9c0d1e4b
     name          VARCHAR NOT NULL,      -- what the user asked for
-    origin        VARCHAR NOT NULL,      -- embedded-gguf | huggingface | local
+    origin        VARCHAR NOT NULL,      -- embedded-gguf | planted | huggingface | local
     fingerprint   VARCHAR NOT NULL,      -- sha256 over the weight files
     n_layers      INTEGER NOT NULL,
     n_heads       INTEGER NOT NULL,
@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS neuron_exemplars (
     PRIMARY KEY (model_id, prompt_set_id, layer, neuron, doc_id)
 );
 
--- DESIGN step 4: each candidate head's direct contribution to a neuron at its exemplar's last position.
+-- step 4 of docs/method.md: each candidate head's direct contribution to a neuron at its exemplar's last position.
 CREATE TABLE IF NOT EXISTS head_attributions (
     model_id          VARCHAR NOT NULL,
     prompt_set_id     VARCHAR NOT NULL,
@@ -143,7 +143,7 @@ CREATE TABLE IF NOT EXISTS exemplar_decompositions (
     PRIMARY KEY (model_id, prompt_set_id, layer, neuron, doc_id)
 );
 
--- DESIGN step 5: per (neuron, head), over the neuron's explain prompts; held-out ground truth summarised.
+-- step 5 of docs/method.md: per (neuron, head), over the neuron's explain prompts; held-out ground truth summarised.
 CREATE TABLE IF NOT EXISTS head_neuron_scores (
     model_id                VARCHAR NOT NULL,
     prompt_set_id           VARCHAR NOT NULL,
@@ -168,7 +168,7 @@ CREATE TABLE IF NOT EXISTS head_neuron_scores (
 );
 ALTER TABLE head_neuron_scores ADD COLUMN IF NOT EXISTS cohort VARCHAR DEFAULT 'next_token';
 
--- DESIGN step 8: each consistent pair's head zero-ablated on each of the neuron's prompts.
+-- step 8 of docs/method.md: each consistent pair's head zero-ablated on each of the neuron's prompts.
 CREATE TABLE IF NOT EXISTS head_ablations (
     model_id      VARCHAR NOT NULL,
     prompt_set_id VARCHAR NOT NULL,
@@ -204,7 +204,7 @@ CREATE TABLE IF NOT EXISTS ablation_tests (
     PRIMARY KEY (model_id, prompt_set_id, metric)
 );
 
--- DESIGN step 6: one explanation per (pair, explainer); the contrastive reference always, an LLM's where run.
+-- step 6 of docs/method.md: one explanation per (pair, explainer); the contrastive reference always, an LLM's where run.
 CREATE TABLE IF NOT EXISTS explanations (
     explanation_id    VARCHAR NOT NULL,   -- hash of (model, prompt set, pair, explainer, template version)
     model_id          VARCHAR NOT NULL,
@@ -231,7 +231,7 @@ CREATE TABLE IF NOT EXISTS explanations (
     PRIMARY KEY (explanation_id)
 );
 
--- DESIGN step 7: each explanation scored on held-out prompts, given only the explanation.
+-- step 7 of docs/method.md: each explanation scored on held-out prompts, given only the explanation.
 CREATE TABLE IF NOT EXISTS explanation_scores (
     explanation_id    VARCHAR NOT NULL,
     scorer            VARCHAR NOT NULL,   -- the explainer's own classifier (LLM Yes/No, or contrastive log-odds)
@@ -262,7 +262,7 @@ CREATE TABLE IF NOT EXISTS explanation_scores (
     PRIMARY KEY (explanation_id, scorer, split, baseline)
 );
 
--- DESIGN step 9: per model, prompt set and explainer, E of next-token pairs against each baseline.
+-- step 9 of docs/method.md: per model, prompt set and explainer, E of next-token pairs against each baseline.
 CREATE TABLE IF NOT EXISTS explanation_tests (
     model_id      VARCHAR NOT NULL,
     prompt_set_id VARCHAR NOT NULL,

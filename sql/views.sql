@@ -1,6 +1,6 @@
 -- Views over the results: the questions users ask, answered in SQL. Applied after schema.sql; idempotent.
 
--- DESIGN step 9: where the look-up heads lie. Per head layer, how many consistent (neuron, head) pairs.
+-- step 9 of docs/method.md: where the look-up heads lie. Per head layer, how many consistent (neuron, head) pairs.
 CREATE OR REPLACE VIEW heads_by_layer AS
 SELECT model_id, prompt_set_id, head_layer,
        count(*) FILTER (WHERE consistent)                  AS consistent_pairs,
@@ -10,7 +10,7 @@ FROM head_neuron_scores
 WHERE cohort = 'next_token'
 GROUP BY ALL;
 
--- DESIGN step 9: the ablation comparison per model (the paper's GPT-2 large: KS 0.29, p 2e-23).
+-- step 9 of docs/method.md: the ablation comparison per model (the paper's GPT-2 large: KS 0.29, p 2e-23).
 CREATE OR REPLACE VIEW ablation_comparison AS
 SELECT t.model_id, t.prompt_set_id, t.metric, t.n_active, t.n_inactive,
        t.mean_active, t.mean_inactive, t.median_active, t.median_inactive, t.ks_statistic, t.p_value
@@ -32,7 +32,7 @@ WHERE qualifies;
 
 
 
--- DESIGN step 9: the distribution of the Head Explanation Score E per model, explainer and what was scored
+-- step 9 of docs/method.md: the distribution of the Head Explanation Score E per model, explainer and what was scored
 -- (next-token pairs, the random-neuron baseline, shuffled explanations), computed here in SQL.
 CREATE OR REPLACE VIEW explanation_findings AS
 SELECT model_id, prompt_set_id, explainer,

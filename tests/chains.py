@@ -1,6 +1,5 @@
 """The planted circuit run through the pipeline's steps (no Dagster), for the tests that need its tables."""
 
-from lookups.pipeline.inputs import planted
 from lookups.pipeline import steps
 from lookups.pipeline.config import (
     AblationSettings,
@@ -12,6 +11,7 @@ from lookups.pipeline.config import (
     ModelSettings,
     PromptSetSettings,
 )
+from lookups.pipeline.inputs import planted
 from lookups.pipeline.store.store import Store
 
 

@@ -10,8 +10,8 @@ def direct_effect_of_head(bridge, tokens: torch.Tensor, layer: int, neuron: int,
     """Zero the head's output at the last position only, freeze every other path to layer ``layer``'s MLP
     input at that position (later attention and MLP outputs) and freeze ``ln2``'s scale; return how much the
     neuron's pre-activation(s) drop: ``{'pre': ..., 'pre_linear': ...}`` (the latter for gated MLPs)."""
-    frozen = [f"blocks.{l}.hook_mlp_out" for l in range(head_layer, layer)]
-    frozen += [f"blocks.{l}.hook_attn_out" for l in range(head_layer + 1, layer + 1)]
+    frozen = [f"blocks.{block}.hook_mlp_out" for block in range(head_layer, layer)]
+    frozen += [f"blocks.{block}.hook_attn_out" for block in range(head_layer + 1, layer + 1)]
     frozen.append(f"blocks.{layer}.ln2.hook_scale")
     reads = [f"blocks.{layer}.mlp.hook_pre", f"blocks.{layer}.mlp.hook_pre_linear"]
     _, clean = bridge.run_with_cache(tokens, names_filter=lambda n: n in set(frozen) | set(reads))

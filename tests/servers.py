@@ -37,10 +37,10 @@ def wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 120
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2)
             return
-        except OSError:
+        except OSError as err:
             if server.poll() is not None or time.time() > deadline:
                 output = server.stdout.read() if server.poll() is not None and server.stdout else ""
-                raise AssertionError(f"{what} did not start on port {port}:\n{output}")
+                raise AssertionError(f"{what} did not start on port {port}:\n{output}") from err
             time.sleep(1)
 
 

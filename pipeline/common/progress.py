@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class PhaseProgress:
@@ -36,7 +36,7 @@ class PhaseProgress:
             elapsed = now - self._started[phase]
             self.log(f"{phase}: {done}/{total} ({100 * done / max(total, 1):.0f}%) after {elapsed:.0f}s")
 
-    def __enter__(self) -> "PhaseProgress":
+    def __enter__(self) -> PhaseProgress:
         return self
 
     def __exit__(self, *exc) -> None:

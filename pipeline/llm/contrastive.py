@@ -8,9 +8,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-
-
-
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 

@@ -1,17 +1,8 @@
-"""DESIGN steps 6-7 and the explanation part of 9: explain consistent pairs, score the explanations on held-out
-prompts, compare with baselines.
-
-- Which pairs: each neuron's strongest consistent heads (``pairs_per_neuron``), for the selected next-token
-  neurons and for the random baseline neurons of the same layers (cohort 'random').
-- Explanations: the primary backend (openai or local) and the contrastive reference, from the pair's explain
-  prompts, active and inactive, each with the neuron's token appended.
-- Scores: each explanation classifies the pair's held-out prompts (Yes/No, given only the explanation); the
-  ground truth is whether the head was active on each (``head_attributions``). E = balanced accuracy; AUC
-  where the backend gives probabilities. The shuffled baseline scores each explanation on another pair's
-  held-out prompts.
-- Every LLM call goes through ``CallLedger``: answered before (same cache key) means no call; a run-level
-  budget on calls and tokens stops issuing calls, and what was done is kept.
-"""
+"""Step 6 of docs/method.md: explain each chosen pair, by the primary backend (openai or local) and by the
+contrastive reference, from the pair's explain prompts, active and inactive, each with the neuron's token
+appended. Which pairs: ``pairs.py``; scoring the explanations: ``score.py``. Every LLM call goes through the
+``CallLedger`` (``ledger.py``): answered before (same cache key) means no call; a run-level budget on calls and
+tokens stops issuing calls, and what was done is kept."""
 
 from __future__ import annotations
 

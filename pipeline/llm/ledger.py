@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import threading
 import uuid
-
 from typing import Protocol
 
 import pandas as pd
 
 from lookups.pipeline.common.hashing import stable_hash
 from lookups.pipeline.llm.backends import ANSWER_STATUSES, LlmBackend, LlmRequest, LlmResponse
+
 
 def cache_key(*parts) -> str:
     return stable_hash(*parts, length=32)

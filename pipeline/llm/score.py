@@ -60,7 +60,9 @@ def auc(truth: list[bool], scores: list[float]) -> float | None:
     return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
 
 
-def _score_row(explanation: pd.Series, target: Pair, baseline: str, scorer: str, answers: list[LlmResponse] | None, contrast_scores: list[float] | None) -> dict:
+def _score_row(
+    explanation: pd.Series, target: Pair, baseline: str, scorer: str, answers: list[LlmResponse] | None, contrast_scores: list[float] | None
+) -> dict:
     row = {
         "explanation_id": explanation["explanation_id"], "scorer": scorer, "split": "heldout", "baseline": baseline,
         "explainer": explanation["explainer"], "cohort": explanation["cohort"],

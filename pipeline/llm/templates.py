@@ -8,9 +8,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from lookups.pipeline.llm import ExplainerError
-
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 SNIPPET_MARKERS = ("<<<", ">>>")

@@ -144,7 +144,10 @@ def render_atlas(data: AtlasData, token_strings, attention: dict, settings: Atla
     if "ablation" in figs:
         parts.append(f"<img alt='ablation box plot' src='data:image/png;base64,{figs['ablation']}'>")
     if len(data.tests):
-        parts.append("<table class='facts'><tr><th>metric</th><th>active (n)</th><th>inactive (n)</th><th>mean drop, active</th><th>mean drop, inactive</th><th>KS</th><th>p</th></tr>")
+        parts.append(
+            "<table class='facts'><tr><th>metric</th><th>active (n)</th><th>inactive (n)</th><th>mean drop, active</th><th>mean drop, inactive</th>"
+            "<th>KS</th><th>p</th></tr>"
+        )
         for t in data.tests.itertuples():
             parts.append(
                 f"<tr><td>{_e(t.metric)}</td><td>{t.n_active}</td><td>{t.n_inactive}</td><td>{t.mean_active:.4g}</td>"
@@ -163,7 +166,9 @@ def render_atlas(data: AtlasData, token_strings, attention: dict, settings: Atla
         key = (n.layer, n.neuron)
         scores = scores_by_neuron.get(key, pd.DataFrame(columns=data.scores.columns))
         parts.append(f"<section class='neuron' data-token='{_e(n.token)}' id='n{n.layer}-{n.neuron}'>")
-        parts.append(f"<h3>L{n.layer} N{n.neuron} → <span class='next'>{_e(n.token)}</span> <span class='muted'>score {n.score:.2f}, z {n.zscore:.1f}</span></h3>")
+        parts.append(
+            f"<h3>L{n.layer} N{n.neuron} → <span class='next'>{_e(n.token)}</span> <span class='muted'>score {n.score:.2f}, z {n.zscore:.1f}</span></h3>"
+        )
         if len(scores):
             parts.append(_heatmap(scores, n_heads, int(n.layer)))
         consistent = scores[scores["consistent"]].sort_values("mean_score", ascending=False).head(settings.pairs_per_neuron)
@@ -172,7 +177,10 @@ def render_atlas(data: AtlasData, token_strings, attention: dict, settings: Atla
         if not len(consistent):
             parts.append("<p class='muted'>No consistent head.</p>")
         for pair in consistent.itertuples():
-            drops = data.ablations[(data.ablations["layer"] == n.layer) & (data.ablations["neuron"] == n.neuron) & (data.ablations["head_layer"] == pair.head_layer) & (data.ablations["head"] == pair.head)]
+            drops = data.ablations[
+                (data.ablations["layer"] == n.layer) & (data.ablations["neuron"] == n.neuron)
+                & (data.ablations["head_layer"] == pair.head_layer) & (data.ablations["head"] == pair.head)
+            ]
             effect = ""
             if len(drops):
                 on, off = drops[drops["active"]]["act_drop"], drops[~drops["active"]]["act_drop"]

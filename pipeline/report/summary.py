@@ -3,19 +3,19 @@ look-up heads lie, the ablation tests, E per explainer against the baselines, an
 
 from __future__ import annotations
 
+from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import dagster_home_dir, data_dir, database_path
-from lookups.pipeline.store.store import Store, StoreError, sql_text
 
 
 def _num(value, fmt: str = ".3f") -> str:
     return "n/a" if value is None or value != value else format(value, fmt)
 
 
-def print_summary(model_id: str | None = None, prompt_set_id: str | None = None) -> None:
-    store = Store(lock_wait_s=10.0)
-    summary = store.query(sql_text("queries/summary_counts.sql"), {"model_id": model_id, "prompt_set_id": prompt_set_id})
+def print_summary(store, model_id: str | None = None, prompt_set_id: str | None = None) -> None:
+    """Print the summary of a model and prompt set (default: the latest) from ``store``'s named queries."""
+    summary = store.named_query("summary_counts", model_id=model_id, prompt_set_id=prompt_set_id)
     if summary.empty:
-        raise StoreError("No model in the store yet: run `make demo` or `lookups run` first.")
+        raise LookupsError("No model in the store yet: run `make demo` or `lookups run` first.")
     row = summary.iloc[0]
     print()
     print(f"model        {row.model_id}  ({row.n_layers} layers x {row.d_mlp} neurons, {row.mlp_kind} MLP)")
@@ -23,26 +23,29 @@ def print_summary(model_id: str | None = None, prompt_set_id: str | None = None)
     tables = ("models", "neurons", "selected", "prompt_sets", "documents", "neuron_exemplars", "head_attributions", "consistent_pairs", "head_ablations")
     print("rows         " + ", ".join(f"{t}: {int(row[t]):,}" for t in tables))
     keys = {"model_id": row.model_id, "prompt_set_id": row.prompt_set_id}
-    top = store.query(sql_text("queries/strongest_neurons.sql"), {**keys, "limit": 5})
+    top = store.named_query("strongest_neurons", **keys, limit=5)
     print("\nstrongest next-token neurons")
     print(top.to_string(index=False))
-    pairs = store.query(sql_text("queries/consistent_pairs.sql"), {**keys, "limit": 8})
+    pairs = store.named_query("consistent_pairs", **keys, limit=8)
     if len(pairs):
         print("\nstrongest consistent (neuron, head) pairs")
         print(pairs.to_string(index=False))
-        layers = store.query(sql_text("queries/heads_by_layer.sql"), keys)
+        layers = store.named_query("heads_by_layer", **keys)
         layers = layers[layers["consistent_pairs"] > 0]
         print("\nconsistent pairs by head layer: " + ", ".join(f"L{r.head_layer}: {r.consistent_pairs}" for r in layers.itertuples()))
-    tests = store.query(sql_text("queries/ablation.sql"), keys)
+    tests = store.named_query("ablation", **keys)
     for t in tests.itertuples():
         print(
             f"ablation     {t.metric}: active {t.mean_active:.4g} (n={t.n_active}) vs inactive {t.mean_inactive:.4g} (n={t.n_inactive}), "
             f"KS {t.ks:.3f}, p {t.p_value:.2g}"
         )
-    findings = store.query(sql_text("queries/explanation_findings.sql"), keys)
+    findings = store.named_query("explanation_findings", **keys)
     for f in findings.itertuples():
         if f.n and f.baseline == "random_neurons":
-            print(f"explanations {f.explainer}: mean E {f.mean_e:.3f} (n={f.n}) vs random neurons {_num(f.mean_baseline)} (n={f.n_baseline}), Mann-Whitney p {_num(f.mw_p, '.2g')}")
+            print(
+                f"explanations {f.explainer}: mean E {f.mean_e:.3f} (n={f.n}) vs random neurons {_num(f.mean_baseline)} (n={f.n_baseline}), "
+                f"Mann-Whitney p {_num(f.mw_p, '.2g')}"
+            )
         elif f.n:
             print(f"             {f.explainer}: vs shuffled explanations {_num(f.mean_baseline)} (n={f.n_baseline}), Mann-Whitney p {_num(f.mw_p, '.2g')}")
     print(f"\nresults      {database_path()}")

@@ -1,4 +1,4 @@
-"""DESIGN step 8: the causal check. Zero-ablate a consistent pair's head and measure the neuron's activation
+"""Step 8 of docs/method.md: the causal check. Zero-ablate a consistent pair's head and measure the neuron's activation
 and its token's probability, on prompts where the head was active and where it was not.
 
 Zero-ablating a head's value vectors at all positions makes its output ``z = pattern · v`` zero everywhere.
@@ -13,7 +13,7 @@ position and the token's probability from the final logits there.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -1,4 +1,4 @@
-"""DESIGN steps 4-5: each head's direct contribution to a neuron on its exemplar prompts, and active heads.
+"""Steps 4-5 of docs/method.md: each head's direct contribution to a neuron on its exemplar prompts, and active heads.
 
 For an exemplar of neuron n in layer L, at the prompt's last position, the residual stream entering layer L's
 MLP is decomposed with TransformerLens (``ActivationCache.get_full_resid_decomposition(layer=L,
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -81,8 +81,8 @@ def active_threshold(scores: np.ndarray, sigma: float) -> np.ndarray:
 
 def _hook_names(cfg, layers: set[int]) -> set[str]:
     """What the decomposition of the MLP input at each of ``layers`` reads from the cache."""
-    names = {f"blocks.{l}.attn.hook_z" for l in range(cfg.n_layers)}  # head results are formed from z and W_O
-    names |= {f"blocks.{l}.hook_mlp_out" for l in range(max(layers))}
+    names = {f"blocks.{layer}.attn.hook_z" for layer in range(cfg.n_layers)}  # head results are formed from z and W_O
+    names |= {f"blocks.{layer}.hook_mlp_out" for layer in range(max(layers))}
     names.add("hook_embed")
     if cfg.positional_embedding_type in ("standard", "shortformer"):
         names.add("hook_pos_embed")  # additive position embeddings; rotary ones are not a residual component
@@ -113,7 +113,12 @@ def last_position_cache(bridge, tokens: torch.Tensor, lengths: torch.Tensor, lay
 
 
 def _component_groups(labels: list[str]) -> dict[str, np.ndarray]:
-    kinds = np.array(["head" if l.startswith("L") and "H" in l else "mlp" if l.endswith("_mlp_out") else "bias" if l == "bias" else "embed" for l in labels])
+    kinds = np.array(
+        [
+            "head" if label.startswith("L") and "H" in label else "mlp" if label.endswith("_mlp_out") else "bias" if label == "bias" else "embed"
+            for label in labels
+        ]
+    )
     return {k: np.nonzero(kinds == k)[0] for k in ("head", "mlp", "embed", "bias")}
 
 
@@ -262,8 +267,14 @@ def _attribute_layer(bridge, cache, layer: int, rows: np.ndarray, row_b: np.ndar
             "act": act.double().numpy(),
             "sum_gate": (contributions_gate.double().sum(dim=1) + own_bias_gate.double()).numpy() if gated else np.full(len(rows), np.nan),
             "sum_in": (contributions_in.double().sum(dim=1) + own_bias_in.double()).numpy(),
-            **{f"{kind}s_gate" if kind in ("head", "mlp") else f"{kind}_gate": group_sum(contributions_gate, kind, own_bias_gate) for kind in ("head", "mlp", "embed", "bias")},
-            **{f"{kind}s_in" if kind in ("head", "mlp") else f"{kind}_in": group_sum(contributions_in, kind, own_bias_in) for kind in ("head", "mlp", "embed", "bias")},
+            **{
+                f"{kind}s_gate" if kind in ("head", "mlp") else f"{kind}_gate": group_sum(contributions_gate, kind, own_bias_gate)
+                for kind in ("head", "mlp", "embed", "bias")
+            },
+            **{
+                f"{kind}s_in" if kind in ("head", "mlp") else f"{kind}_in": group_sum(contributions_in, kind, own_bias_in)
+                for kind in ("head", "mlp", "embed", "bias")
+            },
             "identity_abs_error": abs_err,
             "identity_rel_error": rel_err,
             "active_threshold": threshold,

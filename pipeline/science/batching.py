@@ -4,7 +4,7 @@ each row's last position with the forward stopped after the last hook needed."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -1,4 +1,4 @@
-"""DESIGN step 1: the next-token neuron catalog.
+"""Step 1 of docs/method.md: the next-token neuron catalog.
 
 A neuron n of layer L writes ``W_out[L][n, :]`` into the residual stream; its congruence with token t is
 ``W_out[L][n, :] · W_U[:, t]``. Its token is the argmax over the vocabulary, its score the max, and the

@@ -1,4 +1,4 @@
-"""DESIGN steps 2-3 end to end: max-activating documents per selected neuron and split, truncated.
+"""Steps 2-3 of docs/method.md end to end: max-activating documents per selected neuron and split, truncated.
 
 Ranking: a neuron's documents are ranked by their original max activation; truncation runs in rounds
 over the best ``keep`` documents not yet tried, so documents beyond the first ``keep`` are truncated
@@ -8,14 +8,14 @@ only when an earlier one had no qualifying suffix under ``max_prompt_tokens``.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from lookups.pipeline.config import ExemplarSettings
-from lookups.pipeline.science.harvest import NeuronReader, harvest_top_k, make_windows
 from lookups.pipeline.inputs.models import mlp_output_paths, pad_token_id
+from lookups.pipeline.science.harvest import NeuronReader, harvest_top_k, make_windows
 from lookups.pipeline.science.truncation import TruncationStats, TruncationTask, truncate
 
 PhaseProgress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -105,9 +105,10 @@ def find_exemplars(
             owners += [key] * len(batch)
         if not round_tasks:
             break
+        base = evaluated
         evaluated += len(round_tasks)
 
-        def report(done, total, base=evaluated - len(round_tasks)):
+        def report(done, total, base=base, evaluated=evaluated):
             if progress:
                 progress("truncate", base + done, evaluated)
 

@@ -1,4 +1,4 @@
-"""DESIGN step 2: one batched pass over the corpus, keeping each neuron's max-activating documents.
+"""Step 2 of docs/method.md: one batched pass over the corpus, keeping each neuron's max-activating documents.
 
 Memory stays flat in corpus size: activations are read only for the selected neurons (hooks on the
 layers that hold them, forward stopped after the last of those layers), reduced to a per-window max in
@@ -7,8 +7,8 @@ the batch, and merged into a fixed-size streaming top-k per neuron.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch

@@ -1,4 +1,4 @@
-"""DESIGN step 5: per (neuron, head), how often the head is active on the neuron's prompts, and whether the
+"""Step 5 of docs/method.md: per (neuron, head), how often the head is active on the neuron's prompts, and whether the
 pair is consistent (active on some prompts, not all: context-dependent).
 
 The explain split defines the pairs; the held-out split's per-prompt ``active`` flags (in
@@ -51,7 +51,7 @@ def head_neuron_scores(heads: pd.DataFrame, settings: HeadScoreSettings, random_
     out["heldout_active_count"] = out["heldout_active_count"].fillna(0).astype(int)
     out["heldout_active_fraction"] = out["heldout_active_count"] / out["heldout_n_prompts"].where(out["heldout_n_prompts"] > 0)
     out["active_count"] = out["active_count"].astype(int)
-    is_random = [(int(l), int(n)) in random_neurons for l, n in zip(out["layer"], out["neuron"])]
+    is_random = [(int(layer), int(n)) in random_neurons for layer, n in zip(out["layer"], out["neuron"])]
     out["cohort"] = [COHORTS[1] if r else COHORTS[0] for r in is_random]
     return out[SCORE_COLUMNS]
 

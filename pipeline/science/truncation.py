@@ -1,4 +1,4 @@
-"""DESIGN step 3: the shortest suffix that still switches the neuron on.
+"""Step 3 of docs/method.md: the shortest suffix that still switches the neuron on.
 
 For a max-activating position ``pos`` in a document, the candidate prompt of length ℓ is ``BOS +
 tokens[pos-ℓ+1 .. pos]``. We want the smallest ℓ whose last-token activation is at least ``act_ratio`` of
@@ -14,8 +14,8 @@ Tasks of several neurons (and several positions) in one document then share thei
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -111,6 +111,11 @@ def truncate(
         if progress:
             progress(len(tasks) - len(open_tasks), len(tasks))
         if stats is not None:
-            stats.stages.append({"lengths": f"{lo}-{stage_end}", "tasks": len(spans), "resolved": len(spans) - len(open_tasks), "rows": len(rows), "tokens": sum(len(r) + 1 for r in rows)})
+            stats.stages.append(
+                {
+                    "lengths": f"{lo}-{stage_end}", "tasks": len(spans), "resolved": len(spans) - len(open_tasks),
+                    "rows": len(rows), "tokens": sum(len(r) + 1 for r in rows),
+                }
+            )
         lo = stage_end + 1
     return results

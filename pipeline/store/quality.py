@@ -80,7 +80,9 @@ def validate(frame: pd.DataFrame, suite_name: str, expectations: list, index_col
             sample = [{k: _plain(v) for k, v in row.items()} for row in rows[:5]] if rows else (result.result.get("partial_unexpected_list") or [])[:5]
             failure = {"expectation": config.type, "kwargs": kwargs, "unexpected_count": result.result.get("unexpected_count"), "sample": sample}
             info = result.exception_info if isinstance(result.exception_info, dict) else {}  # keyed by metric when one failed (a missing column)
-            error = info.get("exception_message") or next((v["exception_message"] for v in info.values() if isinstance(v, dict) and v.get("exception_message")), None)
+            error = info.get("exception_message") or next(
+                (v["exception_message"] for v in info.values() if isinstance(v, dict) and v.get("exception_message")), None
+            )
             if error:
                 failure["error"] = error
             failures.append(failure)
@@ -102,7 +104,11 @@ def merge(suite_name: str, *outcomes: SuiteResult, rows: int | None = None) -> S
 def _keys(columns: list[str]) -> list:
     import great_expectations as gx
 
-    unique = gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=columns) if len(columns) > 1 else gx.expectations.ExpectColumnValuesToBeUnique(column=columns[0])
+    unique = (
+        gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=columns)
+        if len(columns) > 1
+        else gx.expectations.ExpectColumnValuesToBeUnique(column=columns[0])
+    )
     out = [unique]
     out += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in columns]
     return out
@@ -291,7 +297,8 @@ def models_suite(rows: int | None = None) -> list:
 
 
 PROMPT_SET_COUNTS = [
-    "n_documents", "n_explain", "n_heldout", "source_documents", "duplicates_dropped", "beyond_slice", "skipped_empty", "skipped_undecodable", "skipped_malformed",
+    "n_documents", "n_explain", "n_heldout", "source_documents", "duplicates_dropped", "beyond_slice", "skipped_empty", "skipped_undecodable",
+    "skipped_malformed",
 ]
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from lookups.pipeline.store.store import Store, named_queries
 from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.store.store import Store, named_queries
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")

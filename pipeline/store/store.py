@@ -307,6 +307,11 @@ class Store:
         sql, values = sql_with_parameters(f"reads/{name}", **params)
         return self.query(sql, values or None, require_results=False)
 
+    def named_query(self, name: str, **params) -> pd.DataFrame:
+        """A named query a person runs, ``sql/queries/<name>.sql``, with its ``$parameters``."""
+        sql, values = sql_with_parameters(f"queries/{name}", **params)
+        return self.query(sql, values or None)
+
     def check_read(self, name: str, **params) -> pd.DataFrame:
         """A data-quality check's read, ``sql/checks/<name>.sql``, with its ``$parameters``."""
         sql, values = sql_with_parameters(f"checks/{name}", **params)

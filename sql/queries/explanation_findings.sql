@@ -1,4 +1,4 @@
--- DESIGN step 9: the distribution of E per explainer against the random-neuron and shuffled baselines, with
+-- step 9 of docs/method.md: the distribution of E per explainer against the random-neuron and shuffled baselines, with
 -- the skew test and two-sided Mann-Whitney tests. Parameters: $model_id, $prompt_set_id.
 SELECT
     explainer, baseline, n, round(mean_e, 3) AS mean_e, round(std_e, 3) AS std_e, round(skew, 2) AS skew, skew_p,

@@ -9,22 +9,21 @@ the assets downstream of it.
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections import defaultdict
+from types import SimpleNamespace
 
 import dagster as dg
 import pandas as pd
 import pytest
-from types import SimpleNamespace
 import torch
 import yaml
 
 from lookups.assets import automation
+from lookups.pipeline import steps
+from lookups.pipeline.inputs import planted
 from lookups.pipeline.science import catalog as catalog_mod
 from lookups.pipeline.science import exemplars as exemplars_mod
-from lookups.pipeline.inputs import planted
-from lookups.pipeline import steps
 from lookups.pipeline.store.store import Store
 
 ASSETS = [
@@ -55,7 +54,10 @@ class StepCounter:
             before = self.forwards
             result = fn(*args, **kwargs)
             self.log.append(
-                {"step": name, "computed": not result.skipped, "forwards": self.forwards - before, "llm_calls": 0 if result.skipped else int(result.stats.get("llm_calls", 0))}
+                {
+                    "step": name, "computed": not result.skipped, "forwards": self.forwards - before,
+                    "llm_calls": 0 if result.skipped else int(result.stats.get("llm_calls", 0)),
+                }
             )
             return result
 
@@ -182,7 +184,11 @@ def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, setti
             monkeypatch.setitem(steps.CODE_VERSIONS, "head_neuron_scores", steps.CODE_VERSIONS["head_neuron_scores"] + "-changed")
             changed = definitions.build_definitions(
                 dg.map_asset_specs(
-                    lambda spec: spec.replace_attributes(code_version=steps.CODE_VERSIONS["head_neuron_scores"]) if spec.key.to_user_string() == "head_neuron_scores" else spec,
+                    lambda spec: (
+                        spec.replace_attributes(code_version=steps.CODE_VERSIONS["head_neuron_scores"])
+                        if spec.key.to_user_string() == "head_neuron_scores"
+                        else spec
+                    ),
                     definitions.ALL_ASSETS,
                 )
             )
@@ -236,7 +242,11 @@ def test_a_corrupted_table_stops_what_depends_on_it(tmp_path, monkeypatch, corru
             run_config["ops"]["explanations"] = {"config": {"backend": "contrastive"}}
             result = run_partition(instance, run_config)
             assert not result.success
-            checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+            checks = {
+                e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+                for e in result.all_events
+                if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            }
             assert checks[failing].passed is False and reason in str(checks[failing].metadata["failures"].value)
             materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
             assert first_blocked not in materialized and "atlas_report" not in materialized

@@ -5,16 +5,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
-from pathlib import Path
 import pytest
 
-from lookups.assets.runner import run_partition
 from lookups.assets.definitions import ALL_ASSETS, defs, split_keys
-from lookups.pipeline.science import catalog
-from lookups.pipeline.science import harvest
+from lookups.assets.runner import run_partition
 from lookups.pipeline.inputs import planted
+from lookups.pipeline.science import catalog, harvest
 from lookups.pipeline.store.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,3 +162,18 @@ def test_run_tags_from_the_environment_reach_every_run():
     assert json.loads(job_tags["dagster-k8s/config"]) == gpu["dagster-k8s/config"] and sensor_tags == job_tags
     bad = subprocess.run([sys.executable, "-c", code], env={**os.environ, "LOOKUPS_RUN_TAGS": "{gpu"}, capture_output=True, text=True, cwd=REPO)
     assert bad.returncode != 0 and "LOOKUPS_RUN_TAGS is not JSON" in bad.stderr
+
+
+def test_metadata_seconds_are_this_runs_and_the_compute_time_keeps_its_own_name(tmp_path):
+    """A skipped step reports the seconds this run spent (milliseconds), not the stored compute time of the
+    run that computed (which appears as compute_seconds)."""
+    from lookups.assets import core
+    from lookups.assets.resources import LookupsStore
+    from lookups.pipeline import steps as pipeline_steps
+
+    handle = pipeline_steps.HeadScoresHandle(data_version="v1", stats={"pairs": 3, "compute_seconds": 840.0}, model_id="m@1", prompt_set_id="ps")
+    spec = core.AssetSpec("head_neuron_scores", "HeadScoreConfig", lambda call: pipeline_steps.StepResult(handle, True, 0.004), "d", frozenset())
+    output = core.materialize(spec, dg.build_asset_context(), None, LookupsStore(database=str(tmp_path / "x.duckdb")), {})
+    metadata = {k: getattr(v, "value", v) for k, v in output.metadata.items()}
+    assert metadata["seconds"] == 0.0 and metadata["compute_seconds"] == 840.0
+    assert metadata["skipped (unchanged inputs)"] is True and metadata["pairs"] == 3

@@ -68,7 +68,7 @@ def test_two_partitions_in_parallel_with_the_multiprocess_executor(tmp_path):
     runs = [subprocess.Popen([sys.executable, "-c", RUN, json.dumps(c)], env=parallel, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for c in configs]
     outputs = [r.communicate(timeout=900) for r in runs]
-    for run, (out, err) in zip(runs, outputs):
+    for run, (_, err) in zip(runs, outputs):
         assert run.returncode == 0, err[-3000:]
         assert "lock" not in err.lower(), err[-3000:]
     run_ids = [json.loads(out.strip().splitlines()[-1])["run_id"] for out, _ in outputs]
@@ -77,7 +77,10 @@ def test_two_partitions_in_parallel_with_the_multiprocess_executor(tmp_path):
     sequential = env_for("sequential")
     subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().dispose()"], env=sequential, check=True)
     for config in configs:
-        out = subprocess.run([sys.executable, "-m", "lookups.assets.runner", "--run-config", json.dumps(config)], env=sequential, cwd=REPO, capture_output=True, text=True, timeout=900)
+        out = subprocess.run(
+            [sys.executable, "-m", "lookups.assets.runner", "--run-config", json.dumps(config)],
+            env=sequential, cwd=REPO, capture_output=True, text=True, timeout=900,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
 
     got = counts(Store(tmp_path / "parallel" / "data" / "lookups.duckdb"))

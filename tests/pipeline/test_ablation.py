@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lookups.pipeline.science import ablation
 from lookups.pipeline.inputs import models
+from lookups.pipeline.science import ablation
 
 
 def test_ks_summary_separates_active_from_inactive_drops():
@@ -43,9 +43,9 @@ def test_batched_ablation_equals_zeroing_z_in_transformer_lens(planted_circuit):
             return z
 
         names = {"blocks.2.mlp.hook_post"}
-        clean_logits, clean = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+        clean_logits, clean = bridge.run_with_cache(tokens, names_filter=lambda n, names=names: n in names)
         with bridge.hooks(fwd_hooks=[(f"blocks.{r.head_layer}.attn.hook_z", zero)]):
-            ablated_logits, ablated = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+            ablated_logits, ablated = bridge.run_with_cache(tokens, names_filter=lambda n, names=names: n in names)
         assert r.clean_act == pytest.approx(clean["blocks.2.mlp.hook_post"][0, -1, 77].item(), abs=1e-4)
         assert r.ablated_act == pytest.approx(ablated["blocks.2.mlp.hook_post"][0, -1, 77].item(), abs=1e-4)
         assert r.clean_prob == pytest.approx(torch.softmax(clean_logits[0, -1], -1)[token_id].item(), abs=1e-5)

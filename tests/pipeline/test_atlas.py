@@ -5,12 +5,11 @@ import re
 
 import numpy as np
 import pandas as pd
-
-from lookups.pipeline.report import atlas
-from lookups.pipeline.inputs import planted
-from lookups.pipeline.config import AtlasSettings
-
 from chains import run_chain
+
+from lookups.pipeline.config import AtlasSettings
+from lookups.pipeline.inputs import planted
+from lookups.pipeline.report import atlas
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -45,8 +44,18 @@ def test_everything_from_the_data_is_escaped():
         model={"model_id": "m@1", "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "d_mlp": 8, "mlp_kind": "ungated"},
         prompt_set_id="ps-1",
         neurons=pd.DataFrame({"layer": [1], "neuron": [3], "token": [HOSTILE], "score": [1.0], "zscore": [5.0]}),
-        scores=pd.DataFrame({"layer": [1], "neuron": [3], "head_layer": [0], "head": [1], "mean_score": [0.5], "active_fraction": [0.5], "consistent": [True], "rank": [1], "n_prompts": [6]}),
-        exemplars=pd.DataFrame({"layer": [1], "neuron": [3], "doc_id": ["d"], "split": ["explain"], "rank": [1], "prompt_token_ids": [[5, 6]], "prompt_act": [1.0], "next_token": [HOSTILE]}),
+        scores=pd.DataFrame(
+            {
+                "layer": [1], "neuron": [3], "head_layer": [0], "head": [1], "mean_score": [0.5], "active_fraction": [0.5], "consistent": [True],
+                "rank": [1], "n_prompts": [6],
+            }
+        ),
+        exemplars=pd.DataFrame(
+            {
+                "layer": [1], "neuron": [3], "doc_id": ["d"], "split": ["explain"], "rank": [1], "prompt_token_ids": [[5, 6]], "prompt_act": [1.0],
+                "next_token": [HOSTILE],
+            }
+        ),
         active=pd.DataFrame({"layer": [1], "neuron": [3], "doc_id": ["d"], "head_layer": [0], "head": [1], "score": [0.5], "active": [True]}),
         ablations=pd.DataFrame(columns=["layer", "neuron", "head_layer", "head", "active", "act_drop"]),
         tests=pd.DataFrame(),

@@ -5,12 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from lookups.pipeline.science import attribution
-from lookups.pipeline.inputs import models
-from lookups.pipeline.config import AttributionSettings
-
 from direct_path import direct_effect_of_head
+
+from lookups.pipeline.config import AttributionSettings
+from lookups.pipeline.inputs import models
+from lookups.pipeline.science import attribution
 
 
 def test_active_threshold_is_mean_plus_sigma_sample_std():
@@ -61,7 +60,10 @@ def test_decomposition_sums_to_the_pre_activation(planted_model, planted_circuit
     # Candidate heads are those of layers 0..L: 3 layers x 4 heads for layer 2, 2 x 4 for layer 1.
     counts = result.heads.groupby(["layer", "doc_id"]).size()
     assert set(counts[planted_circuit.layer]) == {12} and set(counts[1]) == {8}
-    planted_rows = result.heads[(result.heads.layer == planted_circuit.layer) & (result.heads.head_layer == planted_circuit.head_layer) & (result.heads["head"] == planted_circuit.head)]
+    planted_rows = result.heads[
+        (result.heads.layer == planted_circuit.layer) & (result.heads.head_layer == planted_circuit.head_layer)
+        & (result.heads["head"] == planted_circuit.head)
+    ]
     assert planted_rows.set_index("doc_id")["active"].to_dict() == {"d0": True, "d1": False, "d2": True, "d3": True, "d4": False}
 
 

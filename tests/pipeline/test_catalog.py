@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from lookups.pipeline.science.catalog import catalog_frame, congruence_stats, qualifying_tokens, select_neurons
 from lookups.pipeline.config import CatalogSettings
+from lookups.pipeline.science.catalog import catalog_frame, congruence_stats, qualifying_tokens, select_neurons
 
 
 def test_congruence_stats_match_the_dense_product():

@@ -5,8 +5,8 @@ import sys
 
 import yaml
 
-from lookups.pipeline.inputs import planted
 from lookups.pipeline.cli import build_parser, run_config_from_args
+from lookups.pipeline.inputs import planted
 
 
 def test_help_lists_the_commands():
@@ -56,7 +56,9 @@ def test_run_on_the_planted_circuit_prints_the_found_pair(tmp_path, planted_circ
     assert out.returncode == 0, out.stderr[-3000:]
     summary = out.stdout[out.stdout.index("strongest consistent (neuron, head) pairs") :]
     first_pair = summary.splitlines()[2].split()
-    assert first_pair[:4] == [str(planted_circuit.layer), str(planted_circuit.neuron), planted_circuit.target_token.strip(), f"L{planted_circuit.head_layer}H{planted_circuit.head}"]
+    assert first_pair[:4] == [
+        str(planted_circuit.layer), str(planted_circuit.neuron), planted_circuit.target_token.strip(), f"L{planted_circuit.head_layer}H{planted_circuit.head}"
+    ]
     assert "consistent pairs by head layer: " in out.stdout and f"L{planted_circuit.head_layer}: " in out.stdout
     assert "ablation     act_drop: active" in out.stdout and "KS 1.000" in out.stdout
 

@@ -40,7 +40,9 @@ def test_split_passages_respects_paragraphs_sentences_and_drops_headings():
 
 def test_split_is_deterministic_and_stable_when_documents_are_added():
     few = build_prompt_set(sources("Alpha text one.", "Beta text two.", "Gamma text three."), PromptSetSettings(max_documents=None, heldout_fraction=0.5))
-    more = build_prompt_set(sources("Alpha text one.", "Beta text two.", "Gamma text three.", "Delta text four."), PromptSetSettings(max_documents=None, heldout_fraction=0.5))
+    more = build_prompt_set(
+        sources("Alpha text one.", "Beta text two.", "Gamma text three.", "Delta text four."), PromptSetSettings(max_documents=None, heldout_fraction=0.5)
+    )
     old = dict(zip(few.documents.doc_id, few.documents.split))
     new = dict(zip(more.documents.doc_id, more.documents.split))
     assert all(new[d] == s for d, s in old.items())

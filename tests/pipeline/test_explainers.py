@@ -6,9 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from lookups.pipeline.llm import backends
 from lookups.pipeline.config import ExplanationSettings
-from lookups.pipeline.llm import ExplainerError
+from lookups.pipeline.llm import ExplainerError, backends
 from lookups.pipeline.llm.contrastive import contrastive_explanation
 from lookups.pipeline.llm.templates import load_template, parse_answer, parse_explanation, snippet
 

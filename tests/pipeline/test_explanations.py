@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from lookups.pipeline.config import ExplanationSettings, ScoringSettings
 from lookups.pipeline.llm import explain as llm_explain
 from lookups.pipeline.llm import ledger as llm_ledger
 from lookups.pipeline.llm import pairs as llm_pairs
 from lookups.pipeline.llm import score as llm_score
-from lookups.pipeline.report import figures
-from lookups.pipeline.config import ExplanationSettings, ScoringSettings
 from lookups.pipeline.llm.backends import LlmBackend, LlmResponse
 from lookups.pipeline.llm.templates import load_template
+from lookups.pipeline.report import figures
 from lookups.pipeline.store.store import Store
 
 
@@ -51,7 +51,10 @@ def test_balanced_accuracy_and_auc():
 
 def test_choose_pairs_takes_each_neurons_strongest_consistent_heads():
     scores = pd.DataFrame(
-        [("next_token", 5, 1, 2, 0, 0.9, " a"), ("next_token", 5, 1, 3, 1, 0.5, " a"), ("next_token", 5, 2, 1, 0, 0.7, " b"), ("random", 5, 9, 0, 0, 0.1, " c")],
+        [
+            ("next_token", 5, 1, 2, 0, 0.9, " a"), ("next_token", 5, 1, 3, 1, 0.5, " a"), ("next_token", 5, 2, 1, 0, 0.7, " b"),
+            ("random", 5, 9, 0, 0, 0.1, " c"),
+        ],
         columns=["cohort", "layer", "neuron", "head_layer", "head", "mean_score", "token"],
     )
     chosen = llm_pairs.choose_pairs(scores, ExplanationSettings(pairs_per_neuron=1))
@@ -152,7 +155,10 @@ def test_explanation_tests_match_scipy():
     e = rng.uniform(0.4, 0.9, 30)
     random_e = rng.uniform(0.3, 0.7, 12)
     shuffled_e = rng.uniform(0.3, 0.6, 30)
-    rows = [("x", "next_token", "none", v) for v in e] + [("x", "random", "none", v) for v in random_e] + [("x", "next_token", "shuffled", v) for v in shuffled_e]
+    rows = (
+        [("x", "next_token", "none", v) for v in e] + [("x", "random", "none", v) for v in random_e]
+        + [("x", "next_token", "shuffled", v) for v in shuffled_e]
+    )
     frame = pd.DataFrame(rows, columns=["explainer", "cohort", "baseline", "e_score"])
     frame["status"], frame["auc"] = "scored", None
     tests = llm_score.explanation_tests(frame).set_index("baseline")

@@ -4,16 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from lookups.pipeline.science import attribution
-from lookups.pipeline.science import catalog
-from lookups.pipeline.inputs import corpora
-from lookups.pipeline.science import exemplars
-from lookups.pipeline.science import harvest
-from lookups.pipeline.inputs import models
-from lookups.pipeline.config import EMBEDDED_MODEL, DEFAULT_DENY_TOKENS, AttributionSettings, ExemplarSettings, PromptSetSettings
-
 from direct_path import direct_effect_of_head
+
+from lookups.pipeline.config import DEFAULT_DENY_TOKENS, EMBEDDED_MODEL, AttributionSettings, ExemplarSettings, PromptSetSettings
+from lookups.pipeline.inputs import corpora, models
+from lookups.pipeline.science import attribution, catalog, exemplars, harvest
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +66,9 @@ def test_reader_matches_the_bridge_hook_post(source, bridge):
     tokens = torch.tensor([[1] + bridge.tokenizer("The cat sat on the mat because it was warm.")["input_ids"]])
     got = reader(tokens)
     _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("mlp.hook_post"))
-    expected = torch.stack([cache["blocks.3.mlp.hook_post"][..., 10], cache["blocks.29.mlp.hook_post"][..., 0], cache["blocks.29.mlp.hook_post"][..., 1535]], dim=-1)
+    expected = torch.stack(
+        [cache["blocks.3.mlp.hook_post"][..., 10], cache["blocks.29.mlp.hook_post"][..., 0], cache["blocks.29.mlp.hook_post"][..., 1535]], dim=-1
+    )
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     early = reader(tokens, stop_layer=3)  # stops after layer 3: deeper columns not computed
     torch.testing.assert_close(early[..., 0], got[..., 0])
@@ -135,7 +132,9 @@ def test_gated_attribution_identity_direct_path_and_score_formula(bridge, hf_mod
     np.testing.assert_allclose(totals["sum_gate"], totals["pre_gate"], atol=1e-4)
     np.testing.assert_allclose(totals["sum_in"], totals["pre_in"], atol=1e-4)
     # The bridge's own activation equals silu(gate) * up.
-    np.testing.assert_allclose(totals["act"], torch.nn.functional.silu(torch.tensor(totals["pre_gate"].values)).numpy() * totals["pre_in"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        totals["act"], torch.nn.functional.silu(torch.tensor(totals["pre_gate"].values)).numpy() * totals["pre_in"], rtol=1e-4, atol=1e-5
+    )
 
     heads = result.heads.set_index(["doc_id", "head_layer", "head"])
     for row in rows.itertuples():

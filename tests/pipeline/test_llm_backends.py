@@ -10,9 +10,9 @@ from chains import run_planted_chain
 from servers import LLAMA_MODEL_ALIAS, FaultProxy, llama_server
 
 from lookups.assets.runner import run_partition
-from lookups.pipeline.inputs import planted
 from lookups.pipeline import steps
 from lookups.pipeline.config import ExplanationSettings, HeadScoreSettings, ScoringSettings
+from lookups.pipeline.inputs import planted
 from lookups.pipeline.store.store import TABLE_KEYS, Store
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,10 @@ def test_local_backend_explains_scores_caches_and_recomputes_only_on_a_template_
     n_calls = store.query("SELECT count(*) AS n FROM llm_calls")["n"][0]
     # A new template: the explanations (and their scores) recompute; nothing upstream does.
     own = tmp_path / "explain.v2.txt"
-    own.write_text("--- system ---\nYou explain attention heads.\n--- user ---\nThe model predicts $token after each snippet.\nActive:\n$active\nInactive:\n$inactive\nWhen is the head active? Two sentences.\n")
+    own.write_text(
+        "--- system ---\nYou explain attention heads.\n--- user ---\nThe model predicts $token after each snippet.\n"
+        "Active:\n$active\nInactive:\n$inactive\nWhen is the head active? Two sentences.\n"
+    )
     again = steps.run_explanations(model, head_scores, ExplanationSettings(backend="local", explain_template=str(own)), store)
     assert not again.skipped and again.stats["llm_calls"] == 1 and again.stats["template"].startswith("explain.v2@")
     assert store.query("SELECT count(*) AS n FROM llm_calls")["n"][0] == n_calls + 1
@@ -87,7 +90,9 @@ def test_openai_backend_against_llama_cpp_server_through_dagster(proxy, tmp_path
         assert (explained["status"] == "ok").all() and (explained["llm_model"] == LLAMA_MODEL_ALIAS).all()
         scores = store.query("SELECT * FROM explanation_scores WHERE explainer = ?", [f"openai:{LLAMA_MODEL_ALIAS}"])
         assert set(scores["baseline"]) == {"none", "shuffled"}
-        assert (scores["status"] == "scored").any(), scores[["cohort", "baseline", "reason", "n_positive", "n_negative", "n_answered", "n_malformed", "n_errors"]].to_string()
+        assert (scores["status"] == "scored").any(), (
+            scores[["cohort", "baseline", "reason", "n_positive", "n_negative", "n_answered", "n_malformed", "n_errors"]].to_string()
+        )
         assert scores.loc[scores["status"] == "scored", "auc"].notna().all()  # logprobs from the server
         usage = store.query("SELECT sum(prompt_tokens) AS p, sum(completion_tokens) AS c, count(*) AS n FROM llm_calls WHERE backend = 'openai'")
         assert 0 < usage["n"][0] <= requests and usage["p"][0] > 0 and usage["c"][0] > 0  # token usage per call

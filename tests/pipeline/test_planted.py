@@ -5,9 +5,9 @@ and flag the pair consistent, and must not flag it in the control model built wi
 
 from chains import run_chain
 
-from lookups.pipeline.inputs import planted
 from lookups.pipeline import steps
 from lookups.pipeline.config import ExplanationSettings, ScoringSettings
+from lookups.pipeline.inputs import planted
 
 
 def pair_row(store, circuit, model_id):
@@ -58,7 +58,7 @@ def test_the_control_model_has_no_such_pair(tmp_path):
 
 
 def test_the_contrastive_reference_explains_the_planted_head_by_its_trigger(tmp_path):
-    """DESIGN steps 6-7 on the planted pair: the no-LLM baseline must name the trigger word and score E = 1 on
+    """Steps 6-7 of docs/method.md on the planted pair: the no-LLM baseline must name the trigger word and score E = 1 on
     held-out prompts; nothing changed means nothing recomputed."""
     circuit, store, model, _, head_scores, _ = run_chain(tmp_path / "planted", plant=True)
     settings = ExplanationSettings(backend="contrastive")
@@ -67,7 +67,9 @@ def test_the_contrastive_reference_explains_the_planted_head_by_its_trigger(tmp_
     row = store.query("SELECT * FROM explanations WHERE layer = ? AND neuron = ? AND head_layer = ? AND head = ?", list(circuit.key))
     assert f"'{planted.TRIGGER}'" in row["explanation"][0]
     scored = steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
-    own = store.query("SELECT * FROM explanation_scores WHERE baseline = 'none' AND layer = ? AND neuron = ? AND head_layer = ? AND head = ?", list(circuit.key))
+    own = store.query(
+        "SELECT * FROM explanation_scores WHERE baseline = 'none' AND layer = ? AND neuron = ? AND head_layer = ? AND head = ?", list(circuit.key)
+    )
     assert own["status"][0] == "scored" and own["e_score"][0] == 1.0 and own["auc"][0] == 1.0
     assert own["n_positive"][0] > 3 and own["n_negative"][0] > 3
     assert scored.handle.figures["E histogram"].endswith(".png")

@@ -7,14 +7,13 @@ import sys
 
 import pandas as pd
 import pytest
+from chains import run_chain
 
-from lookups.pipeline.store import queries
 from lookups.pipeline import steps
 from lookups.pipeline.config import ExplanationSettings, ScoringSettings
+from lookups.pipeline.store import queries
 from lookups.pipeline.store.queries import QueryError, run_query, write_frame
 from lookups.pipeline.store.store import named_queries
-
-from chains import run_chain
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +52,10 @@ def test_sql_reads_and_writes_are_refused(filled):
     _, store = filled
     assert run_query("SELECT count(*) AS n FROM head_attributions", None, store)["n"][0] > 0
     assert len(run_query("FROM heads_by_layer", None, store)) == 3
-    for statement in ["DROP TABLE neurons", "DELETE FROM neurons", "CREATE TABLE x AS SELECT 1", "SELECT 1; UPDATE neurons SET score = 0", "ATTACH 'x.db'", "COPY neurons TO 'x.csv'"]:
+    for statement in [
+        "DROP TABLE neurons", "DELETE FROM neurons", "CREATE TABLE x AS SELECT 1", "SELECT 1; UPDATE neurons SET score = 0",
+        "ATTACH 'x.db'", "COPY neurons TO 'x.csv'",
+    ]:
         with pytest.raises(QueryError, match="only reads"):
             run_query(statement, None, store)
     assert store.query("SELECT count(*) AS n FROM neurons")["n"][0] > 0  # nothing was touched

@@ -2,8 +2,8 @@
 
 import pytest
 
-from lookups.pipeline.inputs import sources
 from lookups.pipeline.config import EMBEDDED_CORPUS
+from lookups.pipeline.inputs import sources
 
 
 def test_keys_that_cannot_be_partition_keys_are_clear_errors():

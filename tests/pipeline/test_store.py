@@ -13,7 +13,10 @@ from lookups.pipeline.store.store import AssetVersion, Store, StoreError, named_
 
 def doc_rows(n, text="t"):
     return pd.DataFrame(
-        {"doc_id": [f"d{i}" for i in range(n)], "doc_index": range(n), "source_id": "s", "title": "x", "passage_index": 0, "split": "explain", "text": text, "n_chars": 1}
+        {
+            "doc_id": [f"d{i}" for i in range(n)], "doc_index": range(n), "source_id": "s", "title": "x", "passage_index": 0, "split": "explain",
+            "text": text, "n_chars": 1,
+        }
     )
 
 
@@ -124,7 +127,9 @@ def test_parallel_writers_lose_nothing_and_readers_see_whole_files(tmp_path):
     assert [w.returncode for w in writers] == [0, 0]
     final = store.query("SELECT prompt_set_id, count(*) AS n, max(text) AS text FROM documents GROUP BY 1 ORDER BY 1")
     assert final["prompt_set_id"].tolist() == [f"{n}-{k}" for n in ("left", "right") for k in range(5)]
-    assert set(final["n"]) == {50} and set(final["text"]) == {"left 39", "right 39", "left 38", "right 38", "left 37", "right 37", "left 36", "right 36", "left 35", "right 35"}
+    assert set(final["n"]) == {50} and set(final["text"]) == {
+        "left 39", "right 39", "left 38", "right 38", "left 37", "right 37", "left 36", "right 36", "left 35", "right 35"
+    }
     assert store.query("SELECT count(*) AS n FROM llm_calls")["n"][0] == 80
 
 
