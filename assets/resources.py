@@ -29,7 +29,7 @@ from lookups.pipeline.store.store import Store
 
 
 class LookupsStore(dg.ConfigurableResource):
-    """The DuckDB file every asset writes to (default: ``$LOOKUPS_DATA_DIR/lookups.duckdb``)."""
+    """The store every asset writes to: Parquet files beside the views file ``database`` (default: ``$LOOKUPS_DATA_DIR/lookups.duckdb``)."""
 
     database: str = ""
 

@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookups",
         description="Find the attention heads that look up context and switch on next-token neurons. "
-        "Results go to a DuckDB file under $LOOKUPS_DATA_DIR (default: data/ in the repository).",
+        "Results go to Parquet files with DuckDB views over them, under $LOOKUPS_DATA_DIR (default: data/ in the repository).",
         epilog="examples:\n"
         "  lookups run                                   # the main job on the embedded defaults, then a summary\n"
         "  lookups run --model planted --corpus planted  # the sanity run: a planted circuit, found in about a minute\n"

@@ -52,7 +52,7 @@ def repo_root() -> Path:
 
 
 def data_dir() -> Path:
-    """Everything the project writes: DuckDB file, model cache, corpora, Dagster's instance storage.
+    """Everything the project writes: the results (Parquet files, their views file), model cache, corpora, Dagster's instance.
 
     ``LOOKUPS_DATA_DIR`` moves the whole folder; the default is ``data/`` under the repository root.
     """

@@ -2,7 +2,7 @@
 
 Named queries take their parameters by name (``$model_id``, ``$prompt_set_id``, ``$limit``, ``$token``, ...);
 ``$model_id`` and ``$prompt_set_id`` default to the latest model and prompt set in the store, ``$limit`` to 20.
-Anything but a read is refused before a connection is opened, and the connection itself is read-only.
+Anything but a SELECT or EXPLAIN statement is refused before it runs.
 """
 
 from __future__ import annotations
