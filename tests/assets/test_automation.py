@@ -87,7 +87,11 @@ def settings_defs(tmp_path, monkeypatch):
         path.write_text(yaml.safe_dump(run_config))
         monkeypatch.setenv("LOOKUPS_RUN_CONFIG", str(path))  # the daemon's steps load it again in their processes
         assets = core.build_assets(resources.config_classes(resources.settings_file_ops(str(path))))
-        return SimpleNamespace(defs=definitions.build_definitions(assets), ALL_ASSETS=assets, build_definitions=definitions.build_definitions)
+        defs = definitions.build_definitions(assets)
+        # What the runner and the daemon load: the deployment's definitions, with this settings file.
+        monkeypatch.setattr(definitions, "defs", defs)
+        monkeypatch.setattr(definitions, "ALL_ASSETS", assets)
+        return SimpleNamespace(defs=defs, ALL_ASSETS=assets, build_definitions=definitions.build_definitions)
 
     yield load
 
