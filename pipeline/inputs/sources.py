@@ -45,6 +45,10 @@ def normalize_key(kind: str, key: str) -> str:
     path = Path(key).expanduser()
     if not path.is_absolute() and path.exists() and not (kind == "corpus" and (corpus_folders() / key).is_dir()):
         return check_key(kind, str(path.resolve()))
+    named = key.startswith("hf:") or (kind == "corpus" and (corpus_folders() / key).is_dir())
+    if not named and not path.exists() and (key.startswith((".", "/", "~")) or models.looks_like_missing_folder(key)):
+        # Refused before it becomes a key: a key that never resolves would stay registered and warn on every run.
+        raise SourceKeyError(f"The {kind} path {key} does not exist ({path.absolute()}). Check the path and run again.")
     return key
 
 

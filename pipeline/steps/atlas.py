@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from lookups.pipeline.common import files
-from lookups.pipeline.config import AtlasSettings, data_dir, result_settings
+from lookups.pipeline.config import AtlasSettings, result_settings
 from lookups.pipeline.inputs import models
 from lookups.pipeline.report import figures
 from lookups.pipeline.report.atlas import AtlasData, head_layers_of, prompts_to_show, render_atlas
@@ -19,6 +19,7 @@ from lookups.pipeline.steps.base import (
     ModelHandle,
     StepResult,
     figure_path,
+    report_path,
     run_step,
 )
 from lookups.pipeline.store.store import Store
@@ -46,7 +47,7 @@ def run_atlas(
     """Write the static HTML atlas of this model and prompt set under ``<data>/atlas/``, its figures under
     ``<data>/figures/``."""
     keys = ablations.keys
-    path = data_dir() / "atlas" / f"{model.model_id.replace('@', '-')}__{ablations.prompt_set_id}.html"
+    path = report_path(model.model_id, ablations.prompt_set_id)
     figure_files = {name: figure_path(model.model_id, ablations.prompt_set_id, name) for name in ("heads_by_layer", "ablation")}
 
     def compute() -> Computed:
@@ -77,4 +78,4 @@ def run_atlas(
         return AtlasHandle(data_version=data_version, stats=stats, **keys, path=str(path), figures=shown)
 
     fingerprint = ((ablations.data_version, explained.data_version if explained else None), result_settings(settings))
-    return run_step(store, "atlas_report", ablations.scope, fingerprint, compute, handle, outputs_present=path.exists)
+    return run_step(store, "atlas_report", ablations.scope, fingerprint, compute, handle, outputs_present=path.exists, is_report=True)

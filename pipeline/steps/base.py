@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.common.hashing import stable_hash
 from lookups.pipeline.config import ExplanationSettings, data_dir
 from lookups.pipeline.llm.templates import load_template
@@ -127,7 +128,10 @@ class AttributionsHandle(PartitionHandle):
 
 @dataclass(frozen=True, kw_only=True)
 class HeadScoresHandle(PartitionHandle):
-    pass
+    @property
+    def no_pairs(self) -> bool:
+        """No consistent pair in either cohort: nothing to ablate or explain."""
+        return not (self.stats.get("consistent_pairs") or self.stats.get("random_baseline_consistent_pairs"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,10 +174,26 @@ class StepResult:
     skipped: bool
     seconds: float  # this call's wall time (skipped or not); the stats keep the compute time of the run that computed
     complete: bool = True
+    warning: str | None = None  # something the person running it should see (an empty result)
 
     @property
     def stats(self) -> dict:
         return self.handle.stats
+
+
+@dataclass(frozen=True)
+class Yield:
+    """What a step's result consists of, to tell an empty result: ``stat`` counts it in the stats, ``noun``
+    names it, ``settings`` are the step's settings that can make it empty."""
+
+    stat: str
+    noun: str
+    settings: str
+    inputs_empty: bool = False  # the step's inputs held nothing: the step before it has said so already
+
+
+class EmptyResultRefused(LookupsError, RuntimeError):
+    """A step would replace a non-empty result with an empty one: refused, the earlier rows kept."""
 
 
 def partition_scope(model_id: str, prompt_set_id: str) -> str:
@@ -188,21 +208,64 @@ def run_step(
     compute: Callable[[], Computed],
     handle: Callable[[str, dict], Handle],
     outputs_present: Callable[[], bool] = lambda: True,
+    yields: Yield | None = None,
+    is_report: bool = False,
 ) -> StepResult:
     """Skip or compute one step. ``fingerprint``: the inputs' data versions and the result settings;
     ``handle(data_version, stats)`` builds the output; ``outputs_present``: files the step writes outside
-    the store (the atlas page) must still exist for a skip."""
+    the store (the atlas page) must still exist for a skip.
+
+    ``yields`` tells an empty result. An empty result never replaces a non-empty one: the step fails with the
+    reason and the earlier rows stay (docs/operations.md). A first empty result is written, with a warning.
+    Any write but a report's makes the reports built on this scope stale: they are removed until rebuilt."""
     started = time.perf_counter()
     data_version = version_hash(CODE_VERSIONS[asset], *fingerprint)
     stored = store.version(asset, scope)
     if stored and stored.data_version == data_version and stored.complete and outputs_present():
         return StepResult(handle(data_version, stored.stats), True, time.perf_counter() - started)
     computed = compute()
+    warning = None
+    if yields is not None and not yields.inputs_empty and not computed.stats.get(yields.stat):
+        earlier = (stored.stats.get(yields.stat) or 0) if stored else 0
+        if earlier:
+            raise EmptyResultRefused(
+                f"With these settings {asset} finds no {yields.noun} (the stored result has {earlier}), so it keeps the stored rows "
+                f"instead of replacing them with nothing. Loosen {yields.settings} and run again."
+            )
+        warning = f"{asset} found no {yields.noun}: the steps after it have nothing to work on. Loosen {yields.settings}."
     stats = {**computed.stats, "compute_seconds": round(time.perf_counter() - started, 3)}
+    if not is_report:
+        remove_stale_reports(scope)
     store.replace_many(computed.writes, AssetVersion(asset, scope, data_version, CODE_VERSIONS[asset], stats, computed.complete))
-    return StepResult(handle(data_version, stats), False, time.perf_counter() - started, computed.complete)
+    return StepResult(handle(data_version, stats), False, time.perf_counter() - started, computed.complete, warning)
+
+
+def report_path(model_id: str, prompt_set_id: str) -> Path:
+    """The atlas page of a model and prompt set: ``<data>/atlas/<model>__<prompt set>.html``."""
+    return data_dir() / "atlas" / f"{_file_part(model_id)}__{prompt_set_id}.html"
+
+
+def _file_part(model_id: str) -> str:
+    return model_id.replace("@", "-")
+
+
+def remove_stale_reports(scope: str) -> None:
+    """Remove the atlas pages built on the results of ``scope`` (a model id, a prompt set id or both), which
+    are about to change: a page is rebuilt by the atlas step, never left contradicting the tables."""
+    model_id, _, prompt_set_id = scope.partition("/")
+    folder = data_dir() / "atlas"
+    if not folder.is_dir():
+        return
+    if prompt_set_id:
+        pages = [report_path(model_id, prompt_set_id)]
+    elif scope.startswith("ps-"):  # a prompt set's id (pipeline/inputs/corpora.py); a model's id has no such prefix
+        pages = list(folder.glob(f"*__{scope}.html"))
+    else:  # a model's id
+        pages = list(folder.glob(f"{_file_part(model_id)}__*.html"))
+    for page in pages:
+        page.unlink(missing_ok=True)
 
 
 def figure_path(model_id: str, prompt_set_id: str, name: str) -> Path:
     """Where a step writes one of its figures: ``<data>/figures/<model>__<prompt set>__<name>.png``."""
-    return data_dir() / "figures" / f"{model_id.replace('@', '-')}__{prompt_set_id}__{name}.png"
+    return data_dir() / "figures" / f"{_file_part(model_id)}__{prompt_set_id}__{name}.png"

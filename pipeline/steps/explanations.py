@@ -23,6 +23,7 @@ from lookups.pipeline.steps.base import (
     ModelHandle,
     PhaseProgress,
     StepResult,
+    Yield,
     figure_path,
     run_step,
 )
@@ -79,7 +80,8 @@ def run_explanations(
         return ExplanationsHandle(data_version=data_version, stats=stats, **keys, settings=settings.model_dump(), explainers=names)
 
     fingerprint = (scores.data_version, result_settings(settings), template.version, names)
-    return run_step(store, "explanations", scores.scope, fingerprint, compute, handle)
+    yields = Yield("pairs", "pairs to explain", "the explanations settings", inputs_empty=scores.no_pairs)
+    return run_step(store, "explanations", scores.scope, fingerprint, compute, handle, yields=yields)
 
 
 def run_explanation_scores(
@@ -134,4 +136,5 @@ def run_explanation_scores(
         return ExplanationScoresHandle(data_version=data_version, stats=stats, **keys, figures=shown)
 
     fingerprint = (explained.data_version, result_settings(settings), template.version)
-    return run_step(store, "explanation_scores", explained.scope, fingerprint, compute, handle)
+    yields = Yield("scores", "explanation scores", "the neuron_exemplars settings (keep_heldout)", inputs_empty=explained.stats.get("pairs") == 0)
+    return run_step(store, "explanation_scores", explained.scope, fingerprint, compute, handle, yields=yields)

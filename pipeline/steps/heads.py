@@ -19,6 +19,7 @@ from lookups.pipeline.steps.base import (
     PhaseProgress,
     PromptSetHandle,
     StepResult,
+    Yield,
     partition_scope,
     run_step,
 )
@@ -37,7 +38,7 @@ def run_exemplars(
         bridge = models.load_bridge(model.local_dir, model.device)
         activation_model = models.load_activation_model(model.local_dir, model.device)
         frame, stats = exemplars.find_exemplars(bridge, activation_model, neurons, documents, settings, model.facts["bos_token_id"], progress)
-        return Computed([("neuron_exemplars", keys, frame)], stats)
+        return Computed([("neuron_exemplars", keys, frame)], {**stats, "exemplars": len(frame)})
 
     def handle(data_version: str, stats: dict) -> ExemplarsHandle:
         return ExemplarsHandle(
@@ -45,7 +46,8 @@ def run_exemplars(
         )
 
     fingerprint = (catalog.data_version, prompt_set.data_version, result_settings(settings))
-    return run_step(store, "neuron_exemplars", partition_scope(**keys), fingerprint, compute, handle)
+    yields = Yield("exemplars", "exemplars", "the neuron_exemplars settings (act_ratio, max_prompt_tokens, top_k)")
+    return run_step(store, "neuron_exemplars", partition_scope(**keys), fingerprint, compute, handle, yields=yields)
 
 
 def run_attributions(
@@ -63,7 +65,8 @@ def run_attributions(
         return AttributionsHandle(data_version=data_version, stats=stats, **keys, identity_tolerance=settings.identity_tolerance)
 
     fingerprint = (exemplars_handle.data_version, result_settings(settings))
-    return run_step(store, "head_attributions", exemplars_handle.scope, fingerprint, compute, handle)
+    yields = Yield("head_rows", "head attributions", "the neuron_exemplars settings", inputs_empty=exemplars_handle.stats.get("exemplars") == 0)
+    return run_step(store, "head_attributions", exemplars_handle.scope, fingerprint, compute, handle, yields=yields)
 
 
 def run_head_scores(attributions: AttributionsHandle, settings: HeadScoreSettings, store: Store) -> StepResult:
@@ -79,7 +82,11 @@ def run_head_scores(attributions: AttributionsHandle, settings: HeadScoreSetting
         return HeadScoresHandle(data_version=data_version, stats=stats, **keys)
 
     fingerprint = (attributions.data_version, result_settings(settings))
-    return run_step(store, "head_neuron_scores", attributions.scope, fingerprint, compute, handle)
+    yields = Yield(
+        "consistent_pairs", "consistent pairs", "the head_neuron_scores settings (consistent_min, consistent_max, min_prompts)",
+        inputs_empty=attributions.stats.get("head_rows") == 0,
+    )
+    return run_step(store, "head_neuron_scores", attributions.scope, fingerprint, compute, handle, yields=yields)
 
 
 def run_ablations(
@@ -105,4 +112,5 @@ def run_ablations(
         return AblationsHandle(data_version=data_version, stats=stats, **keys)
 
     fingerprint = (scores.data_version, result_settings(settings))
-    return run_step(store, "head_ablations", scores.scope, fingerprint, compute, handle)
+    yields = Yield("rows", "ablation rows", "the head_ablations settings (splits)", inputs_empty=scores.stats.get("consistent_pairs") == 0)
+    return run_step(store, "head_ablations", scores.scope, fingerprint, compute, handle, yields=yields)
