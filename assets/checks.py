@@ -62,6 +62,7 @@ def _documents(handle, db: Store, run_id: str) -> Outcome:
         "documents",
         quality.validate(db.rows("documents", **keys), "documents", quality.documents_suite()),
         quality.validate(quality.prompt_sets_check_frame(db.rows("prompt_sets", **keys)), "prompt_sets", quality.prompt_sets_suite(rows=1)),
+        quality.validate(db.rows("corpus_reads", **keys), "corpus_reads", quality.corpus_reads_suite()),
         _references(db, "documents", **keys),
     ), {})
 
@@ -143,7 +144,8 @@ CHECKS = [
     ),
     CheckSpec(
         "documents_valid", "prompt_set", "Document keys unique and not null, splits valid, no empty text, every document of a recorded prompt "
-        "set; the prompt set's counts non-negative, its splits adding up to its documents.", _documents,
+        "set; the prompt set's counts non-negative, its splits adding up to its documents, neither split empty (the failure says why and "
+        "what to change); each corpus that built it recorded with non-negative counts.", _documents,
     ),
     CheckSpec(
         "exemplars_valid", "neuron_exemplars", "Keys unique and not null, activations finite, every prompt at or above the ratio, under the "
@@ -180,6 +182,19 @@ CHECKS = [
 ]
 
 
+def _failure_lines(result: quality.SuiteResult) -> list[str]:
+    """A line per failure: the reason itself where the suite states one (a column of reasons expected to be
+    null, e.g. ``empty_split``), else the expectation, its count and a sample."""
+    lines = []
+    for failure in result.failures:
+        sample = failure.get("sample") or []
+        if failure["expectation"] == "expect_column_values_to_be_null" and sample and all(isinstance(s, str) for s in sample):
+            lines.append("; ".join(sample))
+        else:
+            lines.append(f"{failure['expectation']} {failure['kwargs']}: {failure['unexpected_count']} unexpected, e.g. {sample}")
+    return lines
+
+
 def build_check(spec: CheckSpec) -> dg.AssetChecksDefinition:
     """The Dagster check of one table row: a check of one (model, prompt_set) partition of its asset, run
     right after that partition is written (also when the automation requests the asset: the assets after
@@ -189,6 +204,10 @@ def build_check(spec: CheckSpec) -> dg.AssetChecksDefinition:
     def check(context: dg.AssetCheckExecutionContext, store: LookupsStore, **handle) -> dg.AssetCheckResult:
         outcome = spec.evaluate(handle[spec.asset], store.store(), context.run.run_id)
         result = outcome.result
+        # The terminal shows one line per log message: one per failure, so that its reason (an empty split, and
+        # which setting to change) is read there, not only in the UI.
+        for line in _failure_lines(result):
+            (context.log.error if spec.blocking else context.log.warning)(f"{spec.name} failed: {line}")
         metadata = {"rows": result.rows, "expectations": result.evaluated, "summary": dg.MetadataValue.md(result.summary())}
         if result.failures:
             metadata["failures"] = dg.MetadataValue.json(result.failures)

@@ -13,9 +13,11 @@ import sys
 
 import dagster as dg
 
-from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL
+from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, check_run_settings
 
 from .automation import add_partitions
+from .instance import open_instance, owner_tags
 
 #: Dagster logs these at DEBUG; the terminal shows them anyway (step boundaries and results).
 SHOWN_EVENTS = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"}
@@ -79,8 +81,10 @@ def observe_sources(instance: dg.DagsterInstance) -> None:
     """Record the models' and corpora's current data versions (cheap: cached fingerprints, file hashes)."""
     from .definitions import defs
 
+    # Dagster's default console logger prints every event at DEBUG: on the terminal, only what went wrong.
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     for name in ("observe_models", "observe_corpora"):
-        defs.resolve_job_def(name).execute_in_process(instance=instance, raise_on_error=False)
+        defs.resolve_job_def(name).execute_in_process(run_config=quiet, instance=instance, raise_on_error=False, tags=owner_tags())
 
 
 def prepare_partition(instance: dg.DagsterInstance, run_config: dict) -> tuple[dict, dg.MultiPartitionKey]:
@@ -104,7 +108,7 @@ def run_partition(instance: dg.DagsterInstance, run_config: dict, log_level: str
     if log_level:
         run_config = {**run_config, "loggers": {"concise_console": {"config": {"log_level": log_level}}}}
         job = job.with_logger_defs({"concise_console": concise_console})
-    return job.execute_in_process(run_config=run_config, instance=instance, partition_key=key, raise_on_error=False)
+    return job.execute_in_process(run_config=run_config, instance=instance, partition_key=key, raise_on_error=False, tags=owner_tags())
 
 
 def run_partition_multiprocess(instance: dg.DagsterInstance, run_config: dict) -> tuple[bool, str]:
@@ -113,7 +117,7 @@ def run_partition_multiprocess(instance: dg.DagsterInstance, run_config: dict) -
     from .definitions import defs
 
     run_config, key = prepare_partition(instance, run_config)
-    tags = defs.resolve_job_def("lookups").partitions_def.get_tags_for_partition_key(key)
+    tags = {**defs.resolve_job_def("lookups").partitions_def.get_tags_for_partition_key(key), **owner_tags()}
     with dg.execute_job(dg.reconstructable(reconstruct_main_job), instance, run_config=run_config, tags=tags) as result:
         return result.success, result.run_id
 
@@ -126,7 +130,8 @@ def reconstruct_main_job():
 
 
 def run_main_job(run_config: dict, log_level: str = "INFO") -> tuple[bool, dict]:
-    with dg.DagsterInstance.get() as instance:
+    check_run_settings(run_config.get("ops", {}))  # every bad field at once, before any step starts
+    with open_instance() as instance:
         result = run_partition(instance, run_config, log_level)
     if not result.success:
         return False, {"run_id": result.run_id, "failures": step_failures(result)}
@@ -137,13 +142,24 @@ def run_main_job(run_config: dict, log_level: str = "INFO") -> tuple[bool, dict]
     }
 
 
+def config_error_message(err: dg.DagsterInvalidConfigError) -> str:
+    """Dagster's config errors, one line each, without the schema dump it appends."""
+    lines = [f"  {error.message.split(' Expected: ')[0]}" for error in err.errors] or [f"  {str(err).splitlines()[0]}"]
+    return "Invalid run config:\n" + "\n".join(lines) + "\nFix it (docs/configuration.md lists every setting) and run again."
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-config", default="{}", help="Dagster run config as JSON.")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--result", help="Write the run's outcome as JSON here.")
     args = parser.parse_args()
-    success, outcome = run_main_job(json.loads(args.run_config), args.log_level)
+    try:
+        success, outcome = run_main_job(json.loads(args.run_config), args.log_level)
+    except LookupsError as err:  # refused before any step ran (a bad key, bad settings)
+        success, outcome = False, {"error": str(err)}
+    except dg.DagsterInvalidConfigError as err:
+        success, outcome = False, {"error": config_error_message(err)}
     if args.result:
         with open(args.result, "w") as fh:
             json.dump(outcome, fh)

@@ -12,7 +12,16 @@ import tempfile
 from pathlib import Path
 
 from lookups.pipeline.common.errors import LookupsError
-from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, dagster_home_dir, data_dir, database_path, repo_root
+from lookups.pipeline.config import (
+    EMBEDDED_CORPUS,
+    EMBEDDED_MODEL,
+    check_run_settings,
+    dagster_home_dir,
+    data_dir,
+    database_path,
+    load_settings_file,
+    repo_root,
+)
 from lookups.pipeline.inputs import planted
 from lookups.pipeline.report.summary import print_summary
 from lookups.pipeline.store.queries import QueryError
@@ -36,21 +45,25 @@ def _dagster_env() -> dict:
     return env
 
 
+def here_if_path(value: str | None) -> str | None:
+    """``value`` as an absolute path when it names an existing file or folder relative to the working directory."""
+    if value and not value.startswith("hf:") and not Path(value).is_absolute() and Path(value).expanduser().exists():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
 def run_config_from_args(args: argparse.Namespace) -> dict:
     """Run config for the main job: a YAML/JSON file first, then the flags on top."""
-    ops: dict = {}
-    if args.config:
-        import yaml
-
-        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
-        ops = loaded.get("ops", loaded)
+    ops = load_settings_file(args.config, "--config ") if args.config else {}
+    check_run_settings(ops, f"--config {args.config}")
 
     def put(op: str, key: str, value) -> None:
         if value is not None:
             ops.setdefault(op, {}).setdefault("config", {})[key] = value if value != 0 or key != "max_documents" else None
 
-    put("model", "name", args.model)
-    put("corpus", "source", args.corpus)
+    # A key outlives this working folder (the UI and the daemon run elsewhere): a relative path is stored absolute.
+    put("model", "name", here_if_path(args.model))
+    put("corpus", "source", here_if_path(args.corpus))
     put("prompt_set", "max_documents", args.max_documents)
     put("neuron_catalog", "neurons_per_layer", args.neurons_per_layer)
     put("neuron_catalog", "last_layers", args.last_layers)
@@ -61,6 +74,7 @@ def run_config_from_args(args: argparse.Namespace) -> dict:
             config = ops.setdefault(op, {}).setdefault("config", {})
             for key, value in values.items():
                 config.setdefault(key, value)
+    check_run_settings(ops, "the command's flags")
     return {"ops": ops}
 
 
@@ -74,12 +88,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.executable, "-m", "lookups.assets.runner", "--run-config", json.dumps(run_config),
             "--log-level", args.log_level, "--result", str(result_path),
         ]
-        code = subprocess.call(cmd, env=_dagster_env(), cwd=repo_root())
+        code = subprocess.call(cmd, env=_dagster_env())  # in the caller's folder: paths in messages are the ones the user gave
         outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
+    if "error" in outcome:  # refused before any step ran: the message says what to fix
+        print(f"lookups: {outcome['error']}", file=sys.stderr)
+        return 2
+    if not outcome:
+        print(f"lookups: the run stopped unexpectedly (exit code {code}); the lines above say why. Results so far stay in {database_path()}.", file=sys.stderr)
+        return 1
     if code != 0 or "failures" in outcome:
         print("\nThe run failed:", file=sys.stderr)
         for step, message in outcome.get("failures", []):
             print(f"  {step}: {message}", file=sys.stderr)
+        if not outcome.get("failures"):
+            print("  no step failed: the run itself did (the lines above and its logs say why)", file=sys.stderr)
         print(
             f"\nFull logs: run {outcome.get('run_id', '?')} in the Dagster UI (`lookups ui`). Results computed so far stay in {database_path()}.",
             file=sys.stderr,
@@ -110,7 +132,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     for key in ("model_id", "prompt_set_id", "limit"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    frame = run_query(args.query, params)
+    frame = run_query(args.query, params, allow_files=args.allow_files)
     text = write_frame(frame, args.format, Path(args.output) if args.output else None)
     if text is not None:
         print(text, end="" if text.endswith("\n") else "\n")
@@ -123,9 +145,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
     env = _dagster_env()
     if args.config:
         env["LOOKUPS_RUN_CONFIG"] = str(Path(args.config).resolve())  # its values are the defaults of every run: launchpad, automation, schedule
+    code = subprocess.call([sys.executable, "-m", "lookups.assets.instance"], env=env)  # created under its lock, killed runs marked failed
+    if code != 0:
+        return code
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(repo_root() / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
-    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})")
-    return subprocess.call(cmd, env=env, cwd=repo_root())
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})", flush=True)
+    # Become `dagster dev` rather than wait on it: a SIGTERM (a service manager's stop) or Ctrl-C then reaches
+    # the process that stops the webserver and the daemon, instead of ending this one and orphaning them.
+    os.chdir(repo_root())
+    os.execve(sys.executable, cmd, env)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """List or remove model and corpus keys, through the instance (a subprocess: this package never imports Dagster)."""
+    cmd = [sys.executable, "-m", "lookups.assets.keys", args.action]
+    for kind in ("model", "corpus"):
+        for key in getattr(args, kind):
+            cmd += [f"--{kind}", key]
+    return subprocess.call(cmd, env=_dagster_env())  # in the caller's folder: a relative path names the key it registered
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
@@ -152,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  lookups query --list                          # named queries\n"
         "  lookups query consistent_pairs --limit 10     # which heads switch on which neurons\n"
         "  lookups ui --config my_run.yaml               # the Dagster UI, launchpad prefilled\n"
+        "  lookups keys                                  # registered model and corpus keys; `keys remove` drops stale ones\n"
         "See `lookups <command> --help` for each command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -188,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         "query",
         help="Run a named query (sql/queries/) or any SELECT on a read-only connection; `lookups query --list` lists them.",
         description="Run a named query from sql/queries/ (e.g. `lookups query consistent_pairs`) or any SELECT "
-        "(e.g. `lookups query \"SELECT * FROM heads_by_layer\"`) on a read-only connection to the results. Writes are refused. "
+        "(e.g. `lookups query \"SELECT * FROM heads_by_layer\"`) on a read-only connection to the results. Writes, settings "
+        "and files other than the results (unless --allow-files) are refused. "
         "Queries take $name parameters: $model_id and $prompt_set_id default to the latest run, $limit to 20.",
     )
     query.add_argument("query", nargs="?", help="A named query or SQL in quotes.")
@@ -205,12 +244,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="Output: an aligned table (default), CSV, JSON records, or Parquet (needs --output).",
     )
     query.add_argument("--output", help="Write to this file instead of the terminal.")
+    query.add_argument(
+        "--allow-files", action="append", default=[], metavar="PATH",
+        help="Let the SQL read this file, or the files under this folder, e.g. read_csv('PATH/labels.csv') to join with "
+        "(repeatable; never the results folder). Without it a query reads the results and no other file.",
+    )
     query.set_defaults(func=cmd_query)
     ui = sub.add_parser("ui", help="Start the Dagster UI (webserver and daemon) on the project's definitions.")
     ui.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default 127.0.0.1: this machine only).")
     ui.add_argument("--port", type=int, default=3000, help="Port (default 3000).")
     ui.add_argument("--config", help="A YAML file of run config the `lookups` job's launchpad starts from (same format as `run --config`).")
     ui.set_defaults(func=cmd_ui)
+    keys = sub.add_parser(
+        "keys",
+        help="List the registered model and corpus keys and whether each resolves; `lookups keys remove --model KEY` removes one.",
+        description="Every model and corpus key a run or the UI registered is a partition key in the Dagster instance; one that no longer "
+        "resolves (a deleted folder, a moved file) is observed, and warned about, on every run until removed. Removing a key keeps its results.",
+    )
+    keys.add_argument("action", nargs="?", default="list", choices=["list", "remove"], help="list (default) or remove the keys given.")
+    keys.add_argument("--model", action="append", default=[], metavar="KEY", help="A model key to remove, as `lookups keys` shows it (repeatable).")
+    keys.add_argument("--corpus", action="append", default=[], metavar="KEY", help="A corpus key to remove, as `lookups keys` shows it (repeatable).")
+    keys.set_defaults(func=cmd_keys)
     paths = sub.add_parser("paths", help="Print where the data folder, database and Dagster instance are.")
     paths.set_defaults(func=cmd_paths)
     views = sub.add_parser(

@@ -159,7 +159,11 @@ class PromptSetSettings(BaseModel):
     """How source documents become a prompt set: passages, slice and splits."""
 
     passage_chars: int = Field(
-        1000, ge=100, le=100_000, description="Documents are cut into passages of about this many characters at paragraph and sentence ends."
+        1000,
+        ge=100,
+        le=100_000,
+        description="Documents are cut into passages of at most this many characters: at paragraph and sentence ends, else at word boundaries, "
+        "else hard cuts.",
     )
     max_passages_per_source: int | None = Field(
         6, ge=1, description="At most this many passages from one source document (keeps a slice diverse); None keeps all."
@@ -185,14 +189,6 @@ class ExemplarSettings(BaseModel):
     max_prompt_tokens: int = Field(100, ge=2, le=10_000, description="Truncated prompts must be shorter than this many tokens (BOS not counted).")
     window_tokens: int = Field(256, ge=8, le=100_000, description="Documents longer than this many tokens are split into windows.")
     batch_tokens: int = tuning(4096, "Tokens per forward batch (padding included).", ge=1)
-
-    @model_validator(mode="after")
-    def _keep_within_top_k(self):
-        # Truncated prompts are chosen among the top_k documents: keeping more than top_k is a contradiction.
-        for name in ("keep", "keep_heldout"):
-            if getattr(self, name) > self.top_k:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be at most top_k ({self.top_k}): prompts are kept from the top_k documents")
-        return self
 
 
 class AttributionSettings(BaseModel):
@@ -281,7 +277,7 @@ class ExplanationSettings(BaseModel):
     explain_template: str = Field(
         "explain.v1", min_length=1, description="Explanation prompt: a template shipped in pipeline/prompts/ (name without .txt) or a path to your own."
     )
-    classify_template: str = Field("classify.v1", min_length=1, description="Yes/No scoring prompt: a shipped template name or a path.")
+    classify_template: str = Field("classify.v2", min_length=1, description="Yes/No scoring prompt: a shipped template name or a path.")
     max_new_tokens: int = Field(96, ge=8, description="Longest explanation, in tokens.")
     max_calls: int | None = tuning(
         None, ge=0, description="Run budget: at most this many LLM calls (explanations and classifications together, cache hits free); None: no limit."

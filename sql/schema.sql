@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS neurons (
 );
 ALTER TABLE neurons ADD COLUMN IF NOT EXISTS random_baseline BOOLEAN DEFAULT false;  -- files written before it
 
+-- Its source, settings and counts are those of the corpus that first built it; every corpus's own: corpus_reads.
 CREATE TABLE IF NOT EXISTS prompt_sets (
     prompt_set_id       VARCHAR PRIMARY KEY,
     source              VARCHAR NOT NULL,
@@ -59,6 +60,26 @@ CREATE TABLE IF NOT EXISTS prompt_sets (
     skipped_undecodable INTEGER NOT NULL,
     skipped_malformed   INTEGER NOT NULL,
     recorded_at         TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- One row per corpus version that built a prompt set: what it read, skipped and dropped. The prompt set's id
+-- hashes its passages alone, so corpora that normalise to the same passages share it and every result after
+-- it; their counts differ, and each keeps its own here (docs/data.md).
+CREATE TABLE IF NOT EXISTS corpus_reads (
+    prompt_set_id       VARCHAR NOT NULL,
+    corpus_read_id      VARCHAR NOT NULL,  -- hash of the source, its content hash, the settings and every count below
+    source              VARCHAR NOT NULL,
+    corpus_hash         VARCHAR NOT NULL,  -- content hash of the source documents as read
+    settings            JSON NOT NULL,     -- the prompt set's settings
+    n_read              INTEGER NOT NULL,  -- source documents read
+    skipped_empty       INTEGER NOT NULL,
+    skipped_undecodable INTEGER NOT NULL,  -- not UTF-8, or holding NUL bytes
+    skipped_malformed   INTEGER NOT NULL,
+    duplicates_dropped  INTEGER NOT NULL,
+    beyond_slice        INTEGER NOT NULL,
+    control_stripped    INTEGER NOT NULL,  -- source documents that had terminal escapes or control characters removed
+    recorded_at         TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (prompt_set_id, corpus_read_id)
 );
 
 CREATE TABLE IF NOT EXISTS documents (

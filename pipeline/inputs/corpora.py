@@ -32,6 +32,12 @@ GENSIM_WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p0
 NON_PROSE_SECTIONS = {"references", "external links", "see also", "further reading", "notes", "bibliography", "sources", "footnotes", "citations"}
 SPLITS = ("explain", "heldout")
 LEFTOVER_MARKUP = ("[[", "]]", "{{", "}}", "<ref", "</ref", "{|", "|}")
+# Terminal escape sequences (ECMA-48: CSI, OSC, two-character; 7- and 8-bit) go whole, so no "[31m" is left
+# behind as prose; then every other control character but tab and newline.
+# An unterminated OSC loses only its introducer: the text after it is kept.
+ESCAPE_SEQUENCE = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]{0,512}(?:\x07|\x1b\\|\x9c)|\x1b[ -~]?")
+CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+NAME_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class CorpusError(LookupsError, RuntimeError):
@@ -86,8 +92,18 @@ def read_source(settings: CorpusSettings, counts: ReadCounts) -> Iterator[Source
         if not isinstance(doc.text, str) or not doc.text.strip():
             counts.empty += 1
             continue
+        if "\x00" in doc.text:  # a binary file, or UTF-16 that happens to decode as UTF-8: not prose
+            counts.undecodable += 1
+            continue
         counts.read += 1
-        yield doc
+        # Names reach the store, the atlas, `lookups query` and logs: no raw control character in them.
+        yield SourceDocument(source_id=printable(doc.source_id), title=printable(doc.title), text=doc.text)
+
+
+def printable(name: str) -> str:
+    """``name`` with each control character written as its escape (ESC as ``\\x1b``), so that showing it never
+    drives a terminal."""
+    return NAME_CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), name)
 
 
 def gensim_wiki_dump() -> Path:
@@ -224,8 +240,10 @@ def read_hf_dataset(name: str, column: str, split: str) -> Iterator[SourceDocume
 
 
 def normalise(text: str) -> str:
-    """Canonical form of a document: NFC, Unix newlines, no trailing spaces, at most one blank line."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    """Canonical form of a document: NFC, Unix newlines, no terminal escapes or other control characters
+    (form and line feeds become newlines), no trailing spaces, at most one blank line."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n").replace("\v", "\n")
+    text = CONTROL.sub("", ESCAPE_SEQUENCE.sub("", text))
     lines = [line.rstrip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
@@ -241,17 +259,42 @@ def _is_heading(paragraph: str) -> bool:
 
 
 def split_passages(text: str, max_chars: int) -> list[str]:
-    """Cut a normalised document into passages of at most about ``max_chars`` characters, at paragraph ends,
-    and within an over-long paragraph at sentence ends. Headings (short lines with no final punctuation)
-    are dropped so that a passage is prose."""
+    """Cut a normalised document into passages of at most ``max_chars`` characters, at paragraph ends, within
+    an over-long paragraph at sentence ends, within an over-long sentence at word boundaries, and within a
+    longer run with no space by a hard cut: a passage is capped whatever the punctuation (docs/data.md).
+    Headings (short lines with no final punctuation) are dropped so that a passage is prose."""
     paragraphs = [p.strip() for p in text.split("\n\n") if p.strip() and not _is_heading(p.strip())]
     pieces: list[str] = []
     for paragraph in paragraphs:
         if len(paragraph) <= max_chars:
             pieces.append(paragraph)
         else:
-            pieces += _pack(re.split(r"(?<=[.!?])\s+", paragraph), max_chars, " ")
+            sentences = [cut for sentence in re.split(r"(?<=[.!?])\s+", paragraph) for cut in _cut_at_words(sentence, max_chars)]
+            pieces += _pack(sentences, max_chars, " ")
     return _pack(pieces, max_chars, "\n\n")
+
+
+def _cut_at_words(text: str, max_chars: int) -> list[str]:
+    """``text`` in pieces of at most ``max_chars``: each cut at the last whitespace that fits (dropped), or,
+    where none does, a hard cut. Scans with an index (no copies of the rest), so linear in the length."""
+    if len(text) <= max_chars:
+        return [text]
+    pieces = []
+    start, end = 0, len(text)
+    while end - start > max_chars:
+        limit = start + max_chars
+        cut = max(text.rfind(space, start + 1, limit + 1) for space in " \n\t")
+        if cut <= start:
+            pieces.append(text[start:limit])
+            start = limit
+            continue
+        pieces.append(text[start:cut].rstrip())
+        start = cut + 1
+        while start < end and text[start].isspace():
+            start += 1
+    if start < end:
+        pieces.append(text[start:])
+    return [p for p in pieces if p]
 
 
 def _pack(items: list[str], max_chars: int, separator: str) -> list[str]:
@@ -291,8 +334,10 @@ def build_prompt_set(sources: pd.DataFrame, settings: PromptSetSettings) -> Prom
     seen: set[str] = set()
     duplicates = 0
     sliced = 0
+    stripped = 0
     for source in sources.itertuples(index=False):
         split = split_of(source.source_id, settings.heldout_fraction)
+        stripped += bool(isinstance(source.text, str) and (CONTROL.search(source.text) or ESCAPE_SEQUENCE.search(source.text)))
         passages = split_passages(normalise(source.text), settings.passage_chars)
         taken = 0
         for number, passage in enumerate(passages):
@@ -331,6 +376,7 @@ def build_prompt_set(sources: pd.DataFrame, settings: PromptSetSettings) -> Prom
         "beyond_slice": sliced,
         "explain": int((documents["split"] == "explain").sum()),
         "heldout": int((documents["split"] == "heldout").sum()),
+        "control_stripped": stripped,  # source documents that had terminal escapes or control characters removed
     }
     if documents.empty:
         raise CorpusError(f"The corpus yielded no usable passages ({counts}): check corpus.source and corpus.text_column.")

@@ -15,7 +15,7 @@ from lookups.pipeline.llm.backends import LlmBackend, LlmRequest
 from lookups.pipeline.llm.contrastive import contrastive_explanation
 from lookups.pipeline.llm.ledger import CallLedger, ask, cache_key
 from lookups.pipeline.llm.pairs import PAIR_KEYS, Pair, explanation_id
-from lookups.pipeline.llm.templates import Template, snippet
+from lookups.pipeline.llm.templates import Template, quoted, snippet
 
 CONTRASTIVE = "contrastive"
 EXPLANATION_COLUMNS = [
@@ -58,7 +58,7 @@ def explain_pairs(
     requests = {}
     for pair in pairs:
         messages = template.messages(
-            token=json.dumps(pair.token), active=_numbered(pair.active, pair.token, settings), inactive=_numbered(pair.inactive, pair.token, settings)
+            token=quoted(pair.token), active=_numbered(pair.active, pair.token, settings), inactive=_numbered(pair.inactive, pair.token, settings)
         )
         key = cache_key("explain", model_id, pair.key, messages, backend.kind, backend.model, template.version)
         requests[pair.key] = LlmRequest(key, "explain", messages, settings.max_new_tokens)

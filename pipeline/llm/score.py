@@ -16,7 +16,7 @@ from lookups.pipeline.llm.contrastive import ContrastiveExplanation
 from lookups.pipeline.llm.explain import CONTRASTIVE
 from lookups.pipeline.llm.ledger import CallLedger, ask, cache_key
 from lookups.pipeline.llm.pairs import PAIR_KEYS, Pair
-from lookups.pipeline.llm.templates import Template, snippet
+from lookups.pipeline.llm.templates import Template, quoted, snippet, untrusted
 
 SCORE_COLUMNS = [
     "explanation_id", "scorer", "split", "baseline", "explainer", "cohort", *PAIR_KEYS,
@@ -135,8 +135,8 @@ def score_explanations(
             if exp["explainer"] != backend.explainer or exp["status"] != "ok":
                 continue
             for prompt in target.heldout:
-                messages = template.messages(
-                    token=json.dumps(target.token), explanation=exp["explanation"], prompt=snippet(prompt, target.token, settings.max_prompt_chars)
+                messages = template.messages(  # the explanation is an LLM's answer about corpus text: untrusted too
+                    token=quoted(target.token), explanation=untrusted(exp["explanation"]), prompt=snippet(prompt, target.token, settings.max_prompt_chars)
                 )
                 key = cache_key("classify", model_id, target.key, messages, backend.kind, backend.model, template.version)
                 requests[(exp["explanation_id"], target.key, prompt)] = LlmRequest(key, "classify", messages, 3)

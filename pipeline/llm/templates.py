@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import string
 from dataclasses import dataclass
@@ -12,6 +13,11 @@ from lookups.pipeline.llm import ExplainerError
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 SNIPPET_MARKERS = ("<<<", ">>>")
+#: What prompt delimiters are made of: the templates' markers (<<<SNIPPETS ... SNIPPETS>>>, the token's [[ ]]) and
+#: the <| |> of chat-format special tokens (<|im_start|>). In untrusted text, runs of < or > are cut to two and of
+#: [ or ] to one, and a | beside < or > is set apart, so none of them can be formed (docs/method.md, "Prompt templates and untrusted text").
+_BRACKET_RUNS = re.compile(r"<{3,}|>{3,}|\[{2,}|\]{2,}")
+_PIPE_BESIDE_ANGLE = re.compile(r"(?<=[<>])\||\|(?=[<>])")
 _REFUSAL = re.compile(r"\b(i can(?:no|')t|i am unable|i'm unable|i won't|i will not|sorry|as an ai)\b", re.I)
 
 
@@ -58,15 +64,45 @@ def load_template(name_or_path: str) -> Template:
     return Template(path.stem, f"{path.stem}@{digest}", "\n".join(sections.get("system", [])).strip(), "\n".join(sections["user"]).strip())
 
 
+def _no_delimiters(text: str) -> str:
+    """``text`` with every bracket run cut (``_BRACKET_RUNS``) and every pipe beside an angle bracket set apart."""
+    text = _BRACKET_RUNS.sub(lambda run: run.group(0)[0] * (2 if run.group(0)[0] in "<>" else 1), text)
+    return _PIPE_BESIDE_ANGLE.sub(" | ", text)
+
+
+def _escaped(char: str) -> str:
+    """A token's character as shown in its [[ ]]: brackets and non-printable characters as escapes."""
+    if char in "[]":
+        return f"\\x{ord(char):02x}"
+    return char if char.isprintable() else repr(char)[1:-1]
+
+
+def untrusted(text: str) -> str:
+    """Corpus text, or an LLM's answer about it, made safe to put in a prompt: one line of printable characters
+    (no forged sections) in which no delimiter can be formed. A fixed point: ``untrusted(untrusted(t)) == untrusted(t)``."""
+    return " ".join(_no_delimiters("".join(c if c.isprintable() else " " for c in text)).split())
+
+
+def quoted(value: str) -> str:
+    """A value (the neuron's token) as a JSON string with the delimiters' characters escaped (``\\u003c``...):
+    the same string to any JSON reader, yet no marker can be formed from it."""
+    escaped = json.dumps(value)
+    for char in "<>[]|":
+        escaped = escaped.replace(char, f"\\u{ord(char):04x}")
+    return escaped
+
+
 def snippet(text: str, token: str | None, max_chars: int) -> str:
-    """Corpus text made safe to show an LLM: one line (no forged sections), no delimiter markers, at most its
-    last ``max_chars`` characters (the end is what the prediction depends on), then the token in [[ ]]."""
-    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    for marker in SNIPPET_MARKERS:
-        flat = flat.replace(marker, marker[0] * 2)
+    """Corpus text made safe to show an LLM (``untrusted``), at most its last ``max_chars`` characters (the end
+    is what the prediction depends on), then the token in [[ ]]: non-printable characters and brackets escaped
+    (``\\n``, ``\\x5b``), so nothing but the marker's own brackets stands beside it."""
+    flat = untrusted(text)
     if len(flat) > max_chars:
         flat = "…" + flat[-max_chars:].lstrip()
-    return flat + (f"[[{token}]]" if token is not None else "")
+    if token is None:
+        return flat
+    shown = _no_delimiters("".join(map(_escaped, token)))
+    return f"{flat}{' ' if flat.endswith('[') else ''}[[{shown}]]"
 
 
 def parse_explanation(text: str | None) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import dagster_home_dir, data_dir, database_path
+from lookups.pipeline.inputs.corpora import printable
 
 
 def _num(value, fmt: str = ".3f") -> str:
@@ -19,7 +20,13 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
     row = summary.iloc[0]
     print()
     print(f"model        {row.model_id}  ({row.n_layers} layers x {row.d_mlp} neurons, {row.mlp_kind} MLP)")
-    print(f"prompt set   {row.prompt_set_id}  ({row.n_explain} explain + {row.n_heldout} held-out documents, {row.duplicates_dropped} duplicates dropped)")
+    print(f"prompt set   {row.prompt_set_id}  ({row.n_explain} explain + {row.n_heldout} held-out documents)")
+    # Each corpus that built it, with its own counts (docs/data.md); a path is shown with its control characters escaped.
+    for read in store.named_query("corpus_reads", prompt_set_id=row.prompt_set_id).itertuples():
+        print(
+            f"corpus       {printable(str(read.source))}  ({read.n_read} read, skipped {read.skipped_empty} empty, {read.skipped_undecodable} "
+            f"undecodable, {read.skipped_malformed} malformed; {read.duplicates_dropped} duplicates dropped)"
+        )
     tables = ("models", "neurons", "selected", "prompt_sets", "documents", "neuron_exemplars", "head_attributions", "consistent_pairs", "head_ablations")
     print("rows         " + ", ".join(f"{t}: {int(row[t]):,}" for t in tables))
     keys = {"model_id": row.model_id, "prompt_set_id": row.prompt_set_id}
@@ -33,6 +40,11 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
         layers = store.named_query("heads_by_layer", **keys)
         layers = layers[layers["consistent_pairs"] > 0]
         print("\nconsistent pairs by head layer: " + ", ".join(f"L{r.head_layer}: {r.consistent_pairs}" for r in layers.itertuples()))
+    else:
+        print(
+            "\nwarning      no consistent (neuron, head) pair: nothing to ablate or explain. Loosen head_neuron_scores' consistent_min/"
+            "consistent_max, or give the neurons more exemplars (more documents, neuron_exemplars' act_ratio)."
+        )
     tests = store.named_query("ablation", **keys)
     for t in tests.itertuples():
         print(

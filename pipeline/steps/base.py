@@ -28,14 +28,14 @@ from lookups.pipeline.store.store import AssetVersion, Store
 CODE_VERSIONS = {
     "model": "1",
     "neuron_catalog": "2",  # 2: random baseline neurons of the selected layers
-    "corpus": "2",  # 2: paragraphs with markup the parser left as text are dropped
+    "corpus": "3",  # 2: paragraphs with markup the parser left as text are dropped; 3: NUL bytes undecodable, names escaped
     "prompt_set": "1",
     "neuron_exemplars": "2",  # 2: documents whose max activation is not positive are not exemplars
     "head_attributions": "1",
     "head_neuron_scores": "2",  # 2: cohort column (next-token vs random baseline neurons)
     "head_ablations": "1",
     "atlas_report": "2",  # 2: each pair's explanations and scores
-    "explanations": "1",
+    "explanations": "2",  # 2: no delimiter can be formed from corpus text or the token (templates.untrusted)
     "explanation_scores": "1",
 }
 

@@ -103,6 +103,7 @@ def run_prompt_set(corpus: CorpusHandle, settings: PromptSetSettings, store: Sto
     # The prompt set's id is a hash of its content, so it is built (cheaply, from the parsed corpus) first.
     prompt_set = corpora.build_prompt_set(pd.read_parquet(corpus.parquet_path), settings)
     stats = {**prompt_set.counts, **{f"skipped_{k}": v for k, v in corpus.counts.items() if k != "read"}}
+    read_keys, read = corpus_read(corpus, settings, prompt_set)
 
     def compute() -> Computed:
         counts = prompt_set.counts
@@ -114,9 +115,27 @@ def run_prompt_set(corpus: CorpusHandle, settings: PromptSetSettings, store: Sto
             "skipped_undecodable": corpus.counts.get("undecodable", 0), "skipped_malformed": corpus.counts.get("malformed", 0),
         }])
         keys = {"prompt_set_id": prompt_set.prompt_set_id}
-        return Computed([("prompt_sets", keys, row), ("documents", keys, prompt_set.documents)], stats)
+        return Computed([("prompt_sets", keys, row), ("documents", keys, prompt_set.documents), ("corpus_reads", read_keys, read)], stats)
 
     def handle(data_version: str, _stored: dict) -> PromptSetHandle:
         return PromptSetHandle(data_version=data_version, stats=stats, prompt_set_id=prompt_set.prompt_set_id, counts=prompt_set.counts)
 
-    return run_step(store, "prompt_set", prompt_set.prompt_set_id, (prompt_set.prompt_set_id,), compute, handle)
+    result = run_step(store, "prompt_set", prompt_set.prompt_set_id, (prompt_set.prompt_set_id,), compute, handle)
+    # Another corpus with the same passages may have built this prompt set: it is not built again, but this
+    # corpus's counts are its own (docs/data.md).
+    if store.rows("corpus_reads", **read_keys).empty:
+        store.replace("corpus_reads", read_keys, read)
+    return result
+
+
+def corpus_read(corpus: CorpusHandle, settings: PromptSetSettings, prompt_set: corpora.PromptSet) -> tuple[dict, pd.DataFrame]:
+    """The ``corpus_reads`` row of this corpus version and prompt set: its keys and the row."""
+    counts = prompt_set.counts
+    row = {
+        "source": corpus.source, "corpus_hash": corpus.corpus_hash, "settings": json.dumps(settings.model_dump()),
+        "n_read": corpus.counts.get("read", counts["source_documents"]), "skipped_empty": corpus.counts.get("empty", 0),
+        "skipped_undecodable": corpus.counts.get("undecodable", 0), "skipped_malformed": corpus.counts.get("malformed", 0),
+        "duplicates_dropped": counts["duplicates_dropped"], "beyond_slice": counts["beyond_slice"], "control_stripped": counts.get("control_stripped", 0),
+    }
+    keys = {"prompt_set_id": prompt_set.prompt_set_id, "corpus_read_id": version_hash(prompt_set.prompt_set_id, row)}
+    return keys, pd.DataFrame([row])

@@ -6,6 +6,7 @@ back from DuckDB and reports which expectations failed, with counts and samples.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -303,9 +304,10 @@ PROMPT_SET_COUNTS = [
 
 
 def prompt_sets_suite(rows: int | None = None) -> list:
-    """Per prompt set: id unique and not null, counts non-negative, at least one document, and the splits adding
-    up to the documents (every document is explain or heldout, see ``corpora.build_prompt_set``); with ``rows``,
-    exactly that many rows (1 for the run's prompt set)."""
+    """Per prompt set: id unique and not null, counts non-negative, at least one document, the splits adding
+    up to the documents (every document is explain or heldout, see ``corpora.build_prompt_set``) and neither
+    split empty (no exemplars to explain, or none to score on; the failure's sample says which, and what to
+    change); with ``rows``, exactly that many rows (1 for the run's prompt set)."""
     import great_expectations as gx
 
     return (
@@ -316,6 +318,7 @@ def prompt_sets_suite(rows: int | None = None) -> list:
         + [
             gx.expectations.ExpectColumnValuesToBeBetween(column="n_documents", min_value=1),
             gx.expectations.ExpectColumnValuesToBeInSet(column="splits_add_up", value_set=[True]),
+            gx.expectations.ExpectColumnValuesToBeNull(column="empty_split"),
         ]
     )
 
@@ -323,7 +326,49 @@ def prompt_sets_suite(rows: int | None = None) -> list:
 def prompt_sets_check_frame(prompt_sets: pd.DataFrame) -> pd.DataFrame:
     frame = prompt_sets.copy()
     frame["splits_add_up"] = (frame["n_explain"] + frame["n_heldout"]) == frame["n_documents"]
+    frame["empty_split"] = pd.Series([_empty_split(row) for row in frame.to_dict("records")], index=frame.index, dtype=object)
     return frame
+
+
+CORPUS_READ_COUNTS = [
+    "n_read", "skipped_empty", "skipped_undecodable", "skipped_malformed", "duplicates_dropped", "beyond_slice", "control_stripped",
+]
+
+
+def corpus_reads_suite() -> list:
+    """Per corpus that built the prompt set: keys unique and not null, counts non-negative, and at least one
+    such corpus (the run's own, written with the prompt set)."""
+    import great_expectations as gx
+
+    return (
+        [gx.expectations.ExpectTableRowCountToBeBetween(min_value=1)]
+        + _keys(["prompt_set_id", "corpus_read_id"])
+        + [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in CORPUS_READ_COUNTS]
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in CORPUS_READ_COUNTS]
+    )
+
+
+def _empty_split(row: dict) -> str | None:
+    """Why a split of the prompt set is empty, and the fix; None when neither is. Splits are drawn per source
+    document, so a corpus of very few documents can leave one empty."""
+    try:
+        fraction = json.loads(row.get("settings") or "{}").get("heldout_fraction")
+    except (TypeError, ValueError):
+        fraction = None
+    sources = row.get("source_documents")
+    read = f"{sources} source document{'' if sources == 1 else 's'}"
+    now = f" (now {fraction})" if fraction is not None else ""
+    if row.get("n_documents", 0) and not row.get("n_explain"):
+        return (
+            f"the explain split is empty: all {row['n_heldout']} passages of the {read} are held out, so there is nothing to explain; "
+            f"lower prompt_set.heldout_fraction{now} or add more source documents"
+        )
+    if row.get("n_documents", 0) and not row.get("n_heldout"):
+        return (
+            f"the held-out split is empty: all {row['n_explain']} passages of the {read} are in the explain split (a source document's "
+            f"passages stay in one split), so no explanation can be scored; raise prompt_set.heldout_fraction{now} or add more source documents"
+        )
+    return None
 
 
 def _p_values(columns: list[str]) -> list:

@@ -2,7 +2,9 @@
 
 Named queries take their parameters by name (``$model_id``, ``$prompt_set_id``, ``$limit``, ``$token``, ...);
 ``$model_id`` and ``$prompt_set_id`` default to the latest model and prompt set in the store, ``$limit`` to 20.
-Anything but a SELECT or EXPLAIN statement is refused before it runs.
+Two layers keep a query to reading the results (docs/data.md, "What a query can touch"): anything but a SELECT,
+or an EXPLAIN of one, is refused before it runs, and it runs on a connection that cannot write
+(``Store.query_read_only``).
 """
 
 from __future__ import annotations
@@ -49,8 +51,41 @@ def resolve(text: str) -> tuple[str, str | None]:
     return text, None
 
 
+def _explained(sql: str) -> str | None:
+    """What an EXPLAIN statement explains, when that is a single SELECT; else None. EXPLAIN ANALYZE runs it (so
+    ``EXPLAIN ANALYZE COPY ... TO`` writes): what follows EXPLAIN, its ANALYZE and its (options) must be a read."""
+    raw = duckdb.tokenize(sql)
+    ends = [offset for offset, _ in raw[1:]] + [len(sql)]
+    tokens = [(offset, kind, sql[offset:end].strip()) for (offset, kind), end in zip(raw, ends) if kind != duckdb.token_type.comment]
+    words = [text.upper() for _, _, text in tokens]
+    if words[:1] != ["EXPLAIN"]:
+        return None
+    start = 2 if words[1:2] in (["ANALYZE"], ["ANALYSE"]) else 1
+    candidates = [start]
+    if words[start:start + 1] == ["("]:  # EXPLAIN (FORMAT json, ANALYZE) SELECT ...; or EXPLAIN (SELECT ...)
+        depth = 0
+        for i in range(start, len(tokens)):
+            if tokens[i][1] == duckdb.token_type.operator:
+                depth += tokens[i][2].count("(") - tokens[i][2].count(")")
+            if depth == 0:
+                candidates.append(i + 1)
+                break
+    for index in candidates:
+        if index >= len(tokens):
+            continue
+        inner = sql[tokens[index][0]:]
+        try:
+            statements = duckdb.extract_statements(inner)
+        except duckdb.Error:
+            continue
+        if len(statements) == 1 and statements[0].type.name == "SELECT":
+            return inner
+    return None
+
+
 def check_read_only(sql: str) -> None:
-    """Refuse anything but SELECT/EXPLAIN statements (DESCRIBE, SHOW, FROM-first and WITH count as SELECT)."""
+    """Refuse anything but SELECT statements (DESCRIBE, SHOW, SUMMARIZE, FROM-first and WITH count as SELECT) and
+    EXPLAIN (ANALYZE) of one."""
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as err:
@@ -59,12 +94,42 @@ def check_read_only(sql: str) -> None:
         raise QueryError("The query is empty.")
     for statement in statements:
         kind = statement.type.name
-        if kind not in READ_STATEMENTS:
+        if kind not in READ_STATEMENTS or (kind == "EXPLAIN" and _explained(statement.query) is None):
+            what = "an EXPLAIN of something that is not a SELECT" if kind == "EXPLAIN" else f"a {kind} statement"
             raise QueryError(
-                f"Refused: `lookups query` only reads, and this is a {kind} statement ({statement.query.strip()[:60]!r}). "
+                f"Refused: `lookups query` only reads, and this is {what} ({' '.join(statement.query.split())[:60]!r}). "
                 "Results change by re-running the pipeline (`lookups run`); for ad-hoc tables, copy the data out "
                 "(--format parquet) and work on the copy."
             )
+
+
+def readable_paths(paths: list, store: Store) -> list[str]:
+    """``--allow-files`` paths, resolved (folders end in '/'); none may hold or lie inside the results, which a
+    query reads as tables already and which must stay out of reach of anything DuckDB could write."""
+    out = []
+    protected = [Path(store.root).resolve(), store.path.resolve()] if "://" not in store.root else []
+    for given in paths:
+        path = Path(given).expanduser().resolve()
+        if not path.exists():
+            raise QueryError(f"No file or folder {given} (--allow-files).")
+        for results in protected:
+            if path == results or path in results.parents or results in path.parents:
+                raise QueryError(
+                    f"--allow-files {given} overlaps the results ({results}), which a query reads as tables already; "
+                    "name a file or folder outside them."
+                )
+        out.append(str(path) + "/" if path.is_dir() else str(path))
+    return out
+
+
+def _refusal(err: duckdb.Error) -> QueryError:
+    """What the locked connection refused, in one line; other failures as DuckDB words them."""
+    first = str(err).strip().splitlines()[0]
+    if isinstance(err, duckdb.PermissionException):
+        return QueryError(f"Refused: a query reads only the results unless --allow-files PATH lets it read PATH ({first}).")
+    if "configuration has been locked" in first:
+        return QueryError(f"Refused: a query cannot change DuckDB's settings ({first}).")
+    return QueryError(f"The query failed: {err}")
 
 
 def default_parameters(store: Store) -> dict:
@@ -82,12 +147,14 @@ def _typed(value: str):
     return value
 
 
-def run_query(text: str, params: dict[str, str] | None = None, store: Store | None = None) -> pd.DataFrame:
+def run_query(text: str, params: dict[str, str] | None = None, store: Store | None = None, allow_files: list = ()) -> pd.DataFrame:
     """Run a named query or SQL on a read-only connection. ``params`` fills ``$name`` placeholders (numbers
-    given as text become numbers); only the placeholders the query uses are passed."""
+    given as text become numbers); only the placeholders the query uses are passed. ``allow_files``: files
+    or folders (outside the results) the SQL may read too, e.g. with ``read_csv``."""
     store = store or Store(lock_wait_s=10.0)  # a person is waiting: a few seconds, then say why
     sql, name = resolve(text)
     check_read_only(sql)
+    readable = readable_paths(list(allow_files), store)
     store.refresh_views()
     wanted = set(PARAMETER.findall(sql))
     given = {k: _typed(v) if isinstance(v, str) else v for k, v in (params or {}).items()}
@@ -100,9 +167,9 @@ def run_query(text: str, params: dict[str, str] | None = None, store: Store | No
             label = f"'{name}'" if name else "The query"
             raise QueryError(f"{label} needs " + ", ".join(f"--param {k}=..." for k in missing) + ".")
     try:
-        return store.query(sql, values or None)
+        return store.query_read_only(sql, values or None, readable)
     except duckdb.Error as err:
-        raise QueryError(f"The query failed: {err}") from err
+        raise _refusal(err) from err
 
 
 def write_frame(frame: pd.DataFrame, fmt: str, output: Path | None) -> str | None:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import tempfile
 import threading
 import time
 import uuid
@@ -89,6 +90,7 @@ TABLE_KEYS = {
     "models": ("model_id",),
     "neurons": ("model_id",),
     "prompt_sets": ("prompt_set_id",),
+    "corpus_reads": ("prompt_set_id", "corpus_read_id"),
     "documents": ("prompt_set_id",),
     "neuron_exemplars": ("model_id", "prompt_set_id"),
     "head_attributions": ("model_id", "prompt_set_id"),
@@ -125,6 +127,26 @@ def _connect(database: str = ":memory:", **kwargs) -> duckdb.DuckDBPyConnection:
     if setup:
         con.execute(setup)
     return con
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection, readable: list[str], scratch: str) -> None:
+    """Close ``con`` around what it may read (docs/data.md, "What a query can touch"): no file but ``readable``
+    (folders end in '/'), no extension installed or loaded, no Python variable scanned, and the configuration
+    locked, so no SET, RESET or PRAGMA undoes any of it. With nothing readable the local file system is off.
+    Otherwise DuckDB may still write in its temp directory, so that is ``scratch``, a folder thrown away after."""
+    folders = [p for p in readable if p.endswith("/")]
+    paths = [p for p in readable if not p.endswith("/")]
+    if folders:  # must be set before external access goes off
+        con.execute(f"SET allowed_directories = [{', '.join(map(_sql_string, folders))}]")
+    if paths:
+        con.execute(f"SET allowed_paths = [{', '.join(map(_sql_string, paths))}]")
+    con.execute(f"SET temp_directory = {_sql_string(scratch)}")
+    for setting in ("autoload_known_extensions", "autoinstall_known_extensions", "allow_community_extensions", "python_enable_replacements"):
+        con.execute(f"SET {setting} = false")
+    con.execute("SET enable_external_access = false")
+    if not readable:
+        con.execute("SET disabled_filesystems = 'LocalFileSystem'")  # after external access: turning that off checks the file system
+    con.execute("SET lock_configuration = true")
 
 
 def _is_local(root: str) -> bool:
@@ -185,9 +207,16 @@ class Store:
             con = _connect()
             con.execute(sql_text("schema.sql"))
             self._typed = con
+            self._remove_stale_staging()
             for table in TABLE_KEYS:
                 self._write_schema_file(con, table)
         return self._typed
+
+    def _remove_stale_staging(self) -> None:
+        """Before this store's first write: the staged files a killed writer left (never a live writer's)."""
+        if _is_local(self.root):
+            for table in TABLE_KEYS:
+                files.remove_stale_staging(Path(self.table_dir(table)), recursive=False)
 
     def _write_schema_file(self, con, table: str) -> None:
         """An empty file with the table's columns, so a table nothing has been written to reads as empty."""
@@ -300,6 +329,36 @@ class Store:
             return cursor.execute(sql, params or []).df()
         finally:
             cursor.close()
+
+    def query_read_only(self, sql: str, params: list | dict | None = None, allow_files: list[str] = ()) -> pd.DataFrame:
+        """Run a person's SQL (``lookups query``) on a connection that cannot write. Locally, the tables are Arrow
+        datasets over the Parquet files, so DuckDB itself opens no file at all: nothing it runs can write one, and
+        ``allow_files`` (resolved paths, folders ending in '/') are the only files it may read. On an object store
+        it reads the warehouse prefix through its own file system; only the statement check of ``queries.py``
+        keeps writes out there. Built per query, so it sees every file written so far."""
+        if not self.exists():
+            raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
+        with tempfile.TemporaryDirectory(prefix="lookups-query-") as scratch, _connect() as con:  # setup SQL (credentials) runs before the lock
+            if _is_local(self.root):
+                self._typing()  # every table has its schema file, so an empty table reads as empty
+                for table in TABLE_KEYS:
+                    con.register(table, self._dataset(table))
+                con.execute(sql_text("views.sql"))
+                _lock_down(con, list(allow_files), scratch)
+            else:
+                con.execute(self.views_sql())
+                _lock_down(con, [self.root.rstrip("/") + "/", *allow_files], scratch)
+            return con.execute(sql, params or []).df()
+
+    def _dataset(self, table: str):
+        """A table's Parquet files as an Arrow dataset with its schema file's columns (a file written before a
+        column was added reads it as null, as the view's ``union_by_name`` does)."""
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        folder = Path(self.table_dir(table))
+        parts = sorted(str(p) for p in folder.glob("*.parquet") if p.name != SCHEMA_FILE)
+        return ds.dataset(parts, schema=pq.read_schema(folder / SCHEMA_FILE), format="parquet")
 
     def read(self, name: str, **params) -> pd.DataFrame:
         """A named read, ``sql/reads/<name>.sql``, with its ``$parameters`` (a step's or an asset's input:

@@ -48,13 +48,23 @@ def test_bad_model_is_one_clear_line_and_keeps_what_was_computed(tmp_path, data_
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.txt").write_text("A short document about rivers and bridges.")
-    out = subprocess.run(
+    missing = subprocess.run(
         [sys.executable, "-m", "lookups.pipeline.cli", "run", "--model", str(tmp_path / "no-such-model") + "/", "--corpus", str(corpus)],
         capture_output=True,
         text=True,
     )
+    assert missing.returncode == 2  # refused before the run: a key that never resolves is never registered
+    assert missing.stderr.strip().startswith("lookups: The model path") and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (broken / "model.safetensors").write_bytes(b"")
+    out = subprocess.run(
+        [sys.executable, "-m", "lookups.pipeline.cli", "run", "--model", str(broken), "--corpus", str(corpus)], capture_output=True, text=True
+    )
     assert out.returncode == 1
-    assert "model: Model folder" in out.stderr and "does not exist" in out.stderr
+    assert "model: " in out.stderr and "config.json is not valid JSON" in out.stderr
     assert "Traceback" not in out.stderr
     # The corpus branch did not depend on the model: its result is stored.
     assert any((data_folder / "corpora").glob("*.parquet"))
@@ -84,7 +94,7 @@ def test_run_on_the_planted_circuit_prints_the_found_pair(tmp_path, planted_circ
 def test_every_subcommand_has_complete_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) == {"run", "summary", "query", "ui", "paths", "views-sql"}
+    assert set(sub.choices) == {"run", "summary", "query", "ui", "keys", "paths", "views-sql"}
     for name, subparser in sub.choices.items():
         for action in subparser._actions:
             if action.dest != "help":

@@ -63,8 +63,9 @@ def test_near_duplicates_are_dropped_and_counted():
 
 
 def test_slice_limits_passages():
-    texts = ["Para one is here.\n\nPara two is here.\n\nPara three is here."] * 1
-    ps = build_prompt_set(sources(*texts), PromptSetSettings(passage_chars=20, max_passages_per_source=2, max_documents=None))
+    paragraph = "This paragraph is about {} and runs on for a while, long enough to fill a passage of its own."
+    texts = ["\n\n".join(paragraph.format(topic) for topic in ("rivers", "bridges", "mountains"))]
+    ps = build_prompt_set(sources(*texts), PromptSetSettings(passage_chars=100, max_passages_per_source=2, max_documents=None))
     assert len(ps.documents) == 2 and ps.counts["beyond_slice"] == 1
 
 
