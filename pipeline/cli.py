@@ -45,13 +45,6 @@ def _dagster_env() -> dict:
     return env
 
 
-def here_if_path(value: str | None) -> str | None:
-    """``value`` as an absolute path when it names an existing file or folder relative to the working directory."""
-    if value and not value.startswith("hf:") and not Path(value).is_absolute() and Path(value).expanduser().exists():
-        return str(Path(value).expanduser().resolve())
-    return value
-
-
 def run_config_from_args(args: argparse.Namespace) -> dict:
     """Run config for the main job: a YAML/JSON file first, then the flags on top."""
     ops = load_settings_file(args.config, "--config ") if args.config else {}
@@ -61,9 +54,8 @@ def run_config_from_args(args: argparse.Namespace) -> dict:
         if value is not None:
             ops.setdefault(op, {}).setdefault("config", {})[key] = value if value != 0 or key != "max_documents" else None
 
-    # A key outlives this working folder (the UI and the daemon run elsewhere): a relative path is stored absolute.
-    put("model", "name", here_if_path(args.model))
-    put("corpus", "source", here_if_path(args.corpus))
+    put("model", "name", args.model)  # a relative path: the runner works here, and stores the key absolute (sources.normalize_key)
+    put("corpus", "source", args.corpus)
     put("prompt_set", "max_documents", args.max_documents)
     put("neuron_catalog", "neurons_per_layer", args.neurons_per_layer)
     put("neuron_catalog", "last_layers", args.last_layers)

@@ -1,5 +1,7 @@
 """The planted circuit run through the pipeline's steps (no Dagster), for the tests that need its tables."""
 
+import os
+
 from lookups.pipeline import steps
 from lookups.pipeline.config import (
     AblationSettings,
@@ -7,9 +9,11 @@ from lookups.pipeline.config import (
     CatalogSettings,
     CorpusSettings,
     ExemplarSettings,
+    ExplanationSettings,
     HeadScoreSettings,
     ModelSettings,
     PromptSetSettings,
+    ScoringSettings,
 )
 from lookups.pipeline.inputs import planted
 from lookups.pipeline.store.store import Store
@@ -36,3 +40,20 @@ def run_chain(folder, plant: bool):
     """The planted (or control) chain as (circuit, store, model, attributions, head scores, ablations)."""
     circuit, store, handles = run_planted_chain(folder, plant)
     return circuit, store, handles["model"], handles["head_attributions"], handles["head_neuron_scores"], handles["head_ablations"]
+
+
+def explained_store(folder):
+    """A real store in ``folder/data``: the planted chain, its contrastive explanations and their scores
+    (for module-scoped fixtures, which the per-test data folder does not reach); (circuit, store)."""
+    old = os.environ.get("LOOKUPS_DATA_DIR")
+    os.environ["LOOKUPS_DATA_DIR"] = str(folder / "data")
+    try:
+        circuit, store, model, _, head_scores, _ = run_chain(folder / "planted", plant=True)
+        explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store)
+        steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
+    finally:
+        if old is None:
+            os.environ.pop("LOOKUPS_DATA_DIR")
+        else:
+            os.environ["LOOKUPS_DATA_DIR"] = old
+    return circuit, store

@@ -7,10 +7,8 @@ import sys
 
 import pandas as pd
 import pytest
-from chains import run_chain
+from chains import explained_store
 
-from lookups.pipeline import steps
-from lookups.pipeline.config import ExplanationSettings, ScoringSettings
 from lookups.pipeline.store import queries
 from lookups.pipeline.store.queries import QueryError, run_query, write_frame
 from lookups.pipeline.store.store import named_queries
@@ -18,21 +16,7 @@ from lookups.pipeline.store.store import named_queries
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
-    import os
-
-    folder = tmp_path_factory.mktemp("query-data")
-    old = os.environ.get("LOOKUPS_DATA_DIR")
-    os.environ["LOOKUPS_DATA_DIR"] = str(folder / "data")
-    try:
-        circuit, store, model, _, head_scores, _ = run_chain(folder / "planted", plant=True)
-        explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store)
-        steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
-    finally:
-        if old is None:
-            os.environ.pop("LOOKUPS_DATA_DIR")
-        else:
-            os.environ["LOOKUPS_DATA_DIR"] = old
-    return circuit, store
+    return explained_store(tmp_path_factory.mktemp("query-data"))
 
 
 def test_every_named_query_runs_with_its_parameters(filled):

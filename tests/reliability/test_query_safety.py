@@ -16,10 +16,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from chains import run_chain
+from chains import explained_store
 
-from lookups.pipeline import steps
-from lookups.pipeline.config import ExplanationSettings, ScoringSettings
 from lookups.pipeline.store import queries
 from lookups.pipeline.store.queries import QueryError, run_query
 from lookups.pipeline.store.store import TABLES, Store, named_queries
@@ -92,19 +90,7 @@ def _snapshot(*folders: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
     """A real store: the planted chain, its contrastive explanations and their scores."""
-    folder = tmp_path_factory.mktemp("query-safety")
-    old = os.environ.get("LOOKUPS_DATA_DIR")
-    os.environ["LOOKUPS_DATA_DIR"] = str(folder / "data")
-    try:
-        circuit, store, model, _, head_scores, _ = run_chain(folder / "planted", plant=True)
-        explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store)
-        steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
-    finally:
-        if old is None:
-            os.environ.pop("LOOKUPS_DATA_DIR")
-        else:
-            os.environ["LOOKUPS_DATA_DIR"] = old
-    return circuit, store
+    return explained_store(tmp_path_factory.mktemp("query-safety"))
 
 
 @pytest.fixture

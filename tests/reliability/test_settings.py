@@ -12,11 +12,11 @@ import typing
 from pathlib import Path
 
 import pytest
+from chains import run_planted_chain
 
 from lookups.pipeline import steps
 from lookups.pipeline.config import SETTINGS_OF_ASSET, AblationSettings, HeadScoreSettings, SettingsError, check_run_settings, settings_problems
 from lookups.pipeline.steps.base import EmptyResultRefused, report_path
-from tests.chains import run_planted_chain
 
 CONSTRAINTS = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern")
 
