@@ -99,12 +99,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from lookups.pipeline.config import EMBEDDED_MODEL, AttributionSettings, database_path
-    from lookups.pipeline.inputs import models
+    from lookups.pipeline.inputs import architecture, models
     from lookups.pipeline.science import attribution
 
     database = args.database or database_path()
     source = models.resolve_model(EMBEDDED_MODEL)
     bridge = models.load_bridge(source.local_dir)
+    arch = architecture.load_architecture(source.local_dir)
     bos = models.model_facts(bridge).bos_token_id
     rows, origin = load_prompts(database, args.neurons, bridge)
     n_neurons = rows.groupby(["layer", "neuron"]).ngroups
@@ -112,10 +113,10 @@ def main() -> None:
     print(f"prompts: {len(rows)} ({tokens} tokens with BOS) from {origin}")
 
     settings = AttributionSettings(**({"batch_tokens": args.batch_tokens} if args.batch_tokens else {}))
-    attribution.attribute_exemplars(bridge, rows.head(8), bos, settings)  # warm-up
+    attribution.attribute_exemplars(arch, rows.head(8), bos, settings)  # warm-up
 
     started = time.perf_counter()
-    batched = attribution.attribute_exemplars(bridge, rows, bos, settings)
+    batched = attribution.attribute_exemplars(arch, rows, bos, settings)
     batched_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -124,7 +125,7 @@ def main() -> None:
 
     started = time.perf_counter()
     for i in range(len(rows)):
-        attribution.attribute_exemplars(bridge, rows.iloc[[i]], bos, settings)
+        attribution.attribute_exemplars(arch, rows.iloc[[i]], bos, settings)
     loop_seconds = time.perf_counter() - started
 
     def per_neuron(seconds):

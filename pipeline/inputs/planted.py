@@ -86,7 +86,7 @@ class PlantedCircuit:
         }
 
 
-def _tokenizer():
+def planted_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -109,7 +109,7 @@ def build_planted_model(folder: str | Path, planted: bool = True, seed: int = 0)
     from transformers import GPT2Config, GPT2LMHeadModel
 
     folder = Path(folder)
-    tokenizer = _tokenizer()
+    tokenizer = planted_tokenizer()
     vocab = tokenizer.get_vocab()
     config = GPT2Config(
         vocab_size=len(vocab), n_positions=N_CTX, n_embd=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS, n_inner=D_MLP,

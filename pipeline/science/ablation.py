@@ -1,10 +1,12 @@
 """Step 8 of docs/method.md: the causal check. Zero-ablate a consistent pair's head and measure the neuron's activation
 and its token's probability, on prompts where the head was active and where it was not.
 
-Zero-ablating a head's value vectors at all positions makes its output ``z = pattern · v`` zero everywhere.
-We zero the head's slice of ``z`` where the model concatenates heads, the input of the attention output
-projection. With grouped-query attention (SmolLM2: 9 query heads share 3 key/value heads) this removes
-exactly the one head's use of its values and leaves the other heads that share them untouched.
+Zero-ablating the input-dependent part of a head's value vectors at all positions leaves its output
+``z = pattern · v`` equal to its value bias everywhere (attention weights sum to 1; without value biases,
+zero), as zeroing ``hook_z`` in TransformerLens with value biases folded does. We set the head's slice of
+``z`` where the model concatenates heads, the input of the attention output projection. With grouped-query
+attention (SmolLM2: 9 query heads share 3 key/value heads) this removes exactly the one head's use of its
+values and leaves the other heads that share them untouched.
 
 Rows of any (prompt, head, neuron) mix run in the same batch: per-row masks on each layer's output
 projection, right padding (causal: real positions never see it), the neuron read at each row's last real
@@ -13,12 +15,13 @@ position and the token's probability from the final logits there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lookups.pipeline.inputs.architecture import Architecture, batch_positions
 from lookups.pipeline.science.batching import pack_batches, pad_right
 
 PhaseProgress = Callable[[str, int, int], None]
@@ -32,13 +35,13 @@ ABLATION_COLUMNS = [
 class HeadAblator:
     """Runs prompts through a plain Hugging Face model with at most one head zero-ablated per row."""
 
-    def __init__(self, hf_model, attention_paths: Sequence[str], mlp_paths: Sequence[str], n_heads: int, d_head: int):
-        self.model = hf_model
-        self.device = next(hf_model.parameters()).device
-        modules = dict(hf_model.named_modules())
-        self.attention = [modules[p] for p in attention_paths]
-        self.mlp_out = [modules[p] for p in mlp_paths]
-        self.n_heads, self.d_head = n_heads, d_head
+    def __init__(self, arch: Architecture):
+        self.arch = arch
+        self.model = arch.model
+        self.device = arch.device
+        self.attention = [arch.module(layer.attn_out) for layer in arch.layers]
+        self.mlp_out = [arch.module(layer.mlp_out) for layer in arch.layers]
+        self.n_heads, self.d_head = arch.n_heads, arch.d_head
 
     @torch.no_grad()
     def run_batch(self, tokens: torch.Tensor, lengths: torch.Tensor, ablate: np.ndarray, read: np.ndarray, token_ids: np.ndarray):
@@ -50,9 +53,9 @@ class HeadAblator:
         acts = torch.full((batch,), float("nan"))
         handles = []
 
-        def ablation_hook(mask):
-            def hook(module, args):
-                return (args[0] * mask,) + tuple(args[1:])
+        def ablation_hook(mask, value_bias):
+            def hook(module, args):  # the head's z -> its value bias alone (see architecture.Layer.value_bias)
+                return (args[0] * mask + value_bias * (1 - mask),) + tuple(args[1:])
 
             return hook
 
@@ -61,11 +64,13 @@ class HeadAblator:
             for b in np.nonzero(ablate[:, 0] == layer)[0]:
                 h = int(ablate[b, 1])
                 mask[b, 0, h * self.d_head : (h + 1) * self.d_head] = 0.0
-            handles.append(self.attention[int(layer)].register_forward_pre_hook(ablation_hook(mask)))
+            value_bias = self.arch.layers[int(layer)].value_bias.to(self.device)
+            handles.append(self.attention[int(layer)].register_forward_pre_hook(ablation_hook(mask, value_bias)))
 
         def read_hook(rows, neurons):
             def hook(module, args):  # args[0]: the MLP post-activation [batch, pos, d_mlp]
-                acts[rows] = args[0][rows.to(self.device), last[rows.to(self.device)], neurons].float().cpu()
+                post = batch_positions(args[0], tokens.shape)
+                acts[rows] = post[rows.to(self.device), last[rows.to(self.device)], neurons].float().cpu()
 
             return hook
 
@@ -82,7 +87,7 @@ class HeadAblator:
             for handle in handles:
                 handle.remove()
         final = hidden[torch.arange(batch, device=self.device), last]  # [batch, d_model]
-        logits = self.model.get_output_embeddings()(final).float()
+        logits = self.arch.logits(final)  # soft-capped where the model caps them
         probs = torch.softmax(logits, dim=-1)[torch.arange(batch, device=self.device), torch.as_tensor(token_ids, device=self.device)]
         return acts.numpy(), probs.cpu().numpy()
 

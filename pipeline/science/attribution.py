@@ -1,26 +1,28 @@
 """Steps 4-5 of docs/method.md: each head's direct contribution to a neuron on its exemplar prompts, and active heads.
 
-For an exemplar of neuron n in layer L, at the prompt's last position, the residual stream entering layer L's
-MLP is decomposed with TransformerLens (``ActivationCache.get_full_resid_decomposition(layer=L,
-mlp_input=True, apply_ln=True, expand_neurons=False)``): every head of layers 0..L, every earlier MLP, the
-embeddings and the accumulated biases, each passed through ``ln2`` of layer L with the cached scale and
-projected on the neuron's input weights. The components sum exactly to the neuron's pre-activation; the
+For an exemplar of neuron n in layer L, at the prompt's last position, the stream that layer L's MLP reads is
+decomposed into the components the model's ``Architecture`` names (docs/method.md, "Every model family"): the
+embedding, every head of the attention layers that feed it (layers 0..L in serial blocks, < L in parallel
+ones), every earlier MLP, and the biases. Each is passed through the norms between it and the neuron with the
+scales cached on this prompt (the MLP's norm; for post-norm models also the component's own post-norm) and
+projected on the neuron's input weights. A head's part is its slice of the attention output projection's
+input ``z`` times that slice of ``W_O``. The components sum exactly to the neuron's pre-activation; the
 difference is recorded per exemplar (``identity_abs_error``, ``identity_rel_error``) and checked.
 
 Scores:
 
 - ungated MLP (GPT-2): ``score_h = in_h``, the head's contribution to the pre-activation (the paper's);
-- gated MLP (SwiGLU: act = f(g)·u, with g = x·W_gate[:, n] and u = x·W_in[:, n]): ``gate_h`` and ``in_h``
-  are the head's contributions to g and u (each decomposition sums to its own pre-activation), and the
-  score is the head's first-order contribution to the activation at the actual operating point,
+- gated MLP (SwiGLU, GeGLU: act = f(g)·u, with g = x·W_gate[:, n] and u = x·W_in[:, n]): ``gate_h`` and
+  ``in_h`` are the head's contributions to g and u (each decomposition sums to its own pre-activation), and
+  the score is the head's first-order contribution to the activation at the actual operating point,
   ``score_h = f'(g)·u·gate_h + f(g)·in_h``.
 
 A head is *active* on a prompt when its score exceeds the mean + ``active_sigma`` standard deviations
-(sample std, ddof=1) of the scores of all candidate heads (layers 0..L) on that prompt.
+(sample std, ddof=1) of the scores of all candidate heads on that prompt.
 
-Cost: prompts are batched by length with right padding (causal: real positions never see the padding); the
-cache is filtered to the hooks the decomposition reads and sliced to each row's last real position before any
-per-head product is formed.
+Cost: prompts are batched by length with right padding (causal: real positions never see the padding); one
+forward pass of the plain Hugging Face model per batch keeps only each row's last real position of the
+values the decomposition reads, and stops at the deepest MLP needed. Products are in float64.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import pandas as pd
 import torch
 
 from lookups.pipeline.config import AttributionSettings
-from lookups.pipeline.science.batching import capture_last_positions, pack_batches, pad_right
+from lookups.pipeline.inputs.architecture import Architecture, activation_and_slope, capture
+from lookups.pipeline.science.batching import pack_batches, pad_right
 
 PhaseProgress = Callable[[str, int, int], None]
 
@@ -54,76 +57,66 @@ class AttributionResult:
     stats: dict
 
 
-def activation_and_slope(act_fn: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """f(x) and f'(x) for the MLP's activation function (by TransformerLens ``cfg.act_fn`` name)."""
-    fns = {
-        "silu": torch.nn.functional.silu,
-        "swish": torch.nn.functional.silu,
-        "gelu": torch.nn.functional.gelu,
-        "gelu_new": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
-        "gelu_fast": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
-        "gelu_pytorch_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
-        "relu": torch.relu,
-    }
-    if act_fn not in fns:
-        raise ValueError(f"No slope for activation '{act_fn}': add it to attribution.activation_and_slope.")
-    with torch.enable_grad():
-        leaf = x.detach().double().requires_grad_(True)
-        y = fns[act_fn](leaf)
-        (slope,) = torch.autograd.grad(y.sum(), leaf)
-    return y.detach().to(x.dtype), slope.to(x.dtype)
-
-
 def active_threshold(scores: np.ndarray, sigma: float) -> np.ndarray:
-    """scores ``[rows, heads]`` -> per-row threshold mean + sigma·std (ddof=1) ``[rows]``."""
+    """scores ``[rows, heads]`` -> per-row threshold mean + sigma·std (ddof=1) ``[rows]``; +inf (no head is
+    active) with fewer than two candidates (layer 0 of a parallel-block model has none)."""
+    if scores.shape[1] < 2:
+        return np.full(scores.shape[0], np.inf)
     return scores.mean(axis=1) + sigma * scores.std(axis=1, ddof=1)
 
 
-def _hook_names(cfg, layers: set[int]) -> set[str]:
-    """What the decomposition of the MLP input at each of ``layers`` reads from the cache."""
-    names = {f"blocks.{layer}.attn.hook_z" for layer in range(cfg.n_layers)}  # head results are formed from z and W_O
-    names |= {f"blocks.{layer}.hook_mlp_out" for layer in range(max(layers))}
-    names.add("hook_embed")
-    if cfg.positional_embedding_type in ("standard", "shortformer"):
-        names.add("hook_pos_embed")  # additive position embeddings; rotary ones are not a residual component
-    for layer in layers:
-        names |= {f"blocks.{layer}.ln2.hook_scale", f"blocks.{layer}.mlp.hook_pre", f"blocks.{layer}.mlp.hook_post"}
-        if getattr(cfg, "gated_mlp", False):
-            names.add(f"blocks.{layer}.mlp.hook_pre_linear")
-    return names
-
-
-def last_position_cache(bridge, tokens: torch.Tensor, lengths: torch.Tensor, layers: set[int]):
-    """Run ``tokens`` ``[batch, pos]`` (right-padded; row b has ``lengths[b]`` real tokens) and keep, for the
-    hooks the decomposition reads, only each row's last real position: an ``ActivationCache`` of
-    ``[batch, 1, ...]`` tensors. The forward stops after the MLP of the deepest layer in ``layers``."""
-    from transformer_lens.ActivationCache import ActivationCache
-
+def last_position_values(arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor, layers: set[int]) -> dict[str, torch.Tensor]:
+    """Run ``tokens`` ``[batch, pos]`` (right-padded; row b has ``lengths[b]`` real tokens) and keep, at each
+    row's last real position, what the decomposition of the MLP input at ``layers`` reads (``[batch, ...]``,
+    float64): the embedding, each feeding layer's ``z`` and post-attention-norm input, each earlier MLP's
+    added output, and per target layer its norm's input and output, pre-activations and activation. The
+    forward stops at the deepest layer's activation."""
     deepest = max(layers)
-    cache = capture_last_positions(
-        bridge, tokens, lengths, _hook_names(bridge.cfg, layers), f"blocks.{deepest}.mlp.hook_post",
-        pick=lambda value, rows, last: value[rows, last][:, None],
-    )
-    # TransformerLens forms head results for every layer when asked for any; layers after the deepest one
-    # were not run and are never read (a layer-L decomposition uses heads of layers 0..L only).
-    z = cache["blocks.0.attn.hook_z"]
-    for layer in range(deepest + 1, bridge.cfg.n_layers):
-        cache[f"blocks.{layer}.attn.hook_z"] = torch.zeros_like(z)
-    return ActivationCache(cache, bridge)
+    wanted = {"embed": (arch.first_block, "input")}
+    for layer in range(deepest + 1):
+        spec = arch.layers[layer]
+        if layer in arch.heads_feeding(deepest):
+            wanted[f"z{layer}"] = (spec.attn_out, "input")
+            if spec.post_attn_norm:
+                wanted[f"post_attn_in{layer}"] = (spec.post_attn_norm.path, "input")
+                wanted[f"post_attn_out{layer}"] = (spec.post_attn_norm.path, "output")
+        if layer < deepest:
+            wanted[f"mlp{layer}"] = (spec.post_mlp_norm.path if spec.post_mlp_norm else spec.mlp_out, "output")
+        if layer in layers:
+            if spec.mlp_norm:
+                wanted[f"norm_in{layer}"] = (spec.mlp_norm.path, "input")
+                wanted[f"norm_out{layer}"] = (spec.mlp_norm.path, "output")
+            wanted[f"pre_in{layer}"] = (spec.mlp_in, "output")
+            if spec.mlp_gate:
+                wanted[f"pre_gate{layer}"] = (spec.mlp_gate, "output")
+            wanted[f"act{layer}"] = (spec.mlp_out, "input")
+    rows = torch.arange(tokens.shape[0], device=arch.device)
+    last = (lengths - 1).to(device=arch.device, dtype=torch.long)
+    got = capture(arch.model, tokens, wanted, stop_after=f"act{deepest}", pick=lambda value: value[rows, last])
+    return {key: value.double() for key, value in got.items()}
 
 
-def _component_groups(labels: list[str]) -> dict[str, np.ndarray]:
-    kinds = np.array(
-        [
-            "head" if label.startswith("L") and "H" in label else "mlp" if label.endswith("_mlp_out") else "bias" if label == "bias" else "embed"
-            for label in labels
-        ]
-    )
-    return {k: np.nonzero(kinds == k)[0] for k in ("head", "mlp", "embed", "bias")}
+class _Weights:
+    """The projections the decomposition multiplies by, in float64 on the model's device, converted once."""
+
+    def __init__(self, arch: Architecture):
+        self.arch = arch
+        self._cache: dict[tuple[str, str], torch.Tensor | None] = {}
+
+    def weight(self, path: str) -> torch.Tensor:
+        if ("w", path) not in self._cache:
+            self._cache[("w", path)] = self.arch.weight(path).double()
+        return self._cache[("w", path)]
+
+    def bias(self, path: str) -> torch.Tensor | None:
+        if ("b", path) not in self._cache:
+            bias = self.arch.bias(path)
+            self._cache[("b", path)] = bias.double() if bias is not None else None
+        return self._cache[("b", path)]
 
 
 def attribute_exemplars(
-    bridge,
+    arch: Architecture,
     exemplars: pd.DataFrame,
     bos_id: int,
     settings: AttributionSettings,
@@ -134,10 +127,9 @@ def attribute_exemplars(
     here, as in truncation). Returns per-head rows, per-exemplar totals and statistics. Prompts are batched
     by length (right padding, ``batch_tokens`` padded tokens per forward pass)."""
     pad_id = bos_id if pad_id is None else pad_id
-    cfg = bridge.cfg
-    gated = bool(getattr(cfg, "gated_mlp", False))
     exemplars = exemplars.reset_index(drop=True)
     started = time.perf_counter()
+    weights = _Weights(arch)
     # Identical prompts (e.g. the same passage for two neurons) run once.
     prompt_index: dict[tuple, int] = {}
     prompt_of_row = np.empty(len(exemplars), dtype=np.int64)
@@ -163,10 +155,10 @@ def attribute_exemplars(
         rows = np.array([r for p in batch for r in rows_of_prompt[p]], dtype=np.int64)
         batch_pos = {p: b for b, p in enumerate(batch)}
         row_b = np.array([batch_pos[prompt_of_row[r]] for r in rows], dtype=np.int64)
-        cache = last_position_cache(bridge, tokens.to(cfg.device), lengths, set(layers_all[rows].tolist()))
+        values = last_position_values(arch, tokens, lengths, set(layers_all[rows].tolist()))
         for layer in sorted(set(layers_all[rows].tolist())):
             sel = layers_all[rows] == layer
-            head_part, total_part = _attribute_layer(bridge, cache, layer, rows[sel], row_b[sel], neurons_all, gated, settings)
+            head_part, total_part = _attribute_layer(arch, weights, values, layer, rows[sel], row_b[sel], neurons_all, settings)
             total_part["n_tokens"] = lengths[row_b[sel]].numpy() - 1  # BOS not counted
             head_parts.append(head_part)
             total_parts.append(total_part)
@@ -192,54 +184,96 @@ def attribute_exemplars(
     return AttributionResult(heads, totals, stats)
 
 
-def _attribute_layer(bridge, cache, layer: int, rows: np.ndarray, row_b: np.ndarray, neurons_all: np.ndarray, gated: bool, settings: AttributionSettings):
-    """Decompose the MLP input of ``layer`` for exemplar ``rows`` (at batch positions ``row_b``)."""
-    mlp = bridge.blocks[layer].mlp
-    neurons = np.unique(neurons_all[rows])
-    column = {n: j for j, n in enumerate(neurons)}
-    cols = torch.as_tensor([column[n] for n in neurons_all[rows]])
-    idx = torch.as_tensor(neurons)
-    projections = [mlp.W_gate[:, idx], mlp.W_in[:, idx]] if gated else [mlp.W_in[:, idx]]
-    with torch.no_grad():
-        stack, labels = cache.get_full_resid_decomposition(
-            layer=layer, mlp_input=True, apply_ln=True, expand_neurons=False, return_labels=True,
-            project_output_onto=torch.cat(projections, dim=1),
-        )  # [components, batch, 1, n_projections]
-    b = torch.as_tensor(row_b)
-    parts = stack[:, b, 0, :]  # [components, rows, n_projections]
-    contributions_in = parts[:, torch.arange(len(rows)), cols + (len(neurons) if gated else 0)].T  # [rows, components]
-    neuron_idx = torch.as_tensor(neurons_all[rows])
-    pre_in = cache[f"blocks.{layer}.mlp.hook_pre_linear" if gated else f"blocks.{layer}.mlp.hook_pre"][b, 0, neuron_idx]
-    # The neuron's own input bias is part of its pre-activation but not of the residual stream.
-    own_bias_in = _neuron_bias(mlp, "b_in", neuron_idx, len(rows))
-    act = cache[f"blocks.{layer}.mlp.hook_post"][b, 0, neuron_idx]
-    groups = _component_groups(labels)
-    heads_idx = groups["head"]
-    if gated:
-        contributions_gate = parts[:, torch.arange(len(rows)), cols].T
-        pre_gate = cache[f"blocks.{layer}.mlp.hook_pre"][b, 0, neuron_idx]
-        own_bias_gate = _neuron_bias(mlp, "b_gate", neuron_idx, len(rows))
-        f_gate, slope = activation_and_slope(bridge.cfg.act_fn, pre_gate)
-        scores = slope[:, None] * pre_in[:, None] * contributions_gate[:, heads_idx] + f_gate[:, None] * contributions_in[:, heads_idx]
-        checked = [(contributions_gate, pre_gate - own_bias_gate), (contributions_in, pre_in - own_bias_in)]
-    else:
-        contributions_gate = None
-        pre_gate = own_bias_gate = None
-        scores = contributions_in[:, heads_idx]
-        checked = [(contributions_in, pre_in - own_bias_in)]
+@dataclass
+class _Decomposition:
+    """One projection's decomposition for a set of rows: every part ``[rows]`` or ``[rows, heads]``."""
 
-    scores_np = scores.double().numpy()
+    heads: torch.Tensor  # [rows, candidate heads]
+    mlps: torch.Tensor
+    embed: torch.Tensor
+    bias: torch.Tensor  # the stream's biases (attention output, norms) and the neuron's own input bias
+    pre: torch.Tensor  # the pre-activation the model computed
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.heads.sum(dim=1) + self.mlps + self.embed + self.bias
+
+
+def _decompose(
+    arch: Architecture, weights: _Weights, values: dict, layer: int, b: torch.Tensor, neurons: torch.Tensor, path: str, pre_key: str
+) -> _Decomposition:
+    """Decompose the pre-activation read by projection ``path`` (columns ``neurons``, one per row) of layer ``layer``."""
+    spec = arch.layers[layer]
+    directions = weights.weight(path)[:, neurons].T  # [rows, d_model]: the neuron's input direction
+    bias = torch.zeros(len(b), dtype=torch.float64, device=directions.device)
+    own = weights.bias(path)
+    if own is not None:
+        bias = bias + own[neurons]
+    if spec.mlp_norm:
+        norm = spec.mlp_norm
+        if norm.bias is not None:
+            bias = bias + directions @ norm.bias.to(directions)
+        read = norm.through(directions, norm.inverse_scale(values[f"norm_in{layer}"][b], values[f"norm_out{layer}"][b]))
+    else:
+        read = directions  # OLMo 2: the MLP reads the raw stream
+    embed = (values["embed"][b] * read).sum(-1)
+    head_parts = []
+    for source in arch.heads_feeding(layer):
+        source_spec = arch.layers[source]
+        through = read
+        if source_spec.post_attn_norm:
+            post = source_spec.post_attn_norm
+            if post.bias is not None:
+                bias = bias + read @ post.bias.to(read)
+            through = post.through(read, post.inverse_scale(values[f"post_attn_in{source}"][b], values[f"post_attn_out{source}"][b]))
+        attn_bias = weights.bias(source_spec.attn_out)
+        if attn_bias is not None:
+            bias = bias + through @ attn_bias
+        read_z = through @ weights.weight(source_spec.attn_out).T  # [rows, n_heads * d_head]
+        value_bias = source_spec.value_bias.to(read_z)
+        bias = bias + read_z @ value_bias  # the same on every prompt (see Layer.value_bias)
+        per_unit = read_z * (values[f"z{source}"][b] - value_bias)
+        head_parts.append(per_unit.view(len(b), arch.n_heads, arch.d_head).sum(-1))
+    heads = torch.cat(head_parts, dim=1) if head_parts else torch.zeros(len(b), 0, dtype=torch.float64, device=read.device)
+    mlps = sum(((values[f"mlp{source}"][b] * read).sum(-1) for source in range(layer)), torch.zeros_like(embed))
+    return _Decomposition(heads, mlps, embed, bias, values[pre_key][b, neurons])
+
+
+def _attribute_layer(
+    arch: Architecture, weights: _Weights, values: dict, layer: int, rows: np.ndarray, row_b: np.ndarray, neurons_all: np.ndarray,
+    settings: AttributionSettings,
+):
+    """Decompose the MLP input of ``layer`` for exemplar ``rows`` (at batch positions ``row_b``)."""
+    spec = arch.layers[layer]
+    b = torch.as_tensor(row_b, device=arch.device)
+    neurons = torch.as_tensor(neurons_all[rows], device=arch.device)
+    up = _decompose(arch, weights, values, layer, b, neurons, spec.mlp_in, f"pre_in{layer}")
+    act = values[f"act{layer}"][b, neurons]
+    if spec.mlp_gate:
+        gate = _decompose(arch, weights, values, layer, b, neurons, spec.mlp_gate, f"pre_gate{layer}")
+        f_gate, slope = activation_and_slope(arch.act_fn, gate.pre)
+        scores = slope[:, None] * up.pre[:, None] * gate.heads + f_gate[:, None] * up.heads
+        checked = [gate, up]
+    else:
+        gate = None
+        scores = up.heads
+        checked = [up]
+
+    def numpy(t: torch.Tensor) -> np.ndarray:
+        return t.double().cpu().numpy()
+
+    scores_np = numpy(scores)
     threshold = active_threshold(scores_np, settings.active_sigma)
     active = scores_np > threshold[:, None]
-    n_heads = bridge.cfg.n_heads
-    n_cand = len(heads_idx)
+    n_cand = scores_np.shape[1]
+    head_layers = np.repeat(np.asarray(arch.heads_feeding(layer)), arch.n_heads)
     head_frame = pd.DataFrame(
         {
             "row": np.repeat(rows, n_cand),
-            "head_layer": np.tile(np.arange(n_cand) // n_heads, len(rows)).astype(np.int32),
-            "head": np.tile(np.arange(n_cand) % n_heads, len(rows)).astype(np.int32),
-            "gate_contribution": contributions_gate[:, heads_idx].double().numpy().ravel() if gated else np.full(len(rows) * n_cand, np.nan),
-            "in_contribution": contributions_in[:, heads_idx].double().numpy().ravel(),
+            "head_layer": np.tile(head_layers, len(rows)).astype(np.int32),
+            "head": np.tile(np.arange(n_cand) % arch.n_heads, len(rows)).astype(np.int32),
+            "gate_contribution": numpy(gate.heads).ravel() if gate else np.full(len(rows) * n_cand, np.nan),
+            "in_contribution": numpy(up.heads).ravel(),
             "score": scores_np.ravel(),
             "active": active.ravel(),
         }
@@ -247,34 +281,25 @@ def _attribute_layer(bridge, cache, layer: int, rows: np.ndarray, row_b: np.ndar
 
     abs_err = np.zeros(len(rows))
     rel_err = np.zeros(len(rows))
-    for contributions, pre in checked:
-        err = (contributions.double().sum(dim=1) - pre.double()).abs().numpy()
-        scale = contributions.double().abs().sum(dim=1).numpy()
+    for part in checked:
+        err = numpy((part.total - part.pre).abs())
+        scale = numpy(part.heads.abs().sum(1) + part.mlps.abs() + part.embed.abs() + part.bias.abs())
         abs_err = np.maximum(abs_err, err)
         rel_err = np.maximum(rel_err, err / np.maximum(scale, 1e-12))
 
-    def group_sum(contributions, kind, own_bias):
-        if contributions is None:
-            return np.full(len(rows), np.nan)
-        total = contributions[:, groups[kind]].double().sum(dim=1)
-        return (total + own_bias.double() if kind == "bias" else total).numpy()
+    def column(part: _Decomposition | None, value: Callable[[_Decomposition], torch.Tensor]) -> np.ndarray:
+        return numpy(value(part)) if part is not None else np.full(len(rows), np.nan)
 
+    groups = {
+        "pre": lambda d: d.pre, "sum": lambda d: d.total, "heads": lambda d: d.heads.sum(1),
+        "mlps": lambda d: d.mlps, "embed": lambda d: d.embed, "bias": lambda d: d.bias,
+    }
     total_frame = pd.DataFrame(
         {
             "row": rows,
-            "pre_gate": pre_gate.double().numpy() if gated else np.full(len(rows), np.nan),
-            "pre_in": pre_in.double().numpy(),
-            "act": act.double().numpy(),
-            "sum_gate": (contributions_gate.double().sum(dim=1) + own_bias_gate.double()).numpy() if gated else np.full(len(rows), np.nan),
-            "sum_in": (contributions_in.double().sum(dim=1) + own_bias_in.double()).numpy(),
-            **{
-                f"{kind}s_gate" if kind in ("head", "mlp") else f"{kind}_gate": group_sum(contributions_gate, kind, own_bias_gate)
-                for kind in ("head", "mlp", "embed", "bias")
-            },
-            **{
-                f"{kind}s_in" if kind in ("head", "mlp") else f"{kind}_in": group_sum(contributions_in, kind, own_bias_in)
-                for kind in ("head", "mlp", "embed", "bias")
-            },
+            **{f"{name}_gate": column(gate, value) for name, value in groups.items()},
+            **{f"{name}_in": column(up, value) for name, value in groups.items()},
+            "act": numpy(act),
             "identity_abs_error": abs_err,
             "identity_rel_error": rel_err,
             "active_threshold": threshold,
@@ -283,11 +308,6 @@ def _attribute_layer(bridge, cache, layer: int, rows: np.ndarray, row_b: np.ndar
         }
     )
     return head_frame, total_frame
-
-
-def _neuron_bias(mlp, name: str, neurons: torch.Tensor, n_rows: int) -> torch.Tensor:
-    bias = getattr(mlp, name, None)
-    return bias.detach()[neurons] if isinstance(bias, torch.Tensor) else torch.zeros(n_rows)
 
 
 def _assemble(parts: list[pd.DataFrame], keys: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

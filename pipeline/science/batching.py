@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from lookups.pipeline.inputs.architecture import StopForward
+
 
 def pack_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
     """Group row indices, sorted by length so padding is small, into batches of at most ``batch_tokens``
@@ -34,10 +36,6 @@ def pad_right(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, to
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
     return out, lengths
-
-
-class StopForward(Exception):
-    """Raised by the last needed hook: nothing after it is computed (later blocks, the unembedding)."""
 
 
 def capture_last_positions(bridge, tokens: torch.Tensor, lengths: torch.Tensor, names, stop_after: str, pick=None) -> dict[str, torch.Tensor]:

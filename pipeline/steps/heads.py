@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lookups.pipeline.config import AblationSettings, AttributionSettings, ExemplarSettings, HeadScoreSettings, result_settings
-from lookups.pipeline.inputs import models
+from lookups.pipeline.inputs import architecture, models
 from lookups.pipeline.science import ablation, attribution, exemplars, head_scores
 from lookups.pipeline.steps.base import (
     AblationsHandle,
@@ -57,8 +57,8 @@ def run_attributions(
 
     def compute() -> Computed:
         prompts = store.read("exemplar_prompts", **keys)
-        bridge = models.load_bridge(model.local_dir, model.device)
-        result = attribution.attribute_exemplars(bridge, prompts, model.facts["bos_token_id"], settings, progress)
+        arch = architecture.load_architecture(model.local_dir, model.device)
+        result = attribution.attribute_exemplars(arch, prompts, model.facts["bos_token_id"], settings, progress)
         return Computed([("head_attributions", keys, result.heads), ("exemplar_decompositions", keys, result.totals)], result.stats)
 
     def handle(data_version: str, stats: dict) -> AttributionsHandle:
@@ -99,10 +99,7 @@ def run_ablations(
         frame = pd.DataFrame(columns=ablation.ABLATION_COLUMNS)
         if len(rows):
             bridge = models.load_bridge(model.local_dir, model.device)
-            hf_model = models.load_activation_model(model.local_dir, model.device)
-            ablator = ablation.HeadAblator(
-                hf_model, models.attention_output_paths(bridge), models.mlp_output_paths(bridge), bridge.cfg.n_heads, bridge.cfg.d_head
-            )
+            ablator = ablation.HeadAblator(architecture.load_architecture(model.local_dir, model.device))
             pad_id = models.pad_token_id(bridge.tokenizer, model.facts["bos_token_id"])
             frame = ablation.ablate_pairs(ablator, rows, model.facts["bos_token_id"], pad_id, settings.batch_tokens, progress)
         tests = ablation.ks_summary(frame)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lookups.pipeline.inputs import models
+from lookups.pipeline.inputs import architecture, models
 from lookups.pipeline.science import ablation
 
 
@@ -24,8 +24,7 @@ def test_ks_summary_separates_active_from_inactive_drops():
 
 def test_batched_ablation_equals_zeroing_z_in_transformer_lens(planted_circuit):
     bridge = models.load_bridge(planted_circuit.model_dir)
-    hf = models.load_activation_model(planted_circuit.model_dir)
-    ablator = ablation.HeadAblator(hf, models.attention_output_paths(bridge), models.mlp_output_paths(bridge), bridge.cfg.n_heads, bridge.cfg.d_head)
+    ablator = ablation.HeadAblator(architecture.load_architecture(planted_circuit.model_dir))
     tok = bridge.tokenizer
     texts = ["people wizard walked near town", "old spell street", "river wizard quiet", "green spell"]
     token_id = tok.convert_tokens_to_ids("Ġmagic")

@@ -8,7 +8,7 @@ import torch
 from direct_path import direct_effect_of_head
 
 from lookups.pipeline.config import AttributionSettings
-from lookups.pipeline.inputs import models
+from lookups.pipeline.inputs import architecture, models
 from lookups.pipeline.science import attribution
 
 
@@ -23,16 +23,17 @@ def test_active_threshold_is_mean_plus_sigma_sample_std():
 def test_slope_of_silu_and_gelu_matches_finite_differences():
     x = torch.linspace(-4, 4, 33, dtype=torch.float64)
     for name, fn in [("silu", torch.nn.functional.silu), ("gelu_new", lambda t: torch.nn.functional.gelu(t, approximate="tanh"))]:
-        value, slope = attribution.activation_and_slope(name, x)
+        value, slope = architecture.activation_and_slope(name, x)
         torch.testing.assert_close(value, fn(x))
         torch.testing.assert_close(slope, (fn(x + 1e-6) - fn(x - 1e-6)) / 2e-6, atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match="add it"):
-        attribution.activation_and_slope("softplus", x)
+        architecture.activation_and_slope("softplus", x)
 
 
 @pytest.fixture(scope="module")
 def planted_model(planted_circuit):
     bridge = models.load_bridge(planted_circuit.model_dir)
+    arch = architecture.load_architecture(planted_circuit.model_dir)
     texts = ["people wizard walked near town", "old spell street", "river wizard", "quiet light games school wizard friends", "green spell"]
     ids = [bridge.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     rows = pd.DataFrame(
@@ -46,12 +47,12 @@ def planted_model(planted_circuit):
     )
     # A second neuron of another layer on the same prompts: several layers per batch.
     rows = pd.concat([rows, rows.assign(layer=1, neuron=5)], ignore_index=True)
-    return bridge, rows
+    return bridge, arch, rows
 
 
 def test_decomposition_sums_to_the_pre_activation(planted_model, planted_circuit):
-    bridge, rows = planted_model
-    result = attribution.attribute_exemplars(bridge, rows, 0, AttributionSettings())
+    bridge, arch, rows = planted_model
+    result = attribution.attribute_exemplars(arch, rows, 0, AttributionSettings())
     assert len(result.totals) == len(rows)
     assert result.totals["identity_rel_error"].max() < 1e-5
     np.testing.assert_allclose(result.totals["sum_in"], result.totals["pre_in"], atol=1e-4)
@@ -70,8 +71,8 @@ def test_decomposition_sums_to_the_pre_activation(planted_model, planted_circuit
 def test_attribution_equals_the_direct_path_intervention(planted_model, planted_circuit):
     """Zeroing only the head's output at the last position, with every other path and the LN scale frozen,
     changes the pre-activation by exactly the head's attribution."""
-    bridge, rows = planted_model
-    result = attribution.attribute_exemplars(bridge, rows, 0, AttributionSettings())
+    bridge, arch, rows = planted_model
+    result = attribution.attribute_exemplars(arch, rows, 0, AttributionSettings())
     heads = result.heads.set_index(["layer", "doc_id", "head_layer", "head"])
     for i in (0, 1, 3):
         row = rows.iloc[i]
@@ -83,9 +84,9 @@ def test_attribution_equals_the_direct_path_intervention(planted_model, planted_
 
 
 def test_batched_equals_one_prompt_at_a_time(planted_model):
-    bridge, rows = planted_model
-    batched = attribution.attribute_exemplars(bridge, rows, 0, AttributionSettings())
-    single = attribution.attribute_exemplars(bridge, rows, 0, AttributionSettings(batch_tokens=1))
+    bridge, arch, rows = planted_model
+    batched = attribution.attribute_exemplars(arch, rows, 0, AttributionSettings())
+    single = attribution.attribute_exemplars(arch, rows, 0, AttributionSettings(batch_tokens=1))
     assert single.stats["forward_batches"] == single.stats["prompts"] > batched.stats["forward_batches"]
     pd.testing.assert_frame_equal(batched.heads.drop(columns="score"), single.heads.drop(columns="score"), atol=1e-5, check_exact=False)
     np.testing.assert_allclose(batched.heads["score"], single.heads["score"], atol=1e-5)

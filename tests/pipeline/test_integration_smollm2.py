@@ -7,7 +7,7 @@ import torch
 from direct_path import direct_effect_of_head
 
 from lookups.pipeline.config import DEFAULT_DENY_TOKENS, EMBEDDED_MODEL, AttributionSettings, ExemplarSettings, PromptSetSettings
-from lookups.pipeline.inputs import corpora, models
+from lookups.pipeline.inputs import architecture, corpora, models
 from lookups.pipeline.science import attribution, catalog, exemplars, harvest
 
 pytestmark = pytest.mark.slow
@@ -33,6 +33,11 @@ def source():
 @pytest.fixture(scope="module")
 def bridge(source):
     return models.load_bridge(source.local_dir)
+
+
+@pytest.fixture(scope="module")
+def arch(source):
+    return architecture.load_architecture(source.local_dir)
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +80,9 @@ def test_reader_matches_the_bridge_hook_post(source, bridge):
     assert torch.isnan(early[..., 1:]).all()
 
 
-def test_exemplar_activations_match_plain_transformers(bridge, hf_model):
+def test_exemplar_activations_match_plain_transformers(bridge, arch, hf_model):
     """Stored activations recomputed with a forward hook on the Hugging Face MLP (no TransformerLens)."""
-    frame = catalog.build_catalog(bridge, 2, 2, 2, DEFAULT_DENY_TOKENS)
+    frame = catalog.build_catalog(arch, bridge.tokenizer, 2, 2, 2, DEFAULT_DENY_TOKENS)
     selected = frame[frame["selected"]]
     sources = pd.DataFrame({"source_id": [f"t{i}" for i in range(len(TEXTS))], "title": "", "text": TEXTS})
     prompt_set = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=None, heldout_fraction=0.3))
@@ -118,7 +123,7 @@ def test_a_local_checkpoint_folder_is_a_model_too(source):
     assert local.model_id.endswith("@" + source.fingerprint[:12])
 
 
-def test_gated_attribution_identity_direct_path_and_score_formula(bridge, hf_model):
+def test_gated_attribution_identity_direct_path_and_score_formula(bridge, arch, hf_model):
     """SwiGLU: gate and up decompositions each sum to their pre-activation; zeroing a head's output at the
     last position with every other path and the LN scale frozen changes the gate and up pre-activations by
     exactly its two contributions; the score is f'(g)·u·gate + f(g)·up at the operating point."""
@@ -126,7 +131,7 @@ def test_gated_attribution_identity_direct_path_and_score_formula(bridge, hf_mod
     prompts = ["The capital of France is the city of", "She opened the letter and read it twice, then handed it to her"]
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     rows = pd.DataFrame({"layer": [27, 29], "neuron": [100, 700], "doc_id": ["a", "b"], "split": "explain", "prompt_token_ids": ids})
-    result = attribution.attribute_exemplars(bridge, rows, 1, AttributionSettings())
+    result = attribution.attribute_exemplars(arch, rows, 1, AttributionSettings())
     totals = result.totals.set_index("doc_id")
     assert (totals["identity_rel_error"] < 1e-5).all()
     np.testing.assert_allclose(totals["sum_gate"], totals["pre_gate"], atol=1e-4)

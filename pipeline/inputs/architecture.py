@@ -1,0 +1,417 @@
+"""One description of a model's residual stream, read by every step that decomposes it or intervenes on it
+(attribution, ablation, exemplar reading, the catalog): see docs/method.md, "Every model family".
+
+For the MLP of layer L it says which components add up to the stream the MLP reads, and through which norm:
+
+- serial blocks (GPT-2, Llama, Gemma, OPT, OLMo): the embedding, every head of layers 0..L and every MLP of
+  layers < L, through the MLP's own norm (``ln2``);
+- parallel blocks (GPT-NeoX with ``use_parallel_residual``, every Pythia model; GPT-J; Phi): attention and
+  MLP read the same block input, so only heads of layers < L feed layer L's MLP, through the norm the MLP
+  uses (GPT-J and Phi share one norm between attention and MLP);
+- post-norms (Gemma 2 and 3: after attention and after the MLP; OLMo 2: post-norms only, the MLP reads the
+  raw stream): each component passes the post-norm with its frozen scale before it joins the stream.
+
+Everything is read from a plain Hugging Face model with forward hooks, by module paths taken from the
+TransformerLens bridge's component mapping. The description is *verified*, not assumed: one probe forward
+pass fits every norm (centred or not, gain ``w`` or ``1 + w``, bias) to the module's actual input and output,
+checks that the named components sum to each MLP's input and that the activation function reproduces the
+MLP's activation. A model that fails any of it, or whose family is not among those tested, is refused here
+with a message, before any step computes a number.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from lookups.pipeline.inputs import models
+from lookups.pipeline.inputs.models import ModelError
+
+#: Hugging Face ``model_type``s whose every step is tested exact on a tiny random checkpoint (tests/tiny_models.py).
+SUPPORTED_FAMILIES = {
+    "gpt2": "GPT-2", "gpt_neox": "GPT-NeoX / Pythia (parallel or serial)", "gptj": "GPT-J", "llama": "Llama, SmolLM2",
+    "mistral": "Mistral", "qwen2": "Qwen2 / Qwen2.5", "qwen3": "Qwen3", "gemma": "Gemma", "gemma2": "Gemma 2",
+    "gemma3_text": "Gemma 3 (text)", "phi": "Phi-1/1.5/2", "opt": "OPT (pre-LayerNorm)", "olmo": "OLMo", "olmo2": "OLMo 2",
+}
+PROBE_TOLERANCE = 1e-4  # relative; fp32 rounding is ~1e-6
+
+
+def activation_and_slope(act_fn: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(x) and f'(x) for the MLP's activation function (by TransformerLens ``cfg.act_fn`` name)."""
+    fns = {
+        "silu": torch.nn.functional.silu,
+        "swish": torch.nn.functional.silu,
+        "gelu": torch.nn.functional.gelu,
+        "gelu_new": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+        "gelu_fast": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+        "gelu_pytorch_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+        "relu": torch.relu,
+    }
+    if act_fn not in fns:
+        raise ValueError(f"No slope for activation '{act_fn}': add it to architecture.activation_and_slope.")
+    with torch.enable_grad():
+        leaf = x.detach().double().requires_grad_(True)
+        y = fns[act_fn](leaf)
+        (slope,) = torch.autograd.grad(y.sum(), leaf)
+    return y.detach().to(x.dtype), slope.to(x.dtype)
+
+
+class UnsupportedModel(ModelError):
+    """The model's MLP inputs cannot be decomposed exactly by this description."""
+
+
+def _refuse(model_type: str, why: str) -> UnsupportedModel:
+    families = ", ".join(SUPPORTED_FAMILIES.values())
+    return UnsupportedModel(f"Model family '{model_type}' is not supported: {why}. Supported families: {families}.")
+
+
+def weight_in_out(module: torch.nn.Module) -> torch.Tensor:
+    """A projection's weight as ``[in, out]`` (``nn.Linear`` stores ``[out, in]``, GPT-2's ``Conv1D`` ``[in, out]``)."""
+    return module.weight.detach() if type(module).__name__ == "Conv1D" else module.weight.detach().T
+
+
+@dataclass(frozen=True)
+class Norm:
+    """``y = gain ⊙ (x - centered·mean(x)) / s + bias`` with ``s`` per position (read from the model's own input
+    and output, so epsilon conventions never matter)."""
+
+    path: str
+    centered: bool  # LayerNorm; RMSNorm is not centred
+    gain: torch.Tensor  # [d_model]: w, 1 + w (Gemma) or ones (OLMo's LayerNorm has no weight)
+    bias: torch.Tensor | None  # [d_model]
+
+    @property
+    def kind(self) -> str:
+        return "LayerNorm" if self.centered else "RMSNorm"
+
+    def inverse_scale(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``1/s`` per row from the norm's input ``x`` and output ``y`` (``[..., d_model]``), least squares."""
+        u, t = self._parts(x, y)
+        return (u * t).sum(-1) / (u * u).sum(-1).clamp_min(1e-30)
+
+    def fit_error(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        u, t = self._parts(x, y)
+        k = self.inverse_scale(x, y)[..., None]
+        return float(((t - k * u).norm(dim=-1) / t.norm(dim=-1).clamp_min(1e-30)).max())
+
+    def _parts(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = x.double(), y.double()
+        u = self.gain.double() * (x - x.mean(-1, keepdim=True) if self.centered else x)
+        return u, y - (self.bias.double() if self.bias is not None else 0.0)
+
+    def through(self, directions: torch.Tensor, inverse_scale: torch.Tensor) -> torch.Tensor:
+        """Directions ``[rows, ..., d_model]`` read after the norm -> the directions a component must be
+        projected on before it: ``center(gain ⊙ d) / s`` (``inverse_scale`` ``[rows]``)."""
+        out = directions * self.gain.to(directions)
+        if self.centered:
+            out = out - out.mean(-1, keepdim=True)
+        return out * inverse_scale.to(directions).reshape(-1, *([1] * (directions.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class Layer:
+    attn_out: str  # the attention output projection: its input is every head's z, concatenated
+    mlp_in: str  # the MLP's input projection (up_proj, c_fc, fc1): its output is the (linear) pre-activation
+    mlp_gate: str | None  # gated MLPs: the gate projection
+    mlp_out: str  # the output projection: its input is the activation
+    mlp_norm: Norm | None  # what the MLP reads the stream through (None: the raw stream, OLMo 2)
+    post_attn_norm: Norm | None
+    post_mlp_norm: Norm | None
+    # [n_heads * d_head]: what each head's z is when its values carry only their bias. Attention weights sum
+    # to 1, so this part is the same on every prompt: it is a bias, not a look-up (TransformerLens folds it
+    # into the output bias the same way), and zero-ablating a head leaves it.
+    value_bias: torch.Tensor = field(repr=False, compare=False, default=None)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    model_type: str
+    parallel: bool
+    first_block: str  # its input is the embedding (token, position, any scale)
+    layers: tuple[Layer, ...]
+    final_norm: Norm
+    n_heads: int
+    d_head: int
+    gated: bool
+    act_fn: str
+    final_logit_softcap: float | None
+    model: torch.nn.Module = field(repr=False, compare=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def heads_feeding(self, layer: int) -> range:
+        """The attention layers whose heads write into layer ``layer``'s MLP input."""
+        return range(layer) if self.parallel else range(layer + 1)
+
+    def module(self, path: str) -> torch.nn.Module:
+        return self.model.get_submodule(path)
+
+    def weight(self, path: str) -> torch.Tensor:
+        """A projection's weight as ``[in, out]`` whatever the module."""
+        return weight_in_out(self.module(path))
+
+    def bias(self, path: str) -> torch.Tensor | None:
+        bias = getattr(self.module(path), "bias", None)
+        return bias.detach() if isinstance(bias, torch.Tensor) else None
+
+    def logits(self, final_hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits from the final (normed) hidden state, with the model's soft-capping."""
+        logits = self.model.get_output_embeddings()(final_hidden).float()
+        if self.final_logit_softcap:
+            logits = torch.tanh(logits / self.final_logit_softcap) * self.final_logit_softcap
+        return logits
+
+    def congruence_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W_out [n_layers, d_mlp, d_model], W_U [d_model, d_vocab])`` whose product is each neuron's direct
+        effect on the logits, up to a positive factor per (layer, position) and a constant per (neuron,
+        position) that no softmax sees: a post-MLP norm's gain is applied to ``W_out`` (its scale is common to
+        a layer's neurons), the final norm's gain to ``W_U``, rows of ``W_out`` are centred where the final norm
+        is a LayerNorm (it removes the mean anyway), and ``W_U`` is centred over the vocabulary. Soft-capping
+        is monotonic, so it changes no neuron's token ranking."""
+        w_out = []
+        for layer in self.layers:
+            w = self.weight(layer.mlp_out).float()  # [d_mlp, d_model]
+            post = layer.post_mlp_norm
+            if post:
+                w = (w - w.mean(-1, keepdim=True) if post.centered else w) * post.gain.to(w)
+            if self.final_norm.centered:
+                w = w - w.mean(-1, keepdim=True)
+            w_out.append(w)
+        w_u = self.model.get_output_embeddings().weight.detach().float().T * self.final_norm.gain.to(w_out[0])[:, None]
+        return torch.stack(w_out), w_u - w_u.mean(-1, keepdim=True)
+
+    def summary(self) -> str:
+        first = self.layers[0]
+        norm = first.mlp_norm.kind if first.mlp_norm else "no norm"
+        parts = ["parallel attention and MLP" if self.parallel else "serial blocks", f"MLP reads through {norm}"]
+        if first.post_attn_norm or first.post_mlp_norm:
+            parts.append("post-norms")
+        parts.append(f"{'gated' if self.gated else 'ungated'} {self.act_fn} MLP")
+        if self.final_logit_softcap:
+            parts.append(f"logits soft-capped at {self.final_logit_softcap:g}")
+        return f"{SUPPORTED_FAMILIES.get(self.model_type, self.model_type)}: " + ", ".join(parts)
+
+
+class StopForward(Exception):
+    """Raised by the last needed hook: nothing after it is computed."""
+
+
+def batch_positions(value: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``value`` as ``[batch, pos, ...]`` for tokens of ``shape``: OPT flattens (batch, pos) around its MLP."""
+    return value.view(*shape, -1) if value.dim() == 2 and value.shape[0] == shape[0] * shape[1] else value
+
+
+def capture(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    wanted: dict[str, tuple[str, str]],
+    stop_after: str | None = None,
+    pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Run ``tokens`` ``[batch, pos]`` through the Hugging Face model's base (no unembedding) and keep, for each
+    ``key: (module path, 'input' | 'output')``, ``pick(value)`` (default: the whole ``[batch, pos, ...]``). The
+    forward stops once the key ``stop_after`` has been captured."""
+    pick = pick or (lambda value: value)
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def keep(key: str, value: torch.Tensor) -> None:
+        captured[key] = pick(batch_positions(value.detach(), tokens.shape)).clone()
+        if key == stop_after:
+            raise StopForward
+
+    for key, (path, side) in wanted.items():
+        module = model.get_submodule(path)
+        if side == "input":
+            def pre_hook(module, args, kwargs, key=key):
+                keep(key, args[0] if args else kwargs["hidden_states"])
+
+            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        else:
+            def hook(module, args, output, key=key):
+                keep(key, output[0] if isinstance(output, tuple) else output)
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.base_model(tokens.to(next(model.parameters()).device), use_cache=False)
+    except StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def _join(*names: str | None) -> str:
+    return ".".join(n for n in names if n)
+
+
+def _component(block, name: str):
+    module = block._modules.get(name)
+    return module if module is not None and getattr(module, "name", None) else None
+
+
+def _norm_candidates(path: str, module: torch.nn.Module) -> Iterable[Norm]:
+    weight = getattr(module, "weight", None)
+    bias = getattr(module, "bias", None)
+    bias = bias.detach() if isinstance(bias, torch.Tensor) else None
+    if isinstance(weight, torch.Tensor):
+        gains = [weight.detach(), 1.0 + weight.detach()]
+    else:
+        d = int(getattr(module, "normalized_shape", [0])[0]) if getattr(module, "normalized_shape", None) else None
+        gains = [torch.ones(d)] if d else []
+    for centered in (True, False):
+        for gain in gains:
+            yield Norm(path, centered, gain, bias)
+
+
+def _fit_norm(model_type: str, path: str, module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Norm:
+    """The norm model that reproduces the module's output from its input on the probe."""
+    if x.shape[-1] != y.shape[-1]:
+        raise _refuse(model_type, f"the norm {path} changes the width of the stream")
+    best = min(_norm_candidates(path, module), key=lambda n: n.fit_error(x, y), default=None)
+    if best is None or best.fit_error(x, y) > PROBE_TOLERANCE:
+        raise _refuse(model_type, f"the norm {path} ({type(module).__name__}) is neither a LayerNorm nor an RMSNorm")
+    return best
+
+
+def _value_biases(
+    model: torch.nn.Module, probe: torch.Tensor, attention: list[tuple[str, torch.Tensor | None]], attn_out_paths: list[str]
+) -> list[torch.Tensor]:
+    """Each layer's z when its attention reads only its norm's bias (the normalized stream set to zero): every
+    value is then the same vector, so every head's z is that vector, its value bias (``b_V`` plus the norm's bias
+    through ``W_V``), whatever the layout (fused, grouped-query, interleaved). ``attention``: per layer, the
+    attention module's path and the bias of the norm before it. Read from the model, not from its weights."""
+    handles = []
+
+    def constant_input(norm_bias):
+        def hook(module, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            value = torch.zeros_like(x) if norm_bias is None else norm_bias.to(x).expand_as(x).clone()
+            if args:
+                return (value,) + tuple(args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": value}
+
+        return hook
+
+    for path, norm_bias in attention:
+        handles.append(model.get_submodule(path).register_forward_pre_hook(constant_input(norm_bias), with_kwargs=True))
+    try:
+        got = capture(model, probe, {f"z{i}": (path, "input") for i, path in enumerate(attn_out_paths)})
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [got[f"z{i}"][0, 0].clone() for i in range(len(attn_out_paths))]
+
+
+def describe(bridge, model: torch.nn.Module) -> Architecture:
+    """Build the description from the bridge's component mapping and verify it on one probe forward pass of
+    the plain Hugging Face ``model``. Raises ``UnsupportedModel`` with what is supported otherwise."""
+    config = model.config
+    model_type = str(getattr(config, "model_type", type(model).__name__))
+    if model_type not in SUPPORTED_FAMILIES:
+        raise _refuse(model_type, "its blocks have not been tested for an exact decomposition of the MLP input")
+    if model_type == "opt" and not getattr(config, "do_layer_norm_before", True):
+        raise _refuse(model_type, "post-LayerNorm OPT (opt-350m) normalizes the stream itself after every block, so no component adds to it linearly")
+    cfg = bridge.cfg
+    parallel = bool(getattr(cfg, "parallel_attn_mlp", False))
+    n_heads, d_head = int(cfg.n_heads), int(cfg.d_head)
+    attn_paths = models.attention_output_paths(bridge)
+    in_paths, out_paths = models.mlp_input_paths(bridge), models.mlp_output_paths(bridge)
+    gate_paths = models.mlp_gate_paths(bridge)
+    raw = []
+    for i, block in enumerate(bridge.blocks):
+        ln1, ln2 = _component(block, "ln1"), _component(block, "ln2")
+        mlp_norm = ln2 or (ln1 if parallel else None)
+        if mlp_norm is None and not (_component(block, "ln1_post") or _component(block, "ln2_post")):
+            raise _refuse(model_type, f"layer {i} has no norm before its MLP and no post-norms")
+        raw.append(
+            {
+                "attn_out": attn_paths[i], "mlp_in": in_paths[i], "mlp_gate": gate_paths[i], "mlp_out": out_paths[i],
+                "mlp_norm": _join(block.name, mlp_norm.name) if mlp_norm else None,
+                "post_attn_norm": _join(block.name, _component(block, "ln1_post").name) if _component(block, "ln1_post") else None,
+                "post_mlp_norm": _join(block.name, _component(block, "ln2_post").name) if _component(block, "ln2_post") else None,
+            }
+        )
+    final_path = bridge.ln_final.name
+    first_block = bridge.blocks[0].name
+    for path in [first_block, final_path] + [p for layer in raw for p in layer.values() if p]:
+        try:
+            model.get_submodule(path)
+        except AttributeError:
+            raise _refuse(model_type, f"the module {path} named by TransformerLens is not in the Hugging Face model") from None
+    if weight_in_out(model.get_submodule(attn_paths[0])).shape[0] != n_heads * d_head:
+        raise _refuse(model_type, "the attention output projection does not read n_heads x d_head concatenated head outputs")
+
+    # The probe: every position of one short prompt, every hook the description names.
+    wanted = {"embed": (first_block, "input"), "final_in": (final_path, "input"), "final_out": (final_path, "output")}
+    for i, layer in enumerate(raw):
+        wanted[f"attn{i}"] = (layer["attn_out"], "output")
+        wanted[f"pre_in{i}"] = (layer["mlp_in"], "output")
+        wanted[f"mlp_read{i}"] = (layer["mlp_in"], "input")
+        wanted[f"act{i}"] = (layer["mlp_out"], "input")
+        wanted[f"mlp{i}"] = (layer["mlp_out"], "output")
+        if layer["mlp_gate"]:
+            wanted[f"pre_gate{i}"] = (layer["mlp_gate"], "output")
+        for kind in ("mlp_norm", "post_attn_norm", "post_mlp_norm"):
+            if layer[kind]:
+                wanted[f"{kind}_in{i}"] = (layer[kind], "input")
+                wanted[f"{kind}_out{i}"] = (layer[kind], "output")
+    vocab = int(config.vocab_size)
+    probe = (torch.arange(1, 25) * 7919 % max(vocab - 1, 1) + 1).clamp_max(vocab - 1)[None]
+    got = capture(model, probe, wanted)
+    attention = []
+    for block in bridge.blocks:
+        ln1 = _component(block, "ln1")
+        norm_bias = getattr(model.get_submodule(_join(block.name, ln1.name)), "bias", None) if ln1 else None
+        attention.append((_join(block.name, block.attn.name), norm_bias.detach() if isinstance(norm_bias, torch.Tensor) else None))
+    value_bias = _value_biases(model, probe, attention, attn_paths)
+
+    def norm(kind: str, i: int) -> Norm | None:
+        path = raw[i][kind]
+        return _fit_norm(model_type, path, model.get_submodule(path), got[f"{kind}_in{i}"], got[f"{kind}_out{i}"]) if path else None
+
+    layers = tuple(
+        Layer(
+            raw[i]["attn_out"], raw[i]["mlp_in"], raw[i]["mlp_gate"], raw[i]["mlp_out"],
+            norm("mlp_norm", i), norm("post_attn_norm", i), norm("post_mlp_norm", i), value_bias[i],
+        )
+        for i in range(len(raw))
+    )
+    final_norm = _fit_norm(model_type, final_path, model.get_submodule(final_path), got["final_in"], got["final_out"])
+    arch = Architecture(
+        model_type=model_type, parallel=parallel, first_block=first_block, layers=layers, final_norm=final_norm, n_heads=n_heads,
+        d_head=d_head, gated=bool(getattr(cfg, "gated_mlp", False)), act_fn=str(cfg.act_fn),
+        final_logit_softcap=getattr(config, "final_logit_softcapping", None) or None, model=model,
+    )
+
+    # The stream each MLP reads is the sum of the components the description names.
+    added_attn = [got[f"post_attn_norm_out{i}"] if layer.post_attn_norm else got[f"attn{i}"] for i, layer in enumerate(layers)]
+    added_mlp = [got[f"post_mlp_norm_out{i}"] if layer.post_mlp_norm else got[f"mlp{i}"] for i, layer in enumerate(layers)]
+    for i, layer in enumerate(layers):
+        stream = got[f"mlp_norm_in{i}"] if layer.mlp_norm else got[f"mlp_read{i}"]
+        total = got["embed"].double() + sum(added_attn[j].double() for j in arch.heads_feeding(i)) + sum(m.double() for m in added_mlp[:i])
+        error = float((total - stream.double()).norm() / stream.double().norm().clamp_min(1e-30))
+        if error > PROBE_TOLERANCE:
+            raise _refuse(model_type, f"layer {i}'s MLP input is not the sum of the embedding, attention and MLP outputs (relative error {error:.2g})")
+        if layer.mlp_norm and float((got[f"mlp_norm_out{i}"] - got[f"mlp_read{i}"]).abs().max()) > 0:
+            raise _refuse(model_type, f"layer {i}'s MLP does not read its norm's output directly")
+        pre = got[f"pre_gate{i}"] if arch.gated else got[f"pre_in{i}"]
+        f_pre, _ = activation_and_slope(arch.act_fn, pre.double())
+        act = f_pre * got[f"pre_in{i}"].double() if arch.gated else f_pre
+        error = float((act - got[f"act{i}"].double()).norm() / got[f"act{i}"].double().norm().clamp_min(1e-30))
+        if error > PROBE_TOLERANCE:
+            raise _refuse(model_type, f"layer {i}'s MLP activation is not {arch.act_fn}{'(gate) * up' if arch.gated else ''} (relative error {error:.2g})")
+    return arch
+
+
+@functools.lru_cache(maxsize=2)
+def load_architecture(local_dir: str, device: str = "cpu") -> Architecture:
+    """The verified description of the checkpoint in ``local_dir``, over its plain Hugging Face model."""
+    return describe(models.load_bridge(local_dir, device), models.load_activation_model(local_dir, device))

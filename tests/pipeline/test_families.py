@@ -1,0 +1,170 @@
+"""Every supported model family, on a tiny random checkpoint built offline (tests/tiny_models.py): the
+architecture description is verified, and each step that reads the residual stream is exact on it, checked
+against a computation that does not use the description's arithmetic:
+
+- attribution: the identity (components sum to the pre-activation), the direct-path intervention on the
+  plain Hugging Face model, batched == one prompt at a time;
+- ablation: the batched Hugging Face path == TransformerLens zeroing the head's ``z``;
+- catalog: each neuron's top tokens == its output weight pushed through the model's own post-MLP norm,
+  final norm and unembedding;
+- exemplar reading: ``NeuronReader`` == the bridge's ``hook_post``; the atlas's attention read is a
+  distribution over the prompt.
+
+And families the steps cannot decompose are refused in one line.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tiny_models
+import torch
+from direct_path import direct_effect_hf
+
+from lookups.pipeline.config import AttributionSettings
+from lookups.pipeline.inputs import architecture, models
+from lookups.pipeline.science import ablation, attention, attribution, catalog, harvest
+
+FAMILIES = list(tiny_models.FAMILIES)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request, tiny_root):
+    folder = str(tiny_models.build_tiny(request.param, tiny_root / request.param))
+    return request.param, folder, architecture.load_architecture(folder)
+
+
+def _prompts(vocab: int, n: int, seed: int = 0) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, vocab, size=int(rng.integers(5, 14))).tolist() for _ in range(n)]
+
+
+def _last(value: torch.Tensor) -> torch.Tensor:
+    """The last position of a one-prompt batch (OPT flattens batch and position around its MLP)."""
+    return value.reshape(-1, value.shape[-1])[-1]
+
+
+def _exemplars(arch) -> pd.DataFrame:
+    prompts = _prompts(arch.model.config.vocab_size, 4)
+    rows = [
+        {"layer": layer, "neuron": neuron, "doc_id": f"d{i}", "split": "explain", "prompt_token_ids": ids}
+        for layer in range(len(arch.layers)) for neuron in (3, 41) for i, ids in enumerate(prompts)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_identity_and_batched_equals_one_at_a_time(family):
+    name, _, arch = family
+    rows = _exemplars(arch)
+    batched = attribution.attribute_exemplars(arch, rows, 0, AttributionSettings())
+    totals = batched.totals
+    assert len(totals) == len(rows) and totals["identity_rel_error"].max() < 1e-5, name
+    assert totals["pre_in"].abs().mean() > 0.1 and totals["heads_in"].abs().mean() > 0.01  # not a trivial model
+    per_layer = batched.heads.groupby("layer")["head_layer"].nunique().to_dict()
+    assert per_layer == {layer: len(arch.heads_feeding(layer)) for layer in range(len(arch.layers)) if len(arch.heads_feeding(layer))}
+    single = attribution.attribute_exemplars(arch, rows, 0, AttributionSettings(batch_tokens=1))
+    pd.testing.assert_frame_equal(batched.heads, single.heads, atol=1e-6, check_exact=False)
+
+
+def test_attribution_equals_the_direct_path_intervention(family):
+    name, _, arch = family
+    rows = _exemplars(arch)
+    rows = rows[(rows.layer == len(arch.layers) - 1) & (rows.neuron == 41)].head(2)
+    result = attribution.attribute_exemplars(arch, rows, 0, AttributionSettings())
+    heads = result.heads.set_index(["doc_id", "head_layer", "head"])
+    for row in rows.itertuples():
+        tokens = torch.tensor([[0] + list(row.prompt_token_ids)])
+        part = heads.loc[row.doc_id]
+        checked = part["in_contribution"].abs().sort_values().index[-2:].tolist() + [(0, 1), (1, 3)]
+        for head_layer, head in checked:
+            effect = direct_effect_hf(arch, tokens, row.layer, row.neuron, head_layer, head)
+            expected = part.loc[(head_layer, head)]
+            assert effect["in"] == pytest.approx(expected["in_contribution"], rel=1e-4, abs=1e-5), (name, head_layer, head)
+            if arch.layers[row.layer].mlp_gate:
+                assert effect["gate"] == pytest.approx(expected["gate_contribution"], rel=1e-4, abs=1e-5), (name, head_layer, head)
+
+
+def test_batched_ablation_equals_zeroing_z_in_transformer_lens(family):
+    name, folder, arch = family
+    bridge = models.load_bridge(folder)
+    last = len(arch.layers) - 1
+    prompts = _prompts(arch.model.config.vocab_size, 3, seed=1)
+    rows = pd.DataFrame(
+        [
+            {"layer": last, "neuron": 7, "doc_id": f"d{i}", "split": "explain", "head_layer": hl, "head": h, "active": True,
+             "prompt_token_ids": ids, "next_token_id": 11}
+            for i, ids in enumerate(prompts) for hl, h in [(0, 1), (last - 1, 2)]
+        ]
+    )
+    out = ablation.ablate_pairs(ablation.HeadAblator(arch), rows, bos_id=0, pad_id=0, batch_tokens=40)
+    hook = f"blocks.{last}.mlp.hook_post"
+    for r in out.itertuples():
+        tokens = torch.tensor([[0] + prompts[int(r.doc_id[1:])]])
+
+        def zero(z, hook, head=r.head):
+            z[:, :, head] = 0.0
+            return z
+
+        clean_logits, clean = bridge.run_with_cache(tokens, names_filter=lambda n: n == hook)
+        with bridge.hooks(fwd_hooks=[(f"blocks.{r.head_layer}.attn.hook_z", zero)]):
+            ablated_logits, ablated = bridge.run_with_cache(tokens, names_filter=lambda n: n == hook)
+        assert r.clean_act == pytest.approx(_last(clean[hook])[7].item(), abs=1e-4), name
+        assert r.ablated_act == pytest.approx(_last(ablated[hook])[7].item(), abs=1e-4), name
+        assert r.clean_prob == pytest.approx(torch.softmax(clean_logits[0, -1].double(), -1)[11].item(), rel=1e-4), name
+        assert r.ablated_prob == pytest.approx(torch.softmax(ablated_logits[0, -1].double(), -1)[11].item(), rel=1e-4), name
+    assert (out["act_drop"].abs() > 1e-4).any()  # the ablations did something
+
+
+def test_catalog_tokens_equal_those_from_the_model_modules(family):
+    name, folder, arch = family
+    tokenizer = models.load_bridge(folder).tokenizer
+    frame = catalog.build_catalog(arch, tokenizer, per_layer=4, last_layers=3, min_chars=0, deny=[], top=5)
+    model = arch.model
+    final_norm = model.get_submodule(arch.final_norm.path)
+    for layer_index, layer in enumerate(arch.layers):
+        out_proj = model.get_submodule(layer.mlp_out)
+        weight = out_proj.weight.detach()
+        rows = weight if type(out_proj).__name__ == "Conv1D" else weight.T  # [d_mlp, d_model]
+        for neuron in (0, 17, 58):
+            vectors = torch.stack([rows[neuron], torch.zeros_like(rows[neuron])])[:, None]  # [2, 1, d_model]
+            if layer.post_mlp_norm:
+                vectors = model.get_submodule(layer.post_mlp_norm.path)(vectors)
+            logits = model.get_output_embeddings()(final_norm(vectors))[:, 0].double()
+            direct = logits[0] - logits[1]  # the neuron's direct effect; no bias, no norm offset
+            expected = direct.topk(5).indices.tolist()
+            got = frame[(frame.layer == layer_index) & (frame.neuron == neuron)].iloc[0]
+            assert list(got["top_token_ids"]) == expected, (name, layer_index, neuron)
+
+
+def test_exemplar_reading_and_attention_read(family):
+    name, folder, arch = family
+    bridge = models.load_bridge(folder)
+    tokens = torch.tensor([[0] + ids for ids in _prompts(arch.model.config.vocab_size, 1, seed=2)])
+    reader = harvest.NeuronReader(arch.model, models.mlp_output_paths(bridge), [0, 2, 2], [5, 1, 90])
+    _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("mlp.hook_post"))
+    post = {layer: cache[f"blocks.{layer}.mlp.hook_post"].reshape(tokens.shape[1], -1) for layer in (0, 2)}  # OPT's is [pos, d_mlp]
+    expected = torch.stack([post[0][:, 5], post[2][:, 1], post[2][:, 90]], -1)
+    torch.testing.assert_close(reader(tokens)[0], expected, atol=1e-5, rtol=1e-4)
+    patterns = attention.last_position_attention(bridge, [tokens[0].numpy()], [0, 2], batch_tokens=64, pad_id=0)[0]
+    for layer in (0, 2):
+        assert patterns[layer].shape == (arch.n_heads, tokens.shape[1]), name
+        np.testing.assert_allclose(patterns[layer].sum(-1), 1.0, atol=1e-5)
+
+
+def test_post_layernorm_opt_is_refused_in_one_line(tiny_root):
+    folder = str(tiny_models.build_tiny("opt", tiny_root / "opt-post-ln", do_layer_norm_before=False))
+    with pytest.raises(architecture.UnsupportedModel) as refused:
+        architecture.load_architecture(folder)
+    message = str(refused.value)
+    assert "'opt'" in message and "post-LayerNorm" in message and "Supported families:" in message and "\n" not in message
+
+
+def test_a_family_outside_the_tested_list_is_refused(tiny_root, monkeypatch):
+    folder = str(tiny_models.build_tiny("gpt2", tiny_root / "gpt2-unlisted", seed=3))
+    monkeypatch.delitem(architecture.SUPPORTED_FAMILIES, "gpt2")
+    with pytest.raises(architecture.UnsupportedModel, match="Model family 'gpt2' is not supported: its blocks have not been tested"):
+        architecture.describe(models.load_bridge(folder), models.load_activation_model(folder))
