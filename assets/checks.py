@@ -52,7 +52,7 @@ def _models(handle, db: Store, run_id: str) -> Outcome:
 
 def _neurons(handle, db: Store, run_id: str) -> Outcome:
     expected = handle.neurons_per_layer * handle.last_layers
-    rows = quality.validate(db.rows("neurons", model_id=handle.model_id), "neurons", quality.neuron_catalog_suite(expected))
+    rows = quality.validate(quality.neuron_check_frame(db.rows("neurons", model_id=handle.model_id)), "neurons", quality.neuron_catalog_suite(expected))
     return Outcome(quality.merge("neurons", rows, _references(db, "neurons", model_id=handle.model_id)), {})
 
 
@@ -139,8 +139,8 @@ def _explanation_scores(handle, db: Store, run_id: str) -> Outcome:
 CHECKS = [
     CheckSpec("models_valid", "model", "The model's row recorded: id unique and not null, architecture facts positive, MLP kind known.", _models),
     CheckSpec(
-        "neurons_valid", "neuron_catalog", "Keys unique and not null, scores finite, a selection of the expected size; every neuron of a recorded "
-        "model.", _neurons,
+        "neurons_valid", "neuron_catalog", "Keys unique and not null, scores and moments finite, a selection of the expected size, roles known "
+        "and agreeing with the skew's sign, moments possible (Pearson's inequality); every neuron of a recorded model.", _neurons,
     ),
     CheckSpec(
         "documents_valid", "prompt_set", "Document keys unique and not null, splits valid, no empty text, every document of a recorded prompt "

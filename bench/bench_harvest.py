@@ -56,7 +56,7 @@ def setup(documents: int, selection: str | None = None):
 
     from lookups.pipeline import steps
     from lookups.pipeline.config import EMBEDDED_MODEL, CatalogSettings, CorpusSettings, PromptSetSettings
-    from lookups.pipeline.inputs import corpora, models
+    from lookups.pipeline.inputs import architecture, corpora, models
     from lookups.pipeline.science import catalog
     from lookups.pipeline.science.exemplars import tokenize_documents
     from lookups.pipeline.science.harvest import NeuronReader
@@ -69,8 +69,8 @@ def setup(documents: int, selection: str | None = None):
     else:
         settings = CatalogSettings()
         cat = catalog.build_catalog(
-            bridge, settings.resolved_neurons_per_layer(facts.d_mlp), settings.resolved_last_layers(facts.n_layers),
-            settings.min_token_chars, settings.deny_tokens,
+            architecture.load_architecture(source.local_dir), bridge.tokenizer, settings.resolved_neurons_per_layer(facts.d_mlp),
+            settings.resolved_last_layers(facts.n_layers), settings.min_token_chars, settings.deny_tokens,
         )
         selected = cat.loc[cat["selected"], ["layer", "neuron"]].reset_index(drop=True)
     sources = pd.read_parquet(steps.run_corpus(CorpusSettings()).handle.parquet_path)  # parsed once, cached

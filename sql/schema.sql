@@ -33,9 +33,16 @@ CREATE TABLE IF NOT EXISTS neurons (
     zscore        DOUBLE NOT NULL,       -- (max - mean) / std over the vocabulary
     vocab_mean    DOUBLE NOT NULL,
     vocab_std     DOUBLE NOT NULL,
+    vocab_skew    DOUBLE NOT NULL,       -- skewness of the congruence over the vocabulary (population moments)
+    vocab_kurtosis DOUBLE NOT NULL,      -- its excess kurtosis (0 for a Gaussian)
     top_token_ids BIGINT[] NOT NULL,
     top_tokens    VARCHAR[] NOT NULL,
     top_scores    DOUBLE[] NOT NULL,
+    bottom_token_id BIGINT NOT NULL,     -- argmin: the token the neuron suppresses most
+    bottom_token  VARCHAR NOT NULL,
+    bottom_score  DOUBLE NOT NULL,       -- that min
+    -- Gurnee et al. 2024: prediction (suppression) when vocab_kurtosis > neuron_catalog.role_kurtosis_min and the skew is positive (negative)
+    role          VARCHAR NOT NULL CHECK (role IN ('prediction', 'suppression', 'other')),
     qualifies     BOOLEAN NOT NULL,      -- its token starts a word, is long enough and not denied
     layer_rank    INTEGER NOT NULL,      -- rank by score among the layer's qualifying neurons; -1 if not qualifying
     selected      BOOLEAN NOT NULL,      -- top N per layer in the last K layers

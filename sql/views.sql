@@ -81,3 +81,123 @@ SELECT c.model_id, c.prompt_set_id, c.head_layer, c.head,
           AND x.head = c.head AND x.explainer <> 'contrastive') AS best_e_score
 FROM consistent_pairs c
 GROUP BY ALL;
+
+-- Neuron roles (Gurnee et al. 2024, docs/method.md step 1): per model and layer, how many selected next-token neurons
+-- predict (heavy-tailed congruence with the vocabulary, positive skew) and how many suppress (negative skew), and the
+-- same over every neuron of the layer.
+CREATE OR REPLACE VIEW neuron_roles AS
+SELECT model_id, layer,
+       count(*) FILTER (WHERE selected)                          AS selected,
+       count(*) FILTER (WHERE selected AND role = 'prediction')  AS selected_prediction,
+       count(*) FILTER (WHERE selected AND role = 'suppression') AS selected_suppression,
+       count(*) FILTER (WHERE selected AND role = 'other')       AS selected_other,
+       median(vocab_kurtosis) FILTER (WHERE selected)            AS median_kurtosis_selected,
+       count(*)                                                  AS neurons,
+       count(*) FILTER (WHERE role = 'prediction')               AS prediction,
+       count(*) FILTER (WHERE role = 'suppression')              AS suppression,
+       median(vocab_kurtosis)                                    AS median_kurtosis
+FROM neurons
+GROUP BY ALL;
+
+-- Several models side by side: next tokens (the decoded token, spaces stripped) that selected next-token neurons of two
+-- models both predict; one row per pair of models and token, with each model's neurons (strongest first) and best score.
+CREATE OR REPLACE VIEW shared_next_tokens AS
+WITH per_model AS (
+    SELECT model_id, trim(token) AS token,
+           list('L' || layer || 'N' || neuron ORDER BY score DESC) AS neurons,
+           max(score) AS best_score
+    FROM neurons
+    WHERE selected AND trim(token) <> ''
+    GROUP BY model_id, trim(token)
+)
+SELECT a.token, a.model_id AS model_a, b.model_id AS model_b, a.neurons AS neurons_a, b.neurons AS neurons_b,
+       a.best_score AS best_score_a, b.best_score AS best_score_b
+FROM per_model a
+JOIN per_model b ON a.token = b.token AND a.model_id < b.model_id;
+
+-- Several models side by side: where the look-up heads lie by relative depth, head layer / the model's number of layers,
+-- in tenths ([depth_from, depth_from + 0.1)), so models of different depths compare.
+CREATE OR REPLACE VIEW heads_by_relative_depth AS
+SELECT s.model_id, s.prompt_set_id, m.n_layers,
+       floor(10 * s.head_layer::DOUBLE / m.n_layers) / 10             AS depth_from,
+       count(*)                                                        AS consistent_pairs,
+       count(DISTINCT 'L' || s.head_layer || 'H' || s.head)            AS heads,
+       avg(s.head_layer::DOUBLE / m.n_layers)                          AS mean_depth
+FROM head_neuron_scores s
+JOIN models m USING (model_id)
+WHERE s.consistent AND s.cohort = 'next_token'
+GROUP BY ALL;
+
+-- Several models side by side: one row per model, prompt set and explainer. The selected next-token neurons and their
+-- roles; how many of their tokens another model's selected neurons also predict (shared_next_tokens); the consistent
+-- heads and their mean relative depth (head layer / layers); E against the random-neuron and shuffled baselines; the
+-- ablation tests (KS, active vs inactive prompts). A model with only a catalog has one row with no prompt set.
+CREATE OR REPLACE VIEW model_comparison AS
+WITH runs AS (
+    SELECT DISTINCT model_id, prompt_set_id FROM neuron_exemplars
+    UNION
+    SELECT DISTINCT model_id, prompt_set_id FROM head_neuron_scores
+), catalog AS (
+    SELECT model_id,
+           count(*) FILTER (WHERE selected)                          AS selected,
+           count(*) FILTER (WHERE selected AND role = 'prediction')  AS selected_prediction,
+           count(*) FILTER (WHERE selected AND role = 'suppression') AS selected_suppression
+    FROM neurons
+    GROUP BY model_id
+), shared AS (
+    SELECT model_id, count(DISTINCT token) AS shared_tokens, list(DISTINCT token ORDER BY token) AS shared_token_list
+    FROM (SELECT model_a AS model_id, token FROM shared_next_tokens UNION ALL SELECT model_b AS model_id, token FROM shared_next_tokens)
+    GROUP BY model_id
+), heads AS (
+    SELECT s.model_id, s.prompt_set_id,
+           count(*)                                             AS consistent_pairs,
+           count(DISTINCT 'L' || s.head_layer || 'H' || s.head) AS consistent_heads,
+           avg(s.head_layer::DOUBLE / m.n_layers)               AS mean_head_depth,
+           median(s.head_layer::DOUBLE / m.n_layers)            AS median_head_depth
+    FROM head_neuron_scores s
+    JOIN models m USING (model_id)
+    WHERE s.consistent AND s.cohort = 'next_token'
+    GROUP BY ALL
+), ablation AS (
+    SELECT model_id, prompt_set_id,
+           max(mean_active) FILTER (WHERE metric = 'act_drop')    AS act_drop_active,
+           max(mean_inactive) FILTER (WHERE metric = 'act_drop')  AS act_drop_inactive,
+           max(ks_statistic) FILTER (WHERE metric = 'act_drop')   AS act_drop_ks,
+           max(p_value) FILTER (WHERE metric = 'act_drop')        AS act_drop_p,
+           max(mean_active) FILTER (WHERE metric = 'prob_drop')   AS prob_drop_active,
+           max(mean_inactive) FILTER (WHERE metric = 'prob_drop') AS prob_drop_inactive,
+           max(ks_statistic) FILTER (WHERE metric = 'prob_drop')  AS prob_drop_ks,
+           max(p_value) FILTER (WHERE metric = 'prob_drop')       AS prob_drop_p
+    FROM ablation_tests
+    GROUP BY ALL
+), scores AS (
+    SELECT model_id, prompt_set_id, explainer,
+           max(n)                                                     AS n_scored,
+           max(mean_e)                                                AS mean_e,
+           max(mean_auc)                                              AS mean_auc,
+           max(mean_baseline) FILTER (WHERE baseline = 'random_neurons') AS mean_e_random_neurons,
+           max(mw_p) FILTER (WHERE baseline = 'random_neurons')       AS p_vs_random_neurons,
+           max(mean_baseline) FILTER (WHERE baseline = 'shuffled')    AS mean_e_shuffled,
+           max(mw_p) FILTER (WHERE baseline = 'shuffled')             AS p_vs_shuffled
+    FROM explanation_tests
+    GROUP BY ALL
+)
+SELECT m.model_id, r.prompt_set_id, m.n_layers, m.d_mlp,
+       coalesce(c.selected, 0)              AS selected,
+       coalesce(c.selected_prediction, 0)   AS selected_prediction,
+       coalesce(c.selected_suppression, 0)  AS selected_suppression,
+       coalesce(sh.shared_tokens, 0)        AS shared_tokens,
+       coalesce(sh.shared_token_list, [])   AS shared_token_list,
+       coalesce(h.consistent_pairs, 0)      AS consistent_pairs,
+       coalesce(h.consistent_heads, 0)      AS consistent_heads,
+       h.mean_head_depth, h.median_head_depth,
+       e.explainer, e.n_scored, e.mean_e, e.mean_e_random_neurons, e.p_vs_random_neurons, e.mean_e_shuffled, e.p_vs_shuffled, e.mean_auc,
+       a.act_drop_active, a.act_drop_inactive, a.act_drop_ks, a.act_drop_p,
+       a.prob_drop_active, a.prob_drop_inactive, a.prob_drop_ks, a.prob_drop_p
+FROM models m
+LEFT JOIN runs r ON r.model_id = m.model_id
+LEFT JOIN catalog c ON c.model_id = m.model_id
+LEFT JOIN shared sh ON sh.model_id = m.model_id
+LEFT JOIN heads h ON h.model_id = m.model_id AND h.prompt_set_id = r.prompt_set_id
+LEFT JOIN ablation a ON a.model_id = m.model_id AND a.prompt_set_id = r.prompt_set_id
+LEFT JOIN scores e ON e.model_id = m.model_id AND e.prompt_set_id = r.prompt_set_id;

@@ -1,6 +1,7 @@
 """The planted circuit run through the pipeline's steps (no Dagster), for the tests that need its tables."""
 
 import os
+from contextlib import contextmanager
 
 from lookups.pipeline import steps
 from lookups.pipeline.config import (
@@ -42,18 +43,40 @@ def run_chain(folder, plant: bool):
     return circuit, store, handles["model"], handles["head_attributions"], handles["head_neuron_scores"], handles["head_ablations"]
 
 
-def explained_store(folder):
-    """A real store in ``folder/data``: the planted chain, its contrastive explanations and their scores
-    (for module-scoped fixtures, which the per-test data folder does not reach); (circuit, store)."""
+@contextmanager
+def data_folder(folder):
+    """``LOOKUPS_DATA_DIR`` at ``folder/data`` for the block (module-scoped fixtures, which the per-test data folder
+    does not reach)."""
     old = os.environ.get("LOOKUPS_DATA_DIR")
     os.environ["LOOKUPS_DATA_DIR"] = str(folder / "data")
     try:
-        circuit, store, model, _, head_scores, _ = run_chain(folder / "planted", plant=True)
-        explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store)
-        steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
+        yield
     finally:
         if old is None:
             os.environ.pop("LOOKUPS_DATA_DIR")
         else:
             os.environ["LOOKUPS_DATA_DIR"] = old
+
+
+def explain(model, head_scores, store):
+    """Contrastive explanations of the chain's consistent pairs, and their scores."""
+    explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store)
+    steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
+
+
+def explained_store(folder):
+    """A real store in ``folder/data``: the planted chain, its contrastive explanations and their scores
+    (for module-scoped fixtures, which the per-test data folder does not reach); (circuit, store)."""
+    with data_folder(folder):
+        circuit, store, model, _, head_scores, _ = run_chain(folder / "planted", plant=True)
+        explain(model, head_scores, store)
     return circuit, store
+
+
+def add_control_model(folder):
+    """A second model in the store of ``explained_store(folder)``: the control circuit (the same weights without the
+    planted head, so the same next-token neuron) run through the same steps; returns its circuit and model id."""
+    with data_folder(folder):
+        control, store, model, _, head_scores, _ = run_chain(folder / "control", plant=False)
+        explain(model, head_scores, store)
+    return control, model.model_id

@@ -1,7 +1,10 @@
 """The summary `lookups run` and `lookups summary` print: counts, the strongest neurons and pairs, where the
-look-up heads lie, the ablation tests, E per explainer against the baselines, and where everything is."""
+look-up heads lie, the ablation tests, E per explainer against the baselines, the models side by side when the
+store holds several, and where everything is."""
 
 from __future__ import annotations
+
+import pandas as pd
 
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import dagster_home_dir, data_dir, database_path
@@ -60,6 +63,7 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
             )
         elif f.n:
             print(f"             {f.explainer}: vs shuffled explanations {_num(f.mean_baseline)} (n={f.n_baseline}), Mann-Whitney p {_num(f.mw_p, '.2g')}")
+    print_comparison(store)
     print(f"\nresults      {database_path()}")
     page = data_dir() / "atlas" / f"{row.model_id.replace('@', '-')}__{row.prompt_set_id}.html"
     if page.exists():
@@ -67,3 +71,56 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
     print(f"dagster      {dagster_home_dir()}  (browse with `lookups ui` or `make ui`)")
     print("query        lookups query --list   (named queries),  lookups query \"SELECT * FROM consistent_pairs LIMIT 5\"")
     print(f"             duckdb -readonly {database_path()} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
+
+
+def _p(value) -> str:
+    return _num(value, ".2g")
+
+
+def comparison_table(runs: pd.DataFrame, depths: pd.DataFrame) -> pd.DataFrame:
+    """Models side by side: one column per (model, prompt set) of ``compare_models``, one row per measure
+    (E once per explainer); ``depths`` are the ``heads_by_relative_depth`` rows."""
+    columns, order = {}, []
+    several = runs.groupby("model_id")["prompt_set_id"].nunique() > 1
+    for (model_id, prompt_set_id), group in runs.groupby(["model_id", "prompt_set_id"], dropna=False, sort=True):
+        r = group.iloc[0]
+        depth = depths[(depths["model_id"] == model_id) & (depths["prompt_set_id"] == prompt_set_id)]
+        cells = {
+            "prompt set": "none yet" if pd.isna(prompt_set_id) else prompt_set_id,
+            "layers": str(r.n_layers),
+            "selected neurons": str(r.selected),
+            "  predicting / suppressing": f"{r.predicting} / {r.suppressing}",
+            "  tokens shared with another model": str(r.shared_tokens),
+            "consistent pairs / heads": f"{r.consistent_pairs} / {r.consistent_heads}",
+            "  mean head depth (layer / layers)": _num(r.mean_head_depth, ".2f"),
+            "  pairs by head depth": ", ".join(f"{d.depth_from:.1f}: {d.consistent_pairs}" for d in depth.itertuples()) or "none",
+        }
+        for e in group.dropna(subset=["explainer"]).itertuples():
+            cells[f"E {e.explainer}"] = f"{_num(e.mean_e)} (n={e.n_scored})"
+            cells[f"  vs random neurons: E, p [{e.explainer}]"] = f"{_num(e.mean_e_random)}, {_p(e.p_random)}"
+            cells[f"  vs shuffled: E, p [{e.explainer}]"] = f"{_num(e.mean_e_shuffled)}, {_p(e.p_shuffled)}"
+        for metric in ("act_drop", "prob_drop"):
+            ks, p = getattr(r, f"{metric}_ks"), getattr(r, f"{metric}_p")
+            cells[f"ablation {metric}: KS, p"] = "n/a" if pd.isna(ks) else f"{ks:.3f}, {_p(p)}"
+        columns[f"{model_id} / {prompt_set_id}" if several.get(model_id, False) else model_id] = cells
+        order += [k for k in cells if k not in order]
+    return pd.DataFrame(columns).reindex(order).fillna("n/a")
+
+
+def print_comparison(store) -> None:
+    """When the store holds more than one model: them side by side (``compare_models`` and
+    ``heads_by_relative_depth``) and the next tokens their selected neurons share; nothing for one model."""
+    runs = store.named_query("compare_models")
+    if runs["model_id"].nunique() < 2:
+        return
+    table = comparison_table(runs, store.named_query("heads_by_relative_depth"))
+    print(f"\nmodels side by side ({runs['model_id'].nunique()} models; lookups query compare_models)")
+    with pd.option_context("display.max_colwidth", 60, "display.width", 250):
+        print(table.to_string())
+    examples = [list(tokens) if tokens is not None else [] for tokens in runs["shared_token_examples"]]
+    shared = sorted({t for tokens in examples for t in tokens})
+    if shared:
+        more = any(n > len(tokens) for n, tokens in zip(runs["shared_tokens"], examples)) or len(shared) > 12
+        print("shared next tokens " + ", ".join(repr(t) for t in shared[:12]) + ("  (all: FROM shared_next_tokens)" if more else ""))
+    else:
+        print("shared next tokens none: no token has selected next-token neurons in two models")

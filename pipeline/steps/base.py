@@ -26,14 +26,14 @@ from lookups.pipeline.store.store import AssetVersion, Store
 
 #: Bump an entry when its step's algorithm changes: that step and everything after it recompute.
 CODE_VERSIONS = {
-    "model": "1",
-    "neuron_catalog": "2",  # 2: random baseline neurons of the selected layers
+    "model": "2",  # 2: the architecture is described and verified (unsupported families refused)
+    "neuron_catalog": "4",  # 2: random baseline neurons of the selected layers; 3: post-MLP norms in W_out; 4: neuron roles
     "corpus": "3",  # 2: paragraphs with markup the parser left as text are dropped; 3: NUL bytes undecodable, names escaped
     "prompt_set": "1",
     "neuron_exemplars": "2",  # 2: documents whose max activation is not positive are not exemplars
-    "head_attributions": "1",
+    "head_attributions": "2",  # 2: decomposed on the Hugging Face model from the architecture description
     "head_neuron_scores": "2",  # 2: cohort column (next-token vs random baseline neurons)
-    "head_ablations": "1",
+    "head_ablations": "2",  # 2: probabilities from soft-capped logits
     "atlas_report": "2",  # 2: each pair's explanations and scores
     "explanations": "2",  # 2: no delimiter can be formed from corpus text or the token (templates.untrusted)
     "explanation_scores": "1",

@@ -11,7 +11,7 @@ import pandas as pd
 
 from lookups.pipeline.common import files
 from lookups.pipeline.config import CatalogSettings, CorpusSettings, ModelSettings, PromptSetSettings, data_dir, result_settings
-from lookups.pipeline.inputs import corpora, models
+from lookups.pipeline.inputs import architecture, corpora, models
 from lookups.pipeline.science import catalog
 from lookups.pipeline.steps.base import (
     CODE_VERSIONS,
@@ -32,9 +32,11 @@ def run_model(settings: ModelSettings, store: Store) -> StepResult:
 
     def compute() -> Computed:
         bridge = models.load_bridge(source.local_dir, settings.device)
+        # Refuses, in one line, a model whose MLP inputs the steps cannot decompose exactly.
+        arch = architecture.load_architecture(source.local_dir, settings.device)
         facts = models.model_facts(bridge).as_dict()
         row = pd.DataFrame([{"name": source.name, "origin": source.origin, "fingerprint": source.fingerprint, **facts}])
-        return Computed([("models", {"model_id": source.model_id}, row)], {"facts": facts, "origin": source.origin})
+        return Computed([("models", {"model_id": source.model_id}, row)], {"facts": facts, "origin": source.origin, "architecture": arch.summary()})
 
     def handle(data_version: str, stats: dict) -> ModelHandle:
         return ModelHandle(
@@ -50,15 +52,22 @@ def run_catalog(model: ModelHandle, settings: CatalogSettings, store: Store) -> 
     last_layers = settings.resolved_last_layers(model.facts["n_layers"])
 
     def compute() -> Computed:
-        bridge = models.load_bridge(model.local_dir, model.device)
+        arch = architecture.load_architecture(model.local_dir, model.device)
+        tokenizer = models.load_bridge(model.local_dir, model.device).tokenizer
         frame = catalog.build_catalog(
-            bridge, per_layer, last_layers, settings.min_token_chars, settings.deny_tokens, settings.top_tokens, settings.random_per_layer, settings.random_seed
+            arch, tokenizer, per_layer, last_layers, settings.min_token_chars, settings.deny_tokens, settings.top_tokens,
+            settings.random_per_layer, settings.random_seed, settings.role_kurtosis_min, settings.role_skew_min,
         )
+        chosen = frame[frame["selected"]]
         stats = {
             "neurons": len(frame),
             "selected": int(frame["selected"].sum()),
             "random_baseline": int(frame["random_baseline"].sum()),
             "qualifying": int(frame["qualifies"].sum()),
+            "prediction": int((frame["role"] == "prediction").sum()),
+            "suppression": int((frame["role"] == "suppression").sum()),
+            "selected_prediction": int((chosen["role"] == "prediction").sum()),
+            "selected_suppression": int((chosen["role"] == "suppression").sum()),
         }
         return Computed([("neurons", {"model_id": model.model_id}, frame)], stats)
 

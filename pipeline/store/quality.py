@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from lookups.pipeline.config import NEURON_ROLES
 from lookups.pipeline.store.store import sql_with_parameters
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no network calls from the data-quality layer
@@ -126,13 +127,32 @@ def _finite(columns: list[str]) -> list:
 
 
 def neuron_catalog_suite(n_selected_expected: int) -> list:
+    """Keys unique and not null, statistics finite, the selection of the expected size, roles known and agreeing
+    with the skew's sign, the bottom score at most the top one, and the moments possible (on ``neuron_check_frame``)."""
     import great_expectations as gx
 
     return (
         _keys(["model_id", "layer", "neuron"])
-        + _finite(["score", "zscore", "vocab_mean", "vocab_std"])
-        + [gx.expectations.ExpectColumnSumToBeBetween(column="selected", min_value=1, max_value=n_selected_expected)]
+        + _finite(["score", "zscore", "vocab_mean", "vocab_std", "vocab_skew", "vocab_kurtosis", "bottom_score"])
+        + [
+            gx.expectations.ExpectColumnSumToBeBetween(column="selected", min_value=1, max_value=n_selected_expected),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="role", value_set=list(NEURON_ROLES)),
+            gx.expectations.ExpectColumnPairValuesAToBeGreaterThanB(column_A="score", column_B="bottom_score", or_equal=True),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="role_matches_skew", value_set=[True]),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="moments_possible", value_set=[True]),
+        ]
     )
+
+
+def neuron_check_frame(neurons: pd.DataFrame) -> pd.DataFrame:
+    """The catalog rows plus the derived columns its suite checks: a prediction neuron's skew is positive and a
+    suppression neuron's negative; and Pearson's inequality, kurtosis >= skew² + 1 for any distribution (excess
+    kurtosis >= skew² - 2), holds, a check on the moments themselves."""
+    frame = neurons.copy()
+    skew, kurtosis, role = frame["vocab_skew"], frame["vocab_kurtosis"], frame["role"]
+    frame["role_matches_skew"] = ((role != "prediction") | (skew > 0)) & ((role != "suppression") | (skew < 0))
+    frame["moments_possible"] = kurtosis >= skew**2 - 2.0 - 1e-6 * (1.0 + skew**2)
+    return frame
 
 
 def documents_suite() -> list:

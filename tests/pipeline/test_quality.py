@@ -48,6 +48,31 @@ def test_duplicates_infinities_low_ratios_long_prompts_and_wrong_ends_fail():
     assert ("expect_column_values_to_be_in_set", "ends_at_max") in kinds  # row 2 now ends at 100, not 99
 
 
+def catalog_rows():
+    return pd.DataFrame(
+        {
+            "model_id": "m", "layer": [1, 1, 1], "neuron": [0, 1, 2], "score": [3.0, 0.5, 1.0], "zscore": [9.0, 1.0, 2.0],
+            "vocab_mean": 0.0, "vocab_std": 1.0, "vocab_skew": [4.0, -3.0, 0.1], "vocab_kurtosis": [30.0, 12.0, 0.5],
+            "bottom_score": [-0.5, -4.0, -1.0], "role": ["prediction", "suppression", "other"], "selected": [True, True, False],
+        }
+    )
+
+
+def test_neuron_catalog_roles_and_moments():
+    suite = quality.neuron_catalog_suite(2)
+    assert quality.validate(quality.neuron_check_frame(catalog_rows()), "neurons", suite).success
+    broken = catalog_rows()
+    broken.loc[0, "role"] = "suppression"  # a suppression neuron with a positive skew
+    broken.loc[1, "vocab_kurtosis"] = 5.0  # skew -3 needs excess kurtosis >= 7 (Pearson's inequality)
+    broken.loc[2, "role"] = "predictor"
+    broken.loc[2, "bottom_score"] = 2.0  # above the top score
+    kinds = failed(quality.validate(quality.neuron_check_frame(broken), "neurons", suite))
+    assert ("expect_column_values_to_be_in_set", "role_matches_skew") in kinds
+    assert ("expect_column_values_to_be_in_set", "moments_possible") in kinds
+    assert ("expect_column_values_to_be_in_set", "role") in kinds
+    assert ("expect_column_pair_values_a_to_be_greater_than_b", "None") in kinds
+
+
 def test_coverage_warns_below_the_share():
     frame = pd.DataFrame({"n_exemplars": [3, 0, 0, 2]})
     assert not quality.validate(frame, "c", quality.coverage_suite(0.8)).success
@@ -108,6 +133,7 @@ def db():
         insert(
             con, "neurons", model_id=M, layer=1, neuron=neuron, token_id=3, token=" x", score=1.0, zscore=2.0, vocab_mean=0.0, vocab_std=1.0,
             top_token_ids=[3], top_tokens=[" x"], top_scores=[1.0], qualifies=True, layer_rank=1, selected=selected, random_baseline=random,
+            vocab_skew=2.0, vocab_kurtosis=9.0, bottom_token_id=4, bottom_token=" y", bottom_score=-0.5, role="prediction",
         )
     insert(
         con, "prompt_sets", prompt_set_id=P, source="s", corpus_hash="h", settings="{}", n_documents=2, n_explain=1, n_heldout=1,
