@@ -91,6 +91,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_attribution.py
 	$(BIN)/python bench/bench_explanations.py
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_scale.py --config gpt2 --docs 4 --neurons 2
 
 clean:
 	rm -rf $(VENV) data

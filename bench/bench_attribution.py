@@ -56,22 +56,32 @@ def load_prompts(database: Path, n_neurons: int, bridge):
     return pd.DataFrame(out), f"corpus prompts for {n_neurons} neurons (no stored exemplars at {database})"
 
 
-def notebook_attribution(bridge, rows, bos: int) -> None:
-    """One prompt at a time, as a notebook does it: full cache, full decomposition at the last position."""
+def notebook_attribution(bridge, rows, bos: int) -> dict:
+    """One prompt at a time, as a notebook does it: full cache, full decomposition at the last position.
+    Returns each head's contribution to the up pre-activation, ``{(row, head_layer, head): value}``, to check
+    the pipeline's (Hugging Face, architecture description) numbers against TransformerLens's."""
     import torch
 
-    for row in rows.itertuples():
+    up_by_head = {}
+    for i, row in enumerate(rows.itertuples()):
         tokens = torch.tensor([[bos] + list(row.prompt_token_ids)])
         with torch.no_grad():
             _, cache = bridge.run_with_cache(tokens)
             mlp = bridge.blocks[row.layer].mlp
-            stack = cache.get_full_resid_decomposition(layer=row.layer, mlp_input=True, apply_ln=True, expand_neurons=False, pos_slice=-1)
+            stack, labels = cache.get_full_resid_decomposition(
+                layer=row.layer, mlp_input=True, apply_ln=True, expand_neurons=False, pos_slice=-1, return_labels=True
+            )
             gate = stack[:, 0] @ mlp.W_gate[:, row.neuron]
             up = stack[:, 0] @ mlp.W_in[:, row.neuron]
+            for label, value in zip(labels, up[:, 0].tolist() if up.dim() > 1 else up.tolist(), strict=True):
+                if label.startswith("L") and "H" in label:
+                    head_layer, head = label[1:].split("H")
+                    up_by_head[(i, int(head_layer), int(head))] = value
             g = cache[f"blocks.{row.layer}.mlp.hook_pre"][0, -1, row.neuron]
             u = cache[f"blocks.{row.layer}.mlp.hook_pre_linear"][0, -1, row.neuron]
             slope = torch.sigmoid(g) * (1 + g * (1 - torch.sigmoid(g)))
             _ = slope * u * gate + torch.nn.functional.silu(g) * up
+    return up_by_head
 
 
 def attribution_share(database: Path) -> dict | None:
@@ -120,8 +130,12 @@ def main() -> None:
     batched_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    notebook_attribution(bridge, rows, bos)
+    notebook = notebook_attribution(bridge, rows, bos)
     notebook_seconds = time.perf_counter() - started
+    row_of = {(r.layer, r.neuron, r.doc_id): i for i, r in enumerate(rows.reset_index(drop=True).itertuples())}
+    agreement = max(
+        abs(h.in_contribution - notebook[(row_of[(h.layer, h.neuron, h.doc_id)], h.head_layer, h.head)]) for h in batched.heads.itertuples()
+    )
 
     started = time.perf_counter()
     for i in range(len(rows)):
@@ -138,6 +152,7 @@ def main() -> None:
     print(f"speed-up per neuron, notebook loop / batched: {notebook_seconds / batched_seconds:.2f}x (target >= 5x)")
     print(f"speed-up per neuron, pipeline code one at a time / batched: {loop_seconds / batched_seconds:.2f}x (batching alone)")
     print(f"identity: max relative error {batched.stats['identity_max_rel_error']:.2e}")
+    print(f"agreement with TransformerLens's decomposition: max |difference| of a head's up contribution {agreement:.2e}")
     share = attribution_share(database)
     if share:
         print(

@@ -99,8 +99,8 @@ class Norm:
 
     def _parts(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = x.double(), y.double()
-        u = self.gain.double() * (x - x.mean(-1, keepdim=True) if self.centered else x)
-        return u, y - (self.bias.double() if self.bias is not None else 0.0)
+        u = self.gain.to(x) * (x - x.mean(-1, keepdim=True) if self.centered else x)
+        return u, y - (self.bias.to(y) if self.bias is not None else 0.0)
 
     def through(self, directions: torch.Tensor, inverse_scale: torch.Tensor) -> torch.Tensor:
         """Directions ``[rows, ..., d_model]`` read after the norm -> the directions a component must be
@@ -413,5 +413,6 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
 
 @functools.lru_cache(maxsize=2)
 def load_architecture(local_dir: str, device: str = "cpu") -> Architecture:
-    """The verified description of the checkpoint in ``local_dir``, over its plain Hugging Face model."""
-    return describe(models.load_bridge(local_dir, device), models.load_activation_model(local_dir, device))
+    """The verified description of the checkpoint in ``local_dir``, over its plain Hugging Face model on
+    ``device``. The bridge only names the modules, so it stays on the CPU: no second copy of the weights on a GPU."""
+    return describe(models.load_bridge(local_dir, "cpu"), models.load_activation_model(local_dir, device))

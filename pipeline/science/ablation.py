@@ -50,7 +50,7 @@ class HeadAblator:
         Returns (activation, token probability), each ``[batch]``, at each row's last real position."""
         batch = tokens.shape[0]
         last = (lengths - 1).to(self.device)
-        acts = torch.full((batch,), float("nan"))
+        acts = torch.full((batch,), float("nan"), device=self.device)  # copied to the host once, at the end
         handles = []
 
         def ablation_hook(mask, value_bias):
@@ -60,17 +60,16 @@ class HeadAblator:
             return hook
 
         for layer in np.unique(ablate[ablate[:, 0] >= 0, 0]):
-            mask = torch.ones(batch, 1, self.n_heads * self.d_head, device=self.device)
-            for b in np.nonzero(ablate[:, 0] == layer)[0]:
-                h = int(ablate[b, 1])
-                mask[b, 0, h * self.d_head : (h + 1) * self.d_head] = 0.0
+            mask = torch.ones(batch, self.n_heads, self.d_head)  # built on the host, moved once
+            rows = np.nonzero(ablate[:, 0] == layer)[0]
+            mask[torch.as_tensor(rows), torch.as_tensor(ablate[rows, 1])] = 0.0
+            mask = mask.reshape(batch, 1, -1).to(self.device)
             value_bias = self.arch.layers[int(layer)].value_bias.to(self.device)
             handles.append(self.attention[int(layer)].register_forward_pre_hook(ablation_hook(mask, value_bias)))
 
         def read_hook(rows, neurons):
             def hook(module, args):  # args[0]: the MLP post-activation [batch, pos, d_mlp]
-                post = batch_positions(args[0], tokens.shape)
-                acts[rows] = post[rows.to(self.device), last[rows.to(self.device)], neurons].float().cpu()
+                acts[rows] = batch_positions(args[0], tokens.shape)[rows, last[rows], neurons].float()
 
             return hook
 
@@ -78,7 +77,7 @@ class HeadAblator:
             rows = np.nonzero(read[:, 0] == layer)[0]
             handles.append(
                 self.mlp_out[int(layer)].register_forward_pre_hook(
-                    read_hook(torch.as_tensor(rows), torch.as_tensor(read[rows, 1], device=self.device))
+                    read_hook(torch.as_tensor(rows, device=self.device), torch.as_tensor(read[rows, 1], device=self.device))
                 )
             )
         try:
@@ -89,7 +88,7 @@ class HeadAblator:
         final = hidden[torch.arange(batch, device=self.device), last]  # [batch, d_model]
         logits = self.arch.logits(final)  # soft-capped where the model caps them
         probs = torch.softmax(logits, dim=-1)[torch.arange(batch, device=self.device), torch.as_tensor(token_ids, device=self.device)]
-        return acts.numpy(), probs.cpu().numpy()
+        return acts.cpu().numpy(), probs.cpu().numpy()
 
 
 def ablate_pairs(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lookups.pipeline.inputs.architecture import batch_positions
 from lookups.pipeline.science.batching import StopForward, pack_batches, pad_right
 
 ProgressFn = Callable[[int, int], None]  # (done, total) in tokens
@@ -61,19 +62,22 @@ class NeuronReader:
         self._by_layer = []  # (layer, module, column positions, neuron indices)
         for layer in sorted(set(self.layer_of_column.tolist())):
             cols = np.nonzero(self.layer_of_column == layer)[0]
-            self._by_layer.append((layer, modules[module_paths[layer]], torch.as_tensor(cols), torch.as_tensor(neurons[cols], device=self.device)))
+            self._by_layer.append(
+                (layer, modules[module_paths[layer]], torch.as_tensor(cols, device=self.device), torch.as_tensor(neurons[cols], device=self.device))
+            )
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, stop_layer: int | None = None) -> torch.Tensor:
-        """tokens ``[batch, pos]`` -> activations ``[batch, pos, n_columns]``; columns of layers after
-        ``stop_layer`` (default: the last needed layer) are left NaN."""
+        """tokens ``[batch, pos]`` -> activations ``[batch, pos, n_columns]`` on the model's device (callers
+        reduce them there and copy only the result); columns of layers after ``stop_layer`` (default: the last
+        needed layer) are left NaN."""
         stop_layer = int(self.layer_of_column.max()) if stop_layer is None else stop_layer
-        out = torch.full((tokens.shape[0], tokens.shape[1], self.n_columns), float("nan"), dtype=torch.float32)
+        out = torch.full((tokens.shape[0], tokens.shape[1], self.n_columns), float("nan"), dtype=torch.float32, device=self.device)
         handles = []
 
         def hook_for(layer, cols, idx):
             def hook(module, args):  # args[0]: the MLP post-activation [batch, pos, d_mlp]
-                out[:, :, cols] = args[0][:, :, idx].float().cpu()
+                out[:, :, cols] = batch_positions(args[0], tokens.shape)[:, :, idx].float()
                 if layer == stop_layer:
                     raise StopForward
 
@@ -109,7 +113,8 @@ class NeuronReader:
                 local = np.concatenate([np.full(len(p), j) for j, p in enumerate(picked)])
                 idx = np.concatenate(picked)
                 q = queries[idx]
-                out[idx] = acts[torch.as_tensor(local), torch.as_tensor(q[:, 1] + 1), torch.as_tensor(q[:, 2])].numpy()
+                at = torch.as_tensor(np.stack([local, q[:, 1] + 1, q[:, 2]]), device=acts.device)
+                out[idx] = acts[at[0], at[1], at[2]].cpu().numpy()
         return out
 
 
@@ -163,14 +168,14 @@ def harvest_top_k(
     for batch in pack_batches([w.length + 1 for w in windows], batch_tokens):
         rows = [np.concatenate([[bos_id], doc_tokens[windows[i].doc_index][windows[i].start : windows[i].end]]) for i in batch]
         tokens, lengths = pad_right(rows, pad_id)
-        acts = reader(tokens)  # [batch, pos, n_columns]
-        positions = torch.arange(tokens.shape[1])
-        valid = (positions[None, :] >= 1) & (positions[None, :] < lengths[:, None])  # not BOS, not padding
+        acts = reader(tokens)  # [batch, pos, n_columns], on the reader's device: reduced there, only the max copied
+        positions = torch.arange(tokens.shape[1], device=acts.device)
+        valid = (positions[None, :] >= 1) & (positions[None, :] < lengths.to(acts.device)[:, None])  # not BOS, not padding
         acts = acts.masked_fill(~valid[:, :, None], float("-inf"))
         values, argmax = acts.max(dim=1)  # [batch, n_columns]
         starts = np.array([windows[i].start for i in batch], dtype=np.int64)
         docs = np.array([windows[i].doc_index for i in batch], dtype=np.int64)
-        top.merge(values.numpy(), docs, argmax.numpy() - 1 + starts[:, None], starts)
+        top.merge(values.cpu().numpy(), docs, argmax.cpu().numpy() - 1 + starts[:, None], starts)
         done += sum(windows[i].length for i in batch)
         if progress:
             progress(done, total)
