@@ -155,12 +155,18 @@ def test_exemplar_reading_and_attention_read(family):
         np.testing.assert_allclose(patterns[layer].sum(-1), 1.0, atol=1e-5)
 
 
-def test_post_layernorm_opt_is_refused_in_one_line(tiny_root):
+def test_post_layernorm_opt_is_refused_at_the_model_step_in_one_line(tiny_root):
+    from lookups.pipeline import steps
+    from lookups.pipeline.config import ModelSettings
+    from lookups.pipeline.store.store import Store
+
     folder = str(tiny_models.build_tiny("opt", tiny_root / "opt-post-ln", do_layer_norm_before=False))
+    store = Store()
     with pytest.raises(architecture.UnsupportedModel) as refused:
-        architecture.load_architecture(folder)
+        steps.run_model(ModelSettings(name=folder), store)
     message = str(refused.value)
     assert "'opt'" in message and "post-LayerNorm" in message and "Supported families:" in message and "\n" not in message
+    assert store.query("SELECT count(*) AS n FROM models", require_results=False)["n"].iloc[0] == 0  # nothing written for it
 
 
 def test_a_family_outside_the_tested_list_is_refused(tiny_root, monkeypatch):
