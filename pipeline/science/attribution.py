@@ -68,8 +68,8 @@ def active_threshold(scores: np.ndarray, sigma: float) -> np.ndarray:
 def last_position_values(arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor, layers: set[int]) -> dict[str, torch.Tensor]:
     """Run ``tokens`` ``[batch, pos]`` (right-padded; row b has ``lengths[b]`` real tokens) and keep, at each
     row's last real position, what the decomposition of the MLP input at ``layers`` reads (``[batch, ...]``,
-    float64): the embedding, each feeding layer's ``z`` and post-attention-norm input, each earlier MLP's
-    added output, and per target layer its norm's input and output, pre-activations and activation. The
+    float64): the embedding, each feeding layer's ``z`` and post-attention norm's 1/scale, each earlier MLP's
+    added output, and per target layer its norm's 1/scale, pre-activations and activation. The
     forward stops at the deepest layer's activation."""
     deepest = max(layers)
     wanted = {"embed": (arch.first_block, "input")}
@@ -92,8 +92,15 @@ def last_position_values(arch: Architecture, tokens: torch.Tensor, lengths: torc
             wanted[f"act{layer}"] = (spec.mlp_out, "input")
     rows = torch.arange(tokens.shape[0], device=arch.device)
     last = (lengths - 1).to(device=arch.device, dtype=torch.long)
-    got = capture(arch.model, tokens, wanted, stop_after=f"act{deepest}", pick=lambda value: value[rows, last])
-    return {key: value.double() for key, value in got.items()}
+    got = {key: value.double() for key, value in capture(arch.model, tokens, wanted, stop_after=f"act{deepest}", pick=lambda value: value[rows, last]).items()}
+    # Each norm's 1/scale once per batch row, whatever number of projections and neurons read it.
+    for layer in range(deepest + 1):
+        spec = arch.layers[layer]
+        if f"post_attn_in{layer}" in got:
+            got[f"post_attn_scale{layer}"] = spec.post_attn_norm.inverse_scale(got.pop(f"post_attn_in{layer}"), got.pop(f"post_attn_out{layer}"))
+        if f"norm_in{layer}" in got:
+            got[f"norm_scale{layer}"] = spec.mlp_norm.inverse_scale(got.pop(f"norm_in{layer}"), got.pop(f"norm_out{layer}"))
+    return got
 
 
 class _Weights:
@@ -213,7 +220,7 @@ def _decompose(
         norm = spec.mlp_norm
         if norm.bias is not None:
             bias = bias + directions @ norm.bias.to(directions)
-        read = norm.through(directions, norm.inverse_scale(values[f"norm_in{layer}"][b], values[f"norm_out{layer}"][b]))
+        read = norm.through(directions, values[f"norm_scale{layer}"][b])
     else:
         read = directions  # OLMo 2: the MLP reads the raw stream
     embed = (values["embed"][b] * read).sum(-1)
@@ -225,7 +232,7 @@ def _decompose(
             post = source_spec.post_attn_norm
             if post.bias is not None:
                 bias = bias + read @ post.bias.to(read)
-            through = post.through(read, post.inverse_scale(values[f"post_attn_in{source}"][b], values[f"post_attn_out{source}"][b]))
+            through = post.through(read, values[f"post_attn_scale{source}"][b])
         attn_bias = weights.bias(source_spec.attn_out)
         if attn_bias is not None:
             bias = bias + through @ attn_bias
