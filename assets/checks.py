@@ -110,6 +110,33 @@ def _ablations(handle, db: Store, run_id: str) -> Outcome:
     ), {})
 
 
+def _lookups(handle, db: Store, run_id: str) -> Outcome:
+    keys = _partition(handle)
+    frame = db.rows("head_lookups", **keys)
+    outcome = quality.merge(
+        "head_lookups",
+        quality.validate(frame, "head_lookups", quality.lookups_suite(handle.identity_tolerance)),
+        _references(db, "head_lookups", **keys),
+    )
+    worst = frame.loc[frame["identity_rel_error"].idxmax()] if len(frame) else None
+    return Outcome(outcome, {
+        "identity_max_rel_error": float(worst["identity_rel_error"]) if worst is not None else 0.0,
+        "identity_max_abs_error": float(frame["identity_abs_error"].max()) if len(frame) else 0.0,
+        "worst_case": " ".join(f"{k}={worst[k]}" for k in ("layer", "neuron", "head_layer", "head", "doc_id")) if worst is not None else "",
+        "tolerance": handle.identity_tolerance,
+    })
+
+
+def _interventions(handle, db: Store, run_id: str) -> Outcome:
+    keys = _partition(handle)
+    return Outcome(quality.merge(
+        "lookup_interventions",
+        quality.validate(db.rows("lookup_interventions", **keys), "lookup_interventions", quality.interventions_suite()),
+        quality.validate(db.rows("lookup_tests", **keys), "lookup_tests", quality.lookup_tests_suite()),
+        _references(db, "lookup_interventions", **keys),
+    ), {})
+
+
 def _explanations(handle, db: Store, run_id: str) -> Outcome:
     keys = {**_partition(handle), "explainers": list(handle.explainers)}
     frame = db.read("explanations_by", **keys)
@@ -168,6 +195,15 @@ CHECKS = [
     CheckSpec(
         "ablations_valid", "head_ablations", "Keys unique, activations finite, probabilities in [0, 1]; every ablation of a consistent pair on "
         "one of its neuron's exemplars; KS statistics and p-values in [0, 1].", _ablations,
+    ),
+    CheckSpec(
+        "lookups_identity", "head_lookups", "For every pair on every prompt, the per-position terms (attention x value through W_O, the "
+        "norms and the neuron's input) sum to the head's stored attribution; keys unique, attention in [0, 1], every row of a stored "
+        "attribution of a consistent pair.", _lookups,
+    ),
+    CheckSpec(
+        "interventions_valid", "lookup_interventions", "Keys unique, sites known, activations finite, probabilities in [0, 1]; every "
+        "replaced position a stored look-up; the tests' p- and q-values in [0, 1].", _interventions,
     ),
     CheckSpec(
         "explanations_valid", "explanations", "Ids unique, statuses known, text wherever the status is ok, every explanation of a consistent "

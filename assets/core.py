@@ -141,7 +141,10 @@ def _corpus(call: Call) -> steps.StepResult:
 
 
 def _explanations(call: Call) -> steps.StepResult:
-    result = steps.run_explanations(call.inputs["model"], call.inputs["head_neuron_scores"], call.config, call.store, call.context.run_id, call.progress)
+    result = steps.run_explanations(
+        call.inputs["model"], call.inputs["head_neuron_scores"], call.config, call.store, call.context.run_id, call.progress,
+        looked_up=call.inputs["head_lookups"],
+    )
     if result.stats.get("budget_reached"):
         call.context.log.warning(
             "The run's LLM budget was reached: explanations not made are marked budget_exhausted; raise max_calls/max_tokens and "
@@ -205,7 +208,27 @@ ASSETS = [
         "before and after; active vs inactive prompts compared with a two-sample KS test (docs/method.md, step 8).",
     ),
     AssetSpec(
-        "explanations", "ExplanationConfig", _explanations, inputs=("model", "head_neuron_scores"), kinds=frozenset({"openai", "duckdb"}),
+        "head_lookups", "LookupConfig",
+        lambda c: steps.run_lookups(c.inputs["model"], c.inputs["head_neuron_scores"], c.config, c.store, c.progress),
+        inputs=("model", "head_neuron_scores"), kinds=frozenset({"pytorch", "duckdb"}),
+        previews=(("what each pair's head reads most", "preview_pair_lookups", 10),),
+        description="What each consistent pair's head reads: its attribution split by source position (attention weight x the value at "
+        "that position through W_O, the neuron's norm and input), on every prompt of both splits and both cohorts; per pair the tokens "
+        "read most, the concentration, and flags for copying, previous-token and BOS heads (docs/method.md, \"Look-ups\").",
+    ),
+    AssetSpec(
+        "lookup_interventions", "InterventionConfig",
+        lambda c: steps.run_interventions(c.inputs["model"], c.inputs["head_lookups"], c.inputs["explanations"], c.config, c.store, c.progress),
+        inputs=("model", "head_lookups", "explanations"), kinds=frozenset({"pytorch", "duckdb"}),
+        previews=(("share of pairs confirmed", "preview_lookup_confirmation", 4),),
+        description="The counterfactual test of each explained pair's look-up: the token its head reads most, and a control position, "
+        "replaced by substitutes from the prompt set's unigram distribution on the active prompts; the neuron's activation, the head's "
+        "attribution and the token's probability before and after; a paired Wilcoxon test per pair and the share confirmed at a 5% "
+        "false discovery rate (Benjamini-Hochberg), against the random-baseline pairs.",
+        metadata=lambda r: {k: v for k, v in r.handle.stats.items() if k.endswith("share_confirmed") and v is not None},
+    ),
+    AssetSpec(
+        "explanations", "ExplanationConfig", _explanations, inputs=("model", "head_neuron_scores", "head_lookups"), kinds=frozenset({"openai", "duckdb"}),
         previews=(("explanations", "preview_explanations", 12),), llm=True,
         description="Each neuron's strongest consistent heads explained from their active and inactive prompts (docs/method.md, step 6), for "
         "next-token neurons and the random baseline neurons: by an LLM (an OpenAI-compatible endpoint, or a local instruct model offline) "
@@ -225,10 +248,13 @@ ASSETS = [
     ),
     AssetSpec(
         "atlas_report", "AtlasConfig",
-        lambda c: steps.run_atlas(c.inputs["model"], c.inputs["head_ablations"], c.config, c.store, c.inputs["explanation_scores"]),
-        inputs=("model", "head_ablations", "explanation_scores"), kinds=frozenset({"html"}),
+        lambda c: steps.run_atlas(
+            c.inputs["model"], c.inputs["head_ablations"], c.config, c.store, c.inputs["explanation_scores"], c.inputs["lookup_interventions"]
+        ),
+        inputs=("model", "head_ablations", "explanation_scores", "lookup_interventions"), kinds=frozenset({"html"}),
         description="One static HTML page per model and prompt set: neurons and tokens, head x layer heatmaps, each consistent pair's "
-        "prompts shaded by the head's attention with its explanations and scores E, the findings' figures. Opens from disk, no server, no internet.",
+        "look-up summary and counterfactual test, explanations and scores E, prompts shaded by the head's signed contribution per token "
+        "(attention on a toggle, the token it reads most boxed), the findings' figures with the E histogram. Opens from disk, no server, no internet.",
         metadata=lambda r: {"html_path": dg.MetadataValue.path(r.handle.path)},
     ),
 ]

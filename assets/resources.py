@@ -19,6 +19,8 @@ from lookups.pipeline.config import (
     ExemplarSettings,
     ExplanationSettings,
     HeadScoreSettings,
+    InterventionSettings,
+    LookupSettings,
     ModelRunSettings,
     PromptSetSettings,
     ScoringSettings,
@@ -99,6 +101,14 @@ class AblationConfig(dg.Config, AblationSettings):
     """Zero-ablation of each consistent pair's head (docs/method.md, step 8)."""
 
 
+class LookupConfig(dg.Config, LookupSettings):
+    """What each consistent pair's head reads, by source position (docs/method.md, "Look-ups")."""
+
+
+class InterventionConfig(dg.Config, InterventionSettings):
+    """The counterfactual test of each look-up (docs/method.md, "Look-ups")."""
+
+
 class AtlasConfig(dg.Config, AtlasSettings):
     """The static HTML atlas."""
 
@@ -122,7 +132,8 @@ SETTINGS_FILE_ENV = "LOOKUPS_RUN_CONFIG"
 CONFIG_OF_ASSET = {
     "model": ModelConfig, "neuron_catalog": CatalogConfig, "corpus": CorpusConfig, "prompt_set": PromptSetConfig,
     "neuron_exemplars": ExemplarConfig, "head_attributions": AttributionConfig, "head_neuron_scores": HeadScoreConfig,
-    "head_ablations": AblationConfig, "atlas_report": AtlasConfig, "explanations": ExplanationConfig, "explanation_scores": ScoringConfig,
+    "head_ablations": AblationConfig, "head_lookups": LookupConfig, "lookup_interventions": InterventionConfig,
+    "atlas_report": AtlasConfig, "explanations": ExplanationConfig, "explanation_scores": ScoringConfig,
 }
 
 

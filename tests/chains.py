@@ -12,6 +12,8 @@ from lookups.pipeline.config import (
     ExemplarSettings,
     ExplanationSettings,
     HeadScoreSettings,
+    InterventionSettings,
+    LookupSettings,
     ModelSettings,
     PromptSetSettings,
     ScoringSettings,
@@ -59,9 +61,12 @@ def data_folder(folder):
 
 
 def explain(model, head_scores, store):
-    """Contrastive explanations of the chain's consistent pairs, and their scores."""
-    explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store)
+    """The chain's consistent pairs' look-ups, their contrastive and lookup explanations and scores, and the
+    counterfactual test of the explained pairs."""
+    looked_up = steps.run_lookups(model, head_scores, LookupSettings(), store).handle
+    explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store, looked_up=looked_up)
     steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
+    steps.run_interventions(model, looked_up, explained.handle, InterventionSettings(), store)
 
 
 def explained_store(folder):

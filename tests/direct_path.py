@@ -62,14 +62,17 @@ def _frozen_norm(module: torch.nn.Module, x_clean: torch.Tensor, y_clean: torch.
     return hook
 
 
-def direct_effect_hf(arch, tokens: torch.Tensor, layer: int, neuron: int, head_layer: int, head: int) -> dict[str, float]:
+def direct_effect_hf(
+    arch, tokens: torch.Tensor, layer: int, neuron: int, head_layer: int, head: int, z_delta: torch.Tensor | None = None
+) -> dict[str, float]:
     """The same measurement on the plain Hugging Face model, for every family: set the head's slice of its
     attention output projection's input at the last position to its value bias (the head's z with no input;
     zeroing the rest); freeze at that position every later attention
     output and every MLP output from ``head_layer`` on; freeze the scales of the norms the head's path passes
     (its post-attention norm, if any, and the MLP's norm). Returns the drops ``{'in': ..., 'gate': ...}``
-    (``gate`` for gated MLPs) of the neuron's pre-activations. Module paths come from ``arch``; what happens
-    at each module is measured, not derived from it."""
+    (``gate`` for gated MLPs) of the neuron's pre-activations. With ``z_delta`` ``[d_head]`` the head's slice
+    is lowered by it instead (one source position's part of the head's output). Module paths come from
+    ``arch``; what happens at each module is measured, not derived from it."""
     model = arch.model
     spec = arch.layers[layer]
     frozen = [arch.layers[lay].attn_out for lay in range(head_layer + 1, layer + 1)]
@@ -97,7 +100,11 @@ def direct_effect_hf(arch, tokens: torch.Tensor, layer: int, neuron: int, head_l
     def zero_head(module, args):
         z = args[0].clone()
         part = slice(head * arch.d_head, (head + 1) * arch.d_head)
-        z.reshape(-1, z.shape[-1])[-1, part] = arch.layers[head_layer].value_bias[part]  # checked against TransformerLens in test_families
+        last = z.reshape(-1, z.shape[-1])[-1]
+        if z_delta is None:
+            last[part] = arch.layers[head_layer].value_bias[part]  # checked against TransformerLens in test_families
+        else:
+            last[part] = last[part] - z_delta.to(last)
         return (z,) + tuple(args[1:])
 
     def freeze(path):

@@ -21,6 +21,7 @@ with a message, before any step computes a number.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -124,6 +125,9 @@ class Layer:
     # to 1, so this part is the same on every prompt: it is a bias, not a look-up (TransformerLens folds it
     # into the output bias the same way), and zero-ablating a head leaves it.
     value_bias: torch.Tensor = field(repr=False, compare=False, default=None)
+    attention: str | None = None  # the attention module: with eager attention its output is (z projected, weights)
+    value: str | None = None  # the projection whose output holds the values (v_proj, or the fused qkv)
+    value_layout: str = "separate"  # 'separate' (v_proj), 'thirds' (GPT-2's c_attn: q|k|v), 'per_head' (NeoX: per head q|k|v)
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ class Architecture:
     act_fn: str
     final_logit_softcap: float | None
     model: torch.nn.Module = field(repr=False, compare=False)
+    n_kv_heads: int = 0  # grouped-query attention: query head h reads value head h // (n_heads // n_kv_heads)
+    clip_qkv: float | None = None  # OLMo: q, k and v are clamped after their projections
 
     @property
     def device(self) -> torch.device:
@@ -158,6 +164,23 @@ class Architecture:
     def bias(self, path: str) -> torch.Tensor | None:
         bias = getattr(self.module(path), "bias", None)
         return bias.detach() if isinstance(bias, torch.Tensor) else None
+
+    def head_values(self, layer: int, projected: torch.Tensor) -> torch.Tensor:
+        """The value vectors every query head of ``layer`` reads, ``[batch, pos, n_heads, d_head]``, from the
+        output of its value projection (``Layer.value``) ``[batch, pos, ...]``: the value heads repeated for
+        grouped-query attention, clamped where the model clamps them."""
+        spec = self.layers[layer]
+        batch, pos = projected.shape[:2]
+        if spec.value_layout == "thirds":
+            values = projected.chunk(3, dim=-1)[2].reshape(batch, pos, self.n_heads, self.d_head)
+        elif spec.value_layout == "per_head":
+            values = projected.reshape(batch, pos, self.n_heads, 3 * self.d_head)[..., 2 * self.d_head:]
+        else:
+            n_kv = self.n_kv_heads or self.n_heads
+            values = projected.reshape(batch, pos, n_kv, self.d_head).repeat_interleave(self.n_heads // n_kv, dim=2)
+        if self.clip_qkv:
+            values = values.clamp(-self.clip_qkv, self.clip_qkv)
+        return values
 
     def logits(self, final_hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits from the final (normed) hidden state, with the model's soft-capping."""
@@ -212,16 +235,23 @@ def capture(
     wanted: dict[str, tuple[str, str]],
     stop_after: str | None = None,
     pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    picks: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``tokens`` ``[batch, pos]`` through the Hugging Face model's base (no unembedding) and keep, for each
-    ``key: (module path, 'input' | 'output')``, ``pick(value)`` (default: the whole ``[batch, pos, ...]``). The
-    forward stops once the key ``stop_after`` has been captured."""
+    ``key: (module path, 'input' | 'output' | 'weights')``, ``pick(value)`` (default: the whole ``[batch, pos,
+    ...]``; ``picks[key]`` for that key instead). 'weights' is an attention module's second output, its
+    pattern ``[batch, heads, query, key]`` (eager attention only: see ``eager_attention``). The forward
+    stops once the key ``stop_after`` has been captured."""
     pick = pick or (lambda value: value)
+    picks = picks or {}
     captured: dict[str, torch.Tensor] = {}
     handles = []
 
     def keep(key: str, value: torch.Tensor) -> None:
-        captured[key] = pick(batch_positions(value.detach(), tokens.shape)).clone()
+        if value is None:
+            raise ValueError(f"{wanted[key][0]} returned no attention weights: run the capture inside eager_attention(model)")
+        value = batch_positions(value.detach(), tokens.shape)
+        captured[key] = picks.get(key, pick)(value).clone()
         if key == stop_after:
             raise StopForward
 
@@ -233,8 +263,8 @@ def capture(
 
             handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         else:
-            def hook(module, args, output, key=key):
-                keep(key, output[0] if isinstance(output, tuple) else output)
+            def hook(module, args, output, key=key, index=1 if side == "weights" else 0):
+                keep(key, output[index] if isinstance(output, tuple) else output)
 
             handles.append(module.register_forward_hook(hook))
     try:
@@ -246,6 +276,21 @@ def capture(
         for handle in handles:
             handle.remove()
     return captured
+
+
+@contextlib.contextmanager
+def eager_attention(model: torch.nn.Module):
+    """Run ``model`` with eager attention inside the block (its attention modules then return their weights),
+    restoring the implementation it had after."""
+    before = model.config._attn_implementation
+    if before == "eager":
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
 
 
 def _join(*names: str | None) -> str:
@@ -328,6 +373,9 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
     raw = []
     for i, block in enumerate(bridge.blocks):
         ln1, ln2 = _component(block, "ln1"), _component(block, "ln2")
+        attention = _join(block.name, block.attn.name)
+        fused = _component(block.attn, "qkv")
+        value = _join(attention, (fused or _component(block.attn, "v")).name)
         mlp_norm = ln2 or (ln1 if parallel else None)
         if mlp_norm is None and not (_component(block, "ln1_post") or _component(block, "ln2_post")):
             raise _refuse(model_type, f"layer {i} has no norm before its MLP and no post-norms")
@@ -337,6 +385,7 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
                 "mlp_norm": _join(block.name, mlp_norm.name) if mlp_norm else None,
                 "post_attn_norm": _join(block.name, _component(block, "ln1_post").name) if _component(block, "ln1_post") else None,
                 "post_mlp_norm": _join(block.name, _component(block, "ln2_post").name) if _component(block, "ln2_post") else None,
+                "attention": attention, "value": value,
             }
         )
     final_path = bridge.ln_final.name
@@ -377,10 +426,13 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
         path = raw[i][kind]
         return _fit_norm(model_type, path, model.get_submodule(path), got[f"{kind}_in{i}"], got[f"{kind}_out{i}"]) if path else None
 
+    # Fused projections: GPT-2's c_attn is q|k|v along its output; NeoX's query_key_value is q|k|v within each head.
+    value_layout = {"gpt2": "thirds", "gpt_neox": "per_head"}.get(model_type, "separate")
     layers = tuple(
         Layer(
             raw[i]["attn_out"], raw[i]["mlp_in"], raw[i]["mlp_gate"], raw[i]["mlp_out"],
             norm("mlp_norm", i), norm("post_attn_norm", i), norm("post_mlp_norm", i), value_bias[i],
+            attention=raw[i]["attention"], value=raw[i]["value"], value_layout=value_layout,
         )
         for i in range(len(raw))
     )
@@ -389,6 +441,7 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
         model_type=model_type, parallel=parallel, first_block=first_block, layers=layers, final_norm=final_norm, n_heads=n_heads,
         d_head=d_head, gated=bool(getattr(cfg, "gated_mlp", False)), act_fn=str(cfg.act_fn),
         final_logit_softcap=getattr(config, "final_logit_softcapping", None) or None, model=model,
+        n_kv_heads=int(getattr(cfg, "n_key_value_heads", None) or n_heads), clip_qkv=getattr(config, "clip_qkv", None) or None,
     )
 
     # The stream each MLP reads is the sum of the components the description names.

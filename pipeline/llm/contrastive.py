@@ -1,5 +1,6 @@
-"""The contrastive reference (no LLM): the words and bigrams that set active prompts apart from inactive
-ones (smoothed log-odds), and classification by them: the baseline LLM explanations must beat."""
+"""The no-LLM references the LLM explanations must beat: the contrastive one (the words and bigrams that set
+active prompts apart from inactive ones, smoothed log-odds) and the look-up one (the words the head reads
+most), and classification by them."""
 
 from __future__ import annotations
 
@@ -65,3 +66,45 @@ def contrastive_explanation(active: list[str], inactive: list[str], n_features: 
         n_active=n_a,
         n_inactive=n_i,
     )
+
+
+def _word(token: str) -> str | None:
+    """A token's text as the word ``text_features`` would find (lower-cased), or None if it is not a whole word."""
+    word = token.strip().lower()
+    return word if word and _WORD.fullmatch(word) else None
+
+
+@dataclass
+class LookupExplanation(ContrastiveExplanation):
+    """The look-up reference: the words the head reads most on active prompts, classified like the contrastive
+    one (score = sum of the present words' weights, active if > 0). ``counts[w]`` = [prompts where the head
+    reads w most, active contexts holding w, inactive contexts holding w]."""
+
+    @property
+    def text(self) -> str:
+        if not self.features:
+            return "The head reads no word that sets the active prompts apart."
+        read = ", ".join(
+            f"'{w}' (read most on {self.counts[w][0]}/{self.n_active} active prompts; in {self.counts[w][1]}/{self.n_active} active and "
+            f"{self.counts[w][2]}/{self.n_inactive} inactive contexts)"
+            for w in self.features
+        )
+        return f"The head reads {read}: active when the context contains {'it' if len(self.features) == 1 else 'one of them'}."
+
+
+def lookup_explanation(read_tokens: list[str], active: list[str], inactive: list[str], n_features: int) -> LookupExplanation:
+    """``read_tokens``: per active prompt, the token its head reads most. The ``n_features`` words read most
+    often (ties by word), each weighted by how much more often it occurs in active than in inactive contexts;
+    words no more frequent in active contexts are dropped (they would not tell the prompts apart)."""
+    words = Counter(w for w in map(_word, read_tokens) if w)
+    in_active = [text_features(t) for t in active]
+    in_inactive = [text_features(t) for t in inactive]
+    features, counts = {}, {}
+    for word, n in sorted(words.items(), key=lambda item: (-item[1], item[0]))[:n_features]:
+        a = sum(word in f for f in in_active)
+        b = sum(word in f for f in in_inactive)
+        weight = a / max(1, len(active)) - b / max(1, len(inactive))
+        if weight > 0:
+            features[word] = round(weight, 4)
+            counts[word] = [n, a, b]
+    return LookupExplanation(features=features, counts=counts, n_active=len(active), n_inactive=len(inactive))

@@ -25,6 +25,10 @@ class Pair:
     inactive: list[str] = field(default_factory=list)
     heldout: list[str] = field(default_factory=list)
     heldout_truth: list[bool] = field(default_factory=list)
+    # Per active explain prompt (aligned with ``active``), what the head reads most: (text before, the token,
+    # text after), None where that is BOS or no look-up is stored; and that token's text ('' for BOS).
+    active_marked: list[tuple[str, str, str] | None] = field(default_factory=list)
+    active_lookups: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[int, int, int, int]:
@@ -41,9 +45,22 @@ def choose_pairs(scores: pd.DataFrame, settings: ExplanationSettings) -> pd.Data
     return chosen.sort_values(["cohort", *PAIR_KEYS]).reset_index(drop=True)
 
 
-def build_pairs(chosen: pd.DataFrame, prompts: pd.DataFrame) -> list[Pair]:
-    """chosen: pairs (cohort, layer, neuron, head_layer, head, token). prompts: per (pair, prompt) the split,
-    the active flag, the prompt text and exemplar rank, for the chosen pairs' neurons."""
+def marked(pieces, top_position) -> tuple[str, str, str] | None:
+    """A prompt's tokens (BOS left out) split around the position the head reads most (BOS = 0: none)."""
+    if pieces is None or top_position is None or pd.isna(top_position) or int(top_position) < 1:
+        return None
+    i = int(top_position) - 1
+    return "".join(pieces[:i]), pieces[i], "".join(pieces[i + 1:])
+
+
+def build_pairs(chosen: pd.DataFrame, prompts: pd.DataFrame, lookups: pd.DataFrame | None = None) -> list[Pair]:
+    """chosen: pairs (cohort, layer, neuron, head_layer, head, token). prompts: per (pair, prompt) the doc id,
+    split, active flag, prompt text and exemplar rank, for the chosen pairs' neurons. lookups: per (pair,
+    prompt) the head's reading (``pair_lookup_prompts``: pieces, top position and token)."""
+    if lookups is not None and len(lookups):
+        prompts = prompts.merge(lookups[[*PAIR_KEYS, "doc_id", "pieces", "top_position", "top_token"]], on=[*PAIR_KEYS, "doc_id"], how="left")
+    else:
+        prompts = prompts.assign(pieces=None, top_position=None, top_token=None)
     by_pair = {k: g for k, g in prompts.groupby(PAIR_KEYS, sort=False)}
     out = []
     for row in chosen.itertuples():
@@ -54,7 +71,12 @@ def build_pairs(chosen: pd.DataFrame, prompts: pd.DataFrame) -> list[Pair]:
             rows = rows.sort_values(["split", "rank"])
             explain = rows[rows["split"] == "explain"]
             heldout = rows[rows["split"] == "heldout"]
-            pair.active = explain.loc[explain["active"], "prompt_text"].tolist()
+            active = explain[explain["active"]]
+            pair.active = active["prompt_text"].tolist()
+            pair.active_marked = [marked(p, t) for p, t in zip(active["pieces"], active["top_position"])]
+            pair.active_lookups = [
+                "" if m is None else m[1] for m in pair.active_marked
+            ]
             pair.inactive = explain.loc[~explain["active"], "prompt_text"].tolist()
             pair.heldout = heldout["prompt_text"].tolist()
             pair.heldout_truth = heldout["active"].astype(bool).tolist()

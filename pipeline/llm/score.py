@@ -13,7 +13,7 @@ import pandas as pd
 from lookups.pipeline.config import ExplanationSettings, ScoringSettings
 from lookups.pipeline.llm.backends import LlmBackend, LlmRequest, LlmResponse
 from lookups.pipeline.llm.contrastive import ContrastiveExplanation
-from lookups.pipeline.llm.explain import CONTRASTIVE
+from lookups.pipeline.llm.explain import REFERENCES
 from lookups.pipeline.llm.ledger import CallLedger, ask, cache_key
 from lookups.pipeline.llm.pairs import PAIR_KEYS, Pair
 from lookups.pipeline.llm.templates import Template, quoted, snippet, untrusted
@@ -144,9 +144,9 @@ def score_explanations(
 
     rows = []
     for exp, target, baseline in targets:
-        if exp["explainer"] == CONTRASTIVE:
-            contrast = ContrastiveExplanation(features=json.loads(exp["features"]))
-            rows.append(_score_row(exp, target, baseline, CONTRASTIVE, None, [contrast.score(p) for p in target.heldout]))
+        if exp["explainer"] in REFERENCES:  # a no-LLM reference classifies by its features' weights
+            reference = ContrastiveExplanation(features=json.loads(exp["features"]))
+            rows.append(_score_row(exp, target, baseline, exp["explainer"], None, [reference.score(p) for p in target.heldout]))
         elif backend is not None and exp["explainer"] == backend.explainer:
             got = [answers[requests[(exp["explanation_id"], target.key, p)].key] for p in target.heldout] if exp["status"] == "ok" else []
             rows.append(_score_row(exp, target, baseline, backend.explainer, got, None))
@@ -154,14 +154,61 @@ def score_explanations(
 
 
 TEST_COLUMNS = [
-    "explainer", "baseline", "n", "mean_e", "std_e", "skew", "skew_z", "skew_p", "n_baseline", "mean_baseline",
-    "std_baseline", "mw_u", "mw_p", "mean_auc",
+    "explainer", "baseline", "n", "mean_e", "mean_e_ci_low", "mean_e_ci_high", "std_e", "skew", "skew_z", "skew_p",
+    "n_baseline", "mean_baseline", "baseline_ci_low", "baseline_ci_high", "std_baseline", "mw_u", "mw_p",
+    "n_paired", "paired_mean_diff", "wilcoxon_w", "wilcoxon_p", "mean_auc",
 ]
+
+#: Bootstrap resamples per confidence interval, and their seed (fixed, so a rerun writes the same interval).
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_mean_ci(
+    values, level: float = 0.95, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+) -> tuple[float | None, float | None]:
+    """Percentile bootstrap confidence interval of the mean of ``values``: the (1 - level)/2 and (1 + level)/2
+    quantiles of the means of ``n_resamples`` resamples with replacement, seeded. (None, None) with fewer than
+    two values, whose resamples would show no spread at all."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n < 2:
+        return None, None
+    if np.ptp(x) == 0:  # every resample is the sample itself
+        return float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    # Chunks of resamples keep the index matrix under ~4M entries whatever n is.
+    chunk = max(1, min(n_resamples, (1 << 22) // n))
+    means = np.concatenate(
+        [x[rng.integers(0, n, size=(min(chunk, n_resamples - done), n))].mean(axis=1) for done in range(0, n_resamples, chunk)]
+    )
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def paired_wilcoxon(own: pd.DataFrame, shuffled: pd.DataFrame) -> dict:
+    """Each next-token explanation's own E against its shuffled E (pairs by ``explanation_id``): their number,
+    the mean of own - shuffled, and the two-sided Wilcoxon signed-rank test (None with fewer than two pairs or
+    no non-zero difference, where the test is undefined)."""
+    from scipy import stats
+
+    if "explanation_id" not in own.columns:  # a frame without ids cannot be paired
+        return {"n_paired": None, "paired_mean_diff": None, "wilcoxon_w": None, "wilcoxon_p": None}
+    pairs = own[["explanation_id", "e_score"]].merge(shuffled[["explanation_id", "e_score"]], on="explanation_id", suffixes=("_own", "_shuffled"))
+    # E is a ratio of small counts: rounding lets equal differences tie (and equal scores give 0) exactly.
+    diff = np.round(pairs["e_score_own"].astype(float).to_numpy() - pairs["e_score_shuffled"].astype(float).to_numpy(), 12)
+    out = {"n_paired": len(diff), "paired_mean_diff": float(diff.mean()) if len(diff) else None, "wilcoxon_w": None, "wilcoxon_p": None}
+    if len(diff) >= 2 and np.any(diff != 0):
+        test = stats.wilcoxon(diff, alternative="two-sided")
+        out["wilcoxon_w"], out["wilcoxon_p"] = float(test.statistic), float(test.pvalue)
+    return out
 
 
 def explanation_tests(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per explainer: the distribution of E over next-token pairs (mean, std, skew, skewtest) and a two-sided
-    Mann-Whitney U test against each baseline: random neurons' pairs, and shuffled explanations."""
+    """Per explainer: the distribution of E over next-token pairs (mean with its bootstrap 95% CI, std, skew,
+    skewtest) and, against each baseline (random neurons' pairs; shuffled explanations), the baseline's mean with
+    its CI and a two-sided Mann-Whitney U test; against the shuffled one also the paired Wilcoxon signed-rank
+    test of each explanation's own E against its shuffled E."""
     from scipy import stats
 
     rows = []
@@ -169,28 +216,36 @@ def explanation_tests(scores: pd.DataFrame) -> pd.DataFrame:
     for explainer, group in scored.groupby("explainer"):
         own = group[(group["cohort"] == "next_token") & (group["baseline"] == "none")]
         e = own["e_score"].astype(float).to_numpy()
+        shuffled = group[group["baseline"] == "shuffled"]
         baselines = {
             "random_neurons": group[(group["cohort"] == "random") & (group["baseline"] == "none")]["e_score"].astype(float).to_numpy(),
-            "shuffled": group[group["baseline"] == "shuffled"]["e_score"].astype(float).to_numpy(),
+            "shuffled": shuffled["e_score"].astype(float).to_numpy(),
         }
         skew = float(stats.skew(e)) if len(e) > 2 else None
         skew_z = skew_p = None
         if len(e) >= 8 and np.ptp(e) > 0:
             test = stats.skewtest(e)
             skew_z, skew_p = float(test.statistic), float(test.pvalue)
+        e_low, e_high = bootstrap_mean_ci(e)
+        unpaired = {"n_paired": None, "paired_mean_diff": None, "wilcoxon_w": None, "wilcoxon_p": None}
         for name, base in baselines.items():
             mw_u = mw_p = None
             if len(e) and len(base):
                 test = stats.mannwhitneyu(e, base, alternative="two-sided")
                 mw_u, mw_p = float(test.statistic), float(test.pvalue)
+            base_low, base_high = bootstrap_mean_ci(base)
             rows.append(
                 {
                     "explainer": explainer, "baseline": name, "n": len(e),
-                    "mean_e": float(e.mean()) if len(e) else None, "std_e": float(e.std(ddof=1)) if len(e) > 1 else None,
+                    "mean_e": float(e.mean()) if len(e) else None, "mean_e_ci_low": e_low, "mean_e_ci_high": e_high,
+                    "std_e": float(e.std(ddof=1)) if len(e) > 1 else None,
                     "skew": skew, "skew_z": skew_z, "skew_p": skew_p,
                     "n_baseline": len(base), "mean_baseline": float(base.mean()) if len(base) else None,
+                    "baseline_ci_low": base_low, "baseline_ci_high": base_high,
                     "std_baseline": float(base.std(ddof=1)) if len(base) > 1 else None,
-                    "mw_u": mw_u, "mw_p": mw_p, "mean_auc": float(own["auc"].dropna().mean()) if own["auc"].notna().any() else None,
+                    "mw_u": mw_u, "mw_p": mw_p,
+                    **(paired_wilcoxon(own, shuffled) if name == "shuffled" else unpaired),
+                    "mean_auc": float(own["auc"].dropna().mean()) if own["auc"].notna().any() else None,
                 }
             )
     return pd.DataFrame(rows, columns=TEST_COLUMNS)

@@ -13,6 +13,10 @@ from lookups.pipeline.llm import ExplainerError
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 SNIPPET_MARKERS = ("<<<", ">>>")
+#: Around the token an attention head reads most (explain.v2). Corpus text never holds them: ``untrusted`` maps
+#: them to parentheses, so a mark in a prompt is always the pipeline's.
+LOOKUP_MARKERS = ("⟦", "⟧")
+_NO_LOOKUP_MARKERS = str.maketrans({LOOKUP_MARKERS[0]: "(", LOOKUP_MARKERS[1]: ")"})
 #: What prompt delimiters are made of: the templates' markers (<<<SNIPPETS ... SNIPPETS>>>, the token's [[ ]]) and
 #: the <| |> of chat-format special tokens (<|im_start|>). In untrusted text, runs of < or > are cut to two and of
 #: [ or ] to one, and a | beside < or > is set apart, so none of them can be formed (docs/method.md, "Prompt templates and untrusted text").
@@ -65,9 +69,10 @@ def load_template(name_or_path: str) -> Template:
 
 
 def _no_delimiters(text: str) -> str:
-    """``text`` with every bracket run cut (``_BRACKET_RUNS``) and every pipe beside an angle bracket set apart."""
+    """``text`` with every bracket run cut (``_BRACKET_RUNS``), every pipe beside an angle bracket set apart and
+    the look-up markers turned into parentheses."""
     text = _BRACKET_RUNS.sub(lambda run: run.group(0)[0] * (2 if run.group(0)[0] in "<>" else 1), text)
-    return _PIPE_BESIDE_ANGLE.sub(" | ", text)
+    return _PIPE_BESIDE_ANGLE.sub(" | ", text).translate(_NO_LOOKUP_MARKERS)
 
 
 def _escaped(char: str) -> str:
@@ -99,10 +104,38 @@ def snippet(text: str, token: str | None, max_chars: int) -> str:
     flat = untrusted(text)
     if len(flat) > max_chars:
         flat = "…" + flat[-max_chars:].lstrip()
+    return _with_token(flat, token)
+
+
+def _with_token(flat: str, token: str | None) -> str:
     if token is None:
         return flat
     shown = _no_delimiters("".join(map(_escaped, token)))
     return f"{flat}{' ' if flat.endswith('[') else ''}[[{shown}]]"
+
+
+def _one_line(text: str) -> str:
+    """``untrusted`` keeping one space where the text had leading or trailing whitespace (a piece of a prompt)."""
+    flat = untrusted(text)
+    if not flat:
+        return " " if text[:1].isspace() else ""
+    return (" " if text[:1].isspace() else "") + flat + (" " if text[-1:].isspace() else "")
+
+
+def marked_snippet(parts: tuple[str, str, str], token: str | None, max_chars: int) -> str:
+    """Like ``snippet``, with the token the head reads most between ``LOOKUP_MARKERS``: ``parts`` is (text
+    before, that token, text after). Cut to about ``max_chars`` characters keeping the mark and the end."""
+    before, piece, after = (_one_line(p) for p in parts)
+    lead = " " if piece.startswith(" ") else ""
+    mark = f"{lead}{LOOKUP_MARKERS[0]}{piece.strip()}{LOOKUP_MARKERS[1]}{' ' if piece.endswith(' ') and piece.strip() else ''}"
+    if len(before) + len(mark) + len(after) > max_chars:
+        if len(mark) + len(after) <= max_chars - 20:
+            before = "…" + before[-(max_chars - len(mark) - len(after)):]
+        else:  # the end matters most (the prediction): a little context before the mark, the end of the rest
+            keep = max(20, max_chars - len(mark) - 50)
+            before = "…" + before[-40:] if len(before) > 40 else before
+            after = after if len(after) <= keep else after[: 10] + " … " + after[-keep:].lstrip()
+    return _with_token((before + mark + after).strip(), token)
 
 
 def parse_explanation(text: str | None) -> tuple[str, str]:

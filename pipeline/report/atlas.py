@@ -4,8 +4,9 @@ internet (no external scripts, styles or fonts; figures are inline PNGs).
 It shows the selected neurons and their tokens; per neuron, the head x layer attribution heatmap (mean
 score over its explain prompts, consistent pairs outlined); per consistent pair, its prompts with each token
 shaded by the head's attention from the last position, the neuron's token shown next, and whether the head
-was active; the findings (consistent pairs by head layer, the ablation comparison). A search box filters the
-neurons by token. Every string from the corpus or the tokenizer is HTML-escaped.
+was active; the findings (consistent pairs by head layer, the ablation comparison, the E histogram against the
+baselines with mean E and its bootstrap 95% CI per explainer and cohort). A search box filters the neurons by token.
+Every string from the corpus or the tokenizer is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class AtlasData:
     tests: pd.DataFrame  # ablation_tests rows
     heads_by_layer: pd.DataFrame
     explanations: pd.DataFrame = field(default_factory=pd.DataFrame)  # pair_explanations rows (next-token pairs)
+    lookups: pd.DataFrame = field(default_factory=pd.DataFrame)  # head_lookups of the explain prompts (atlas_lookups)
+    pair_lookups: pd.DataFrame = field(default_factory=pd.DataFrame)  # per pair: look-up summary and counterfactual test
+    explanation_scores: pd.DataFrame = field(default_factory=pd.DataFrame)  # explanation_scores rows: explainer, cohort, baseline, status, e_score
+    explanation_tests: pd.DataFrame = field(default_factory=pd.DataFrame)  # explanation_tests rows (means, CIs, tests)
 
 
 def _e(value) -> str:
@@ -63,14 +68,65 @@ def _heatmap(scores: pd.DataFrame, n_heads: int, layer: int) -> str:
     return '<table class="heat">' + "".join(rows) + "</table>"
 
 
-def _prompt(tokens: list[str], weights: np.ndarray | None, next_token: str, active: bool | None) -> str:
-    """A prompt's tokens (BOS dropped) shaded by attention weight, then the neuron's token."""
+def _contribution_colour(value: float, scale: float) -> str:
+    a = min(1.0, abs(value) / scale) if scale > 0 else 0.0
+    return f"rgba(200,40,40,{a:.2f})" if value >= 0 else f"rgba(40,80,200,{a:.2f})"
+
+
+def _prompt(tokens: list[str], reading: pd.DataFrame | None, next_token: str, active: bool | None) -> str:
+    """A prompt's tokens (BOS dropped, its share noted when the head reads it) shaded by the head's signed
+    contribution to the neuron from each position (red adds, blue subtracts; the attention weight is kept in
+    ``data-attention`` for the toggle and the tooltip), the position it reads most boxed, then the neuron's token."""
+    by_position = reading.set_index("position") if reading is not None and len(reading) else None
+    scale = float(by_position["contribution"].abs().max()) if by_position is not None else 0.0
     spans = []
     for i, tok in enumerate(tokens):
-        w = float(weights[i + 1]) if weights is not None and i + 1 < len(weights) else 0.0
-        spans.append(f'<span style="background:rgba(255,170,0,{min(1.0, w):.2f})" title="attention {w:.2f}">{_e(tok)}</span>')
+        if by_position is None or i + 1 not in by_position.index:
+            spans.append(f"<span>{_e(tok)}</span>")
+            continue
+        r = by_position.loc[i + 1]
+        top = " class='top'" if int(r["rank"]) == 1 else ""
+        colour = _contribution_colour(float(r["contribution"]), scale)
+        tip = f"contribution {float(r['contribution']):+.4g}, attention {float(r['attention']):.2f}"
+        spans.append(
+            f"<span{top} style='background:{colour}' data-contribution='{colour}' data-attention='{min(1.0, float(r['attention'])):.2f}' "
+            f"title='{_e(tip)}'>{_e(tok)}</span>"
+        )
+    bos = ""
+    if by_position is not None and 0 in by_position.index:
+        r = by_position.loc[0]
+        cls = "bos top" if int(r["rank"]) == 1 else "bos"
+        bos = f"<span class='{cls}' title='BOS: contribution {float(r['contribution']):+.4g}, attention {float(r['attention']):.2f}'>BOS</span> "
     mark = "" if active is None else ('<b class="on">active</b> ' if active else '<b class="off">inactive</b> ')
-    return f'<div class="prompt">{mark}{"".join(spans)}<span class="next">{_e(next_token)}</span></div>'
+    return f'<div class="prompt">{mark}{bos}{"".join(spans)}<span class="next">{_e(next_token)}</span></div>'
+
+
+def _lookup_summary(pair_lookups: pd.DataFrame, layer: int, neuron: int, head_layer: int, head: int) -> list[str]:
+    """The pair's look-up summary (what its head reads most, how concentrated, the flags) and counterfactual test."""
+    if not len(pair_lookups):
+        return []
+    rows = pair_lookups[
+        (pair_lookups["layer"] == layer) & (pair_lookups["neuron"] == neuron) & (pair_lookups["head_layer"] == head_layer)
+        & (pair_lookups["head"] == head)
+    ]
+    if not len(rows):
+        return []
+    r = rows.iloc[0]
+    tokens = ", ".join(_e(repr(t)) for t in list(r["top_tokens"])[:5])
+    flags = [name for name, on in (("copying", r["copying"]), ("previous token", r["previous_token"]), ("reads BOS", r["reads_bos"])) if bool(on)]
+    out = [
+        f"<p class='lookup'><b>reads</b> {tokens} on {int(r['n_active_prompts'])} active prompts; concentration {float(r['concentration']):.2f}, "
+        f"median distance {float(r['median_distance']):.0f}{'; ' + ', '.join(flags) if flags else ''}</p>"
+    ]
+    if pd.notna(r.get("tested_prompts")):
+        verdict = "<b class='on'>confirmed</b>" if bool(r["confirmed"]) else "<b class='off'>not confirmed</b>"
+        out.append(
+            f"<p class='lookup'><b>counterfactual</b> {verdict} (q {float(r['q_value']):.2g}, {int(r['tested_prompts'])} prompts): replacing the token "
+            f"it reads most lowers the neuron by {float(r['mean_act_drop_lookup']):.3g} and the head's attribution by "
+            f"{float(r['mean_score_drop_share_lookup']):.0%}; a control position {float(r['mean_act_drop_control']):.3g} and "
+            f"{float(r['mean_score_drop_share_control']):.0%}</p>"
+        )
+    return out
 
 
 STYLE = """
@@ -80,6 +136,7 @@ table.heat{border-collapse:collapse;font-size:10px} table.heat td{width:14px;hei
 p.explanation{margin:4px 0 4px 12px;font-size:13px} table.heat td.consistent{outline:2px solid #111} table.heat th{font-weight:normal;color:#666;padding:0 3px}
 .prompt{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;margin:2px 0}
 .next{background:#cfe8cf;font-weight:bold;margin-left:2px} .on{color:#b00} .off{color:#777}
+.prompt span.top{outline:2px solid #111;outline-offset:-1px} .prompt .bos{color:#777;font-size:10px} p.lookup{margin:4px 0 4px 12px;font-size:13px}
 .neuron{border-top:1px solid #ccc;padding-top:.5em} .muted{color:#777} table.facts td{padding:0 1em 0 0}
 input#search{font-size:1em;padding:.3em;width:20em}
 """
@@ -94,30 +151,16 @@ function filterNeurons(){
   });
   document.getElementById('shown').textContent=shown;
 }
+function shadeBy(what){
+  document.querySelectorAll('.prompt span[data-attention]').forEach(function(s){
+    s.style.background=what==='attention'?'rgba(255,170,0,'+s.dataset.attention+')':s.dataset.contribution;
+  });
+}
 """
 
 
-def prompts_to_show(data: AtlasData, settings: AtlasSettings) -> list[tuple[tuple[int, int], object]]:
-    """((layer, neuron), exemplar row) of each explain prompt the page shades by attention: the first
-    ``prompts_per_pair`` of every neuron with a consistent head."""
-    consistent = data.scores[data.scores["consistent"]]
-    neurons = set(map(tuple, consistent[["layer", "neuron"]].drop_duplicates().values.tolist()))
-    shown = []
-    for key, group in data.exemplars[data.exemplars["split"] == "explain"].groupby(["layer", "neuron"]):
-        if key in neurons:
-            shown += [(key, row) for row in group.head(settings.prompts_per_pair).itertuples()]
-    return shown
-
-
-def head_layers_of(data: AtlasData) -> dict[tuple[int, int], list[int]]:
-    """Per neuron, the layers of its consistent heads (whose attention the page shows)."""
-    consistent = data.scores[data.scores["consistent"]]
-    return consistent.groupby(["layer", "neuron"])["head_layer"].apply(lambda s: sorted(set(s))).to_dict()
-
-
-def render_atlas(data: AtlasData, token_strings, attention: dict, settings: AtlasSettings, figures: dict[str, bytes]) -> str:
-    """The whole page, from frames alone. token_strings(ids) -> list of display strings;
-    attention[(layer, neuron, doc_id)] -> ``{head_layer: [n_heads, n_tokens]}``; figures: PNG bytes by name."""
+def render_atlas(data: AtlasData, token_strings, settings: AtlasSettings, figures: dict[str, bytes]) -> str:
+    """The whole page, from frames alone. token_strings(ids) -> list of display strings; figures: PNG bytes by name."""
     figs = {name: base64.b64encode(png).decode() for name, png in figures.items()}
     m = data.model
     n_heads = int(m["n_heads"])
@@ -154,14 +197,22 @@ def render_atlas(data: AtlasData, token_strings, attention: dict, settings: Atla
                 f"<td>{t.mean_inactive:.4g}</td><td>{t.ks_statistic:.3f}</td><td>{t.p_value:.2g}</td></tr>"
             )
         parts.append("</table>")
-    parts.append("<p class='muted'>Explanations and their scores appear here once the explanation assets have run.</p>")
+    if "e_histogram" in figs:
+        parts.append(f"<img alt='histogram of E against the baselines' src='data:image/png;base64,{figs['e_histogram']}'>")
+    parts.extend(_mean_e_table(data.explanation_tests))
+    if not len(data.explanations):
+        parts.append("<p class='muted'>Explanations and their scores appear here once the explanation assets have run.</p>")
     parts.append(
         "<h2>Neurons</h2><p><input id='search' placeholder='search by token, e.g. order' oninput='filterNeurons()'> "
         f"<span id='shown'>{len(data.neurons)}</span> shown</p>"
+        "<p class='muted'>Prompts are shaded by the head's signed contribution to the neuron from each token (red adds, blue "
+        "subtracts); the token it reads most is boxed. Shade by <a href='#' onclick=\"shadeBy('contribution');return false\">contribution</a> "
+        "or <a href='#' onclick=\"shadeBy('attention');return false\">attention</a>.</p>"
     )
     scores_by_neuron = {k: g for k, g in data.scores.groupby(["layer", "neuron"])}
     exemplars_by_neuron = {k: g for k, g in data.exemplars.groupby(["layer", "neuron"])}
     active = data.active.set_index(["layer", "neuron", "head_layer", "head", "doc_id"])["active"].to_dict()
+    reading = {k: g for k, g in data.lookups.groupby(["layer", "neuron", "head_layer", "head", "doc_id"])} if len(data.lookups) else {}
     for n in data.neurons.itertuples():
         key = (n.layer, n.neuron)
         scores = scores_by_neuron.get(key, pd.DataFrame(columns=data.scores.columns))
@@ -189,12 +240,12 @@ def render_atlas(data: AtlasData, token_strings, attention: dict, settings: Atla
                 f"<details><summary>head L{pair.head_layer}H{pair.head}: rank {pair.rank}, mean score {pair.mean_score:.3g}, "
                 f"active on {pair.active_fraction:.0%} of {pair.n_prompts} prompts{_e(effect)}</summary>"
             )
+            parts.extend(_lookup_summary(data.pair_lookups, n.layer, n.neuron, pair.head_layer, pair.head))
             parts.extend(_explanations(data.explanations, n.layer, n.neuron, pair.head_layer, pair.head))
             for ex in explain.itertuples():
-                weights = attention.get((n.layer, n.neuron, ex.doc_id), {}).get(int(pair.head_layer))
-                head_weights = weights[int(pair.head)] if weights is not None else None
-                flag = active.get((n.layer, n.neuron, pair.head_layer, pair.head, ex.doc_id))
-                parts.append(_prompt(token_strings(list(ex.prompt_token_ids)), head_weights, ex.next_token, None if flag is None else bool(flag)))
+                pair_key = (n.layer, n.neuron, pair.head_layer, pair.head, ex.doc_id)
+                flag = active.get(pair_key)
+                parts.append(_prompt(token_strings(list(ex.prompt_token_ids)), reading.get(pair_key), ex.next_token, None if flag is None else bool(flag)))
             parts.append("</details>")
         parts.append("</section>")
     parts.append("</body></html>")
@@ -212,4 +263,41 @@ def _explanations(explanations: pd.DataFrame, layer: int, neuron: int, head_laye
     for r in rows.itertuples():
         score = f"E {r.e_score:.2f}" if pd.notna(r.e_score) else _e(r.reason or r.status)
         out.append(f"<p class='explanation'><b>{_e(r.explainer)}</b> ({score}): {_e(r.explanation or '')}</p>")
+    return out
+
+
+def _ci(low, high) -> str:
+    return "n/a" if pd.isna(low) or pd.isna(high) else f"[{low:.3f}, {high:.3f}]"
+
+
+def _p(value) -> str:
+    return "" if pd.isna(value) else f"{value:.2g}"
+
+
+def _mean_e_table(tests: pd.DataFrame) -> list[str]:
+    """Per explainer and cohort (next-token pairs, random neurons, shuffled explanations): n, mean E and its
+    bootstrap 95% CI, the Mann-Whitney p against the next-token pairs, and the paired Wilcoxon p of the shuffled."""
+    if not len(tests):
+        return []
+    out = [
+        "<h3>Head Explanation Score E against the baselines</h3><p class='muted'>Mean E over held-out prompts with a 95% "
+        "percentile bootstrap CI; p: two-sided Mann-Whitney against the next-token pairs, and the paired Wilcoxon "
+        "signed-rank test of each explanation's own E against its shuffled E.</p>",
+        "<table class='facts' id='mean-e'><tr><th>explainer</th><th>scored on</th><th>n</th><th>mean E</th><th>95% CI (bootstrap)</th>"
+        "<th>Mann-Whitney p</th><th>paired Wilcoxon p</th></tr>"
+    ]
+    for explainer, group in tests.groupby("explainer", sort=False):
+        by = group.set_index("baseline")
+        first = group.iloc[0]  # mean E of the next-token pairs is the same on every baseline's row
+        cohorts = [("next-token neurons", first.n, first.mean_e, first.mean_e_ci_low, first.mean_e_ci_high, None, None)]
+        for baseline, label in (("random_neurons", "random neurons (baseline)"), ("shuffled", "shuffled explanations")):
+            if baseline in by.index:
+                r = by.loc[baseline]
+                cohorts.append((label, r.n_baseline, r.mean_baseline, r.baseline_ci_low, r.baseline_ci_high, r.mw_p, r.get("wilcoxon_p")))
+        for label, n, mean, low, high, mw_p, wilcoxon_p in cohorts:
+            out.append(
+                f"<tr><td>{_e(explainer)}</td><td>{label}</td><td>{int(n)}</td><td>{'n/a' if pd.isna(mean) else f'{mean:.3f}'}</td>"
+                f"<td>{_ci(low, high)}</td><td>{_p(mw_p)}</td><td>{_p(wilcoxon_p)}</td></tr>"
+            )
+    out.append("</table>")
     return out

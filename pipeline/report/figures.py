@@ -56,6 +56,8 @@ def ablation(ablations: pd.DataFrame) -> bytes | None:
 def e_histogram(scores: pd.DataFrame, title: str) -> bytes | None:
     """The paper's figure: per explainer, the histogram of E over next-token pairs with the random-neuron
     baseline (and the shuffled baseline) overlaid. PNG bytes, or None with nothing scored."""
+    if not len(scores):  # nothing explained yet (a frame with no columns, too)
+        return None
     scored = scores[scores["status"] == "scored"]
     if not len(scored):
         return None

@@ -54,15 +54,31 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
             f"ablation     {t.metric}: active {t.mean_active:.4g} (n={t.n_active}) vs inactive {t.mean_inactive:.4g} (n={t.n_inactive}), "
             f"KS {t.ks:.3f}, p {t.p_value:.2g}"
         )
+    for r in store.named_query("lookup_summary", **keys).itertuples():
+        cohort = "next-token pairs" if r.cohort == "next_token" else "random-baseline pairs"
+        confirmed = (
+            f"{_count(r.pairs_confirmed)}/{_count(r.pairs_tested)} confirmed ({_num(r.share_confirmed, '.0%')}, 5% FDR)"
+            if not pd.isna(r.pairs_tested) else "not tested"
+        )
+        tokens = ", ".join(repr(t) for t in (r.most_read_tokens if r.most_read_tokens is not None else [])[:6])
+        print(
+            f"look-ups     {cohort}: {confirmed}; median concentration {_num(r.median_concentration, '.2f')}, reads BOS "
+            f"{_num(r.bos_share, '.0%')}, previous token {_num(r.previous_token_share, '.0%')}, copying {_num(r.copying_share, '.0%')}; "
+            f"read most: {tokens}"
+        )
     findings = store.named_query("explanation_findings", **keys)
     for f in findings.itertuples():
         if f.n and f.baseline == "random_neurons":
             print(
-                f"explanations {f.explainer}: mean E {f.mean_e:.3f} (n={f.n}) vs random neurons {_num(f.mean_baseline)} (n={f.n_baseline}), "
-                f"Mann-Whitney p {_num(f.mw_p, '.2g')}"
+                f"explanations {f.explainer}: mean E {f.mean_e:.3f} {_ci(f.mean_e_ci_low, f.mean_e_ci_high)} (n={f.n}) vs random neurons "
+                f"{_num(f.mean_baseline)} {_ci(f.baseline_ci_low, f.baseline_ci_high)} (n={f.n_baseline}), Mann-Whitney p {_p(f.mw_p)}"
             )
         elif f.n:
-            print(f"             {f.explainer}: vs shuffled explanations {_num(f.mean_baseline)} (n={f.n_baseline}), Mann-Whitney p {_num(f.mw_p, '.2g')}")
+            print(
+                f"             {f.explainer}: vs shuffled explanations {_num(f.mean_baseline)} {_ci(f.baseline_ci_low, f.baseline_ci_high)} "
+                f"(n={f.n_baseline}), Mann-Whitney p {_p(f.mw_p)}, paired Wilcoxon p {_p(f.wilcoxon_p)} "
+                f"(n={_count(f.n_paired)}, mean own - shuffled {_num(f.paired_mean_diff, '+.3f')})"
+            )
     print_comparison(store)
     print(f"\nresults      {database_path()}")
     page = data_dir() / "atlas" / f"{row.model_id.replace('@', '-')}__{row.prompt_set_id}.html"
@@ -75,6 +91,17 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
 
 def _p(value) -> str:
     return _num(value, ".2g")
+
+
+def _ci(low, high) -> str:
+    """A bootstrap 95% CI, or n/a where it is undefined (fewer than two values)."""
+    if pd.isna(low) or pd.isna(high):
+        return "[95% CI n/a]"
+    return f"[95% CI {low:.3f}, {high:.3f}]"
+
+
+def _count(value) -> str:
+    return "n/a" if pd.isna(value) else str(int(value))
 
 
 def comparison_table(runs: pd.DataFrame, depths: pd.DataFrame) -> pd.DataFrame:

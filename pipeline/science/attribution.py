@@ -28,8 +28,7 @@ values the decomposition reads, and stops at the deepest MLP needed. Products ar
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,7 @@ import torch
 
 from lookups.pipeline.config import AttributionSettings
 from lookups.pipeline.inputs.architecture import Architecture, activation_and_slope, capture
-from lookups.pipeline.science.batching import pack_batches, pad_right
+from lookups.pipeline.science.batching import group_prompts, pad_right
 
 PhaseProgress = Callable[[str, int, int], None]
 
@@ -72,20 +71,14 @@ def last_position_values(arch: Architecture, tokens: torch.Tensor, lengths: torc
     added output, and per target layer its norm's 1/scale, pre-activations and activation. The
     forward stops at the deepest layer's activation."""
     deepest = max(layers)
-    wanted = {"embed": (arch.first_block, "input")}
+    wanted = {"embed": (arch.first_block, "input"), **norm_wanted(arch, layers, arch.heads_feeding(deepest))}
     for layer in range(deepest + 1):
         spec = arch.layers[layer]
         if layer in arch.heads_feeding(deepest):
             wanted[f"z{layer}"] = (spec.attn_out, "input")
-            if spec.post_attn_norm:
-                wanted[f"post_attn_in{layer}"] = (spec.post_attn_norm.path, "input")
-                wanted[f"post_attn_out{layer}"] = (spec.post_attn_norm.path, "output")
         if layer < deepest:
             wanted[f"mlp{layer}"] = (spec.post_mlp_norm.path if spec.post_mlp_norm else spec.mlp_out, "output")
         if layer in layers:
-            if spec.mlp_norm:
-                wanted[f"norm_in{layer}"] = (spec.mlp_norm.path, "input")
-                wanted[f"norm_out{layer}"] = (spec.mlp_norm.path, "output")
             wanted[f"pre_in{layer}"] = (spec.mlp_in, "output")
             if spec.mlp_gate:
                 wanted[f"pre_gate{layer}"] = (spec.mlp_gate, "output")
@@ -93,9 +86,27 @@ def last_position_values(arch: Architecture, tokens: torch.Tensor, lengths: torc
     rows = torch.arange(tokens.shape[0], device=arch.device)
     last = (lengths - 1).to(device=arch.device, dtype=torch.long)
     got = {key: value.double() for key, value in capture(arch.model, tokens, wanted, stop_after=f"act{deepest}", pick=lambda value: value[rows, last]).items()}
-    # Each norm's 1/scale once per batch row, whatever number of projections and neurons read it.
-    for layer in range(deepest + 1):
-        spec = arch.layers[layer]
+    return with_norm_scales(arch, got)
+
+
+def norm_wanted(arch: Architecture, layers: Iterable[int], sources: Iterable[int]) -> dict[str, tuple[str, str]]:
+    """The hooks ``with_norm_scales`` reads: the MLP norms of ``layers``, the post-attention norms of ``sources``."""
+    wanted = {}
+    for layer in sources:
+        if arch.layers[layer].post_attn_norm:
+            wanted[f"post_attn_in{layer}"] = (arch.layers[layer].post_attn_norm.path, "input")
+            wanted[f"post_attn_out{layer}"] = (arch.layers[layer].post_attn_norm.path, "output")
+    for layer in layers:
+        if arch.layers[layer].mlp_norm:
+            wanted[f"norm_in{layer}"] = (arch.layers[layer].mlp_norm.path, "input")
+            wanted[f"norm_out{layer}"] = (arch.layers[layer].mlp_norm.path, "output")
+    return wanted
+
+
+def with_norm_scales(arch: Architecture, got: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``got`` with each captured norm's input and output replaced by its 1/scale (``post_attn_scale{L}``,
+    ``norm_scale{L}``): once per batch row, whatever number of projections and neurons read it."""
+    for layer, spec in enumerate(arch.layers):
         if f"post_attn_in{layer}" in got:
             got[f"post_attn_scale{layer}"] = spec.post_attn_norm.inverse_scale(got.pop(f"post_attn_in{layer}"), got.pop(f"post_attn_out{layer}"))
         if f"norm_in{layer}" in got:
@@ -103,7 +114,7 @@ def last_position_values(arch: Architecture, tokens: torch.Tensor, lengths: torc
     return got
 
 
-class _Weights:
+class Weights:
     """The projections the decomposition multiplies by, in float64 on the model's device, converted once."""
 
     def __init__(self, arch: Architecture):
@@ -136,32 +147,18 @@ def attribute_exemplars(
     pad_id = bos_id if pad_id is None else pad_id
     exemplars = exemplars.reset_index(drop=True)
     started = time.perf_counter()
-    weights = _Weights(arch)
+    weights = Weights(arch)
     # Identical prompts (e.g. the same passage for two neurons) run once.
-    prompt_index: dict[tuple, int] = {}
-    prompt_of_row = np.empty(len(exemplars), dtype=np.int64)
-    for i, ids in enumerate(exemplars["prompt_token_ids"]):
-        prompt_of_row[i] = prompt_index.setdefault(tuple(int(t) for t in ids), len(prompt_index))
-    prompts = [np.asarray((bos_id,) + key, dtype=np.int64) for key in prompt_index]
-    rows_of_prompt = defaultdict(list)
-    for row, p in enumerate(prompt_of_row):
-        rows_of_prompt[p].append(row)
     layers_all = exemplars["layer"].to_numpy()
     neurons_all = exemplars["neuron"].to_numpy()
+    grouped = group_prompts(exemplars["prompt_token_ids"].tolist(), layers_all, bos_id, settings.batch_tokens)
+    prompts, batches = grouped.prompts, grouped.batches
 
     head_parts, total_parts = [], []
-    # Prompts are grouped by the deepest layer they serve, so each forward pass stops as early as it can.
-    deepest = np.array([layers_all[rows_of_prompt[p]].max() for p in range(len(prompts))])
-    batches = []
-    for layer in np.unique(deepest):
-        members = np.nonzero(deepest == layer)[0]
-        batches += [members[b] for b in pack_batches([len(prompts[p]) for p in members], settings.batch_tokens)]
     done = 0
     for batch in batches:
         tokens, lengths = pad_right([prompts[p] for p in batch], pad_id)
-        rows = np.array([r for p in batch for r in rows_of_prompt[p]], dtype=np.int64)
-        batch_pos = {p: b for b, p in enumerate(batch)}
-        row_b = np.array([batch_pos[prompt_of_row[r]] for r in rows], dtype=np.int64)
+        rows, row_b = grouped.rows(batch)
         values = last_position_values(arch, tokens, lengths, set(layers_all[rows].tolist()))
         for layer in sorted(set(layers_all[rows].tolist())):
             sel = layers_all[rows] == layer
@@ -206,40 +203,57 @@ class _Decomposition:
         return self.heads.sum(dim=1) + self.mlps + self.embed + self.bias
 
 
-def _decompose(
-    arch: Architecture, weights: _Weights, values: dict, layer: int, b: torch.Tensor, neurons: torch.Tensor, path: str, pre_key: str
-) -> _Decomposition:
-    """Decompose the pre-activation read by projection ``path`` (columns ``neurons``, one per row) of layer ``layer``."""
+def stream_read(
+    arch: Architecture, weights: Weights, values: dict, layer: int, b: torch.Tensor, neurons: torch.Tensor, path: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How the pre-activation read by projection ``path`` (columns ``neurons``, one per row) of ``layer``'s MLP
+    reads the stream on each row: ``(read [rows, d_model], bias [rows])``. A component ``x`` added to the
+    stream contributes ``x · read``; ``bias`` is the neuron's input bias and the MLP norm's bias."""
     spec = arch.layers[layer]
     directions = weights.weight(path)[:, neurons].T  # [rows, d_model]: the neuron's input direction
     bias = torch.zeros(len(b), dtype=torch.float64, device=directions.device)
     own = weights.bias(path)
     if own is not None:
         bias = bias + own[neurons]
-    if spec.mlp_norm:
-        norm = spec.mlp_norm
-        if norm.bias is not None:
-            bias = bias + directions @ norm.bias.to(directions)
-        read = norm.through(directions, values[f"norm_scale{layer}"][b])
-    else:
-        read = directions  # OLMo 2: the MLP reads the raw stream
+    if not spec.mlp_norm:
+        return directions, bias  # OLMo 2: the MLP reads the raw stream
+    norm = spec.mlp_norm
+    if norm.bias is not None:
+        bias = bias + directions @ norm.bias.to(directions)
+    return norm.through(directions, values[f"norm_scale{layer}"][b]), bias
+
+
+def head_read(arch: Architecture, weights: Weights, values: dict, source: int, read: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How the stream reader ``read`` ``[rows, d_model]`` reads layer ``source``'s heads: ``(read_z [rows,
+    n_heads * d_head], bias [rows])``. Head h contributes ``read_z[h slice] · (z_h - value_bias_h)``; ``bias``
+    gathers the post-attention norm's and output projection's biases and the value biases' part."""
+    spec = arch.layers[source]
+    bias = torch.zeros(len(b), dtype=torch.float64, device=read.device)
+    through = read
+    if spec.post_attn_norm:
+        post = spec.post_attn_norm
+        if post.bias is not None:
+            bias = bias + read @ post.bias.to(read)
+        through = post.through(read, values[f"post_attn_scale{source}"][b])
+    attn_bias = weights.bias(spec.attn_out)
+    if attn_bias is not None:
+        bias = bias + through @ attn_bias
+    read_z = through @ weights.weight(spec.attn_out).T  # [rows, n_heads * d_head]
+    bias = bias + read_z @ spec.value_bias.to(read_z)  # the same on every prompt (see Layer.value_bias)
+    return read_z, bias
+
+
+def _decompose(
+    arch: Architecture, weights: Weights, values: dict, layer: int, b: torch.Tensor, neurons: torch.Tensor, path: str, pre_key: str
+) -> _Decomposition:
+    """Decompose the pre-activation read by projection ``path`` (columns ``neurons``, one per row) of layer ``layer``."""
+    read, bias = stream_read(arch, weights, values, layer, b, neurons, path)
     embed = (values["embed"][b] * read).sum(-1)
     head_parts = []
     for source in arch.heads_feeding(layer):
-        source_spec = arch.layers[source]
-        through = read
-        if source_spec.post_attn_norm:
-            post = source_spec.post_attn_norm
-            if post.bias is not None:
-                bias = bias + read @ post.bias.to(read)
-            through = post.through(read, values[f"post_attn_scale{source}"][b])
-        attn_bias = weights.bias(source_spec.attn_out)
-        if attn_bias is not None:
-            bias = bias + through @ attn_bias
-        read_z = through @ weights.weight(source_spec.attn_out).T  # [rows, n_heads * d_head]
-        value_bias = source_spec.value_bias.to(read_z)
-        bias = bias + read_z @ value_bias  # the same on every prompt (see Layer.value_bias)
-        per_unit = read_z * (values[f"z{source}"][b] - value_bias)
+        read_z, head_bias = head_read(arch, weights, values, source, read, b)
+        bias = bias + head_bias
+        per_unit = read_z * (values[f"z{source}"][b] - arch.layers[source].value_bias.to(read_z))
         head_parts.append(per_unit.view(len(b), arch.n_heads, arch.d_head).sum(-1))
     heads = torch.cat(head_parts, dim=1) if head_parts else torch.zeros(len(b), 0, dtype=torch.float64, device=read.device)
     mlps = sum(((values[f"mlp{source}"][b] * read).sum(-1) for source in range(layer)), torch.zeros_like(embed))
@@ -247,7 +261,7 @@ def _decompose(
 
 
 def _attribute_layer(
-    arch: Architecture, weights: _Weights, values: dict, layer: int, rows: np.ndarray, row_b: np.ndarray, neurons_all: np.ndarray,
+    arch: Architecture, weights: Weights, values: dict, layer: int, rows: np.ndarray, row_b: np.ndarray, neurons_all: np.ndarray,
     settings: AttributionSettings,
 ):
     """Decompose the MLP input of ``layer`` for exemplar ``rows`` (at batch positions ``row_b``)."""

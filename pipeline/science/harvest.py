@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lookups.pipeline.inputs.architecture import batch_positions
-from lookups.pipeline.science.batching import StopForward, pack_batches, pad_right
+from lookups.pipeline.inputs.architecture import StopForward, batch_positions
+from lookups.pipeline.science.batching import pack_batches, pad_right
 
 ProgressFn = Callable[[int, int], None]  # (done, total) in tokens
 

@@ -34,9 +34,11 @@ CODE_VERSIONS = {
     "head_attributions": "2",  # 2: decomposed on the Hugging Face model from the architecture description
     "head_neuron_scores": "2",  # 2: cohort column (next-token vs random baseline neurons)
     "head_ablations": "2",  # 2: probabilities from soft-capped logits
-    "atlas_report": "2",  # 2: each pair's explanations and scores
-    "explanations": "2",  # 2: no delimiter can be formed from corpus text or the token (templates.untrusted)
-    "explanation_scores": "1",
+    "head_lookups": "1",
+    "lookup_interventions": "1",
+    "atlas_report": "3",  # 2: each pair's explanations and scores; 3: E histogram, look-ups
+    "explanations": "3",  # 2: no delimiter can be formed from corpus text or the token (templates.untrusted); 3: the lookup reference
+    "explanation_scores": "2",  # 2: bootstrap CIs of mean E, the paired test against the shuffled scores, the lookup reference
 }
 
 PhaseProgress = Callable[[str, int, int], None]
@@ -137,6 +139,16 @@ class HeadScoresHandle(PartitionHandle):
 @dataclass(frozen=True, kw_only=True)
 class AblationsHandle(PartitionHandle):
     pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class LookupsHandle(PartitionHandle):
+    identity_tolerance: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterventionsHandle(PartitionHandle):
+    fdr: float
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ from lookups.pipeline.common import files
 from lookups.pipeline.config import LLM_BASE_URL_ENV, LLM_MODEL_ENV, ExplanationSettings, ScoringSettings, result_settings
 from lookups.pipeline.llm import ExplainerError
 from lookups.pipeline.llm.backends import make_llm_backend
-from lookups.pipeline.llm.explain import CONTRASTIVE, explain_pairs
+from lookups.pipeline.llm.explain import CONTRASTIVE, LOOKUP, REFERENCES, explain_pairs
 from lookups.pipeline.llm.ledger import CallLedger, new_run_id
 from lookups.pipeline.llm.pairs import PAIR_KEYS, Pair, build_pairs, choose_pairs
 from lookups.pipeline.llm.score import explanation_tests, score_explanations
@@ -20,6 +20,7 @@ from lookups.pipeline.steps.base import (
     ExplanationScoresHandle,
     ExplanationsHandle,
     HeadScoresHandle,
+    LookupsHandle,
     ModelHandle,
     PhaseProgress,
     StepResult,
@@ -30,12 +31,14 @@ from lookups.pipeline.steps.base import (
 from lookups.pipeline.store.store import Store
 
 
-def _pairs_with_prompts(store: Store, keys: dict, chosen: pd.DataFrame) -> list[Pair]:
-    """The chosen pairs (cohort, layer, neuron, head_layer, head, token) with their prompts of both splits."""
+def _pairs_with_prompts(store: Store, keys: dict, chosen: pd.DataFrame, with_lookups: bool = False) -> list[Pair]:
+    """The chosen pairs (cohort, layer, neuron, head_layer, head, token) with their prompts of both splits and,
+    ``with_lookups``, what their heads read on them."""
     if not len(chosen):
         return []
     pair_ids = [":".join(str(int(v)) for v in r) for r in chosen[PAIR_KEYS].itertuples(index=False)]
-    return build_pairs(chosen, store.read("pair_prompts", **keys, pairs=pair_ids))
+    lookups = store.read("pair_lookup_prompts", **keys, pairs=pair_ids) if with_lookups else None
+    return build_pairs(chosen, store.read("pair_prompts", **keys, pairs=pair_ids), lookups)
 
 
 def _status_counts(frame: pd.DataFrame, column: str = "status") -> dict:
@@ -44,18 +47,19 @@ def _status_counts(frame: pd.DataFrame, column: str = "status") -> dict:
 
 def run_explanations(
     model: ModelHandle, scores: HeadScoresHandle, settings: ExplanationSettings, store: Store, run_id: str | None = None,
-    progress: PhaseProgress | None = None,
+    progress: PhaseProgress | None = None, looked_up: LookupsHandle | None = None,
 ) -> StepResult:
-    """Explain each chosen consistent pair with the contrastive reference and the primary LLM backend."""
+    """Explain each chosen consistent pair with the no-LLM references and the primary LLM backend. With
+    ``looked_up`` (the pairs' look-ups), the lookup reference runs and templates can mark what each head reads."""
     keys = scores.keys
     template = load_template(settings.explain_template)
     classify_template = load_template(settings.classify_template)  # fail early on a bad name
     backend = make_llm_backend(settings, model.device)
-    names = (CONTRASTIVE,) + ((backend.explainer,) if backend else ())
+    names = (CONTRASTIVE,) + ((LOOKUP,) if looked_up else ()) + ((backend.explainer,) if backend else ())
 
     def compute() -> Computed:
         chosen = choose_pairs(store.read("consistent_pairs_with_tokens", **keys), settings)
-        pairs = _pairs_with_prompts(store, keys, chosen)
+        pairs = _pairs_with_prompts(store, keys, chosen, with_lookups=looked_up is not None)
         ledger = CallLedger(store, run_id or new_run_id(), settings.max_calls, settings.max_tokens)
         frame = explain_pairs(pairs, model.model_id, scores.prompt_set_id, settings, template, backend, ledger, progress)
         stats = {
@@ -69,8 +73,9 @@ def run_explanations(
             "budget_reached": ledger.budget_hit,
             "template": template.version,
             "classify_template": classify_template.version,
-            **_status_counts(frame[frame["explainer"] != CONTRASTIVE]),
+            **_status_counts(frame[~frame["explainer"].isin(REFERENCES)]),
         }
+        frame = frame[frame["explainer"].isin(names)]
         writes = [("explanations", {**keys, "explainer": name}, frame[frame["explainer"] == name]) for name in names]
         # A run with failed or budget-stopped calls is redone next time (answers so far come from the cache).
         complete = not ledger.budget_hit and not frame["status"].isin(["error", "budget_exhausted"]).any()
@@ -79,7 +84,7 @@ def run_explanations(
     def handle(data_version: str, stats: dict) -> ExplanationsHandle:
         return ExplanationsHandle(data_version=data_version, stats=stats, **keys, settings=settings.model_dump(), explainers=names)
 
-    fingerprint = (scores.data_version, result_settings(settings), template.version, names)
+    fingerprint = (scores.data_version, looked_up.data_version if looked_up else None, result_settings(settings), template.version, names)
     yields = Yield("pairs", "pairs to explain", "the explanations settings", inputs_empty=scores.no_pairs)
     return run_step(store, "explanations", scores.scope, fingerprint, compute, handle, yields=yields)
 
@@ -100,7 +105,7 @@ def run_explanation_scores(
         # The pairs the explanations step explained, as it saved them (not chosen again from its settings).
         chosen = rows[["cohort", *PAIR_KEYS, "token"]].drop_duplicates().sort_values(["cohort", *PAIR_KEYS]).reset_index(drop=True)
         pairs = {p.key: p for p in _pairs_with_prompts(store, keys, chosen)}
-        backend = make_llm_backend(explain_settings, model.device) if len(explained.explainers) > 1 else None
+        backend = make_llm_backend(explain_settings, model.device) if set(explained.explainers) - set(REFERENCES) else None
         if backend is not None and backend.explainer not in explained.explainers:
             raise ExplainerError(
                 f"The explanations were made by {explained.explainers[-1]} but the backend is now {backend.explainer} "

@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from lookups.pipeline.config import NEURON_ROLES
@@ -248,6 +249,53 @@ def ablations_suite() -> list:
     )
 
 
+def lookups_suite(tolerance: float) -> list:
+    """Per (pair, prompt, source position): keys unique, terms finite, attention a probability, positions and
+    ranks valid, and each prompt's terms summing to the head's stored attribution within ``tolerance``."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head", "doc_id", "position"])
+        + _finite(["in_contribution", "contribution", "head_score", "identity_abs_error"])
+        + [
+            gx.expectations.ExpectColumnValuesToBeBetween(column="attention", min_value=0.0, max_value=1.0 + 1e-6),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="position", min_value=0),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="distance", min_value=0),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="rank", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="cohort", value_set=["next_token", "random"]),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="identity_rel_error", min_value=0.0, max_value=tolerance),
+        ]
+    )
+
+
+def interventions_suite() -> list:
+    """Per (pair, prompt, site): keys unique, sites known, activations finite, probabilities in [0, 1], at least one substitute."""
+    import great_expectations as gx
+
+    return (
+        _keys(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head", "doc_id", "site"])
+        + _finite(["clean_act", "substituted_act", "act_drop", "clean_score", "substituted_score"])
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0) for c in ("clean_prob", "substituted_prob")]
+        + [
+            gx.expectations.ExpectColumnValuesToBeInSet(column="site", value_set=["lookup", "control"]),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="n_substitutes", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="position", min_value=1),
+        ]
+    )
+
+
+def lookup_tests_suite() -> list:
+    """Per tested pair: keys unique, p- and q-values in [0, 1], q never below p."""
+    import great_expectations as gx
+
+    return _keys(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head"]) + [
+        gx.expectations.ExpectColumnValuesToBeBetween(column="p_value", min_value=0.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="q_value", min_value=0.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="q_value"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="n_prompts", min_value=1),
+    ]
+
+
 def explanations_suite() -> list:
     """Per explanation: id unique, statuses known, an explanation text wherever the status is ok."""
     import great_expectations as gx
@@ -441,31 +489,55 @@ def ablation_tests_check_frame(tests: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-EXPLANATION_TEST_STATS = ["mean_e", "std_e", "skew", "skew_z", "skew_p", "mean_baseline", "std_baseline", "mw_u", "mw_p", "mean_auc"]
+EXPLANATION_TEST_CIS = ["mean_e_ci_low", "mean_e_ci_high", "baseline_ci_low", "baseline_ci_high"]
+EXPLANATION_TEST_PAIRED = ["n_paired", "paired_mean_diff", "wilcoxon_w", "wilcoxon_p"]
+EXPLANATION_TEST_STATS = [
+    "mean_e", "std_e", "skew", "skew_z", "skew_p", "mean_baseline", "std_baseline", "mw_u", "mw_p", "mean_auc",
+    *EXPLANATION_TEST_CIS, "paired_mean_diff", "wilcoxon_w", "wilcoxon_p",
+]
 
 
 def explanation_tests_suite() -> list:
     """Per (model, prompt set, explainer, baseline): keys unique, baseline known, n non-negative, statistics
-    finite, p-values, mean E and AUC in [0, 1], deviations and U non-negative, and the mean E, the baseline's mean
-    and the Mann-Whitney test present wherever their pairs exist (see ``explanation_tests_check_frame``)."""
+    finite, p-values, mean E, their bootstrap CIs and AUC in [0, 1], deviations, U and W non-negative, the mean paired
+    difference in [-1, 1]; the mean E, the baseline's mean and the Mann-Whitney test present wherever their pairs
+    exist, each CI both ends or neither, ordered and only with two values or more, and the paired test only on the
+    shuffled rows with two pairs or more (see ``explanation_tests_check_frame``)."""
     import great_expectations as gx
 
     return (
         _keys(["model_id", "prompt_set_id", "explainer", "baseline"])
         + [gx.expectations.ExpectColumnValuesToBeInSet(column="baseline", value_set=["random_neurons", "shuffled"])]
         + [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in ("n", "n_baseline")]
-        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in ("n", "n_baseline")]
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in ("n", "n_baseline", "n_paired")]
         + _bounded(EXPLANATION_TEST_STATS)
-        + _p_values(["skew_p", "mw_p", "mean_e", "mean_baseline", "mean_auc"])
-        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0) for c in ("std_e", "std_baseline", "mw_u")]
-        + [gx.expectations.ExpectColumnValuesToBeInSet(column="stats_present", value_set=[True])]
+        + _p_values(["skew_p", "mw_p", "wilcoxon_p", "mean_e", "mean_baseline", "mean_auc", *EXPLANATION_TEST_CIS])
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0) for c in ("std_e", "std_baseline", "mw_u", "wilcoxon_w")]
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column="paired_mean_diff", min_value=-1.0, max_value=1.0)]
+        + [gx.expectations.ExpectColumnValuesToBeInSet(column=c, value_set=[True]) for c in ("stats_present", "cis_consistent", "paired_consistent")]
     )
+
+
+def _ci_consistent(frame: pd.DataFrame, low: str, high: str, n: pd.Series) -> pd.Series:
+    """Both ends or neither, low <= high, and none from fewer than two values."""
+    both, neither = frame[[low, high]].notna().all(axis=1), frame[[low, high]].isna().all(axis=1)
+    return neither | (both & (frame[low] <= frame[high]) & (n >= 2))
 
 
 def explanation_tests_check_frame(tests: pd.DataFrame) -> pd.DataFrame:
     frame = tests.copy()
+    for column in EXPLANATION_TEST_CIS + EXPLANATION_TEST_PAIRED:
+        if column not in frame:  # rows from before the column existed read it as NULL
+            frame[column] = np.nan
     own, base = frame["n"] > 0, frame["n_baseline"] > 0
     frame["stats_present"] = _present(frame, own, ["mean_e"]) & _present(frame, base, ["mean_baseline"]) & _present(frame, own & base, ["mw_u", "mw_p"])
+    frame["cis_consistent"] = _ci_consistent(frame, "mean_e_ci_low", "mean_e_ci_high", frame["n"]) & _ci_consistent(
+        frame, "baseline_ci_low", "baseline_ci_high", frame["n_baseline"]
+    )
+    paired = frame[EXPLANATION_TEST_PAIRED].notna()
+    frame["paired_consistent"] = ~paired.any(axis=1) | (
+        (frame["baseline"] == "shuffled") & (paired["wilcoxon_p"] == paired["wilcoxon_w"]) & (~paired["wilcoxon_p"] | (frame["n_paired"] >= 2))
+    )
     return frame
 
 
@@ -499,6 +571,8 @@ REFERENCES = {
     "head_attributions": ("exemplar_found",),
     "head_neuron_scores": ("neuron_found", "neuron_chosen"),
     "head_ablations": ("pair_found", "pair_consistent", "exemplar_found"),
+    "head_lookups": ("attribution_found", "pair_consistent"),
+    "lookup_interventions": ("lookup_found",),
     "explanations": ("pair_found", "pair_consistent", "cohort_matches"),
     "explanation_scores": ("explanation_found", "pair_matches"),
 }

@@ -28,7 +28,7 @@ from lookups.pipeline.store.store import Store
 
 ASSETS = [
     "model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
-    "explanations", "explanation_scores", "atlas_report",
+    "head_lookups", "lookup_interventions", "explanations", "explanation_scores", "atlas_report",
 ]
 MODEL_ONLY = {"model", "neuron_catalog"}
 STEPS = [name for name in dir(steps) if name.startswith("run_")]
@@ -165,7 +165,7 @@ def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, setti
             materialize(defs, instance, wanted)
             made = counter.take()
             assert set(made["step"]) == {"run_corpus", "run_prompt_set", "run_exemplars", "run_attributions", "run_head_scores", "run_ablations",
-                                         "run_explanations", "run_explanation_scores", "run_atlas"}
+                                         "run_lookups", "run_interventions", "run_explanations", "run_explanation_scores", "run_atlas"}
             assert {"run_corpus", "run_prompt_set", "run_exemplars", "run_attributions"} <= computed(made)
             assert made.set_index("step").loc["run_exemplars", "forwards"] > 0
             cursor, wanted = requested(defs, instance, cursor)
@@ -197,7 +197,7 @@ def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, setti
                 )
             )
             cursor, wanted = requested(changed, instance, cursor)
-            downstream = {"head_neuron_scores", "head_ablations", "explanations", "explanation_scores", "atlas_report"}
+            downstream = {"head_neuron_scores", "head_ablations", "head_lookups", "lookup_interventions", "explanations", "explanation_scores", "atlas_report"}
             assert wanted == {(a, p) for a in downstream for p in (one, two)}
             materialize(changed, instance, wanted)
             made = counter.take()

@@ -19,7 +19,7 @@ from lookups.pipeline.store.store import Store
 REPO = Path(__file__).resolve().parents[2]
 ALL_CHECK_NAMES = {
     "models_valid", "neurons_valid", "documents_valid", "exemplars_valid", "exemplar_coverage", "attribution_identity", "head_scores_valid", "ablations_valid",
-    "explanations_valid", "explanation_scores_valid",
+    "lookups_identity", "interventions_valid", "explanations_valid", "explanation_scores_valid",
 }
 
 REPO_TEXTS = [
@@ -41,7 +41,7 @@ def test_job_and_assets_are_defined():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
-        "explanations", "explanation_scores", "atlas_report", "model_weights", "corpus_files",
+        "head_lookups", "lookup_interventions", "explanations", "explanation_scores", "atlas_report", "model_weights", "corpus_files",
     }
     assert defs.resolve_job_def("lookups").partitions_def is not None
     assert {s.name for s in defs.schedules} == {"refresh_models", "refresh_corpora"}
@@ -94,7 +94,7 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
         assert calls == {"forward": 0, "catalog": 0}
         for key in (
             "model", "neuron_catalog", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
-            "explanations", "explanation_scores", "atlas_report",
+            "head_lookups", "lookup_interventions", "explanations", "explanation_scores", "atlas_report",
         ):
             materialization = second.asset_materializations_for_node(key)[0]
             assert materialization.metadata["skipped (unchanged inputs)"].value is True

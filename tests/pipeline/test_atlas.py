@@ -1,23 +1,31 @@
-"""The atlas page: built from a real run on the planted circuit (attention highlights the trigger), and
-every corpus or tokenizer string escaped (no markup from the data reaches the page)."""
+"""The atlas page: built from a real run on the planted circuit (attention highlights the trigger), with the
+explanations' E histogram and mean E with its 95% CI once they are scored, and every corpus or tokenizer string
+escaped (no markup from the data reaches the page)."""
 
+import base64
 import re
 
-import numpy as np
 import pandas as pd
+import pytest
 from chains import run_chain
 
-from lookups.pipeline.config import AtlasSettings
+from lookups.pipeline.config import AtlasSettings, ExplanationSettings, ScoringSettings
 from lookups.pipeline.inputs import planted
-from lookups.pipeline.report import atlas
+from lookups.pipeline.llm import score as llm_score
+from lookups.pipeline.report import atlas, figures
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+NOT_YET = "appear here once the explanation assets have run"
 
 
-def test_the_planted_pair_is_in_the_atlas_with_attention_on_the_trigger(tmp_path):
+def test_the_planted_pair_is_in_the_atlas_with_the_trigger_boxed(tmp_path):
+    """Each prompt shaded by the head's contribution from each token (stored by the look-up step), the token it
+    reads most boxed, its attention kept for the toggle; the look-up summary and the counterfactual test shown."""
     from lookups.pipeline import steps
+    from lookups.pipeline.config import InterventionSettings, LookupSettings
 
     circuit, store, model, attributions, head_scores, ablations = run_chain(tmp_path / "planted", plant=True)
+    looked_up = steps.run_lookups(model, head_scores, LookupSettings(), store).handle
     result = steps.run_atlas(model, ablations, AtlasSettings(prompts_per_pair=40), store)
     page = open(result.handle.path, encoding="utf-8").read()
     assert page.startswith("<!DOCTYPE html>") and "http://" not in page and "https://" not in page  # nothing fetched
@@ -26,17 +34,91 @@ def test_the_planted_pair_is_in_the_atlas_with_attention_on_the_trigger(tmp_path
     prompts = re.findall(r"<div class=\"prompt\">(.*?)</div>", pair)
     assert len(prompts) >= 10
     for prompt in prompts:
-        spans = re.findall(r'rgba\(255,170,0,([0-9.]+)\)" title="attention [0-9.]+">(.*?)</span>', prompt)
-        words = [w for _, w in spans]
-        if "wizard" in "".join(words):
+        boxed = re.findall(r"<span class='top' style='background:rgba\(200,40,40,([0-9.]+)\)' data-contribution='[^']*' data-attention='([0-9.]+)'"
+                           r" title='[^']*'>(.*?)</span>", prompt)
+        if "wizard" in prompt:
             assert prompt.startswith('<b class="on">active</b>')
-            strongest = max(spans, key=lambda s: float(s[0]))[1]
-            assert strongest.strip() == planted.TRIGGER  # the head looks up the trigger word
+            assert [w.strip() for *_, w in boxed] == [planted.TRIGGER]  # the head reads the trigger word, boxed
+            assert float(boxed[0][0]) == 1.0 and float(boxed[0][1]) > 0.5  # the largest contribution, most of the attention
         else:
             assert prompt.startswith('<b class="off">inactive</b>')
+    assert f"<b>reads</b> {repr(' ' + planted.TRIGGER)}" in pair.replace("&#x27;", "'")
     assert "data:image/png;base64," in page  # figures inline
+    assert NOT_YET in page and "id='mean-e'" not in page  # nothing explained yet
+    assert "counterfactual" not in pair  # not tested yet
     again = steps.run_atlas(model, ablations, AtlasSettings(prompts_per_pair=40), store)
     assert again.skipped
+    explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store, looked_up=looked_up).handle
+    tested = steps.run_interventions(model, looked_up, explained, InterventionSettings(), store).handle
+    result = steps.run_atlas(model, ablations, AtlasSettings(prompts_per_pair=40), store, tested=tested)
+    assert not result.skipped
+    page = open(result.handle.path, encoding="utf-8").read()
+    assert "<b>counterfactual</b> <b class='on'>confirmed</b>" in page
+
+
+def test_once_explanations_are_scored_the_atlas_shows_them_with_the_e_histogram_and_cis(tmp_path):
+    from lookups.pipeline import steps
+
+    circuit, store, model, _, head_scores, ablations = run_chain(tmp_path / "planted", plant=True)
+    explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store).handle
+    scored = steps.run_explanation_scores(model, explained, ScoringSettings(), store).handle
+    result = steps.run_atlas(model, ablations, AtlasSettings(), store, scored)
+    page = open(result.handle.path, encoding="utf-8").read()
+    assert NOT_YET not in page  # the old page said so even now
+    histogram = re.search(r"<img alt='histogram of E against the baselines' src='data:image/png;base64,([A-Za-z0-9+/=]+)'>", page)
+    assert histogram and base64.b64decode(histogram.group(1))[:8] == b"\x89PNG\r\n\x1a\n"  # inline: opens from disk
+    assert "http://" not in page and "https://" not in page
+    tests = store.rows("explanation_tests", **ablations.keys, explainer="contrastive").set_index("baseline")
+    table = page[page.index("id='mean-e'") :].split("</table>")[0]
+    row = re.search(r"<td>contrastive</td><td>next-token neurons</td><td>(\d+)</td><td>([0-9.]+)</td><td>(.*?)</td>", table)
+    assert row and int(row.group(1)) == tests.loc["shuffled", "n"] and float(row.group(2)) == pytest.approx(tests.loc["shuffled", "mean_e"], abs=5e-4)
+    low, high = tests.loc["shuffled", ["mean_e_ci_low", "mean_e_ci_high"]]
+    assert row.group(3) == (f"[{low:.3f}, {high:.3f}]" if pd.notna(low) else "n/a")
+    assert "random neurons (baseline)" in table and "shuffled explanations" in table
+    assert f"head L{circuit.head_layer}H{circuit.head}:" in page and "<b>contrastive</b> (E 1.00)" in page  # the planted pair's explanation
+
+
+def atlas_data(**explained) -> atlas.AtlasData:
+    return atlas.AtlasData(
+        model={"model_id": "m@1", "n_layers": 2, "n_heads": 2, "n_kv_heads": 2, "d_mlp": 8, "mlp_kind": "ungated"},
+        prompt_set_id="ps-1",
+        neurons=pd.DataFrame(columns=["layer", "neuron", "token", "score", "zscore"]),
+        scores=pd.DataFrame(columns=["layer", "neuron", "head_layer", "head", "mean_score", "active_fraction", "consistent", "rank", "n_prompts"]),
+        exemplars=pd.DataFrame(columns=["layer", "neuron", "doc_id", "split", "rank", "prompt_token_ids", "prompt_act", "next_token"]),
+        active=pd.DataFrame(columns=["layer", "neuron", "doc_id", "head_layer", "head", "score", "active"]),
+        ablations=pd.DataFrame(columns=["layer", "neuron", "head_layer", "head", "active", "act_drop"]),
+        tests=pd.DataFrame(),
+        heads_by_layer=pd.DataFrame({"head_layer": [0], "consistent_pairs": [0]}),
+        **explained,
+    )
+
+
+def test_the_not_yet_explained_note_shows_only_without_explanations():
+    assert NOT_YET in atlas.render_atlas(atlas_data(), lambda ids: [], AtlasSettings(), {})
+    explanations = pd.DataFrame(
+        {"layer": [1], "neuron": [3], "head_layer": [0], "head": [1], "explainer": ["contrastive"], "status": ["ok"], "explanation": ["x"],
+         "e_score": [0.75], "auc": [0.8], "reason": [None]}
+    )
+    scores = pd.DataFrame(
+        {"explanation_id": [f"e{i}" for i in range(6)], "explainer": "contrastive", "cohort": ["next_token"] * 4 + ["random"] * 2,
+         "baseline": ["none", "none", "shuffled", "shuffled", "none", "none"], "status": "scored", "e_score": [0.75, 0.5, 0.5, 0.625, 0.5, 0.375],
+         "auc": None}
+    )
+    scores.loc[2:3, "explanation_id"] = ["e0", "e1"]  # the shuffled rows of e0 and e1
+    tests = llm_score.explanation_tests(scores)
+    page = atlas.render_atlas(
+        atlas_data(explanations=explanations, explanation_scores=scores, explanation_tests=tests), lambda ids: [], AtlasSettings(),
+        {"e_histogram": figures.e_histogram(scores, "t")},
+    )
+    assert NOT_YET not in page
+    assert "<img alt='histogram of E against the baselines' src='data:image/png;base64," in page
+    table = page[page.index("id='mean-e'") :].split("</table>")[0]
+    by = tests.set_index("baseline")
+    low, high = by.loc["random_neurons", ["mean_e_ci_low", "mean_e_ci_high"]]
+    assert f"<td>next-token neurons</td><td>2</td><td>0.625</td><td>[{low:.3f}, {high:.3f}]</td>" in table
+    b_low, b_high = by.loc["random_neurons", ["baseline_ci_low", "baseline_ci_high"]]
+    assert f"<td>random neurons (baseline)</td><td>2</td><td>0.438</td><td>[{b_low:.3f}, {b_high:.3f}]</td>" in table
+    assert "<td>shuffled explanations</td><td>2</td><td>0.562</td>" in table
 
 
 def test_everything_from_the_data_is_escaped():
@@ -60,10 +142,18 @@ def test_everything_from_the_data_is_escaped():
         ablations=pd.DataFrame(columns=["layer", "neuron", "head_layer", "head", "active", "act_drop"]),
         tests=pd.DataFrame(),
         heads_by_layer=pd.DataFrame({"head_layer": [0], "consistent_pairs": [1]}),
+        lookups=pd.DataFrame(
+            {"layer": 1, "neuron": 3, "head_layer": 0, "head": 1, "doc_id": "d", "position": [0, 1, 2], "token": HOSTILE, "attention": [0.1, 0.2, 0.7],
+             "contribution": [0.0, -0.1, 0.4], "rank": [2, 3, 1]}
+        ),
+        pair_lookups=pd.DataFrame(
+            {"layer": [1], "neuron": [3], "head_layer": [0], "head": [1], "n_active_prompts": [1], "top_tokens": [[HOSTILE]], "concentration": [0.8],
+             "median_distance": [1.0], "copying": [False], "previous_token": [True], "reads_bos": [False], "tested_prompts": [None]}
+        ),
     )
-    attention = {(1, 3, "d"): {0: np.array([[0.1, 0.2, 0.7], [0.5, 0.25, 0.25]])}}
-    page = atlas.render_atlas(data, lambda ids: [HOSTILE, "</div></section><script>"], attention, AtlasSettings(), {})
+    page = atlas.render_atlas(data, lambda ids: [HOSTILE, "</div></section><script>"], AtlasSettings(), {})
     assert "<script>alert" not in page and "<img src=x" not in page
     assert page.count("<script>") == 1  # the page's own search script, nothing else
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert page.count("<section") == page.count("</section>") == 1
+    assert "previous token" in page and "class='top'" in page and "rgba(40,80,200" in page  # a negative contribution is blue

@@ -58,17 +58,20 @@ def test_the_planted_neuron_is_a_prediction_neuron_and_the_catalog_passes_its_ch
 
 def test_compare_models_puts_the_two_models_side_by_side(two_models):
     circuit, planted_id, control_id, store, _ = two_models
-    runs = run_query("compare_models", {}, store).set_index("model_id")
+    everything = run_query("compare_models", {}, store)
+    # The planted model's pair is explained by both no-LLM references; the control model has no pair to explain.
+    assert sorted(everything[everything.model_id == planted_id]["explainer"]) == ["contrastive", "lookup"]
+    runs = everything[everything["explainer"].isin(["contrastive"]) | everything["explainer"].isna()].set_index("model_id")
     assert set(runs.index) == {planted_id, control_id}
     assert runs["prompt_set_id"].nunique() == 1  # the same corpus: one prompt set
     for model_id in (planted_id, control_id):
         assert runs.loc[model_id, ["selected", "predicting", "suppressing", "shared_tokens"]].tolist() == [1, 1, 0, 1]
         assert list(runs.loc[model_id, "shared_token_examples"]) == [circuit.target_token.strip()]
-        assert runs.loc[model_id, "explainer"] == "contrastive"
     planted_run, control_run = runs.loc[planted_id], runs.loc[control_id]
     assert (planted_run.consistent_pairs, planted_run.consistent_heads, control_run.consistent_pairs) == (1, 1, 0)
     assert planted_run.mean_head_depth == round(circuit.head_layer / 3, 2)
     assert planted_run.mean_e == 1.0 and planted_run.act_drop_ks == 1.0 and control_run.act_drop_ks != control_run.act_drop_ks  # NaN: none
+    assert (planted_run.lookup_pairs_tested, planted_run.lookup_confirmed, control_run.lookup_pairs_tested) == (1, 1.0, 0)
 
 
 def test_shared_tokens_and_relative_depth_views(two_models):
@@ -85,7 +88,7 @@ def test_every_named_query_runs_on_two_models(two_models):
     circuit, planted_id, _, store, _ = two_models
     extra = {
         "model_id": planted_id, "token": circuit.target_token, "layer": circuit.layer, "neuron": circuit.neuron,
-        "head_layer": circuit.head_layer, "head": circuit.head,
+        "head_layer": circuit.head_layer, "head": circuit.head, "context_token": planted.TRIGGER,
     }
     for name, sql in named_queries().items():
         wanted = set(PARAMETER.findall(sql))

@@ -7,8 +7,10 @@ against a computation that does not use the description's arithmetic:
 - ablation: the batched Hugging Face path == TransformerLens zeroing the head's ``z``;
 - catalog: each neuron's top tokens == its output weight pushed through the model's own post-MLP norm,
   final norm and unembedding;
-- exemplar reading: ``NeuronReader`` == the bridge's ``hook_post``; the atlas's attention read is a
-  distribution over the prompt.
+- exemplar reading: ``NeuronReader`` == the bridge's ``hook_post``;
+- look-ups: each source position's terms sum to the head's attribution, batched == one prompt at a time, and a
+  position's term equals lowering the head's output by that position's part (attention weight and value read
+  from plain ``transformers`` with ``output_attentions``) in the direct-path intervention.
 
 And families the steps cannot decompose are refused in one line.
 """
@@ -22,7 +24,7 @@ from direct_path import direct_effect_hf
 
 from lookups.pipeline.config import AttributionSettings
 from lookups.pipeline.inputs import architecture, models
-from lookups.pipeline.science import ablation, attention, attribution, catalog, harvest
+from lookups.pipeline.science import ablation, attribution, catalog, harvest, lookups
 
 FAMILIES = list(tiny_models.FAMILIES)
 
@@ -88,6 +90,54 @@ def test_attribution_equals_the_direct_path_intervention(family):
                 assert effect["gate"] == pytest.approx(expected["gate_contribution"], rel=1e-4, abs=1e-5), (name, head_layer, head)
 
 
+def _lookup_rows(arch) -> pd.DataFrame:
+    rows = _exemplars(arch)
+    heads = attribution.attribute_exemplars(arch, rows, 0, AttributionSettings()).heads.merge(rows, on=["layer", "neuron", "doc_id", "split"])
+    return heads.assign(cohort="next_token")
+
+
+def test_lookup_terms_sum_to_the_attribution_and_batched_equals_one_at_a_time(family):
+    name, _, arch = family
+    rows = _lookup_rows(arch)
+    batched = lookups.head_lookups(arch, rows, 0, 4096)
+    assert batched.stats["pair_prompts"] == len(rows) and batched.stats["identity_max_rel_error"] < 1e-4, name
+    per_prompt = batched.rows.groupby(["layer", "neuron", "head_layer", "head", "doc_id"])
+    assert np.allclose(per_prompt["attention"].sum(), 1.0, atol=1e-5)  # the last position's attention, every source
+    assert (per_prompt["rank"].min() == 1).all() and (batched.rows["distance"] >= 0).all()
+    single = lookups.head_lookups(arch, rows, 0, 1)
+    pd.testing.assert_frame_equal(batched.rows, single.rows, atol=1e-6, check_exact=False)
+
+
+def test_a_lookup_term_equals_the_direct_path_of_that_position(family):
+    name, _, arch = family
+    rows = _lookup_rows(arch)
+    last_layer = len(arch.layers) - 1
+    row = rows[(rows.layer == last_layer) & (rows.neuron == 41) & (rows.doc_id == "d1")]
+    row = row.loc[row["in_contribution"].abs().idxmax()]
+    terms = lookups.head_lookups(arch, pd.DataFrame([row]), 0, 4096).rows.set_index("position")
+    tokens = torch.tensor([[0] + list(row.prompt_token_ids)])
+    s, h = int(row["head_layer"]), int(row["head"])
+    model = arch.model
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            pattern = model(tokens, output_attentions=True).attentions[s][0, h, -1].double()  # plain transformers
+    finally:
+        model.set_attn_implementation(before)
+    values = {}
+    handle = model.get_submodule(arch.layers[s].value).register_forward_hook(lambda m, a, out: values.setdefault("v", out.detach().clone()))
+    with torch.no_grad():
+        model(tokens)
+    handle.remove()
+    v = arch.head_values(s, values["v"].double())[0, :, h] - arch.layers[s].value_bias.double().view(arch.n_heads, arch.d_head)[h]
+    for position in terms["in_contribution"].abs().sort_values().index[-2:]:
+        effect = direct_effect_hf(arch, tokens, int(row["layer"]), int(row["neuron"]), s, h, z_delta=pattern[position] * v[position])
+        assert effect["in"] == pytest.approx(terms.loc[position, "in_contribution"], rel=1e-3, abs=1e-5), (name, position)
+        if arch.layers[int(row["layer"])].mlp_gate:
+            assert effect["gate"] == pytest.approx(terms.loc[position, "gate_contribution"], rel=1e-3, abs=1e-5), (name, position)
+
+
 def test_batched_ablation_equals_zeroing_z_in_transformer_lens(family):
     name, folder, arch = family
     bridge = models.load_bridge(folder)
@@ -140,7 +190,7 @@ def test_catalog_tokens_equal_those_from_the_model_modules(family):
             assert list(got["top_token_ids"]) == expected, (name, layer_index, neuron)
 
 
-def test_exemplar_reading_and_attention_read(family):
+def test_exemplar_reading(family):
     name, folder, arch = family
     bridge = models.load_bridge(folder)
     tokens = torch.tensor([[0] + ids for ids in _prompts(arch.model.config.vocab_size, 1, seed=2)])
@@ -149,10 +199,6 @@ def test_exemplar_reading_and_attention_read(family):
     post = {layer: cache[f"blocks.{layer}.mlp.hook_post"].reshape(tokens.shape[1], -1) for layer in (0, 2)}  # OPT's is [pos, d_mlp]
     expected = torch.stack([post[0][:, 5], post[2][:, 1], post[2][:, 90]], -1)
     torch.testing.assert_close(reader(tokens)[0], expected, atol=1e-5, rtol=1e-4)
-    patterns = attention.last_position_attention(bridge, [tokens[0].numpy()], [0, 2], batch_tokens=64, pad_id=0)[0]
-    for layer in (0, 2):
-        assert patterns[layer].shape == (arch.n_heads, tokens.shape[1]), name
-        np.testing.assert_allclose(patterns[layer].sum(-1), 1.0, atol=1e-5)
 
 
 def test_post_layernorm_opt_is_refused_at_the_model_step_in_one_line(tiny_root):

@@ -155,3 +155,54 @@ def test_gated_attribution_identity_direct_path_and_score_formula(bridge, arch, 
         slope, value = sig * (1 + g * (1 - sig)), g * sig
         part = heads.loc[row.doc_id]
         np.testing.assert_allclose(part["score"], slope * u * part["gate_contribution"] + value * part["in_contribution"], rtol=1e-6, atol=1e-9)
+
+
+def test_lookup_terms_recomputed_with_plain_transformers(bridge, arch, hf_model):
+    """Look-ups on the real model: every prompt's terms sum to the head's attribution, and the strongest
+    positions' terms equal a recomputation from the raw Hugging Face weights and hooks (attention weights from
+    ``output_attentions``, values from ``v_proj``, ``o_proj``, the RMSNorm at its captured scale, the gate and
+    up rows) — no TransformerLens, no ``Architecture``."""
+    from lookups.pipeline.science import lookups
+
+    tok = bridge.tokenizer
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in TEXTS[:3]]
+    exemplars = pd.DataFrame({"layer": 29, "neuron": 700, "doc_id": ["a", "b", "c"], "split": "explain", "prompt_token_ids": ids})
+    heads = attribution.attribute_exemplars(arch, exemplars, 1, AttributionSettings()).heads
+    strongest = heads.loc[heads.groupby("doc_id")["score"].idxmax()]
+    rows = pd.concat([strongest, heads[(heads.head_layer == 20) & (heads["head"] == 3)]]).merge(exemplars, on=["layer", "neuron", "doc_id", "split"])
+    terms = lookups.head_lookups(arch, rows.assign(cohort="next_token"), 1, 4096).rows
+    assert terms["identity_rel_error"].max() < 1e-4
+
+    config = hf_model.config
+    n_heads, n_kv = config.num_attention_heads, config.num_key_value_heads
+    d_head = config.hidden_size // n_heads
+    for row in rows.itertuples():
+        layer, source, head = int(row.layer), int(row.head_layer), int(row.head)
+        tokens = torch.tensor([[1] + list(row.prompt_token_ids)])
+        block, attn = hf_model.model.layers[layer], hf_model.model.layers[source].self_attn
+        got = {}
+
+        def keep(name, value, got=got):
+            got.setdefault(name, value.detach()[0])
+
+        hooks = [
+            attn.v_proj.register_forward_hook(lambda m, a, out: keep("v", out)),
+            block.post_attention_layernorm.register_forward_hook(lambda m, a, out: keep("norm_in", a[0][:, -1])),
+        ]
+        with torch.no_grad():
+            pattern = hf_model(tokens, output_attentions=True).attentions[source][0, head, -1].double()
+        for hook in hooks:
+            hook.remove()
+        v = got["v"].double().view(-1, n_kv, d_head)[:, head // (n_heads // n_kv)]  # [pos, d_head]; no value bias in Llama
+        w_o = attn.o_proj.weight.detach().double()[:, head * d_head:(head + 1) * d_head]  # [d_model, d_head]
+        x = got["norm_in"].double()
+        rms = torch.sqrt(x.pow(2).mean() + block.post_attention_layernorm.variance_epsilon)
+        gain = block.post_attention_layernorm.weight.detach().double()
+        mine = terms[(terms.doc_id == row.doc_id) & (terms.head_layer == source) & (terms["head"] == head)].set_index("position")
+        for position in mine["contribution"].abs().sort_values().index[-3:]:
+            added = w_o @ (pattern[position] * v[position])  # what this position adds to the stream at the last position
+            read = gain * added / rms
+            gate = float(block.mlp.gate_proj.weight.detach().double()[row.neuron] @ read)
+            up = float(block.mlp.up_proj.weight.detach().double()[row.neuron] @ read)
+            assert gate == pytest.approx(mine.loc[position, "gate_contribution"], rel=1e-3, abs=1e-5)
+            assert up == pytest.approx(mine.loc[position, "in_contribution"], rel=1e-3, abs=1e-5)

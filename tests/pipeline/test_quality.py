@@ -163,6 +163,13 @@ def db():
         con, "head_ablations", model_id=M, prompt_set_id=P, layer=1, neuron=5, doc_id="a", split="explain", head_layer=0, head=0, active=True,
         clean_act=1.0, ablated_act=0.5, act_drop=0.5, clean_prob=0.2, ablated_prob=0.1, prob_drop=0.1,
     )
+    for position in (0, 1):
+        insert(
+            con, "head_lookups", model_id=M, prompt_set_id=P, cohort="next_token", layer=1, neuron=5, head_layer=0, head=0, doc_id="a",
+            split="explain", active=True, position=position, distance=1 - position, token_id=3, token=" x", attention=0.5, in_contribution=0.05,
+            contribution=0.05, share=0.5, rank=position + 1, head_score=0.1, identity_abs_error=0.0, identity_rel_error=0.0,
+        )
+    lookup(con, "a", position=1)
     for explanation_id, neuron, cohort in (("x5", 5, "next_token"), ("x6", 6, "random")):
         explanation(con, explanation_id, neuron, 0, cohort)
         score(con, explanation_id, neuron, 0)
@@ -191,6 +198,15 @@ def references(con, table):
     sql, params = quality.references_query(table, model_id=M, prompt_set_id=P, explainers=["contrastive"])
     frame = con.execute(sql, params).df()
     return frame, quality.validate_references(frame, table)
+
+
+def lookup(con, doc_id, position, site="lookup"):
+    insert(
+        con, "lookup_interventions", model_id=M, prompt_set_id=P, cohort="next_token", layer=1, neuron=5, head_layer=0, head=0, doc_id=doc_id,
+        split="explain", site=site, position=position, distance=0, original_token_id=3, n_substitutes=4, clean_act=1.0, substituted_act=0.2,
+        act_drop=0.8, clean_score=0.1, substituted_score=0.0, score_drop=0.1, score_drop_share=1.0, clean_prob=0.2, substituted_prob=0.1,
+        prob_drop=0.1,
+    )
 
 
 def orphans(outcome, column):
@@ -395,3 +411,17 @@ def test_llm_calls_suite(db):
     assert ("expect_column_values_to_not_be_null", "cache_key") in kinds
     assert ("expect_column_values_to_be_between", "completion_tokens") in kinds
     assert len(db.execute(*quality.check_query("llm_calls_of_run", run_id="r2")).df()) == 0
+
+
+def test_a_lookup_of_an_unstored_attribution_and_an_intervention_at_an_unstored_position_fail(db):
+    insert(
+        db, "head_lookups", model_id=M, prompt_set_id=P, cohort="next_token", layer=1, neuron=5, head_layer=0, head=1, doc_id="zz",
+        split="explain", active=True, position=0, distance=0, token_id=3, token=" x", attention=1.0, in_contribution=0.1,
+        contribution=0.1, share=1.0, rank=1, head_score=0.1, identity_abs_error=0.0, identity_rel_error=0.0,
+    )
+    _, outcome = references(db, "head_lookups")
+    assert [r["doc_id"] for r in orphans(outcome, "attribution_found")] == ["zz"]
+    assert [r["head"] for r in orphans(outcome, "pair_consistent")] == [1]  # head 1 is not a consistent pair either
+    lookup(db, "a", position=7, site="control")
+    _, outcome = references(db, "lookup_interventions")
+    assert [r["site"] for r in orphans(outcome, "lookup_found")] == ["control"]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from chains import explained_store
 
+from lookups.pipeline.inputs import planted
 from lookups.pipeline.store import queries
 from lookups.pipeline.store.queries import QueryError, run_query, write_frame
 from lookups.pipeline.store.store import named_queries
@@ -21,7 +22,8 @@ def filled(tmp_path_factory):
 
 def test_every_named_query_runs_with_its_parameters(filled):
     circuit, store = filled
-    extra = {"token": circuit.target_token, "layer": circuit.layer, "neuron": circuit.neuron, "head_layer": circuit.head_layer, "head": circuit.head}
+    extra = {"token": circuit.target_token, "layer": circuit.layer, "neuron": circuit.neuron, "head_layer": circuit.head_layer, "head": circuit.head,
+             "context_token": planted.TRIGGER}
     for name, sql in named_queries().items():
         wanted = set(queries.PARAMETER.findall(sql))
         frame = run_query(name, {k: v for k, v in extra.items() if k in wanted}, store)
@@ -30,6 +32,11 @@ def test_every_named_query_runs_with_its_parameters(filled):
     assert (pairs["head"] == f"L{circuit.head_layer}H{circuit.head}").any()
     head = run_query("head", {"head_layer": str(circuit.head_layer), "head": str(circuit.head)}, store)  # text becomes numbers
     assert head[["layer", "neuron"]].values.tolist()[0] == [circuit.layer, circuit.neuron]
+    # Which neurons the trigger in the context switches on, through which head: the planted pair, confirmed.
+    reading = run_query("context_token", {"context_token": planted.TRIGGER}, store)
+    assert reading[["layer", "neuron", "head_layer", "head"]].values.tolist()[0] == list(circuit.key) and reading["confirmed"][0]
+    reads = run_query("head_reads", {k: extra[k] for k in ("layer", "neuron", "head_layer", "head")}, store)
+    assert reads["token"][0].strip() == planted.TRIGGER
 
 
 def test_sql_reads_and_writes_are_refused(filled):

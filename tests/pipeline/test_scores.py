@@ -1,9 +1,18 @@
-"""Consistent pairs from per-prompt active flags (no model)."""
+"""Consistent pairs from per-prompt active flags, and the statistics of explanation scores: bootstrap CIs of mean
+E and the paired test against the shuffled baseline (no model)."""
 
+import itertools
+
+import numpy as np
 import pandas as pd
+import pytest
+from scipy import stats
 
 from lookups.pipeline.config import HeadScoreSettings
+from lookups.pipeline.llm import score as llm_score
 from lookups.pipeline.science.head_scores import SCORE_COLUMNS, head_neuron_scores
+from lookups.pipeline.store import quality
+from lookups.pipeline.store.store import Store
 
 
 def frame(active_by_head: dict, split="explain", layer=5, neuron=7):
@@ -42,3 +51,104 @@ def test_thresholds_and_minimum_prompts_are_configuration():
     assert bool(head_neuron_scores(explain, HeadScoreSettings(min_prompts=4))["consistent"][0])
     assert not head_neuron_scores(explain, HeadScoreSettings(min_prompts=5))["consistent"][0]
     assert not head_neuron_scores(explain, HeadScoreSettings(min_prompts=1, consistent_max=0.7))["consistent"][0]
+
+
+# ---------------------------------------------------------------- explanation statistics
+
+
+def scores_frame(own: list, random: list = (), shuffled: list = (), explainer: str = "x") -> pd.DataFrame:
+    """explanation_scores rows: next-token E (ids e0, e1, ...), random-neuron E, and shuffled E given as
+    (explanation id, E) so a shuffled row pairs with its explanation's own row."""
+    rows = [(f"e{i}", explainer, "next_token", "none", v) for i, v in enumerate(own)]
+    rows += [(f"r{i}", explainer, "random", "none", v) for i, v in enumerate(random)]
+    rows += [(eid, explainer, "next_token", "shuffled", v) for eid, v in shuffled]
+    frame = pd.DataFrame(rows, columns=["explanation_id", "explainer", "cohort", "baseline", "e_score"])
+    frame["status"], frame["auc"] = "scored", None
+    return frame
+
+
+def test_bootstrap_ci_contains_the_mean_narrows_with_more_samples_and_is_seeded():
+    rng = np.random.default_rng(3)
+    few, many = rng.uniform(0.3, 0.9, 12), rng.uniform(0.3, 0.9, 400)
+    for x in (few, many):
+        low, high = llm_score.bootstrap_mean_ci(x)
+        assert low < x.mean() < high
+    width = lambda x: np.subtract(*llm_score.bootstrap_mean_ci(x)[::-1])  # noqa: E731
+    assert width(many) < width(few) / 3  # ~ 1/sqrt(n): sqrt(400/12) is about 5.8
+    assert llm_score.bootstrap_mean_ci(few, seed=7) == llm_score.bootstrap_mean_ci(few, seed=7)
+    assert llm_score.bootstrap_mean_ci(few, seed=7) != llm_score.bootstrap_mean_ci(few, seed=8)
+    wider = llm_score.bootstrap_mean_ci(few, level=0.99)
+    assert wider[0] < llm_score.bootstrap_mean_ci(few)[0] and wider[1] > llm_score.bootstrap_mean_ci(few)[1]
+
+
+def test_the_ci_of_a_small_frame_matches_the_exact_bootstrap_distribution():
+    """Recomputation: with five or six values, every resample (6^6 of them) can be enumerated, so the bootstrap
+    distribution of the mean is known exactly; the Monte Carlo percentiles must lie close to its quantiles, and to
+    scipy's percentile bootstrap."""
+    own = [0.31, 0.47, 0.52, 0.58, 0.66, 0.93]
+    random = [0.38, 0.44, 0.51, 0.57, 0.72]
+    tests = llm_score.explanation_tests(scores_frame(own, random)).set_index("baseline")
+    for values, (low, high) in (
+        (own, tests.loc["random_neurons", ["mean_e_ci_low", "mean_e_ci_high"]]),
+        (random, tests.loc["random_neurons", ["baseline_ci_low", "baseline_ci_high"]]),
+    ):
+        means = np.array([np.mean(r) for r in itertools.product(values, repeat=len(values))])  # equally likely
+        exact = np.quantile(means, [0.025, 0.975])
+        assert (low, high) == pytest.approx(tuple(exact), abs=0.01)
+        ref = stats.bootstrap((np.array(values),), np.mean, method="percentile", n_resamples=10_000, rng=np.random.default_rng(1))
+        assert (low, high) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high), abs=0.01)
+    # The next-token mean's CI is the same on both baselines' rows; the shuffled row has no baseline to draw.
+    assert tests.loc["shuffled", "mean_e_ci_low"] == tests.loc["random_neurons", "mean_e_ci_low"]
+    assert pd.isna(tests.loc["shuffled", "baseline_ci_low"]) and tests.loc["shuffled", "n_baseline"] == 0
+
+
+def test_the_paired_shuffled_test_matches_scipy():
+    own = [0.5, 0.75, 0.625, 0.875, 0.5, 0.9375, 0.6875, 0.8125]
+    shuffled = [0.5, 0.5, 0.625, 0.4375, 0.5625, 0.5, 0.375, 0.25]  # two zero differences, one negative
+    frame = scores_frame(own, [0.5, 0.5625], [(f"e{i}", v) for i, v in enumerate(shuffled)])
+    frame = pd.concat([frame, scores_frame([], [], [("e-unscored", 0.1)])])  # a shuffled row with no own E: not a pair
+    tests = llm_score.explanation_tests(frame).set_index("baseline")
+    row = tests.loc["shuffled"]
+    ref = stats.wilcoxon(own, shuffled, alternative="two-sided")
+    assert row["n_paired"] == 8
+    assert row["paired_mean_diff"] == pytest.approx(np.mean(np.subtract(own, shuffled)))
+    assert row["wilcoxon_w"] == pytest.approx(ref.statistic) and row["wilcoxon_p"] == pytest.approx(ref.pvalue)
+    assert row["mw_p"] == pytest.approx(stats.mannwhitneyu(own, [*shuffled, 0.1], alternative="two-sided").pvalue)  # kept as it was
+    assert tests.loc["random_neurons", ["n_paired", "paired_mean_diff", "wilcoxon_w", "wilcoxon_p"]].isna().all()  # nothing to pair
+
+
+def test_degenerate_inputs_give_nulls():
+    one = llm_score.explanation_tests(scores_frame([0.75], [0.5], [("e0", 0.5)])).set_index("baseline")
+    assert one[["mean_e_ci_low", "mean_e_ci_high", "baseline_ci_low", "baseline_ci_high"]].isna().all().all()  # n < 2
+    assert one.loc["shuffled", "n_paired"] == 1 and pd.isna(one.loc["shuffled", "wilcoxon_p"])
+    same = llm_score.explanation_tests(scores_frame([0.5, 0.75, 0.75], [], [("e0", 0.5), ("e1", 0.75), ("e2", 0.75)])).set_index("baseline")
+    assert same.loc["shuffled", "n_paired"] == 3 and same.loc["shuffled", "paired_mean_diff"] == 0.0
+    assert pd.isna(same.loc["shuffled", "wilcoxon_w"]) and pd.isna(same.loc["shuffled", "wilcoxon_p"])  # all differences zero
+    assert pd.isna(same.loc["random_neurons", "baseline_ci_low"]) and same.loc["random_neurons", "n_baseline"] == 0
+    assert llm_score.bootstrap_mean_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)  # no spread: no interval to widen
+    assert llm_score.bootstrap_mean_ci([]) == (None, None)
+    assert llm_score.paired_wilcoxon(scores_frame([0.5]), scores_frame([])) == {
+        "n_paired": 0, "paired_mean_diff": None, "wilcoxon_w": None, "wilcoxon_p": None
+    }
+
+
+def test_the_new_columns_go_through_the_schema_the_views_and_the_checks():
+    own = [0.5, 0.75, 0.625, 0.875, 0.5, 0.9375]
+    frame = scores_frame(own, [0.5, 0.5625, 0.4375], [(f"e{i}", v) for i, v in enumerate([0.5, 0.5, 0.625, 0.4375, 0.5625, 0.5])])
+    tests = llm_score.explanation_tests(frame)
+    keys = {"model_id": "m@1", "prompt_set_id": "ps-1", "explainer": "x"}
+    store = Store()
+    store.replace("explanation_tests", keys, tests)
+    rows = store.rows("explanation_tests", **keys)
+    assert quality.validate(quality.explanation_tests_check_frame(rows), "t", quality.explanation_tests_suite()).success
+    found = store.named_query("explanation_findings", model_id="m@1", prompt_set_id="ps-1").set_index("baseline")
+    assert found.loc["shuffled", "wilcoxon_p"] == pytest.approx(tests.set_index("baseline").loc["shuffled", "wilcoxon_p"])
+    assert found.loc["random_neurons", "mean_e_ci_low"] <= found.loc["random_neurons", "mean_e"] <= found.loc["random_neurons", "mean_e_ci_high"]
+    preview = store.read("preview_explanation_comparison", model_id="m@1", prompt_set_id="ps-1")
+    assert {"mean_e_95ci", "baseline_95ci", "wilcoxon_p"} <= set(preview.columns)
+    broken = rows.copy()
+    broken.loc[broken["baseline"] == "random_neurons", "wilcoxon_p"] = 0.5  # no pairing on the random-neuron row
+    broken["mean_e_ci_high"] = broken["mean_e_ci_low"] - 0.1  # an interval upside down
+    outcome = quality.validate(quality.explanation_tests_check_frame(broken), "t", quality.explanation_tests_suite())
+    failed = {f["kwargs"].get("column") for f in outcome.failures}
+    assert not outcome.success and {"cis_consistent", "paired_consistent"} <= failed, outcome.summary()

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from chains import explained_store
 
+from lookups.pipeline.inputs import planted
 from lookups.pipeline.store import queries
 from lookups.pipeline.store.queries import QueryError, run_query
 from lookups.pipeline.store.store import TABLES, Store, named_queries
@@ -145,7 +146,8 @@ def test_the_connection_itself_refuses_without_the_statement_check(copy_of_store
 
 def test_reads_still_work_named_queries_views_and_explain(filled):
     circuit, store = filled
-    extra = {"token": circuit.target_token, "layer": circuit.layer, "neuron": circuit.neuron, "head_layer": circuit.head_layer, "head": circuit.head}
+    extra = {"token": circuit.target_token, "layer": circuit.layer, "neuron": circuit.neuron, "head_layer": circuit.head_layer, "head": circuit.head,
+             "context_token": planted.TRIGGER}
     for name, sql in named_queries().items():
         wanted = set(queries.PARAMETER.findall(sql))
         frame = run_query(name, {k: v for k, v in extra.items() if k in wanted}, store)

@@ -1,0 +1,178 @@
+"""The counterfactual test of a look-up (docs/method.md, "Look-ups"): does the token a head reads drive the neuron?
+
+For each pair's active prompts, the position the head reads most (its top look-up, BOS excluded: the first
+token cannot be replaced by another one meaningfully) is replaced by ``k`` substitute tokens, and as a control
+a random other position that is neither BOS, nor the last token, nor the looked-up one gets the same
+treatment. Each variant runs through the model once: the neuron's activation, the head's attribution (the
+sum of its look-up terms) and the probability of the neuron's token, averaged over the ``k`` substitutes,
+against the clean prompt. Per pair, a one-sided paired Wilcoxon signed-rank test asks whether the
+activation drops more at the looked-up position than at the control; over a cohort's pairs the p-values
+are adjusted by Benjamini-Hochberg and a pair is *confirmed* at the chosen false discovery rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from lookups.pipeline.inputs.architecture import Architecture
+from lookups.pipeline.science.lookups import PhaseProgress, run_batches
+
+PAIR = ["cohort", "layer", "neuron", "head_layer", "head"]
+INTERVENTION_COLUMNS = [
+    *PAIR, "doc_id", "split", "site", "position", "distance", "original_token_id", "n_substitutes",
+    "clean_act", "substituted_act", "act_drop", "clean_score", "substituted_score", "score_drop", "score_drop_share",
+    "clean_prob", "substituted_prob", "prob_drop",
+]
+TEST_COLUMNS = [
+    *PAIR, "n_prompts", "mean_act_drop_lookup", "mean_act_drop_control", "mean_score_drop_share_lookup",
+    "mean_score_drop_share_control", "mean_prob_drop_lookup", "mean_prob_drop_control", "wilcoxon_w", "p_value", "q_value", "confirmed",
+]
+SITES = ("lookup", "control")
+
+
+@dataclass
+class Substitutes:
+    """Where substitute tokens come from: ``token_ids`` with probabilities ``weights``."""
+
+    token_ids: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def unigram(cls, counts: pd.DataFrame, special: set[int]) -> Substitutes:
+        """From token counts (``token_id``, ``n``), special tokens left out."""
+        counts = counts[~counts["token_id"].isin(special)]
+        n = counts["n"].to_numpy(float)
+        return cls(counts["token_id"].to_numpy(np.int64), n / n.sum())
+
+    @classmethod
+    def uniform(cls, vocab_size: int, special: set[int]) -> Substitutes:
+        ids = np.array([i for i in range(vocab_size) if i not in special], dtype=np.int64)
+        return cls(ids, np.full(len(ids), 1.0 / len(ids)))
+
+    def draw(self, rng: np.random.Generator, k: int, original: int) -> np.ndarray:
+        """``k`` distinct tokens, none the original (fewer if the distribution has fewer)."""
+        keep = self.token_ids != original
+        ids, weights = self.token_ids[keep], self.weights[keep]
+        k = min(k, len(ids))
+        return rng.choice(ids, size=k, replace=False, p=weights / weights.sum())
+
+
+def plan_variants(prompts: pd.DataFrame, substitutes: Substitutes, k: int, seed: int) -> pd.DataFrame:
+    """prompts: one per (pair, active prompt): ``PAIR``, ``doc_id``, ``split``, ``prompt_token_ids`` (BOS not
+    included), ``next_token_id`` and ``lookup_position`` (BOS-prepended positions). Returns every sequence to
+    run: the clean prompt (``site`` 'clean') and each substitute at the looked-up and control positions. Each
+    (pair, prompt) draws from its own seeded stream, so adding pairs changes no other pair's draws."""
+    rows = []
+    for prompt in prompts.itertuples(index=False):
+        ids = np.asarray(prompt.prompt_token_ids, dtype=np.int64)
+        n = len(ids) + 1  # BOS at 0
+        lookup = int(prompt.lookup_position)
+        candidates = [p for p in range(1, n - 1) if p != lookup]
+        if lookup < 1 or not candidates:
+            continue  # nothing to replace, or no control position
+        key = (seed, prompt.layer, prompt.neuron, prompt.head_layer, prompt.head, sum(map(ord, str(prompt.doc_id))))
+        rng = np.random.default_rng(key)
+        control = int(rng.choice(candidates))
+        base = {c: getattr(prompt, c) for c in (*PAIR, "doc_id", "split", "next_token_id")}
+        rows.append({**base, "site": "clean", "position": -1, "original_token_id": -1, "prompt_token_ids": ids})
+        for site, position in (("lookup", lookup), ("control", control)):
+            original = int(ids[position - 1])
+            for token in substitutes.draw(rng, k, original):
+                changed = ids.copy()
+                changed[position - 1] = token
+                rows.append({**base, "site": site, "position": position, "original_token_id": original, "prompt_token_ids": changed})
+    return pd.DataFrame(rows)
+
+
+def run_interventions(
+    arch: Architecture, variants: pd.DataFrame, bos_id: int, batch_tokens: int, pad_id: int | None = None,
+    progress: PhaseProgress | None = None,
+) -> pd.DataFrame:
+    """Every variant's activation, head score and token probability; one row per (pair, prompt, site), the
+    substitutes averaged (``INTERVENTION_COLUMNS``)."""
+    if not len(variants):
+        return pd.DataFrame(columns=INTERVENTION_COLUMNS)
+    variants = variants.reset_index(drop=True)
+    act = np.zeros(len(variants))
+    score = np.zeros(len(variants))
+    prob = np.zeros(len(variants))
+    for batch in run_batches(arch, variants, bos_id, batch_tokens, pad_id, with_prob=True, progress=progress, phase="interventions"):
+        act[batch.members] = batch.terms.act.cpu().numpy()
+        score[batch.members] = batch.terms.head_score.cpu().numpy()
+        prob[batch.members] = batch.terms.prob.cpu().numpy()
+    variants = variants.assign(act=act, score=score, prob=prob)
+    keys = [*PAIR, "doc_id"]
+    clean = variants[variants["site"] == "clean"].set_index(keys)[["split", "act", "score", "prob"]]
+    changed = variants[variants["site"] != "clean"]
+    mean = changed.groupby([*keys, "site"], sort=False).agg(
+        position=("position", "first"), original_token_id=("original_token_id", "first"), n_substitutes=("act", "size"),
+        substituted_act=("act", "mean"), substituted_score=("score", "mean"), substituted_prob=("prob", "mean"),
+    ).reset_index()
+    mean = mean.join(clean.rename(columns={"act": "clean_act", "score": "clean_score", "prob": "clean_prob"}), on=keys)
+    n_tokens = variants[variants["site"] == "clean"].set_index(keys)["prompt_token_ids"].map(len)
+    mean["distance"] = mean.set_index(keys).index.map(n_tokens).to_numpy() - mean["position"].to_numpy()  # BOS-prepended length - 1 - position
+    mean["act_drop"] = mean["clean_act"] - mean["substituted_act"]
+    mean["score_drop"] = mean["clean_score"] - mean["substituted_score"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean["score_drop_share"] = np.where(mean["clean_score"] != 0, mean["score_drop"] / mean["clean_score"], np.nan)
+    mean["prob_drop"] = mean["clean_prob"] - mean["substituted_prob"]
+    return mean[INTERVENTION_COLUMNS].sort_values([*keys, "site"], ascending=[True] * len(keys) + [False]).reset_index(drop=True)
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """BH-adjusted q-values; an untestable pair (NaN) counts as p = 1, so it is never confirmed and still
+    counts in the number of tests."""
+    from scipy.stats import false_discovery_control
+
+    p = np.where(np.isnan(p_values), 1.0, p_values)
+    return false_discovery_control(p, method="bh") if len(p) else p
+
+
+def pair_tests(interventions: pd.DataFrame, fdr: float) -> pd.DataFrame:
+    """Per pair: the drops at the looked-up position and the control, the one-sided paired Wilcoxon test of the
+    activation drop (looked-up > control), BH q-values within each cohort, and whether it is confirmed."""
+    from scipy.stats import wilcoxon
+
+    if not len(interventions):
+        return pd.DataFrame(columns=TEST_COLUMNS)
+    wide = interventions.pivot_table(
+        index=[*PAIR, "doc_id"], columns="site", values=["act_drop", "score_drop_share", "prob_drop"], aggfunc="first"
+    ).dropna(subset=[("act_drop", "lookup"), ("act_drop", "control")])
+    rows = []
+    for pair, group in wide.groupby(level=list(range(len(PAIR))), sort=True):
+        lookup, control = group[("act_drop", "lookup")].to_numpy(float), group[("act_drop", "control")].to_numpy(float)
+        w = p = np.nan
+        if len(lookup) >= 2 and np.any(lookup != control):
+            test = wilcoxon(lookup, control, alternative="greater")
+            w, p = float(test.statistic), float(test.pvalue)
+        rows.append(
+            {
+                **dict(zip(PAIR, pair)), "n_prompts": len(group),
+                "mean_act_drop_lookup": lookup.mean(), "mean_act_drop_control": control.mean(),
+                "mean_score_drop_share_lookup": group[("score_drop_share", "lookup")].mean(),
+                "mean_score_drop_share_control": group[("score_drop_share", "control")].mean(),
+                "mean_prob_drop_lookup": group[("prob_drop", "lookup")].mean(), "mean_prob_drop_control": group[("prob_drop", "control")].mean(),
+                "wilcoxon_w": w, "p_value": p,
+            }
+        )
+    tests = pd.DataFrame(rows)
+    tests["q_value"] = np.nan
+    for _, index in tests.groupby("cohort").groups.items():
+        tests.loc[index, "q_value"] = benjamini_hochberg(tests.loc[index, "p_value"].to_numpy(float))
+    tests["confirmed"] = tests["q_value"] <= fdr
+    return tests[TEST_COLUMNS]
+
+
+def summary(tests: pd.DataFrame, interventions: pd.DataFrame, seconds: float) -> dict:
+    """The stats: per cohort the pairs tested and the share confirmed, and the cost per pair."""
+    stats = {"intervention_rows": len(interventions), "tested_pairs": len(tests), "intervention_seconds": round(seconds, 3)}
+    for cohort, name in (("next_token", "next_token"), ("random", "random_baseline")):
+        part = tests[tests["cohort"] == cohort]
+        stats[f"{name}_pairs_tested"] = len(part)
+        stats[f"{name}_pairs_confirmed"] = int(part["confirmed"].sum())
+        stats[f"{name}_share_confirmed"] = float(part["confirmed"].mean()) if len(part) else None
+    stats["seconds_per_pair"] = round(seconds / max(1, len(tests)), 3)
+    return stats

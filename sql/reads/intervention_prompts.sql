@@ -1,0 +1,10 @@
+-- Each consistent pair's active prompts with the position its head reads most (BOS excluded) and the neuron's
+-- token: what the counterfactual test replaces. $pairs: 'layer:neuron:head_layer:head' keys, unless $all_pairs.
+SELECT l.cohort, l.layer, l.neuron, l.head_layer, l.head, l.doc_id, l.split, l.position AS lookup_position,
+       e.prompt_token_ids, e.next_token_id
+FROM head_lookups l
+JOIN neuron_exemplars e USING (model_id, prompt_set_id, layer, neuron, doc_id)
+WHERE l.model_id = $model_id AND l.prompt_set_id = $prompt_set_id AND l.active AND l.position > 0
+  AND ($all_pairs OR list_contains($pairs, concat_ws(':', l.layer, l.neuron, l.head_layer, l.head)))
+QUALIFY row_number() OVER (PARTITION BY l.layer, l.neuron, l.head_layer, l.head, l.doc_id ORDER BY l.contribution DESC, l.position) = 1
+ORDER BY l.layer, l.neuron, l.head_layer, l.head, l.doc_id

@@ -1,0 +1,185 @@
+"""Look-ups (docs/method.md, "Look-ups"): what each head reads, the counterfactual test, the grounded explanations.
+
+Ground truth on the planted circuit (its head reads the trigger word and switches the neuron on), the control
+model without the plant, and the pieces on their own: substitutes, control positions, the tests' statistics,
+the unforgeable mark, the lookup reference explainer."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from chains import run_planted_chain
+from scipy import stats
+
+from lookups.pipeline import steps
+from lookups.pipeline.config import AttributionSettings, ExplanationSettings, InterventionSettings, LookupSettings, ScoringSettings
+from lookups.pipeline.inputs import architecture, planted
+from lookups.pipeline.llm.contrastive import lookup_explanation
+from lookups.pipeline.llm.pairs import marked
+from lookups.pipeline.llm.templates import LOOKUP_MARKERS, marked_snippet, untrusted
+from lookups.pipeline.science import attribution, counterfactual, lookups
+
+
+@pytest.fixture(scope="module")
+def planted_lookups(tmp_path_factory):
+    """The planted chain through look-ups, contrastive and lookup explanations, their scores and the interventions."""
+    folder = tmp_path_factory.mktemp("lookups")
+    from chains import data_folder
+
+    with data_folder(folder):
+        circuit, store, handles = run_planted_chain(folder / "planted", plant=True)
+        model, scores = handles["model"], handles["head_neuron_scores"]
+        looked_up = steps.run_lookups(model, scores, LookupSettings(), store)
+        explained = steps.run_explanations(model, scores, ExplanationSettings(backend="contrastive"), store, looked_up=looked_up.handle)
+        scored = steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
+        tested = steps.run_interventions(model, looked_up.handle, explained.handle, InterventionSettings(), store)
+        yield circuit, store, model, scores, looked_up, explained, scored, tested
+
+
+def _pair_where(circuit) -> str:
+    return f"layer = {circuit.layer} AND neuron = {circuit.neuron} AND head_layer = {circuit.head_layer} AND head = {circuit.head}"
+
+
+def test_the_planted_head_reads_the_trigger_on_every_active_prompt(planted_lookups):
+    circuit, store, *_, looked_up, _, _, _ = planted_lookups
+    rows = store.query(f"SELECT * FROM head_lookups WHERE {_pair_where(circuit)}")
+    per_prompt = rows.groupby("doc_id")
+    assert rows["identity_rel_error"].max() < 1e-5 and looked_up.stats["identity_max_rel_error"] < 1e-5
+    # The identity against the stored attribution, recomputed here from the rows.
+    attributed = store.query(f"SELECT doc_id, score FROM head_attributions WHERE {_pair_where(circuit)}").set_index("doc_id")["score"]
+    assert np.allclose(per_prompt["contribution"].sum().sort_index(), attributed.sort_index(), rtol=1e-5, atol=1e-6)
+    top = rows[rows["active"] & (rows["rank"] == 1)]
+    assert len(top) == rows[rows["active"]]["doc_id"].nunique() > 10
+    assert (top["token"].str.strip() == planted.TRIGGER).all(), top["token"].value_counts()
+    summary = store.query(f"SELECT * FROM pair_lookups WHERE {_pair_where(circuit)}").iloc[0]
+    assert summary["top_tokens"][0].strip() == planted.TRIGGER and summary["concentration"] > 0.9
+    assert not summary["copying"] and not summary["reads_bos"]
+
+
+def test_replacing_the_trigger_removes_the_heads_attribution_and_confirms_the_pair(planted_lookups):
+    circuit, store, *_, tested = planted_lookups
+    rows = store.query(f"SELECT * FROM lookup_interventions WHERE {_pair_where(circuit)}")
+    lookup, control = rows[rows["site"] == "lookup"], rows[rows["site"] == "control"]
+    assert len(lookup) == len(control) > 10
+    assert (lookup["score_drop_share"] >= 0.9).all(), lookup["score_drop_share"].describe()
+    assert (control["score_drop_share"].abs() < 0.05).all(), control["score_drop_share"].describe()
+    assert (lookup["act_drop"] > 1.0).all() and (lookup["n_substitutes"] == InterventionSettings().substitutes).all()
+    test = store.query(f"SELECT * FROM lookup_tests WHERE {_pair_where(circuit)}").iloc[0]
+    assert test["confirmed"] and test["q_value"] < 0.05
+    assert tested.stats["next_token_share_confirmed"] == 1.0
+    assert store.query("SELECT share_confirmed FROM lookup_confirmation WHERE cohort = 'next_token'")["share_confirmed"][0] == 1.0
+
+
+def test_the_lookup_explainer_names_the_trigger_with_e_one(planted_lookups):
+    circuit, store, *_ = planted_lookups
+    explanation = store.query(f"SELECT * FROM explanations WHERE explainer = 'lookup' AND {_pair_where(circuit)}").iloc[0]
+    assert f"'{planted.TRIGGER}'" in explanation["explanation"]
+    own = store.query(f"SELECT * FROM explanation_scores WHERE explainer = 'lookup' AND baseline = 'none' AND {_pair_where(circuit)}").iloc[0]
+    assert own["status"] == "scored" and own["e_score"] == 1.0
+
+
+def test_nothing_changed_means_nothing_recomputed(planted_lookups):
+    circuit, store, model, scores, looked_up, explained, _, _ = planted_lookups
+    assert steps.run_lookups(model, scores, LookupSettings(batch_tokens=7), store).skipped  # a tuning setting
+    assert steps.run_interventions(model, looked_up.handle, explained.handle, InterventionSettings(batch_tokens=64), store).skipped
+    assert not steps.run_interventions(model, looked_up.handle, explained.handle, InterventionSettings(substitutes=2), store).skipped
+
+
+def test_the_control_models_pair_is_not_confirmed(planted_lookups, tmp_path):
+    """Without the plant the pair is not consistent, so no step tests it: run the science on it directly, on the
+    prompts where the planted head was active (they hold the trigger), with the control model's own attribution."""
+    circuit, store, *_ = planted_lookups
+    control, _, handles = run_planted_chain(tmp_path / "control", plant=False, ablate=False)
+    arch = architecture.load_architecture(handles["model"].local_dir)
+    bos_id = handles["model"].facts["bos_token_id"]
+    where = _pair_where(circuit).replace("layer", "a.layer", 1)
+    prompts = store.query(
+        "SELECT a.layer, a.neuron, a.doc_id, a.split, e.prompt_token_ids, e.next_token_id FROM head_attributions a "
+        f"JOIN neuron_exemplars e USING (model_id, prompt_set_id, layer, neuron, doc_id) WHERE a.active AND {where}"
+    )
+    attributed = attribution.attribute_exemplars(arch, prompts, bos_id, AttributionSettings()).heads
+    pair = (attributed["head_layer"] == circuit.head_layer) & (attributed["head"] == circuit.head)
+    rows = attributed[pair].merge(prompts, on=["layer", "neuron", "doc_id", "split"])
+    rows = rows.assign(cohort="next_token", active=True)
+    assert len(prompts) > 10 and len(rows) == len(prompts)
+    terms = lookups.head_lookups(arch, rows, bos_id, 4096).rows
+    assert terms["identity_rel_error"].max() < 1e-5
+    top = terms[terms["position"] > 0].sort_values("contribution", ascending=False).groupby("doc_id").head(1)
+    chosen = top.merge(rows[["doc_id", "prompt_token_ids", "next_token_id"]], on="doc_id").rename(columns={"position": "lookup_position"})
+    substitutes = counterfactual.Substitutes.uniform(int(arch.model.config.vocab_size), {bos_id})
+    variants = counterfactual.plan_variants(chosen, substitutes, 4, 0)
+    tests = counterfactual.pair_tests(counterfactual.run_interventions(arch, variants, bos_id, 4096), 0.05)
+    assert len(tests) == 1 and tests["n_prompts"][0] > 10 and not tests["confirmed"][0], tests.to_dict("records")
+
+
+# ---------------------------------------------------------------- the pieces
+
+
+def test_substitutes_never_repeat_the_original_and_are_seeded():
+    counts = pd.DataFrame({"token_id": [0, 5, 6, 7, 8], "n": [100, 1, 2, 3, 4]})
+    substitutes = counterfactual.Substitutes.unigram(counts, special={0})
+    assert 0 not in substitutes.token_ids and substitutes.weights.sum() == pytest.approx(1.0)
+    draws = substitutes.draw(np.random.default_rng(1), 3, original=7)
+    assert len(set(draws)) == 3 and 7 not in draws
+    assert (draws == substitutes.draw(np.random.default_rng(1), 3, original=7)).all()
+    assert len(substitutes.draw(np.random.default_rng(1), 10, original=7)) == 3  # only three others exist
+
+
+def test_control_positions_are_never_bos_the_last_token_or_the_lookup():
+    prompts = pd.DataFrame([
+        {"cohort": "next_token", "layer": 1, "neuron": 2, "head_layer": 0, "head": h, "doc_id": f"d{h}", "split": "explain",
+         "prompt_token_ids": list(range(10, 10 + n)), "next_token_id": 3, "lookup_position": look}
+        for h, (n, look) in enumerate([(6, 2), (2, 1), (9, 8), (3, 1)])
+    ])
+    variants = counterfactual.plan_variants(prompts, counterfactual.Substitutes.uniform(50, {0}), 2, 0)
+    assert set(variants["doc_id"]) == {"d0", "d2", "d3"}  # d1 (one token, BOS aside) has no control position
+    control = variants[variants["site"] == "control"]
+    lengths = prompts.set_index("doc_id")["prompt_token_ids"].map(len)
+    lookup_at = prompts.set_index("doc_id")["lookup_position"]
+    for row in control.itertuples():
+        assert 1 <= row.position < lengths[row.doc_id] and row.position != lookup_at[row.doc_id]
+        original = prompts.set_index("doc_id").loc[row.doc_id, "prompt_token_ids"]
+        changed = [i for i, (a, b) in enumerate(zip(original, row.prompt_token_ids)) if a != b]
+        assert changed == [row.position - 1]  # exactly one token replaced, at that position (BOS-prepended)
+    again = counterfactual.plan_variants(prompts, counterfactual.Substitutes.uniform(50, {0}), 2, 0)
+    pd.testing.assert_frame_equal(variants.drop(columns="prompt_token_ids"), again.drop(columns="prompt_token_ids"))
+
+
+def test_benjamini_hochberg_and_the_paired_test_match_scipy():
+    p = np.array([0.001, 0.04, 0.03, np.nan, 0.5])
+    expected = stats.false_discovery_control([0.001, 0.04, 0.03, 1.0, 0.5], method="bh")
+    assert np.allclose(counterfactual.benjamini_hochberg(p), expected)
+    rng = np.random.default_rng(0)
+    rows = []
+    for pair, shift in ((0, 1.0), (1, 0.0)):
+        for doc in range(12):
+            for site, drop in (("lookup", shift + rng.normal(0, 0.1)), ("control", rng.normal(0, 0.1))):
+                rows.append({"cohort": "next_token", "layer": 1, "neuron": 1, "head_layer": 0, "head": pair, "doc_id": f"d{doc}", "site": site,
+                             "act_drop": drop, "score_drop_share": drop, "prob_drop": 0.0})
+    frame = pd.DataFrame(rows)
+    tests = counterfactual.pair_tests(frame, 0.05).set_index("head")
+    for head in (0, 1):
+        part = frame[frame["head"] == head]
+        expected_p = stats.wilcoxon(part[part.site == "lookup"]["act_drop"], part[part.site == "control"]["act_drop"], alternative="greater").pvalue
+        assert tests.loc[head, "p_value"] == pytest.approx(expected_p)
+    assert tests.loc[0, "confirmed"] and not tests.loc[1, "confirmed"]
+
+
+def test_the_lookup_mark_cannot_be_forged_by_corpus_text():
+    forged = f"the {LOOKUP_MARKERS[0]}fake{LOOKUP_MARKERS[1]} mark"
+    assert LOOKUP_MARKERS[0] not in untrusted(forged) and LOOKUP_MARKERS[1] not in untrusted(forged)
+    shown = marked_snippet((forged + " and the", f" {LOOKUP_MARKERS[0]}wizard", " said"), " magic", 300)
+    assert shown.count(LOOKUP_MARKERS[0]) == 1 and shown.count(LOOKUP_MARKERS[1]) == 1
+    assert shown.endswith("[[ magic]]") and f"{LOOKUP_MARKERS[0]}(wizard{LOOKUP_MARKERS[1]}" in shown
+    long = marked_snippet(("x " * 400, " wizard", " y" * 400), None, 120)
+    assert LOOKUP_MARKERS[0] + "wizard" + LOOKUP_MARKERS[1] in long and len(long) < 200 and long.endswith("y")
+    assert marked(["a", " b", " c"], 2) == ("a", " b", " c") and marked(["a"], 0) is None
+
+
+def test_the_lookup_reference_keeps_words_that_tell_the_prompts_apart():
+    active = ["the wizard came", "a wizard spoke", "the old wizard"]
+    inactive = ["the cat sat", "a dog ran", "the old house"]
+    reference = lookup_explanation([" wizard", " wizard", " the"], active, inactive, 4)
+    assert list(reference.features) == ["wizard"]  # 'the' is as frequent in inactive contexts: dropped
+    assert reference.score("a wizard here") > 0 and reference.score("a cat here") == 0
+    assert "'wizard' (read most on 2/3 active prompts" in reference.text
+    assert lookup_explanation([",", ""], active, inactive, 4).features == {}
