@@ -99,7 +99,8 @@ def run_interventions(
     act = np.zeros(len(variants))
     score = np.zeros(len(variants))
     prob = np.zeros(len(variants))
-    for batch in run_batches(arch, variants, bos_id, batch_tokens, pad_id, with_prob=True, progress=progress, phase="interventions"):
+    runs = run_batches(arch, variants, bos_id, batch_tokens, pad_id, with_prob=True, progress=progress, phase="interventions", by_position=False)
+    for batch in runs:
         act[batch.members] = batch.terms.act.cpu().numpy()
         score[batch.members] = batch.terms.head_score.cpu().numpy()
         prob[batch.members] = batch.terms.prob.cpu().numpy()

@@ -19,6 +19,7 @@ this family), then the step checks the terms against the stored attribution.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -73,11 +74,13 @@ def source_terms(
     row_b: np.ndarray,
     weights: Weights | None = None,
     next_token_ids: np.ndarray | None = None,
+    by_position: bool = True,
 ) -> SourceTerms:
     """Run the batch ``tokens`` ``[batch, pos]`` (right-padded) once and split, for each row (``layer``,
     ``neuron``, ``head_layer``, ``head``; on batch row ``row_b``), the head's direct contribution to the neuron
     at the last position by source position. With ``next_token_ids`` the forward runs to the logits and the
-    probability of each row's token is returned too."""
+    probability of each row's token is returned too. Without ``by_position`` only the head's total is formed
+    (one "position": its z), with the model's own attention kernel: what the counterfactual test needs."""
     weights = weights or Weights(arch)
     layers = sorted(set(rows["layer"].tolist()))
     sources = sorted(set(rows["head_layer"].tolist()))
@@ -95,19 +98,26 @@ def source_terms(
     for source in sources:
         spec = arch.layers[source]
         wanted[f"z{source}"] = (spec.attn_out, "input")
-        wanted[f"pattern{source}"] = (spec.attention, "weights")
-        wanted[f"v{source}"] = (spec.value, "output")
-        picks[f"pattern{source}"] = lambda value: value[at_last, :, last]  # [batch, heads, key]
-        picks[f"v{source}"] = lambda value: value  # every position
+        if by_position:
+            wanted[f"pattern{source}"] = (spec.attention, "weights")
+            wanted[f"v{source}"] = (spec.value, "output")
+            picks[f"pattern{source}"] = lambda value: value[at_last, :, last]  # [batch, heads, key]
+            picks[f"v{source}"] = lambda value: value  # every position
     if next_token_ids is not None:
         wanted["final"] = (arch.final_norm.path, "output")
         stop = None
     else:
         stop = f"act{max(layers)}"
-    with eager_attention(arch.model):
+    with eager_attention(arch.model) if by_position else contextlib.nullcontext():
         got = capture(arch.model, tokens, wanted, stop_after=stop, pick=lambda value: value[at_last, last], picks=picks)
     values = with_norm_scales(arch, {k: v.double() for k, v in got.items() if not k.startswith(("v", "final"))})
-    for source in sources:
+    if not by_position:
+        n_pos = 1
+        for source in sources:
+            z = values[f"z{source}"].view(batch, 1, arch.n_heads, arch.d_head)
+            values[f"values{source}"] = z - arch.layers[source].value_bias.double().view(arch.n_heads, arch.d_head).to(z)
+            values[f"pattern{source}"] = torch.ones(batch, arch.n_heads, 1, dtype=torch.float64, device=arch.device)
+    for source in sources if by_position else ():
         heads = arch.head_values(source, got[f"v{source}"].double())  # [batch, pos, heads, d_head]
         rebuilt = torch.einsum("bhp,bphd->bhd", values[f"pattern{source}"], heads).reshape(batch, -1)
         z = values[f"z{source}"]
@@ -192,7 +202,7 @@ class Batch:
 
 def run_batches(
     arch: Architecture, rows: pd.DataFrame, bos_id: int, batch_tokens: int, pad_id: int | None = None, with_prob: bool = False,
-    progress: PhaseProgress | None = None, phase: str = "look-ups",
+    progress: PhaseProgress | None = None, phase: str = "look-ups", by_position: bool = True,
 ) -> Iterator[Batch]:
     """``source_terms`` over ``rows`` (``layer``, ``neuron``, ``head_layer``, ``head``, ``prompt_token_ids``
     without BOS; ``next_token_id`` with ``with_prob``), each distinct prompt run once, batched by length."""
@@ -203,7 +213,7 @@ def run_batches(
         tokens, lengths = pad_right([grouped.prompts[p] for p in batch], pad_id)
         members, row_b = grouped.rows(batch)
         next_ids = rows["next_token_id"].to_numpy()[members] if with_prob else None
-        terms = source_terms(arch, tokens, lengths, rows.iloc[members], row_b, weights, next_ids)
+        terms = source_terms(arch, tokens, lengths, rows.iloc[members], row_b, weights, next_ids, by_position)
         yield Batch(members, terms, tokens.numpy(), lengths.numpy(), row_b, len(batch))
         if progress:
             progress(phase, done, len(grouped.batches))

@@ -24,7 +24,7 @@ from direct_path import direct_effect_hf
 
 from lookups.pipeline.config import AttributionSettings
 from lookups.pipeline.inputs import architecture, models
-from lookups.pipeline.science import ablation, attribution, catalog, harvest, lookups
+from lookups.pipeline.science import ablation, attribution, batching, catalog, harvest, lookups
 
 FAMILIES = list(tiny_models.FAMILIES)
 
@@ -106,6 +106,13 @@ def test_lookup_terms_sum_to_the_attribution_and_batched_equals_one_at_a_time(fa
     assert (per_prompt["rank"].min() == 1).all() and (batched.rows["distance"] >= 0).all()
     single = lookups.head_lookups(arch, rows, 0, 1)
     pd.testing.assert_frame_equal(batched.rows, single.rows, atol=1e-6, check_exact=False)
+    # The counterfactual's shortcut (the head's total from its z, the model's own attention kernel) == the terms' sum.
+    tokens, lengths = batching.pad_right([np.asarray([0, *ids]) for ids in rows["prompt_token_ids"]], 0)
+    row_b = np.arange(len(rows))
+    split = lookups.source_terms(arch, tokens, lengths, rows, row_b, next_token_ids=np.full(len(rows), 5))
+    total = lookups.source_terms(arch, tokens, lengths, rows, row_b, next_token_ids=np.full(len(rows), 5), by_position=False)
+    torch.testing.assert_close(split.head_score, total.head_score, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(split.prob, total.prob, rtol=1e-4, atol=1e-7)
 
 
 def test_a_lookup_term_equals_the_direct_path_of_that_position(family):
