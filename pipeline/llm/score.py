@@ -221,7 +221,7 @@ def explanation_tests(scores: pd.DataFrame) -> pd.DataFrame:
             "random_neurons": group[(group["cohort"] == "random") & (group["baseline"] == "none")]["e_score"].astype(float).to_numpy(),
             "shuffled": shuffled["e_score"].astype(float).to_numpy(),
         }
-        skew = float(stats.skew(e)) if len(e) > 2 else None
+        skew = float(stats.skew(e)) if len(e) > 2 and np.ptp(e) > 0 else None  # undefined (and a warning) when every E is equal
         skew_z = skew_p = None
         if len(e) >= 8 and np.ptp(e) > 0:
             test = stats.skewtest(e)
