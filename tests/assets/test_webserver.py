@@ -44,9 +44,11 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             "head_attributions": {"model", "neuron_exemplars"},
             "head_neuron_scores": {"head_attributions"},
             "head_ablations": {"model", "head_neuron_scores"},
-            "explanations": {"model", "head_neuron_scores"},
+            "head_lookups": {"model", "head_neuron_scores"},
+            "explanations": {"model", "head_neuron_scores", "head_lookups"},
+            "lookup_interventions": {"model", "head_lookups", "explanations"},
             "explanation_scores": {"model", "explanations"},
-            "atlas_report": {"model", "head_ablations", "explanation_scores"},
+            "atlas_report": {"model", "head_ablations", "explanation_scores", "lookup_interventions"},
         }
     finally:
         server.terminate()
