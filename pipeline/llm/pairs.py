@@ -35,6 +35,11 @@ class Pair:
         return (self.layer, self.neuron, self.head_layer, self.head)
 
 
+def pair_ids(pairs: pd.DataFrame) -> list[str]:
+    """Each pair's 'layer:neuron:head_layer:head' key, as the reads taking ``$pairs`` match them."""
+    return [":".join(str(int(v)) for v in r) for r in pairs[PAIR_KEYS].itertuples(index=False)]
+
+
 def choose_pairs(scores: pd.DataFrame, settings: ExplanationSettings) -> pd.DataFrame:
     """scores: consistent ``head_neuron_scores`` rows. Each neuron's strongest heads (by mean attribution), at
     most ``pairs_per_neuron``; then at most ``max_pairs`` per cohort, strongest first."""

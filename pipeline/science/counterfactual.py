@@ -30,7 +30,6 @@ TEST_COLUMNS = [
     *PAIR, "n_prompts", "mean_act_drop_lookup", "mean_act_drop_control", "mean_score_drop_share_lookup",
     "mean_score_drop_share_control", "mean_prob_drop_lookup", "mean_prob_drop_control", "wilcoxon_w", "p_value", "q_value", "confirmed",
 ]
-SITES = ("lookup", "control")
 
 
 @dataclass

@@ -270,7 +270,7 @@ def _frame(rows: pd.DataFrame, got: SourceTerms, tokens: np.ndarray, lengths: np
     r, j = np.nonzero(keep)
     head_score = score.sum(-1)
     # Rank 1 = the position that adds most to the neuron (ties by earlier position).
-    order = np.lexsort((np.arange(score.shape[1])[None].repeat(len(rows), 0), -np.where(keep, score, -np.inf)), axis=-1)
+    order = np.argsort(-np.where(keep, score, -np.inf), axis=-1, kind="stable")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(1, score.shape[1] + 1)[None].repeat(len(rows), 0), axis=-1)
     frame = rows[ROW_KEYS].iloc[r].reset_index(drop=True)

@@ -11,7 +11,7 @@ from lookups.pipeline.llm import ExplainerError
 from lookups.pipeline.llm.backends import make_llm_backend
 from lookups.pipeline.llm.explain import CONTRASTIVE, LOOKUP, REFERENCES, explain_pairs
 from lookups.pipeline.llm.ledger import CallLedger, new_run_id
-from lookups.pipeline.llm.pairs import PAIR_KEYS, Pair, build_pairs, choose_pairs
+from lookups.pipeline.llm.pairs import PAIR_KEYS, Pair, build_pairs, choose_pairs, pair_ids
 from lookups.pipeline.llm.score import explanation_tests, score_explanations
 from lookups.pipeline.llm.templates import load_template
 from lookups.pipeline.report import figures
@@ -36,9 +36,9 @@ def _pairs_with_prompts(store: Store, keys: dict, chosen: pd.DataFrame, with_loo
     ``with_lookups``, what their heads read on them."""
     if not len(chosen):
         return []
-    pair_ids = [":".join(str(int(v)) for v in r) for r in chosen[PAIR_KEYS].itertuples(index=False)]
-    lookups = store.read("pair_lookup_prompts", **keys, pairs=pair_ids) if with_lookups else None
-    return build_pairs(chosen, store.read("pair_prompts", **keys, pairs=pair_ids), lookups)
+    ids = pair_ids(chosen)
+    lookups = store.read("pair_lookup_prompts", **keys, pairs=ids) if with_lookups else None
+    return build_pairs(chosen, store.read("pair_prompts", **keys, pairs=ids), lookups)
 
 
 def _status_counts(frame: pd.DataFrame, column: str = "status") -> dict:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from lookups.pipeline.config import InterventionSettings, LookupSettings, result_settings
 from lookups.pipeline.inputs import architecture, models
+from lookups.pipeline.llm.pairs import pair_ids
 from lookups.pipeline.science import counterfactual, lookups
 from lookups.pipeline.steps.base import (
     Computed,
@@ -58,10 +59,6 @@ def run_lookups(
     return run_step(store, "head_lookups", scores.scope, fingerprint, compute, handle, yields=yields)
 
 
-def _pair_keys(pairs: pd.DataFrame) -> list[str]:
-    return [":".join(str(int(v)) for v in r) for r in pairs[["layer", "neuron", "head_layer", "head"]].itertuples(index=False)]
-
-
 def run_interventions(
     model: ModelHandle, looked_up: LookupsHandle, explained: ExplanationsHandle, settings: InterventionSettings, store: Store,
     progress: PhaseProgress | None = None,
@@ -70,11 +67,11 @@ def run_interventions(
     keys = looked_up.keys
     # Which pairs is part of the fingerprint (not the explanations' data version: a new template changes no pair).
     chosen = store.read("explained_pairs", **keys) if settings.pairs == "explained" else None
-    pair_ids = _pair_keys(chosen) if chosen is not None else ["-"]
+    ids = pair_ids(chosen) if chosen is not None else ["-"]
 
     def compute() -> Computed:
         started = time.perf_counter()
-        prompts = store.read("intervention_prompts", **keys, pairs=pair_ids, all_pairs=settings.pairs == "all")
+        prompts = store.read("intervention_prompts", **keys, pairs=ids, all_pairs=settings.pairs == "all")
         frame = pd.DataFrame(columns=counterfactual.INTERVENTION_COLUMNS)
         if len(prompts):
             arch = architecture.load_architecture(model.local_dir, model.device)
@@ -95,7 +92,7 @@ def run_interventions(
     def handle(data_version: str, stats: dict) -> InterventionsHandle:
         return InterventionsHandle(data_version=data_version, stats=stats, **keys, fdr=settings.fdr)
 
-    fingerprint = (looked_up.data_version, tuple(pair_ids), result_settings(settings))
+    fingerprint = (looked_up.data_version, tuple(ids), result_settings(settings))
     yields = Yield(
         "intervention_rows", "interventions", "the explanations settings (pairs_per_neuron, max_pairs) or lookup_interventions.pairs",
         inputs_empty=not looked_up.stats.get("lookup_rows") or (chosen is not None and not len(chosen)),
