@@ -81,17 +81,41 @@ def _coverage(handle, db: Store, run_id: str) -> Outcome:
     return Outcome(outcome, {"neurons_without_exemplars": without, "selected_neurons": len(frame)})
 
 
+def _within(tolerance: quality.Tolerance, frame, limit: float, names: str, name_row) -> quality.SuiteResult:
+    reasons = tolerance.reasons(frame, limit, names, name_row)
+    return quality.validate(reasons, tolerance.column, tolerance.suite())
+
+
+def _worst(frame, column: str, describe) -> dict:
+    """For the check's metadata: the largest relative error of ``column`` and the row it is on, the largest
+    absolute one (``identity_max_rel_error``, ``identity_max_abs_error``, ``identity_worst_case``)."""
+    kind = column.removesuffix("_rel_error")
+    if not len(frame):
+        return {f"{kind}_max_rel_error": 0.0, f"{kind}_max_abs_error": 0.0}
+    worst = frame.loc[frame[column].idxmax()]
+    return {
+        f"{kind}_max_rel_error": float(worst[column]), f"{kind}_max_abs_error": float(frame[f"{kind}_abs_error"].max()),
+        f"{kind}_worst_case": describe(worst),
+    }
+
+
+def _exemplar_name(row) -> str:
+    return f"neuron {row['layer']}:{row['neuron']} on document {row['doc_id']}"
+
+
+def _pair_prompt_name(row) -> str:
+    return f"neuron {row['layer']}:{row['neuron']}, head {row['head_layer']}.{row['head']} on document {row['doc_id']}"
+
+
 def _attribution_identity(handle, db: Store, run_id: str) -> Outcome:
     totals = db.rows("exemplar_decompositions", **_partition(handle))
     heads = db.check_read("head_attributions_for_check", **_partition(handle))
-    identity = quality.validate(totals, "exemplar_decompositions", quality.attribution_identity_suite(handle.identity_tolerance))
+    identity = quality.validate(totals, "exemplar_decompositions", quality.attribution_identity_suite())
+    within = _within(quality.ATTRIBUTION_IDENTITY, totals, handle.identity_tolerance, "exemplars", _exemplar_name)
     rows = quality.validate(heads, "head_attributions", quality.head_attributions_suite())
     references = _references(db, "head_attributions", **_partition(handle))
-    return Outcome(quality.merge("attribution", identity, rows, references, rows=rows.rows), {
-        "identity_max_abs_error": float(totals["identity_abs_error"].max()) if len(totals) else 0.0,
-        "identity_max_rel_error": float(totals["identity_rel_error"].max()) if len(totals) else 0.0,
-        "tolerance": handle.identity_tolerance,
-        "exemplars": len(totals),
+    return Outcome(quality.merge("attribution", identity, within, rows, references, rows=rows.rows), {
+        **_worst(totals, "identity_rel_error", _exemplar_name), "tolerance": handle.identity_tolerance, "exemplars": len(totals),
     })
 
 
@@ -113,17 +137,19 @@ def _ablations(handle, db: Store, run_id: str) -> Outcome:
 def _lookups(handle, db: Store, run_id: str) -> Outcome:
     keys = _partition(handle)
     frame = db.rows("head_lookups", **keys)
+    # The errors are per (pair, prompt), repeated on each of its positions.
+    per_prompt = frame.drop_duplicates(["layer", "neuron", "head_layer", "head", "doc_id"]) if len(frame) else frame
+    names = "look-ups (a pair on a prompt)"
     outcome = quality.merge(
         "head_lookups",
-        quality.validate(frame, "head_lookups", quality.lookups_suite(handle.identity_tolerance)),
+        quality.validate(frame, "head_lookups", quality.lookups_suite()),
+        _within(quality.LOOKUP_IDENTITY, per_prompt, handle.identity_tolerance, names, _pair_prompt_name),
+        _within(quality.LOOKUP_AGREEMENT, per_prompt, handle.attribution_tolerance, names, _pair_prompt_name),
         _references(db, "head_lookups", **keys),
     )
-    worst = frame.loc[frame["identity_rel_error"].idxmax()] if len(frame) else None
     return Outcome(outcome, {
-        "identity_max_rel_error": float(worst["identity_rel_error"]) if worst is not None else 0.0,
-        "identity_max_abs_error": float(frame["identity_abs_error"].max()) if len(frame) else 0.0,
-        "worst_case": " ".join(f"{k}={worst[k]}" for k in ("layer", "neuron", "head_layer", "head", "doc_id")) if worst is not None else "",
-        "tolerance": handle.identity_tolerance,
+        **_worst(per_prompt, "identity_rel_error", _pair_prompt_name), **_worst(per_prompt, "attribution_rel_error", _pair_prompt_name),
+        "identity_tolerance": handle.identity_tolerance, "attribution_tolerance": handle.attribution_tolerance,
     })
 
 

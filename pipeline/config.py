@@ -230,7 +230,8 @@ class AttributionSettings(BaseModel):
     )
     identity_tolerance: float = tuning(
         1e-3,
-        "The attribution check fails when a decomposition misses the pre-activation by more than this, relative to the sum of its terms' magnitudes.",
+        "The attribution check fails when a decomposition misses the pre-activation by more than this, relative to its rounding scale (what "
+        "bounds fp32 rounding: at most (2 x layers + d_model) x 6e-8 of it on any hardware; docs/quality.md#tolerances).",
         gt=0.0,
         lt=1.0,
     )
@@ -273,9 +274,17 @@ class LookupSettings(BaseModel):
 
     batch_tokens: int = tuning(4096, "Tokens per look-up forward batch (padding included).", ge=1)
     identity_tolerance: float = tuning(
-        1e-4,
-        "The look-up check fails when a prompt's per-position terms miss the head's stored attribution by more than this, relative to "
-        "the terms' total magnitude.",
+        1e-3,
+        "The look-up check fails when a prompt's per-position terms miss the head's output from the same pass by more than this, relative "
+        "to their rounding scale (what bounds fp32 rounding: at most positions x 6e-8 of it on any hardware; docs/quality.md#tolerances).",
+        gt=0.0,
+        lt=1.0,
+    )
+    attribution_tolerance: float = tuning(
+        1e-3,
+        "The look-up check fails when a head's total differs from its stored attribution (another forward pass) by more than this, "
+        "relative to the most the head could contribute (|read| x |z|); two passes differ by rounding only, far less "
+        "(docs/quality.md#tolerances).",
         gt=0.0,
         lt=1.0,
     )

@@ -163,8 +163,10 @@ CREATE TABLE IF NOT EXISTS exemplar_decompositions (
     embed_in           DOUBLE NOT NULL,
     bias_gate          DOUBLE,            -- accumulated residual biases plus the neuron's own input bias
     bias_in            DOUBLE NOT NULL,
+    scale_gate         DOUBLE,            -- the rounding scale of the gate side (docs/quality.md#tolerances)
+    scale_in           DOUBLE,            -- sum over what the stream adds of sum_k |x_k read_k|: fp32 rounds pre by a few u of it per operation
     identity_abs_error DOUBLE NOT NULL,   -- max over gate/in of |sum - pre|
-    identity_rel_error DOUBLE NOT NULL,   -- that error over the sum of the terms' magnitudes
+    identity_rel_error DOUBLE NOT NULL,   -- max over gate/in of |sum - pre| / scale
     active_threshold   DOUBLE NOT NULL,
     n_candidate_heads  INTEGER NOT NULL,
     n_active_heads     INTEGER NOT NULL,
@@ -256,8 +258,12 @@ CREATE TABLE IF NOT EXISTS head_lookups (
     share              DOUBLE,            -- contribution / the head's score on this prompt
     rank               INTEGER NOT NULL,  -- 1 = the position that adds most to the neuron on this prompt
     head_score         DOUBLE NOT NULL,   -- the head's stored attribution score on this prompt
-    identity_abs_error DOUBLE NOT NULL,   -- |sum of the terms - stored|, largest of score, in and gate
-    identity_rel_error DOUBLE NOT NULL,   -- that over the terms' total magnitude
+    -- The largest over score, in and gate (docs/quality.md#tolerances): the terms' sum against the head's
+    -- output formed in the same pass, and that output against the stored attribution (another pass).
+    identity_abs_error    DOUBLE NOT NULL,  -- |sum of the terms - the head's total from this pass's z|
+    identity_rel_error    DOUBLE NOT NULL,  -- that over its rounding scale (sum_k |read_k| (sum_j A_j |v_jk| + |b_k|))
+    attribution_abs_error DOUBLE NOT NULL,  -- |the head's total from this pass - its stored attribution|
+    attribution_rel_error DOUBLE NOT NULL,  -- that over the most the head could contribute, |read| x |z - b|
     PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head, doc_id, position)
 );
 

@@ -7,7 +7,8 @@ ones), every earlier MLP, and the biases. Each is passed through the norms betwe
 scales cached on this prompt (the MLP's norm; for post-norm models also the component's own post-norm) and
 projected on the neuron's input weights. A head's part is its slice of the attention output projection's
 input ``z`` times that slice of ``W_O``. The components sum exactly to the neuron's pre-activation; the
-difference is recorded per exemplar (``identity_abs_error``, ``identity_rel_error``) and checked.
+difference is recorded per exemplar (``identity_abs_error``, and ``identity_rel_error`` over the rounding scale
+``scale_in``/``scale_gate``, which bounds the model's own fp32 rounding: ``_decompose``) and checked.
 
 Scores:
 
@@ -44,7 +45,7 @@ PhaseProgress = Callable[[str, int, int], None]
 HEAD_COLUMNS = ["layer", "neuron", "doc_id", "split", "head_layer", "head", "gate_contribution", "in_contribution", "score", "active"]
 TOTAL_COLUMNS = [
     "layer", "neuron", "doc_id", "split", "n_tokens", "pre_gate", "pre_in", "act", "sum_gate", "sum_in",
-    "heads_gate", "heads_in", "mlps_gate", "mlps_in", "embed_gate", "embed_in", "bias_gate", "bias_in",
+    "heads_gate", "heads_in", "mlps_gate", "mlps_in", "embed_gate", "embed_in", "bias_gate", "bias_in", "scale_gate", "scale_in",
     "identity_abs_error", "identity_rel_error", "active_threshold", "n_candidate_heads", "n_active_heads",
 ]
 
@@ -126,6 +127,12 @@ class Weights:
             self._cache[("w", path)] = self.arch.weight(path).double()
         return self._cache[("w", path)]
 
+    def magnitude(self, path: str) -> torch.Tensor:
+        """``|weight|`` elementwise, ``[in, out]``: the rounding scale of a product with it."""
+        if ("abs", path) not in self._cache:
+            self._cache[("abs", path)] = self.weight(path).abs()
+        return self._cache[("abs", path)]
+
     def bias(self, path: str) -> torch.Tensor | None:
         if ("b", path) not in self._cache:
             bias = self.arch.bias(path)
@@ -197,67 +204,98 @@ class _Decomposition:
     embed: torch.Tensor
     bias: torch.Tensor  # the stream's biases (attention output, norms) and the neuron's own input bias
     pre: torch.Tensor  # the pre-activation the model computed
+    rounding_scale: torch.Tensor  # what bounds the model's rounding of pre (see ``_decompose``)
 
     @property
     def total(self) -> torch.Tensor:
         return self.heads.sum(dim=1) + self.mlps + self.embed + self.bias
 
 
-def stream_read(
-    arch: Architecture, weights: Weights, values: dict, layer: int, b: torch.Tensor, neurons: torch.Tensor, path: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class Reader:
+    """How a neuron's pre-activation reads something added before it, on each row: a vector ``x`` contributes
+    ``x · read`` (``read`` ``[rows, width]``); ``bias`` ``[rows]`` gathers the biases met on the way and
+    ``bias_scale`` ``[rows]`` their elementwise magnitude ``Σ_k |bias_k · read_k|``, for the rounding scale."""
+
+    read: torch.Tensor
+    bias: torch.Tensor
+    bias_scale: torch.Tensor
+    through: torch.Tensor | None = None  # a head reader's stream-space direction before the output projection
+
+
+def stream_read(arch: Architecture, weights: Weights, values: dict, layer: int, b: torch.Tensor, neurons: torch.Tensor, path: str) -> Reader:
     """How the pre-activation read by projection ``path`` (columns ``neurons``, one per row) of ``layer``'s MLP
-    reads the stream on each row: ``(read [rows, d_model], bias [rows])``. A component ``x`` added to the
-    stream contributes ``x · read``; ``bias`` is the neuron's input bias and the MLP norm's bias."""
+    reads the stream on each row (``read`` ``[rows, d_model]``); the biases are the neuron's input bias and
+    the MLP norm's bias."""
     spec = arch.layers[layer]
     directions = weights.weight(path)[:, neurons].T  # [rows, d_model]: the neuron's input direction
     bias = torch.zeros(len(b), dtype=torch.float64, device=directions.device)
     own = weights.bias(path)
     if own is not None:
         bias = bias + own[neurons]
+    bias_scale = bias.abs()
     if not spec.mlp_norm:
-        return directions, bias  # OLMo 2: the MLP reads the raw stream
+        return Reader(directions, bias, bias_scale)  # OLMo 2: the MLP reads the raw stream
     norm = spec.mlp_norm
     if norm.bias is not None:
         bias = bias + directions @ norm.bias.to(directions)
-    return norm.through(directions, values[f"norm_scale{layer}"][b]), bias
+        bias_scale = bias_scale + directions.abs() @ norm.bias.abs().to(directions)
+    return Reader(norm.through(directions, values[f"norm_scale{layer}"][b]), bias, bias_scale)
 
 
-def head_read(arch: Architecture, weights: Weights, values: dict, source: int, read: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """How the stream reader ``read`` ``[rows, d_model]`` reads layer ``source``'s heads: ``(read_z [rows,
-    n_heads * d_head], bias [rows])``. Head h contributes ``read_z[h slice] · (z_h - value_bias_h)``; ``bias``
-    gathers the post-attention norm's and output projection's biases and the value biases' part."""
+def head_read(arch: Architecture, weights: Weights, values: dict, source: int, stream: Reader, b: torch.Tensor) -> Reader:
+    """How the stream reader ``stream`` reads layer ``source``'s heads (``read`` ``[rows, n_heads * d_head]``):
+    head h contributes ``read[h slice] · (z_h - value_bias_h)``; the biases are the post-attention norm's, the
+    output projection's and the value biases' part."""
     spec = arch.layers[source]
+    read = stream.read
     bias = torch.zeros(len(b), dtype=torch.float64, device=read.device)
+    bias_scale = torch.zeros_like(bias)
     through = read
     if spec.post_attn_norm:
         post = spec.post_attn_norm
         if post.bias is not None:
             bias = bias + read @ post.bias.to(read)
+            bias_scale = bias_scale + read.abs() @ post.bias.abs().to(read)
         through = post.through(read, values[f"post_attn_scale{source}"][b])
     attn_bias = weights.bias(spec.attn_out)
     if attn_bias is not None:
         bias = bias + through @ attn_bias
+        bias_scale = bias_scale + through.abs() @ attn_bias.abs()
     read_z = through @ weights.weight(spec.attn_out).T  # [rows, n_heads * d_head]
     bias = bias + read_z @ spec.value_bias.to(read_z)  # the same on every prompt (see Layer.value_bias)
-    return read_z, bias
+    return Reader(read_z, bias, bias_scale, through)
 
 
 def _decompose(
     arch: Architecture, weights: Weights, values: dict, layer: int, b: torch.Tensor, neurons: torch.Tensor, path: str, pre_key: str
 ) -> _Decomposition:
-    """Decompose the pre-activation read by projection ``path`` (columns ``neurons``, one per row) of layer ``layer``."""
-    read, bias = stream_read(arch, weights, values, layer, b, neurons, path)
-    embed = (values["embed"][b] * read).sum(-1)
+    """Decompose the pre-activation read by projection ``path`` (columns ``neurons``, one per row) of layer ``layer``.
+
+    The rounding scale is the sum, over every vector the model added up to form ``pre``, of its elementwise
+    magnitude read by the neuron, ``Σ_k |x_k · read_k|``: the embedding, each earlier MLP's output, each
+    attention layer's output as the model formed it from ``z`` (``Σ_k |through_k| (|z| @ |W_O|)_k``: the
+    rounding of that product too) and the biases. Each fp32 addition, the norm and the neuron's own dot
+    product round by at most a few ``u`` of it per operation, on any hardware (docs/quality.md, "Tolerances")."""
+    stream = stream_read(arch, weights, values, layer, b, neurons, path)
+    read, bias, scale = stream.read, stream.bias, stream.bias_scale
+    embed_terms = values["embed"][b] * read
+    embed = embed_terms.sum(-1)
+    scale = scale + embed_terms.abs().sum(-1)
     head_parts = []
     for source in arch.heads_feeding(layer):
-        read_z, head_bias = head_read(arch, weights, values, source, read, b)
-        bias = bias + head_bias
-        per_unit = read_z * (values[f"z{source}"][b] - arch.layers[source].value_bias.to(read_z))
+        heads = head_read(arch, weights, values, source, stream, b)
+        bias, scale = bias + heads.bias, scale + heads.bias_scale
+        z = values[f"z{source}"][b]
+        per_unit = heads.read * (z - arch.layers[source].value_bias.to(z))
         head_parts.append(per_unit.view(len(b), arch.n_heads, arch.d_head).sum(-1))
+        scale = scale + (z.abs() * (heads.through.abs() @ weights.magnitude(arch.layers[source].attn_out).T)).sum(-1)
     heads = torch.cat(head_parts, dim=1) if head_parts else torch.zeros(len(b), 0, dtype=torch.float64, device=read.device)
-    mlps = sum(((values[f"mlp{source}"][b] * read).sum(-1) for source in range(layer)), torch.zeros_like(embed))
-    return _Decomposition(heads, mlps, embed, bias, values[pre_key][b, neurons])
+    mlps = torch.zeros_like(embed)
+    for source in range(layer):
+        terms = values[f"mlp{source}"][b] * read
+        mlps, scale = mlps + terms.sum(-1), scale + terms.abs().sum(-1)
+    return _Decomposition(heads, mlps, embed, bias, values[pre_key][b, neurons], scale)
 
 
 def _attribute_layer(
@@ -304,16 +342,15 @@ def _attribute_layer(
     rel_err = np.zeros(len(rows))
     for part in checked:
         err = numpy((part.total - part.pre).abs())
-        scale = numpy(part.heads.abs().sum(1) + part.mlps.abs() + part.embed.abs() + part.bias.abs())
         abs_err = np.maximum(abs_err, err)
-        rel_err = np.maximum(rel_err, err / np.maximum(scale, 1e-12))
+        rel_err = np.maximum(rel_err, err / np.maximum(numpy(part.rounding_scale), 1e-300))
 
     def column(part: _Decomposition | None, value: Callable[[_Decomposition], torch.Tensor]) -> np.ndarray:
         return numpy(value(part)) if part is not None else np.full(len(rows), np.nan)
 
     groups = {
         "pre": lambda d: d.pre, "sum": lambda d: d.total, "heads": lambda d: d.heads.sum(1),
-        "mlps": lambda d: d.mlps, "embed": lambda d: d.embed, "bias": lambda d: d.bias,
+        "mlps": lambda d: d.mlps, "embed": lambda d: d.embed, "bias": lambda d: d.bias, "scale": lambda d: d.rounding_scale,
     }
     total_frame = pd.DataFrame(
         {

@@ -31,10 +31,10 @@ CODE_VERSIONS = {
     "corpus": "3",  # 2: paragraphs with markup the parser left as text are dropped; 3: NUL bytes undecodable, names escaped
     "prompt_set": "1",
     "neuron_exemplars": "2",  # 2: documents whose max activation is not positive are not exemplars
-    "head_attributions": "2",  # 2: decomposed on the Hugging Face model from the architecture description
+    "head_attributions": "3",  # 2: decomposed on the Hugging Face model from the architecture description; 3: identity relative to its rounding scale
     "head_neuron_scores": "2",  # 2: cohort column (next-token vs random baseline neurons)
     "head_ablations": "2",  # 2: probabilities from soft-capped logits
-    "head_lookups": "1",
+    "head_lookups": "2",  # 2: the identity against this pass's own z (rounding scale), the agreement with the attribution apart
     "lookup_interventions": "1",
     "atlas_report": "3",  # 2: each pair's explanations and scores; 3: E histogram, look-ups
     "explanations": "3",  # 2: no delimiter can be formed from corpus text or the token (templates.untrusted); 3: the lookup reference
@@ -144,6 +144,7 @@ class AblationsHandle(PartitionHandle):
 @dataclass(frozen=True, kw_only=True)
 class LookupsHandle(PartitionHandle):
     identity_tolerance: float
+    attribution_tolerance: float = 1e-3  # a handle pickled before this setting existed reads the default
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -52,7 +52,10 @@ def run_lookups(
         return Computed([("head_lookups", keys, frame)], stats)
 
     def handle(data_version: str, stats: dict) -> LookupsHandle:
-        return LookupsHandle(data_version=data_version, stats=stats, **keys, identity_tolerance=settings.identity_tolerance)
+        return LookupsHandle(
+            data_version=data_version, stats=stats, **keys, identity_tolerance=settings.identity_tolerance,
+            attribution_tolerance=settings.attribution_tolerance,
+        )
 
     fingerprint = (scores.data_version, result_settings(settings))
     yields = Yield("lookup_rows", "look-up rows", "the head_neuron_scores settings", inputs_empty=scores.no_pairs)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from numerics import pre_activation_bound
 
 from lookups.assets.definitions import ALL_ASSETS, defs, split_keys
 from lookups.assets.runner import run_partition
@@ -117,7 +118,8 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     assert {c.check_name for c in checks} == ALL_CHECK_NAMES
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
     identity = next(c for c in checks if c.check_name == "attribution_identity")
-    assert identity.metadata["identity_max_rel_error"].value < 1e-5
+    # Within the rounding bound of the planted model's pre-activations (tests/numerics.py).
+    assert identity.metadata["identity_max_rel_error"].value <= pre_activation_bound(planted.N_LAYERS, planted.D_MODEL)
     pairs = Store().query("SELECT layer, neuron, head_layer, head, rank FROM consistent_pairs")
     assert [circuit.layer, circuit.neuron, circuit.head_layer, circuit.head, 1] in pairs.values.tolist()
     scores_md = result.asset_materializations_for_node("head_neuron_scores")[0].metadata

@@ -107,5 +107,7 @@ def test_the_decomposition_identity_on_real_prompts(arch, tokenizer):
         {"layer": [9, 17, 17], "neuron": [100, 700, 3], "doc_id": ["a", "b", "a"], "split": "explain", "prompt_token_ids": [ids[0], ids[1], ids[0]]}
     )
     result = attribution.attribute_exemplars(arch, rows, tokenizer.bos_token_id, AttributionSettings())
-    assert result.totals["identity_rel_error"].max() < 1e-5
+    from numerics import pre_activation_bound
+
+    assert result.totals["identity_rel_error"].max() <= pre_activation_bound(len(arch.layers), arch.model.config.hidden_size)
     assert len(result.heads) == (10 + 18 + 18) * arch.n_heads  # heads of layers 0..L

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 from direct_path import direct_effect_of_head
+from numerics import ACROSS_KERNELS_REL, U32, pre_activation_bound, rounding_bound
 
 from lookups.pipeline.config import DEFAULT_DENY_TOKENS, EMBEDDED_MODEL, AttributionSettings, ExemplarSettings, PromptSetSettings
 from lookups.pipeline.inputs import architecture, corpora, models
@@ -133,12 +134,13 @@ def test_gated_attribution_identity_direct_path_and_score_formula(bridge, arch, 
     rows = pd.DataFrame({"layer": [27, 29], "neuron": [100, 700], "doc_id": ["a", "b"], "split": "explain", "prompt_token_ids": ids})
     result = attribution.attribute_exemplars(arch, rows, 1, AttributionSettings())
     totals = result.totals.set_index("doc_id")
-    assert (totals["identity_rel_error"] < 1e-5).all()
-    np.testing.assert_allclose(totals["sum_gate"], totals["pre_gate"], atol=1e-4)
-    np.testing.assert_allclose(totals["sum_in"], totals["pre_in"], atol=1e-4)
-    # The bridge's own activation equals silu(gate) * up.
+    bound = pre_activation_bound(30, 576)  # SmolLM2: 30 layers, d_model 576
+    assert (totals["identity_rel_error"] <= bound).all()
+    for side in ("gate", "in"):  # the same, recomputed from the stored sums and scales
+        assert (np.abs(totals[f"sum_{side}"] - totals[f"pre_{side}"]) <= bound * totals[f"scale_{side}"]).all(), side
+    # The model's own activation equals silu(gate) * up: three fp32 operations on the same g and u.
     np.testing.assert_allclose(
-        totals["act"], torch.nn.functional.silu(torch.tensor(totals["pre_gate"].values)).numpy() * totals["pre_in"], rtol=1e-4, atol=1e-5
+        totals["act"], torch.nn.functional.silu(torch.tensor(totals["pre_gate"].values)).numpy() * totals["pre_in"], rtol=16 * U32, atol=0
     )
 
     heads = result.heads.set_index(["doc_id", "head_layer", "head"])
@@ -148,8 +150,10 @@ def test_gated_attribution_identity_direct_path_and_score_formula(bridge, arch, 
         for head_layer, head in strongest + [(row.layer, 4), (3, 0)]:
             effect = direct_effect_of_head(bridge, tokens, row.layer, row.neuron, head_layer, head)
             expected = heads.loc[(row.doc_id, head_layer, head)]
-            assert effect["pre"] == pytest.approx(expected["gate_contribution"], rel=1e-4, abs=2e-5)
-            assert effect["pre_linear"] == pytest.approx(expected["in_contribution"], rel=1e-4, abs=2e-5)
+            # Two fp32 passes of the bridge (clean, head zeroed), each rounding a pre-activation by at most the bound.
+            for key, column, side in (("pre", "gate_contribution", "gate"), ("pre_linear", "in_contribution", "in")):
+                allowed = 2 * bound * totals.loc[row.doc_id, f"scale_{side}"]
+                assert abs(effect[key] - expected[column]) <= allowed, (row.doc_id, head_layer, head, key, effect[key], expected[column])
         g, u = totals.loc[row.doc_id, "pre_gate"], totals.loc[row.doc_id, "pre_in"]
         sig = 1 / (1 + np.exp(-g))
         slope, value = sig * (1 + g * (1 - sig)), g * sig
@@ -171,7 +175,7 @@ def test_lookup_terms_recomputed_with_plain_transformers(bridge, arch, hf_model)
     strongest = heads.loc[heads.groupby("doc_id")["score"].idxmax()]
     rows = pd.concat([strongest, heads[(heads.head_layer == 20) & (heads["head"] == 3)]]).merge(exemplars, on=["layer", "neuron", "doc_id", "split"])
     terms = lookups.head_lookups(arch, rows.assign(cohort="next_token"), 1, 4096).rows
-    assert terms["identity_rel_error"].max() < 1e-4
+    assert terms["identity_rel_error"].max() <= rounding_bound(max(len(i) for i in ids) + 2)  # the z = A·V product's rounding
 
     config = hf_model.config
     n_heads, n_kv = config.num_attention_heads, config.num_key_value_heads
@@ -201,8 +205,9 @@ def test_lookup_terms_recomputed_with_plain_transformers(bridge, arch, hf_model)
         mine = terms[(terms.doc_id == row.doc_id) & (terms.head_layer == source) & (terms["head"] == head)].set_index("position")
         for position in mine["contribution"].abs().sort_values().index[-3:]:
             added = w_o @ (pattern[position] * v[position])  # what this position adds to the stream at the last position
-            read = gain * added / rms
-            gate = float(block.mlp.gate_proj.weight.detach().double()[row.neuron] @ read)
-            up = float(block.mlp.up_proj.weight.detach().double()[row.neuron] @ read)
-            assert gate == pytest.approx(mine.loc[position, "gate_contribution"], rel=1e-3, abs=1e-5)
-            assert up == pytest.approx(mine.loc[position, "in_contribution"], rel=1e-3, abs=1e-5)
+            for projection, column in ((block.mlp.gate_proj, "gate_contribution"), (block.mlp.up_proj, "in_contribution")):
+                reader = projection.weight.detach().double()[row.neuron] * gain / rms
+                # This pass (one prompt, eager) and the look-ups' (a batch) differ by forward rounding: relative to
+                # the most this position could add (Cauchy-Schwarz), as the look-up check measures it.
+                allowed = ACROSS_KERNELS_REL * float(reader.norm() * added.norm())
+                assert abs(float(reader @ added) - mine.loc[position, column]) <= allowed, (row.doc_id, position, column)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from chains import run_planted_chain
+from numerics import ACROSS_KERNELS_REL, rounding_bound
 from scipy import stats
 
 from lookups.pipeline import steps
@@ -43,10 +44,17 @@ def test_the_planted_head_reads_the_trigger_on_every_active_prompt(planted_looku
     circuit, store, *_, looked_up, _, _, _ = planted_lookups
     rows = store.query(f"SELECT * FROM head_lookups WHERE {_pair_where(circuit)}")
     per_prompt = rows.groupby("doc_id")
-    assert rows["identity_rel_error"].max() < 1e-5 and looked_up.stats["identity_max_rel_error"] < 1e-5
-    # The identity against the stored attribution, recomputed here from the rows.
+    longest = int(rows["position"].max()) + 1
+    # The terms sum to the head's output of their own pass within the rounding of the model's z = A·V product ...
+    assert rows["identity_rel_error"].max() <= rounding_bound(longest + 1) and looked_up.stats["identity_max_rel_error"] <= rounding_bound(longest + 1)
+    # ... which agrees with the stored attribution (another pass) within forward rounding; recomputed here from the
+    # rows: the terms' sum is within both errors of the stored score.
+    assert rows["attribution_rel_error"].max() <= ACROSS_KERNELS_REL
     attributed = store.query(f"SELECT doc_id, score FROM head_attributions WHERE {_pair_where(circuit)}").set_index("doc_id")["score"]
-    assert np.allclose(per_prompt["contribution"].sum().sort_index(), attributed.sort_index(), rtol=1e-5, atol=1e-6)
+    errors = per_prompt[["identity_abs_error", "attribution_abs_error"]].first().sum(axis=1)
+    gap = (per_prompt["contribution"].sum() - attributed).abs()
+    float64_sums = 1e-12 * per_prompt["contribution"].apply(lambda c: c.abs().sum())  # this sum's order is not the step's
+    assert (gap <= errors + float64_sums).all()
     top = rows[rows["active"] & (rows["rank"] == 1)]
     assert len(top) == rows[rows["active"]]["doc_id"].nunique() > 10
     assert (top["token"].str.strip() == planted.TRIGGER).all(), top["token"].value_counts()
@@ -102,7 +110,7 @@ def test_the_control_models_pair_is_not_confirmed(planted_lookups, tmp_path):
     rows = rows.assign(cohort="next_token", active=True)
     assert len(prompts) > 10 and len(rows) == len(prompts)
     terms = lookups.head_lookups(arch, rows, bos_id, 4096).rows
-    assert terms["identity_rel_error"].max() < 1e-5
+    assert terms["identity_rel_error"].max() <= rounding_bound(int(terms["position"].max()) + 2)
     top = terms[terms["position"] > 0].sort_values("contribution", ascending=False).groupby("doc_id").head(1)
     chosen = top.merge(rows[["doc_id", "prompt_token_ids", "next_token_id"]], on="doc_id").rename(columns={"position": "lookup_position"})
     substitutes = counterfactual.Substitutes.uniform(int(arch.model.config.vocab_size), {bos_id})

@@ -4,6 +4,7 @@ and flag the pair consistent, and must not flag it in the control model built wi
 
 
 from chains import run_chain
+from numerics import pre_activation_bound
 
 from lookups.pipeline import steps
 from lookups.pipeline.config import ExplanationSettings, ScoringSettings
@@ -38,7 +39,7 @@ def test_the_chain_finds_the_planted_head(tmp_path):
     assert len(active) > 20 and (active["active"] == active["has_trigger"]).all()
 
     # The decomposition identity holds to float precision.
-    assert attributions.stats["identity_max_rel_error"] < 1e-5
+    assert attributions.stats["identity_max_rel_error"] <= pre_activation_bound(planted.N_LAYERS, planted.D_MODEL)
 
     # Ablating the head removes the neuron's activation where it was active, and only there.
     tests = store.query("SELECT metric, ks_statistic, p_value, mean_active, mean_inactive FROM ablation_tests WHERE model_id = ?", [model.model_id])

@@ -88,12 +88,23 @@ def decomposition_frame():
     )
 
 
-def test_attribution_identity_fails_above_the_tolerance():
-    assert quality.validate(decomposition_frame(), "d", quality.attribution_identity_suite(1e-3)).success
+def _exemplar(row) -> str:
+    return f"neuron {row['layer']}:{row['neuron']} on document {row['doc_id']}"
+
+
+def test_attribution_identity_fails_above_the_tolerance_in_one_line_that_names_the_worst_exemplar():
+    identity = quality.ATTRIBUTION_IDENTITY
+    assert quality.validate(decomposition_frame(), "d", quality.attribution_identity_suite()).success
+    assert quality.validate(identity.reasons(decomposition_frame(), 1e-3, "exemplars", _exemplar), "d", identity.suite()).success
     broken = decomposition_frame()
     broken.loc[1, "identity_rel_error"] = 2e-3  # a decomposition that misses its pre-activation
-    outcome = quality.validate(broken, "d", quality.attribution_identity_suite(1e-3))
-    assert not outcome.success and ("expect_column_values_to_be_between", "identity_rel_error") in failed(outcome)
+    outcome = quality.validate(identity.reasons(broken, 1e-3, "exemplars", _exemplar), "d", identity.suite())
+    assert not outcome.success and [f["expectation"] for f in outcome.failures] == ["expect_column_values_to_be_null"]
+    (line,) = outcome.failures[0]["sample"]
+    assert line.startswith("1 of 2 exemplars miss the neuron's pre-activation by more than head_attributions.identity_tolerance (0.001) of their")
+    assert "worst: neuron 2:7 on document b, 0.002 (2e-07 absolute)." in line and "docs/quality.md#tolerances" in line and "\n" not in line
+    broken.loc[0, "identity_rel_error"] = float("nan")  # not a number is not within any tolerance
+    assert "2 of 2 exemplars" in quality.validate(identity.reasons(broken, 1e-3, "exemplars", _exemplar), "d", identity.suite()).failures[0]["sample"][0]
 
 
 def test_head_rows_from_later_layers_and_bad_fractions_fail():
@@ -168,6 +179,7 @@ def db():
             con, "head_lookups", model_id=M, prompt_set_id=P, cohort="next_token", layer=1, neuron=5, head_layer=0, head=0, doc_id="a",
             split="explain", active=True, position=position, distance=1 - position, token_id=3, token=" x", attention=0.5, in_contribution=0.05,
             contribution=0.05, share=0.5, rank=position + 1, head_score=0.1, identity_abs_error=0.0, identity_rel_error=0.0,
+            attribution_abs_error=0.0, attribution_rel_error=0.0,
         )
     lookup(con, "a", position=1)
     for explanation_id, neuron, cohort in (("x5", 5, "next_token"), ("x6", 6, "random")):
@@ -418,6 +430,7 @@ def test_a_lookup_of_an_unstored_attribution_and_an_intervention_at_an_unstored_
         db, "head_lookups", model_id=M, prompt_set_id=P, cohort="next_token", layer=1, neuron=5, head_layer=0, head=1, doc_id="zz",
         split="explain", active=True, position=0, distance=0, token_id=3, token=" x", attention=1.0, in_contribution=0.1,
         contribution=0.1, share=1.0, rank=1, head_score=0.1, identity_abs_error=0.0, identity_rel_error=0.0,
+            attribution_abs_error=0.0, attribution_rel_error=0.0,
     )
     _, outcome = references(db, "head_lookups")
     assert [r["doc_id"] for r in orphans(outcome, "attribution_found")] == ["zz"]
