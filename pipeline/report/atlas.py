@@ -222,7 +222,8 @@ def render_atlas(data: AtlasData, token_strings, settings: AtlasSettings, figure
         )
         if len(scores):
             parts.append(_heatmap(scores, n_heads, int(n.layer)))
-        consistent = scores[scores["consistent"]].sort_values("mean_score", ascending=False).head(settings.pairs_per_neuron)
+        # astype(bool): an empty frame's column is object-typed, and indexing by it would select columns, not rows.
+        consistent = scores[scores["consistent"].astype(bool)].sort_values("mean_score", ascending=False).head(settings.pairs_per_neuron)
         explain = exemplars_by_neuron.get(key, pd.DataFrame(columns=data.exemplars.columns))
         explain = explain[explain["split"] == "explain"].head(settings.prompts_per_pair)
         if not len(consistent):

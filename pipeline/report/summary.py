@@ -11,8 +11,18 @@ from lookups.pipeline.config import dagster_home_dir, data_dir, database_path
 from lookups.pipeline.inputs.corpora import printable
 
 
+def _missing(value) -> bool:
+    """None, NaN, NaT or pd.NA (a NULL from DuckDB, whatever the column's type); a list is not missing."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
 def _num(value, fmt: str = ".3f") -> str:
-    return "n/a" if value is None or value != value else format(value, fmt)
+    return "n/a" if _missing(value) else format(value, fmt)
+
+
+def _tokens(value, limit: int) -> str:
+    """A list of tokens from a query (a NULL list when nothing was read), shown quoted."""
+    return ", ".join(repr(t) for t in ([] if _missing(value) else list(value))[:limit]) or "none"
 
 
 def print_summary(store, model_id: str | None = None, prompt_set_id: str | None = None) -> None:
@@ -51,32 +61,33 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
     tests = store.named_query("ablation", **keys)
     for t in tests.itertuples():
         print(
-            f"ablation     {t.metric}: active {t.mean_active:.4g} (n={t.n_active}) vs inactive {t.mean_inactive:.4g} (n={t.n_inactive}), "
-            f"KS {t.ks:.3f}, p {t.p_value:.2g}"
+            f"ablation     {t.metric}: active {_num(t.mean_active, '.4g')} (n={_count(t.n_active)}) vs inactive {_num(t.mean_inactive, '.4g')} "
+            f"(n={_count(t.n_inactive)}), KS {_num(t.ks)}, p {_p(t.p_value)}"
         )
     for r in store.named_query("lookup_summary", **keys).itertuples():
         cohort = "next-token pairs" if r.cohort == "next_token" else "random-baseline pairs"
         confirmed = (
             f"{_count(r.pairs_confirmed)}/{_count(r.pairs_tested)} confirmed ({_num(r.share_confirmed, '.0%')}, 5% FDR)"
-            if not pd.isna(r.pairs_tested) else "not tested"
+            if not _missing(r.pairs_tested) else "not tested"
         )
-        tokens = ", ".join(repr(t) for t in (r.most_read_tokens if r.most_read_tokens is not None else [])[:6])
         print(
             f"look-ups     {cohort}: {confirmed}; median concentration {_num(r.median_concentration, '.2f')}, reads BOS "
             f"{_num(r.bos_share, '.0%')}, previous token {_num(r.previous_token_share, '.0%')}, copying {_num(r.copying_share, '.0%')}; "
-            f"read most: {tokens}"
+            f"read most: {_tokens(r.most_read_tokens, 6)}"
         )
     findings = store.named_query("explanation_findings", **keys)
     for f in findings.itertuples():
-        if f.n and f.baseline == "random_neurons":
+        if _missing(f.n) or not f.n:
+            continue
+        if f.baseline == "random_neurons":
             print(
-                f"explanations {f.explainer}: mean E {f.mean_e:.3f} {_ci(f.mean_e_ci_low, f.mean_e_ci_high)} (n={f.n}) vs random neurons "
-                f"{_num(f.mean_baseline)} {_ci(f.baseline_ci_low, f.baseline_ci_high)} (n={f.n_baseline}), Mann-Whitney p {_p(f.mw_p)}"
+                f"explanations {f.explainer}: mean E {_num(f.mean_e)} {_ci(f.mean_e_ci_low, f.mean_e_ci_high)} (n={f.n}) vs random neurons "
+                f"{_num(f.mean_baseline)} {_ci(f.baseline_ci_low, f.baseline_ci_high)} (n={_count(f.n_baseline)}), Mann-Whitney p {_p(f.mw_p)}"
             )
-        elif f.n:
+        else:
             print(
                 f"             {f.explainer}: vs shuffled explanations {_num(f.mean_baseline)} {_ci(f.baseline_ci_low, f.baseline_ci_high)} "
-                f"(n={f.n_baseline}), Mann-Whitney p {_p(f.mw_p)}, paired Wilcoxon p {_p(f.wilcoxon_p)} "
+                f"(n={_count(f.n_baseline)}), Mann-Whitney p {_p(f.mw_p)}, paired Wilcoxon p {_p(f.wilcoxon_p)} "
                 f"(n={_count(f.n_paired)}, mean own - shuffled {_num(f.paired_mean_diff, '+.3f')})"
             )
     print_comparison(store)
@@ -95,13 +106,13 @@ def _p(value) -> str:
 
 def _ci(low, high) -> str:
     """A bootstrap 95% CI, or n/a where it is undefined (fewer than two values)."""
-    if pd.isna(low) or pd.isna(high):
+    if _missing(low) or _missing(high):
         return "[95% CI n/a]"
     return f"[95% CI {low:.3f}, {high:.3f}]"
 
 
 def _count(value) -> str:
-    return "n/a" if pd.isna(value) else str(int(value))
+    return "n/a" if _missing(value) else str(int(value))
 
 
 def comparison_table(runs: pd.DataFrame, depths: pd.DataFrame) -> pd.DataFrame:
@@ -144,10 +155,10 @@ def print_comparison(store) -> None:
     print(f"\nmodels side by side ({runs['model_id'].nunique()} models; lookups query compare_models)")
     with pd.option_context("display.max_colwidth", 60, "display.width", 250):
         print(table.to_string())
-    examples = [list(tokens) if tokens is not None else [] for tokens in runs["shared_token_examples"]]
+    examples = [[] if _missing(tokens) else list(tokens) for tokens in runs["shared_token_examples"]]
     shared = sorted({t for tokens in examples for t in tokens})
     if shared:
-        more = any(n > len(tokens) for n, tokens in zip(runs["shared_tokens"], examples)) or len(shared) > 12
+        more = any(not _missing(n) and n > len(tokens) for n, tokens in zip(runs["shared_tokens"], examples)) or len(shared) > 12
         print("shared next tokens " + ", ".join(repr(t) for t in shared[:12]) + ("  (all: FROM shared_next_tokens)" if more else ""))
     else:
         print("shared next tokens none: no token has selected next-token neurons in two models")
