@@ -44,6 +44,22 @@ def wait_until_serving(port: int, server: subprocess.Popen, timeout: float = 120
             time.sleep(1)
 
 
+def wait_while_progressing(poll, stall_s: float, what: str, interval_s: float = 3.0):
+    """Call ``poll()`` -> ``(done, progress, detail)`` until ``done``; fail only when ``progress`` (any value
+    that changes as work gets done, e.g. steps finished) has stayed the same for ``stall_s`` seconds, so a slow
+    or shared machine is never a failure while work goes on. Returns the last ``detail``."""
+    last, since = object(), time.monotonic()
+    while True:
+        done, progress, detail = poll()
+        if done:
+            return detail
+        if progress != last:
+            last, since = progress, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            raise AssertionError(f"{what}: no progress in {stall_s:.0f} s (last: {progress}); {detail}")
+        time.sleep(interval_s)
+
+
 def embedded_gguf() -> Path:
     from lookups.pipeline.inputs.models import EMBEDDED_GGUF_FILE, EMBEDDED_GGUF_PACKAGE
 
