@@ -417,6 +417,10 @@ def load_activation_model(local_dir: str, device: str = "cpu"):
     from transformers import AutoModelForCausalLM
 
     torch.set_grad_enabled(False)
+    # float32 products in float32: TF32 (10-bit mantissas, on NVIDIA GPUs when a caller allows it) would round
+    # 8,000 times more than the identity checks are set for (docs/quality.md#tolerances).
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
     quiet_loading()
     model = AutoModelForCausalLM.from_pretrained(local_dir, dtype=torch.float32)
     return model.to(device).eval()

@@ -136,6 +136,20 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     assert scores_md["mean_e[contrastive]"].value == 1.0
     assert scores_md["figure: E histogram"].value.startswith("![E histogram](data:image/png;base64,")
 
+    # A look-up whose terms miss its head's output fails the check in one line that names it and says what it means.
+    from lookups.assets import checks
+
+    store, looked_up = Store(), result.output_for_node("head_lookups")
+    rows = store.rows("head_lookups", **looked_up.keys)
+    doc = rows.loc[rows["layer"] == circuit.layer, "doc_id"].iloc[0]
+    broken = (rows["layer"] == circuit.layer) & (rows["neuron"] == circuit.neuron) & (rows["head_layer"] == circuit.head_layer)
+    broken &= (rows["head"] == circuit.head) & (rows["doc_id"] == doc)
+    rows.loc[broken, "identity_rel_error"] = 0.25
+    store.replace("head_lookups", looked_up.keys, rows)
+    (line,) = checks._failure_lines(checks._lookups(looked_up, store, "r").result)
+    pair = f"neuron {circuit.layer}:{circuit.neuron}, head {circuit.head_layer}.{circuit.head} on document {doc}"
+    assert line.startswith("1 of ") and f"worst: {pair}, 0.25 (" in line and "head_lookups.identity_tolerance (0.001)" in line, line
+
 
 def test_the_readme_run_config_example_is_valid():
     """The YAML example in the README is real run config for the main job (every key exists)."""
