@@ -44,6 +44,23 @@ def pre_activation_bound(n_layers: int, d_model: int) -> float:
     return rounding_bound(2 * n_layers + 4 + d_model)
 
 
+def activation_tolerance(act_fn: str, totals: pd.DataFrame, pre_bound: float) -> np.ndarray:
+    """Per row of ``totals`` (attribution totals: ``pre_gate``, ``pre_in``, ``act``, ``scale_gate``, ``scale_in``), how
+    far two fp32 computations of the neuron's activation may differ when each rounds its pre-activations by at most
+    ``pre_bound`` of their rounding scales: to first order through the activation function, plus the few roundings of
+    the activation itself."""
+    from lookups.pipeline.inputs.architecture import activation_and_slope
+
+    gated = totals["pre_gate"].notna().all()
+    pre = torch.tensor(totals["pre_gate" if gated else "pre_in"].to_numpy(float), dtype=torch.float64)
+    value, slope = (t.numpy() for t in activation_and_slope(act_fn, pre))
+    if gated:
+        moved = np.abs(slope * totals["pre_in"]) * totals["scale_gate"] + np.abs(value) * totals["scale_in"]
+    else:
+        moved = np.abs(slope) * totals["scale_in"]
+    return (2 * pre_bound * moved + 8 * U32 * np.abs(totals["act"])).to_numpy(float)
+
+
 def assert_frames_close(actual: pd.DataFrame, expected: pd.DataFrame, rel: float, exclude: tuple[str, ...] = ()) -> None:
     """Same columns and rows; every float column within ``rel`` of ``expected``'s largest magnitude in that
     column, every other column equal. ``exclude``: columns not compared (measurements of rounding itself)."""

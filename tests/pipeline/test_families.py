@@ -21,7 +21,15 @@ import pytest
 import tiny_models
 import torch
 from direct_path import direct_effect_hf
-from numerics import ACROSS_KERNELS_REL, BATCHED_REL, BATCHED_REL_FAMILY, assert_frames_close, pre_activation_bound, rounding_bound
+from numerics import (
+    ACROSS_KERNELS_REL,
+    BATCHED_REL,
+    BATCHED_REL_FAMILY,
+    activation_tolerance,
+    assert_frames_close,
+    pre_activation_bound,
+    rounding_bound,
+)
 
 from lookups.pipeline.config import AttributionSettings
 from lookups.pipeline.inputs import architecture, models
@@ -192,6 +200,10 @@ def test_batched_ablation_equals_zeroing_z_in_transformer_lens(family):
         ]
     )
     out = ablation.ablate_pairs(ablation.HeadAblator(arch), rows, bos_id=0, pad_id=0, batch_tokens=40)
+    # Two implementations of one fp32 forward pass (HF with hooks, the TransformerLens bridge): the activations may
+    # differ by the rounding of their pre-activations, through the activation function (tests/numerics.py).
+    totals = attribution.attribute_exemplars(arch, rows.drop_duplicates("doc_id"), 0, AttributionSettings()).totals
+    allowed = dict(zip(totals["doc_id"], activation_tolerance(arch.act_fn, totals, _attribution_bound(arch))))
     hook = f"blocks.{last}.mlp.hook_post"
     for r in out.itertuples():
         tokens = torch.tensor([[0] + prompts[int(r.doc_id[1:])]])
@@ -203,10 +215,14 @@ def test_batched_ablation_equals_zeroing_z_in_transformer_lens(family):
         clean_logits, clean = bridge.run_with_cache(tokens, names_filter=lambda n: n == hook)
         with bridge.hooks(fwd_hooks=[(f"blocks.{r.head_layer}.attn.hook_z", zero)]):
             ablated_logits, ablated = bridge.run_with_cache(tokens, names_filter=lambda n: n == hook)
-        assert r.clean_act == pytest.approx(_last(clean[hook])[7].item(), abs=1e-4), name
-        assert r.ablated_act == pytest.approx(_last(ablated[hook])[7].item(), abs=1e-4), name
-        assert r.clean_prob == pytest.approx(torch.softmax(clean_logits[0, -1].double(), -1)[11].item(), rel=1e-4), name
-        assert r.ablated_prob == pytest.approx(torch.softmax(ablated_logits[0, -1].double(), -1)[11].item(), rel=1e-4), name
+        assert abs(r.clean_act - _last(clean[hook])[7].item()) <= allowed[r.doc_id], name
+        # The ablated pass reads one head less: its rounding scale is at most the clean one's.
+        assert abs(r.ablated_act - _last(ablated[hook])[7].item()) <= allowed[r.doc_id], name
+        # A logit moved by δ moves log p by at most 2δ; the two implementations' logits differ by forward rounding,
+        # which no bound covers tightly: measured at most 5.6e-6 relative on three CPU kernel paths (a wrong token or
+        # position is off by a large fraction).
+        assert r.clean_prob == pytest.approx(torch.softmax(clean_logits[0, -1].double(), -1)[11].item(), rel=1e-3), name
+        assert r.ablated_prob == pytest.approx(torch.softmax(ablated_logits[0, -1].double(), -1)[11].item(), rel=1e-3), name
     assert (out["act_drop"].abs() > 1e-4).any()  # the ablations did something
 
 
@@ -226,9 +242,12 @@ def test_catalog_tokens_equal_those_from_the_model_modules(family):
                 vectors = model.get_submodule(layer.post_mlp_norm.path)(vectors)
             logits = model.get_output_embeddings()(final_norm(vectors))[:, 0].double()
             direct = logits[0] - logits[1]  # the neuron's direct effect; no bias, no norm offset
-            expected = direct.topk(5).indices.tolist()
             got = frame[(frame.layer == layer_index) & (frame.neuron == neuron)].iloc[0]
-            assert list(got["top_token_ids"]) == expected, (name, layer_index, neuron)
+            # Rank by rank, the tokens chosen have the expected direct effects: two fp32 computations may order
+            # tokens whose effects tie within rounding differently, so the effects are compared, not the ids.
+            expected = direct.topk(5).values
+            tolerance = 1e-4 * float(direct.abs().max())  # fp32 products over d_model and the norms (measured: equal on three paths)
+            assert torch.allclose(direct[list(got["top_token_ids"])], expected, rtol=0, atol=tolerance), (name, layer_index, neuron)
 
 
 def test_exemplar_reading(family):
@@ -239,7 +258,11 @@ def test_exemplar_reading(family):
     _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("mlp.hook_post"))
     post = {layer: cache[f"blocks.{layer}.mlp.hook_post"].reshape(tokens.shape[1], -1) for layer in (0, 2)}  # OPT's is [pos, d_mlp]
     expected = torch.stack([post[0][:, 5], post[2][:, 1], post[2][:, 90]], -1)
-    torch.testing.assert_close(reader(tokens)[0], expected, atol=1e-5, rtol=1e-4)
+    # Two implementations of one fp32 forward pass (the plain HF model, the bridge): forward rounding, relative to
+    # each neuron's activations over the prompt (measured at most 8.1e-6 of that scale on three CPU kernel paths; a
+    # wrong neuron, layer or position is off by a large fraction).
+    scale = expected.abs().amax(0)
+    assert ((reader(tokens)[0] - expected).abs() <= 1e-3 * scale).all(), name
 
 
 def test_post_layernorm_opt_is_refused_at_the_model_step_in_one_line(tiny_root):

@@ -63,7 +63,14 @@ def test_catalog_tokens_match_raw_weights_with_the_final_norm_folded(bridge, hf_
         W_out = hf_model.model.layers[layer].mlp.down_proj.weight.T.detach()  # [d_mlp, d_model]
         raw = catalog.congruence_stats(W_out[None], W_U)
         folded = catalog.congruence_stats(bridge.W_out[layer][None].detach(), bridge.W_U.detach())
-        np.testing.assert_array_equal(raw.token_id, folded.token_id)  # all 46,080 agree, measured
+        # Each folded choice is a raw maximum: its raw congruence (in float64) is the raw top one's, within the fp32
+        # rounding of two 576-term dot products (the ids themselves may differ where two tokens tie within it;
+        # measured: all 3,072 equal here).
+        w_out, w_u = W_out.double(), W_U.double()
+        at = {name: (w_out * w_u[:, stats.token_id[0]].T).sum(-1) for name, stats in (("raw", raw), ("folded", folded))}
+        magnitude = (w_out.abs() * w_u.abs()[:, raw.token_id[0]].T).sum(-1)
+        assert ((at["raw"] - at["folded"]).abs() <= 2 * rounding_bound(576) * magnitude).all(), layer
+        assert (raw.token_id == folded.token_id).mean() > 0.999
 
 
 def test_reader_matches_the_bridge_hook_post(source, bridge):
@@ -75,7 +82,9 @@ def test_reader_matches_the_bridge_hook_post(source, bridge):
     expected = torch.stack(
         [cache["blocks.3.mlp.hook_post"][..., 10], cache["blocks.29.mlp.hook_post"][..., 0], cache["blocks.29.mlp.hook_post"][..., 1535]], dim=-1
     )
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # Two implementations of one fp32 forward pass: forward rounding, relative to each neuron's activations over the
+    # prompt (as in tests/pipeline/test_families.py; a wrong neuron, layer or position is off by a large fraction).
+    assert ((got - expected).abs() <= 1e-3 * expected.abs().amax(-2, keepdim=True)).all()
     early = reader(tokens, stop_layer=3)  # stops after layer 3: deeper columns not computed
     torch.testing.assert_close(early[..., 0], got[..., 0])
     assert torch.isnan(early[..., 1:]).all()
@@ -111,6 +120,7 @@ def test_exemplar_activations_match_plain_transformers(bridge, arch, hf_model):
             doc_act = captured["x"][0, -1, row.neuron].item()
         finally:
             handle.remove()
+        # A batched pass (the step's) against this one-prompt pass: forward rounding, orders of magnitude below 1e-3.
         assert prompt_act == pytest.approx(row.prompt_act, rel=1e-3, abs=1e-3)
         assert doc_act == pytest.approx(row.doc_max_act, rel=1e-3, abs=1e-3)
         checked += 1
