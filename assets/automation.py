@@ -1,9 +1,10 @@
 """Partitions, observable sources, declarative automation, the corpus-folder sensor and the daily refresh.
 
-Every asset is partitioned by (model, prompt_set): two dynamic dimensions whose keys are model and corpus
-keys (``pipeline.sources``). The model weights and each corpus are observable sources; their data versions
-(weights fingerprint, files' content hash) flow through every asset's data version, so Dagster knows which
-partitions are stale and the automation sensor materializes exactly those.
+Every asset is partitioned by (model, corpus): two dynamic dimensions whose keys are model and corpus keys
+(``pipeline.sources``); a partition's key reads ``<corpus>|<model>`` (Dagster orders dimensions by name). The
+model weights and each corpus are observable sources; their data versions (weights fingerprint, files'
+content hash) flow through every asset's data version, so Dagster knows which partitions are stale and the
+automation sensor materializes exactly those.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import dagster as dg
 from lookups.pipeline.inputs import sources
 
 MODEL_DIMENSION = "model"
-PROMPT_SET_DIMENSION = "prompt_set"
+CORPUS_DIMENSION = "corpus"
 model_partitions = dg.DynamicPartitionsDefinition(name=MODEL_DIMENSION)
-prompt_set_partitions = dg.DynamicPartitionsDefinition(name=PROMPT_SET_DIMENSION)
-#: One partition per (model, prompt set), e.g. "smollm2-135m-instruct|gensim-wiki".
-lookups_partitions = dg.MultiPartitionsDefinition({MODEL_DIMENSION: model_partitions, PROMPT_SET_DIMENSION: prompt_set_partitions})
+corpus_partitions = dg.DynamicPartitionsDefinition(name=CORPUS_DIMENSION)
+#: One partition per (model, corpus), e.g. "gensim-wiki|smollm2-135m-instruct".
+lookups_partitions = dg.MultiPartitionsDefinition({MODEL_DIMENSION: model_partitions, CORPUS_DIMENSION: corpus_partitions})
 
 REFRESH_CRON_ENV = "LOOKUPS_REFRESH_CRON"
 DEFAULT_REFRESH_CRON = "0 3 * * *"  # daily, 03:00 in the instance's time zone
@@ -46,33 +47,33 @@ def run_tags() -> dict:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in tags.items()}
 
 
-def partition_key(model: str, prompt_set: str) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey({MODEL_DIMENSION: model, PROMPT_SET_DIMENSION: prompt_set})
+def partition_key(model: str, corpus: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({MODEL_DIMENSION: model, CORPUS_DIMENSION: corpus})
 
 
 def keys_of(context) -> tuple[str, str]:
     """(model key, corpus key) of the running partition."""
     if not context.has_partition_key:
         raise dg.Failure(
-            "lookups assets are partitioned by (model, prompt_set): pick a partition in the UI's materialize dialog "
+            "lookups assets are partitioned by (model, corpus): pick a partition in the UI's materialize dialog "
             "(add a model or corpus key there if it is new), or run `lookups run --model ... --corpus ...`.",
             allow_retries=False,
         )
     found = context.partition_key.keys_by_dimension
-    return found[MODEL_DIMENSION], found[PROMPT_SET_DIMENSION]
+    return found[MODEL_DIMENSION], found[CORPUS_DIMENSION]
 
 
-def add_partitions(instance: dg.DagsterInstance, model: str, prompt_set: str) -> dg.MultiPartitionKey:
+def add_partitions(instance: dg.DagsterInstance, model: str, corpus: str) -> dg.MultiPartitionKey:
     """Register the keys (idempotent) and return the partition."""
-    model, prompt_set = sources.normalize_key("model", model), sources.normalize_key("corpus", prompt_set)
-    for dimension, key in ((MODEL_DIMENSION, model), (PROMPT_SET_DIMENSION, prompt_set)):
+    model, corpus = sources.normalize_key("model", model), sources.normalize_key("corpus", corpus)
+    for dimension, key in ((MODEL_DIMENSION, model), (CORPUS_DIMENSION, corpus)):
         if not instance.has_dynamic_partition(dimension, key):
             try:
                 instance.add_dynamic_partitions(dimension, [key])
             except Exception:  # another run added the same key a moment before: fine
                 if not instance.has_dynamic_partition(dimension, key):
                     raise
-    return partition_key(model, prompt_set)
+    return partition_key(model, corpus)
 
 
 # ---------------------------------------------------------------- observable sources
@@ -98,12 +99,12 @@ def model_weights(context) -> dg.DataVersionsByPartition:
 
 
 @dg.observable_source_asset(
-    partitions_def=prompt_set_partitions,
+    partitions_def=corpus_partitions,
     group_name="lookups",
     description="Each corpus's files: observed as a hash of their content (an added or edited document is a new version).",
 )
 def corpus_files(context) -> dg.DataVersionsByPartition:
-    return _observe(context, PROMPT_SET_DIMENSION, sources.corpus_fingerprint)
+    return _observe(context, CORPUS_DIMENSION, sources.corpus_fingerprint)
 
 
 observe_models = dg.define_asset_job("observe_models", selection=[model_weights], description="Re-observe every model's weights.")
@@ -146,30 +147,30 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=int(os.environ.get(SENSOR_INTERVAL_ENV, "30")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Keeps the sources observed: a new folder under the corpus folders root (LOOKUPS_CORPUS_FOLDERS) becomes "
-    "a prompt_set key; new or changed files there, and any model or corpus key added (from the UI, the CLI, this sensor), "
+    "a corpus key; new or changed files there, and any model or corpus key added (from the UI, the CLI, this sensor), "
     "are observed at once, so the automation sensor materializes exactly what they made new or stale.",
 )
 def sources_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     before = json.loads(context.cursor) if context.cursor else {}
     snapshot = sources.folder_snapshot()
     models = sorted(context.instance.get_dynamic_partitions(MODEL_DIMENSION))
-    prompt_sets = sorted(context.instance.get_dynamic_partitions(PROMPT_SET_DIMENSION))
-    new_folders = sorted(k for k in snapshot if k not in prompt_sets)
+    corpora = sorted(context.instance.get_dynamic_partitions(CORPUS_DIMENSION))
+    new_folders = sorted(k for k in snapshot if k not in corpora)
     changed_folders = sorted(k for k, v in snapshot.items() if before.get("folders", {}).get(k) != v)
     new_models = sorted(set(models) - set(before.get("models", [])))
-    new_prompt_sets = sorted((set(prompt_sets) | set(new_folders)) - set(before.get("prompt_sets", [])))
-    cursor = {"folders": snapshot, "models": models, "prompt_sets": sorted(set(prompt_sets) | set(new_folders))}
+    new_corpora = sorted((set(corpora) | set(new_folders)) - set(before.get("corpora", [])))
+    cursor = {"folders": snapshot, "models": models, "corpora": sorted(set(corpora) | set(new_folders))}
     stamp = hashlib.sha256(json.dumps(cursor, sort_keys=True).encode()).hexdigest()[:16]
     requests = []
     if new_models:
         requests.append(dg.RunRequest(run_key=f"models-{stamp}", job_name=observe_models.name, tags={"lookups/new": ",".join(new_models)[:200]}))
-    if changed_folders or new_prompt_sets:
+    if changed_folders or new_corpora:
         requests.append(
-            dg.RunRequest(run_key=f"corpora-{stamp}", job_name=observe_corpora.name, tags={"lookups/new": ",".join(changed_folders + new_prompt_sets)[:200]})
+            dg.RunRequest(run_key=f"corpora-{stamp}", job_name=observe_corpora.name, tags={"lookups/new": ",".join(changed_folders + new_corpora)[:200]})
         )
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[prompt_set_partitions.build_add_request(new_folders)] if new_folders else [],
+        dynamic_partitions_requests=[corpus_partitions.build_add_request(new_folders)] if new_folders else [],
         cursor=json.dumps(cursor, sort_keys=True),
         skip_reason=None if requests or new_folders else "no new key, no new or changed corpus folder",
     )

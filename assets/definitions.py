@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lookups.pipeline.steps import STEPS
+
 from .automation import (
     automation_sensor,
     corpus_files,
@@ -20,8 +22,9 @@ from .core import build_assets
 from .resources import HandleIOManager, LookupsStore, config_classes, settings_file_ops
 
 SOURCES = [model_weights, corpus_files]
-#: Which model and corpus are partition keys, not run config (these fields of older config files move there).
-KEY_FIELDS = {"model": "name", "corpus": "source"}
+#: The steps whose setting is a partition key, not run config (these fields of older config files move there):
+#: ``{"model": "name", "corpus": "source"}``.
+KEY_FIELDS = {name: step.key.setting for name, step in STEPS.items() if step.key is not None}
 
 
 def split_keys(run_config: dict) -> tuple[dict, dict]:
@@ -37,13 +40,13 @@ def split_keys(run_config: dict) -> tuple[dict, dict]:
 
 
 def main_job(assets: list) -> dg.UnresolvedAssetJobDefinition:
-    """The main job: every asset and check of one (model, prompt_set) partition, in dependency order."""
+    """The main job: every asset and check of one (model, corpus) partition, in dependency order."""
     return dg.define_asset_job(
         "lookups",
         selection=dg.AssetSelection.assets(*assets),
         partitions_def=lookups_partitions,
         tags=run_tags(),
-        description="Materialize every lookups asset of one (model, prompt_set) partition.",
+        description="Materialize every lookups asset of one (model, corpus) partition.",
     )
 
 
@@ -51,13 +54,14 @@ def build_definitions(assets: list | None = None, settings: dict | None = None) 
     """The code location's definitions. ``settings``: the settings file's ops (``settings_file_ops()``), the
     defaults of every run's config; ``assets`` replaces the lookups assets (e.g. with other code versions)."""
     assets = assets or build_assets(config_classes(settings))
+    store = LookupsStore()
     return dg.Definitions(
         assets=[*SOURCES, *assets],
         asset_checks=ALL_CHECKS,
         jobs=[main_job(assets), observe_models, observe_corpora],
         schedules=refresh_schedules(),
         sensors=[automation_sensor, sources_sensor],
-        resources={"store": LookupsStore(), "io_manager": HandleIOManager()},
+        resources={"store": store, "io_manager": HandleIOManager(store=store)},
     )
 
 

@@ -114,6 +114,7 @@ def open_instance() -> Iterator[dg.DagsterInstance]:
             instance = _open_checked(where)
             try:
                 fail_abandoned_runs(instance)
+                move_corpus_keys(instance)
             except BaseException:
                 instance.dispose()
                 raise
@@ -125,6 +126,21 @@ def open_instance() -> Iterator[dg.DagsterInstance]:
     remove_stale_staging()
     with instance:
         yield instance
+
+
+#: The corpus keys' partition dimension was called ``prompt_set`` before it was named after what it holds.
+OLD_CORPUS_DIMENSION = "prompt_set"
+
+
+def move_corpus_keys(instance: dg.DagsterInstance) -> None:
+    """Register under ``corpus`` the corpus keys an older instance holds under ``prompt_set`` (once; the old
+    keys stay for the run history). Their results are in the store, so their steps are skipped, not redone."""
+    from .automation import CORPUS_DIMENSION
+
+    old = instance.get_dynamic_partitions(OLD_CORPUS_DIMENSION)
+    new = [key for key in old if not instance.has_dynamic_partition(CORPUS_DIMENSION, key)]
+    if new:
+        instance.add_dynamic_partitions(CORPUS_DIMENSION, new)
 
 
 def main() -> int:

@@ -17,10 +17,10 @@ import dagster as dg
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.inputs import corpora, sources
 
-from .automation import MODEL_DIMENSION, PROMPT_SET_DIMENSION
+from .automation import CORPUS_DIMENSION, MODEL_DIMENSION
 from .instance import open_instance
 
-DIMENSIONS = {"model": MODEL_DIMENSION, "corpus": PROMPT_SET_DIMENSION}
+DIMENSIONS = {"model": MODEL_DIMENSION, "corpus": CORPUS_DIMENSION}
 
 
 def why_unresolved(kind: str, key: str) -> str | None:

@@ -10,25 +10,8 @@ from pathlib import Path
 import dagster as dg
 
 from lookups.pipeline.common.files import write_atomically
-from lookups.pipeline.config import (
-    AblationSettings,
-    AtlasSettings,
-    AttributionSettings,
-    CatalogSettings,
-    CorpusReadSettings,
-    ExemplarSettings,
-    ExplanationSettings,
-    HeadScoreSettings,
-    InterventionSettings,
-    LookupSettings,
-    ModelRunSettings,
-    PromptSetSettings,
-    ScoringSettings,
-    check_run_settings,
-    data_dir,
-    database_path,
-    load_settings_file,
-)
+from lookups.pipeline.config import check_run_settings, database_path, load_settings_file
+from lookups.pipeline.steps import STEPS, Step, settings_of_steps
 from lookups.pipeline.store.store import Store
 
 
@@ -42,16 +25,15 @@ class LookupsStore(dg.ConfigurableResource):
 
 
 class HandleIOManager(dg.ConfigurableIOManager):
-    """The assets' outputs are small handles (ids, data versions, stats; the rows live in the store),
-    pickled under ``<data>/handles/<asset>/<hash of the partition key>.pkl``. Partition keys are paths and
+    """The assets' outputs are small handles (ids, data versions, stats; the rows live in the store), pickled
+    under the store's folder, ``handles/<asset>/<hash of the partition key>.pkl``. Partition keys are paths and
     names of any shape, so they never become file paths themselves."""
 
-    folder: str = ""
+    store: LookupsStore
 
     def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
-        root = Path(self.folder) if self.folder else data_dir() / "handles"
         name = hashlib.sha256(str(partition).encode()).hexdigest()[:24] if partition is not None else "unpartitioned"
-        return root / "__".join(asset_key.path) / f"{name}.pkl"
+        return self.store.store().folder / "handles" / "__".join(asset_key.path) / f"{name}.pkl"
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         path = self._path(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
@@ -69,57 +51,13 @@ class HandleIOManager(dg.ConfigurableIOManager):
         return pickle.loads(path.read_bytes())
 
 
-class ModelConfig(dg.Config, ModelRunSettings):
-    """How the model runs; which model is the partition's `model` key."""
-
-
-class CatalogConfig(dg.Config, CatalogSettings):
-    """Next-token neuron selection (docs/method.md, step 1)."""
-
-
-class CorpusConfig(dg.Config, CorpusReadSettings):
-    """How the documents are read; where from is the partition's `prompt_set` key."""
-
-
-class PromptSetConfig(dg.Config, PromptSetSettings):
-    """How documents become a prompt set: passages, slice, splits."""
-
-
-class ExemplarConfig(dg.Config, ExemplarSettings):
-    """Max-activating prompts and truncation (docs/method.md, steps 2-3)."""
-
-
-class AttributionConfig(dg.Config, AttributionSettings):
-    """Head attribution and the active-head rule (docs/method.md, steps 4-5)."""
-
-
-class HeadScoreConfig(dg.Config, HeadScoreSettings):
-    """Which (neuron, head) pairs are consistent (docs/method.md, step 5)."""
-
-
-class AblationConfig(dg.Config, AblationSettings):
-    """Zero-ablation of each consistent pair's head (docs/method.md, step 8)."""
-
-
-class LookupConfig(dg.Config, LookupSettings):
-    """What each consistent pair's head reads, by source position (docs/method.md, "Look-ups")."""
-
-
-class InterventionConfig(dg.Config, InterventionSettings):
-    """The counterfactual test of each look-up (docs/method.md, "Look-ups")."""
-
-
-class AtlasConfig(dg.Config, AtlasSettings):
-    """The static HTML atlas."""
-
-
-class ExplanationConfig(dg.Config, ExplanationSettings):
-    """LLM explanations of consistent pairs (docs/method.md, step 6). The endpoint, model and key of the openai backend
-    come from the environment only (LOOKUPS_LLM_BASE_URL, LOOKUPS_LLM_MODEL, LOOKUPS_LLM_API_KEY)."""
-
-
-class ScoringConfig(dg.Config, ScoringSettings):
-    """Scoring explanations on held-out prompts, with baselines (docs/method.md, step 7)."""
+def config_class(step: Step, defaults: dict | None = None) -> type:
+    """The run-config class of ``step``'s asset: its settings (without the partition key's) as a Dagster
+    ``Config``, e.g. ``CatalogSettings`` -> ``CatalogConfig``, with ``defaults`` (the settings file's)."""
+    base = step.config_settings
+    name = base.__name__.removesuffix("Settings") + "Config"
+    cls = type(name, (dg.Config, base), {"__doc__": base.__doc__, "__module__": __name__})
+    return _with_defaults(cls, defaults or {})
 
 
 # ---------------------------------------------------------------- settings file
@@ -128,13 +66,6 @@ class ScoringConfig(dg.Config, ScoringSettings):
 #: config classes, so every run of the deployment uses them: launched from the UI, by the automation
 #: sensor, by the schedule. A run's own config still overrides them.
 SETTINGS_FILE_ENV = "LOOKUPS_RUN_CONFIG"
-#: The run-config class of each asset.
-CONFIG_OF_ASSET = {
-    "model": ModelConfig, "neuron_catalog": CatalogConfig, "corpus": CorpusConfig, "prompt_set": PromptSetConfig,
-    "neuron_exemplars": ExemplarConfig, "head_attributions": AttributionConfig, "head_neuron_scores": HeadScoreConfig,
-    "head_ablations": AblationConfig, "head_lookups": LookupConfig, "lookup_interventions": InterventionConfig,
-    "atlas_report": AtlasConfig, "explanations": ExplanationConfig, "explanation_scores": ScoringConfig,
-}
 
 
 def settings_file_ops(path: str | None = None) -> dict:
@@ -144,11 +75,12 @@ def settings_file_ops(path: str | None = None) -> dict:
     if not path:
         return {}
     ops = load_settings_file(path, f"{SETTINGS_FILE_ENV}=")
-    check_run_settings(ops, f"the settings file {SETTINGS_FILE_ENV}={path}")
+    check_run_settings(ops, settings_of_steps(), f"the settings file {SETTINGS_FILE_ENV}={path}")
     out = {}
     for op, block in ops.items():
         values = dict((block or {}).get("config") or {})
-        values.pop({"model": "name", "corpus": "source"}.get(op, ""), None)
+        if STEPS[op].key is not None:
+            values.pop(STEPS[op].key.setting, None)
         out[op] = values
     return out
 
@@ -174,6 +106,6 @@ def _with_defaults(cls: type, values: dict) -> type:
 
 
 def config_classes(settings: dict | None = None) -> dict[str, type]:
-    """Every run-config class by name, with the defaults of ``settings`` (``settings_file_ops()``)."""
+    """Every step's run-config class, by step name, with the defaults of ``settings`` (``settings_file_ops()``)."""
     settings = settings or {}
-    return {cls.__name__: _with_defaults(cls, settings.get(asset, {})) for asset, cls in CONFIG_OF_ASSET.items()}
+    return {name: config_class(step, settings.get(name)) for name, step in STEPS.items()}

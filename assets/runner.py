@@ -13,6 +13,7 @@ import sys
 
 import dagster as dg
 
+from lookups.pipeline import steps
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, check_run_settings
 
@@ -100,7 +101,7 @@ def prepare_partition(instance: dg.DagsterInstance, run_config: dict) -> tuple[d
 
 
 def run_partition(instance: dg.DagsterInstance, run_config: dict, log_level: str | None = None):
-    """Materialize one (model, prompt_set) partition in this process; the result of ``execute_in_process``."""
+    """Materialize one (model, corpus) partition in this process; the result of ``execute_in_process``."""
     from .definitions import defs
 
     run_config, key = prepare_partition(instance, run_config)
@@ -130,7 +131,7 @@ def reconstruct_main_job():
 
 
 def run_main_job(run_config: dict, log_level: str = "INFO") -> tuple[bool, dict]:
-    check_run_settings(run_config.get("ops", {}))  # every bad field at once, before any step starts
+    check_run_settings(run_config.get("ops", {}), steps.settings_of_steps())  # every bad field at once, before any step starts
     with open_instance() as instance:
         result = run_partition(instance, run_config, log_level)
     if not result.success:

@@ -42,7 +42,7 @@ def load_prompts(database: Path, n_neurons: int, bridge):
         )
         if len(rows):
             return rows, f"stored exemplars of {rows.groupby(['layer', 'neuron']).ngroups} neurons in {database}"
-    sources = pd.read_parquet(steps.run_corpus(CorpusSettings()).handle.parquet_path)
+    sources = pd.read_parquet(steps.run_corpus(CorpusSettings(), Store(database)).handle.parquet_path)
     docs = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=200)).documents
     rng = np.random.default_rng(0)
     out = []
@@ -109,11 +109,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from lookups.pipeline.config import EMBEDDED_MODEL, AttributionSettings, database_path
-    from lookups.pipeline.inputs import architecture, models
+    from lookups.pipeline.inputs import architecture, checkpoints, models
     from lookups.pipeline.science import attribution
 
     database = args.database or database_path()
-    source = models.resolve_model(EMBEDDED_MODEL)
+    source = checkpoints.resolve_model(EMBEDDED_MODEL)
     bridge = models.load_bridge(source.local_dir)
     arch = architecture.load_architecture(source.local_dir)
     bos = models.model_facts(bridge).bos_token_id

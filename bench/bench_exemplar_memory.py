@@ -22,15 +22,16 @@ PROBE = textwrap.dedent(
     import json, random, sys, tempfile
     import pandas as pd
     from lookups.pipeline.config import ExemplarSettings
-    from lookups.pipeline.inputs import models, planted
+    from lookups.pipeline.inputs import planted
+    from lookups.pipeline.inputs.runtime import load_runtime
     from lookups.pipeline.science import exemplars
 
     words = ["wizard", "people", "spell", "school", "friends", "games", "along", "after", "magic", "river"]
     rng = random.Random(0)
     text = " ".join(rng.choice(words) for _ in range(int(float(sys.argv[1]) * 1e6 / 6.5)))  # no sentence end
     circuit = planted.build_planted_circuit(tempfile.mkdtemp())
-    bridge = models.load_bridge(circuit.model_dir, "cpu")
-    act = models.load_activation_model(circuit.model_dir, "cpu")
+    runtime = load_runtime(circuit.model_dir, "cpu")
+    runtime.arch  # the weights, loaded before the measurement
     docs = pd.DataFrame({"doc_index": [0], "doc_id": ["d0"], "split": ["explain"], "text": [text]})
     neurons = pd.DataFrame([{"layer": 2, "neuron": 77, "token_id": 5, "token": " magic"}])
 
@@ -39,7 +40,7 @@ PROBE = textwrap.dedent(
 
     open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current resident size
     before = status("VmRSS")
-    frame, stats = exemplars.find_exemplars(bridge, act, neurons, docs, ExemplarSettings(**planted.EXEMPLAR_CONFIG), 0)
+    frame, stats = exemplars.find_exemplars(runtime, neurons, docs, ExemplarSettings(**planted.EXEMPLAR_CONFIG))
     print(json.dumps({"growth_mb": (status("VmHWM") - before) / 1024, "chars": len(text), "tokens": stats["document_tokens"]}))
     """
 )

@@ -56,12 +56,13 @@ def setup(documents: int, selection: str | None = None):
 
     from lookups.pipeline import steps
     from lookups.pipeline.config import EMBEDDED_MODEL, CatalogSettings, CorpusSettings, PromptSetSettings
-    from lookups.pipeline.inputs import architecture, corpora, models
+    from lookups.pipeline.inputs import architecture, checkpoints, corpora, models
     from lookups.pipeline.science import catalog
     from lookups.pipeline.science.exemplars import tokenize_documents
     from lookups.pipeline.science.harvest import NeuronReader
+    from lookups.pipeline.store.store import Store
 
-    source = models.resolve_model(EMBEDDED_MODEL)
+    source = checkpoints.resolve_model(EMBEDDED_MODEL)
     bridge = models.load_bridge(source.local_dir)
     facts = models.model_facts(bridge)
     if selection:
@@ -73,7 +74,7 @@ def setup(documents: int, selection: str | None = None):
             settings.resolved_last_layers(facts.n_layers), settings.min_token_chars, settings.deny_tokens,
         )
         selected = cat.loc[cat["selected"], ["layer", "neuron"]].reset_index(drop=True)
-    sources = pd.read_parquet(steps.run_corpus(CorpusSettings()).handle.parquet_path)  # parsed once, cached
+    sources = pd.read_parquet(steps.run_corpus(CorpusSettings(), Store()).handle.parquet_path)  # parsed once, cached
     prompt_set = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=documents, max_passages_per_source=None))
     doc_tokens = tokenize_documents(bridge.tokenizer, prompt_set.documents["text"].tolist())
     hf = models.load_activation_model(source.local_dir)

@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lookups.pipeline.config import AttributionSettings
-    from lookups.pipeline.inputs import architecture, models
+    from lookups.pipeline.inputs import architecture, checkpoints, models
     from lookups.pipeline.science import attribution, counterfactual, lookups
     from lookups.pipeline.store.store import Store
 
@@ -43,7 +43,7 @@ def main() -> None:
     rows = rows.merge(pairs, on=list(pairs.columns))
     exemplars = rows[["layer", "neuron", "doc_id", "split", "prompt_token_ids"]].drop_duplicates(["layer", "neuron", "doc_id"])
     recorded = store.query("SELECT name, bos_token_id FROM models WHERE model_id = ?", [keys["model_id"]]).iloc[0]
-    local_dir = str(models.resolve_model(recorded["name"]).local_dir)
+    local_dir = str(checkpoints.resolve_model(recorded["name"]).local_dir)
     bos = int(recorded["bos_token_id"])
     arch = architecture.load_architecture(local_dir, "cpu")
     tokenizer = models.load_bridge(local_dir, "cpu").tokenizer

@@ -84,11 +84,11 @@ PRESETS: dict[str, tuple[str, dict]] = {
 # As steps/heads.py makes them. When a step's call changes there, change the one line here.
 
 
-def find_exemplars(bridge, hf_model, neurons, documents, settings, bos_id, progress):
+def find_exemplars(runtime, neurons, documents, settings, progress):
     """Steps 2-3, harvest and truncation (``run_exemplars``)."""
     from lookups.pipeline.science import exemplars
 
-    return exemplars.find_exemplars(bridge, hf_model, neurons, documents, settings, bos_id, progress)
+    return exemplars.find_exemplars(runtime, neurons, documents, settings, progress)
 
 
 def attribute(model_dir: str, device: str, prompts, bos_id: int, pad_id: int, settings):
@@ -355,13 +355,13 @@ def ablation_rows(heads, exemplar_frame, heads_per_neuron: int, splits: list[str
 
 def step_settings(path: str | None):
     """The settings of the timed steps: a run-config file's (as `lookups run --config` takes), else the defaults."""
-    from lookups.pipeline import config
+    from lookups.pipeline import config, steps
 
     ops = config.load_settings_file(path, "--settings ") if path else {}
-    config.check_run_settings(ops, f"--settings {path}")
+    config.check_run_settings(ops, steps.settings_of_steps(), f"--settings {path}")
 
     def of(asset: str):
-        return config.SETTINGS_OF_ASSET[asset](**((ops.get(asset) or {}).get("config") or {}))
+        return steps.STEPS[asset].settings(**((ops.get(asset) or {}).get("config") or {}))
 
     return {asset: of(asset) for asset in ("neuron_catalog", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations")}
 
@@ -394,6 +394,7 @@ def main() -> None:
 
     from lookups.pipeline.config import ModelRunSettings
     from lookups.pipeline.inputs import architecture, models
+    from lookups.pipeline.inputs.runtime import load_runtime
     from lookups.pipeline.science import ablation, attribution, exemplars, head_scores  # noqa: F401  (fail before the model is built)
     from lookups.pipeline.science.exemplars import tokenize_documents
 
@@ -473,7 +474,7 @@ def main() -> None:
                 meter.start("truncation")
 
         meter.start("harvest")
-        frame, stats = find_exemplars(bridge, hf_model, neurons, documents, exemplar_settings, bos_id, progress)
+        frame, stats = find_exemplars(load_runtime(str(folder), device), neurons, documents, exemplar_settings, progress)
         together = meter.step == "harvest"  # no boundary seen: both in one record
         meter.stop()
         print_row(meter, "harvest", tokens=stats["document_tokens"], neurons=len(neurons),

@@ -48,8 +48,10 @@ def _dagster_env() -> dict:
 
 def run_config_from_args(args: argparse.Namespace) -> dict:
     """Run config for the main job: a YAML/JSON file first, then the flags on top."""
+    from lookups.pipeline import steps  # the steps import torch: only the commands that run them pay for it
+
     ops = load_settings_file(args.config, "--config ") if args.config else {}
-    check_run_settings(ops, f"--config {args.config}")
+    check_run_settings(ops, steps.settings_of_steps(), f"--config {args.config}")
 
     def put(op: str, key: str, value) -> None:
         if value is not None:
@@ -67,7 +69,7 @@ def run_config_from_args(args: argparse.Namespace) -> dict:
             config = ops.setdefault(op, {}).setdefault("config", {})
             for key, value in values.items():
                 config.setdefault(key, value)
-    check_run_settings(ops, "the command's flags")
+    check_run_settings(ops, steps.settings_of_steps(), "the command's flags")
     return {"ops": ops}
 
 

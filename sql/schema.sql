@@ -1,9 +1,10 @@
 -- The DuckDB schema of lookups: the one place DDL lives; idempotent.
 -- Keys: model_id = readable name + weights fingerprint; prompt_set_id = content hash of the documents.
 -- Each write replaces the rows of one key: a Parquet file per (table, key), conformed through these tables
--- in memory first (types, NOT NULL, CHECK, primary key, defaults); see pipeline/store/store.py.
+-- in memory first (types, NOT NULL, CHECK, primary key, defaults); see pipeline/store/store.py. The key
+-- columns a table is written per follow `-- written per:` on its CREATE TABLE line (the store reads them there).
 
-CREATE TABLE IF NOT EXISTS models (
+CREATE TABLE IF NOT EXISTS models (  -- written per: model_id
     model_id      VARCHAR PRIMARY KEY,   -- e.g. smollm2-135m-instruct@3f2a9c0d1e4b
     name          VARCHAR NOT NULL,      -- what the user asked for
     origin        VARCHAR NOT NULL,      -- embedded-gguf | planted | huggingface | local
@@ -23,7 +24,7 @@ CREATE TABLE IF NOT EXISTS models (
     recorded_at   TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 
-CREATE TABLE IF NOT EXISTS neurons (
+CREATE TABLE IF NOT EXISTS neurons (  -- written per: model_id
     model_id      VARCHAR NOT NULL,
     layer         INTEGER NOT NULL,
     neuron        INTEGER NOT NULL,
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS neurons (
 ALTER TABLE neurons ADD COLUMN IF NOT EXISTS random_baseline BOOLEAN DEFAULT false;  -- files written before it
 
 -- Its source, settings and counts are those of the corpus that first built it; every corpus's own: corpus_reads.
-CREATE TABLE IF NOT EXISTS prompt_sets (
+CREATE TABLE IF NOT EXISTS prompt_sets (  -- written per: prompt_set_id
     prompt_set_id       VARCHAR PRIMARY KEY,
     source              VARCHAR NOT NULL,
     corpus_hash         VARCHAR NOT NULL,  -- content hash of the source documents as read
@@ -72,7 +73,7 @@ CREATE TABLE IF NOT EXISTS prompt_sets (
 -- One row per corpus version that built a prompt set: what it read, skipped and dropped. The prompt set's id
 -- hashes its passages alone, so corpora that normalise to the same passages share it and every result after
 -- it; their counts differ, and each keeps its own here (docs/data.md).
-CREATE TABLE IF NOT EXISTS corpus_reads (
+CREATE TABLE IF NOT EXISTS corpus_reads (  -- written per: prompt_set_id, corpus_read_id
     prompt_set_id       VARCHAR NOT NULL,
     corpus_read_id      VARCHAR NOT NULL,  -- hash of the source, its content hash, the settings and every count below
     source              VARCHAR NOT NULL,
@@ -89,7 +90,7 @@ CREATE TABLE IF NOT EXISTS corpus_reads (
     PRIMARY KEY (prompt_set_id, corpus_read_id)
 );
 
-CREATE TABLE IF NOT EXISTS documents (
+CREATE TABLE IF NOT EXISTS documents (  -- written per: prompt_set_id
     prompt_set_id VARCHAR NOT NULL,
     doc_id        VARCHAR NOT NULL,      -- hash of the normalised, case- and space-folded text
     doc_index     INTEGER NOT NULL,      -- order in the prompt set
@@ -102,7 +103,7 @@ CREATE TABLE IF NOT EXISTS documents (
     PRIMARY KEY (prompt_set_id, doc_id)
 );
 
-CREATE TABLE IF NOT EXISTS neuron_exemplars (
+CREATE TABLE IF NOT EXISTS neuron_exemplars (  -- written per: model_id, prompt_set_id
     model_id         VARCHAR NOT NULL,
     prompt_set_id    VARCHAR NOT NULL,
     layer            INTEGER NOT NULL,
@@ -125,7 +126,7 @@ CREATE TABLE IF NOT EXISTS neuron_exemplars (
 );
 
 -- step 4 of docs/method.md: each candidate head's direct contribution to a neuron at its exemplar's last position.
-CREATE TABLE IF NOT EXISTS head_attributions (
+CREATE TABLE IF NOT EXISTS head_attributions (  -- written per: model_id, prompt_set_id
     model_id          VARCHAR NOT NULL,
     prompt_set_id     VARCHAR NOT NULL,
     layer             INTEGER NOT NULL,
@@ -142,7 +143,7 @@ CREATE TABLE IF NOT EXISTS head_attributions (
 );
 
 -- Per exemplar: the full decomposition of the neuron's pre-activation(s), and how exactly it sums.
-CREATE TABLE IF NOT EXISTS exemplar_decompositions (
+CREATE TABLE IF NOT EXISTS exemplar_decompositions (  -- written per: model_id, prompt_set_id
     model_id           VARCHAR NOT NULL,
     prompt_set_id      VARCHAR NOT NULL,
     layer              INTEGER NOT NULL,
@@ -174,7 +175,7 @@ CREATE TABLE IF NOT EXISTS exemplar_decompositions (
 );
 
 -- step 5 of docs/method.md: per (neuron, head), over the neuron's explain prompts; held-out ground truth summarised.
-CREATE TABLE IF NOT EXISTS head_neuron_scores (
+CREATE TABLE IF NOT EXISTS head_neuron_scores (  -- written per: model_id, prompt_set_id
     model_id                VARCHAR NOT NULL,
     prompt_set_id           VARCHAR NOT NULL,
     layer                   INTEGER NOT NULL,
@@ -199,7 +200,7 @@ CREATE TABLE IF NOT EXISTS head_neuron_scores (
 ALTER TABLE head_neuron_scores ADD COLUMN IF NOT EXISTS cohort VARCHAR DEFAULT 'next_token';
 
 -- step 8 of docs/method.md: each consistent pair's head zero-ablated on each of the neuron's prompts.
-CREATE TABLE IF NOT EXISTS head_ablations (
+CREATE TABLE IF NOT EXISTS head_ablations (  -- written per: model_id, prompt_set_id
     model_id      VARCHAR NOT NULL,
     prompt_set_id VARCHAR NOT NULL,
     layer         INTEGER NOT NULL,
@@ -219,7 +220,7 @@ CREATE TABLE IF NOT EXISTS head_ablations (
 );
 
 -- Active vs inactive prompts' ablation effects, two-sample Kolmogorov-Smirnov test, per model and prompt set.
-CREATE TABLE IF NOT EXISTS ablation_tests (
+CREATE TABLE IF NOT EXISTS ablation_tests (  -- written per: model_id, prompt_set_id
     model_id        VARCHAR NOT NULL,
     prompt_set_id   VARCHAR NOT NULL,
     metric          VARCHAR NOT NULL,  -- act_drop | prob_drop
@@ -236,7 +237,7 @@ CREATE TABLE IF NOT EXISTS ablation_tests (
 
 -- docs/method.md, "Look-ups": each consistent pair's head's attribution split by the source position it reads, on
 -- every prompt of its neuron (both splits). Per (pair, prompt) the terms sum to the stored attribution.
-CREATE TABLE IF NOT EXISTS head_lookups (
+CREATE TABLE IF NOT EXISTS head_lookups (  -- written per: model_id, prompt_set_id
     model_id           VARCHAR NOT NULL,
     prompt_set_id      VARCHAR NOT NULL,
     cohort             VARCHAR NOT NULL,  -- next_token | random (the pair's neuron)
@@ -269,7 +270,7 @@ CREATE TABLE IF NOT EXISTS head_lookups (
 
 -- The counterfactual test: on each tested pair's active prompts, the top looked-up token and a control position
 -- replaced by substitutes (averaged); one row per (pair, prompt, site).
-CREATE TABLE IF NOT EXISTS lookup_interventions (
+CREATE TABLE IF NOT EXISTS lookup_interventions (  -- written per: model_id, prompt_set_id
     model_id          VARCHAR NOT NULL,
     prompt_set_id     VARCHAR NOT NULL,
     cohort            VARCHAR NOT NULL,
@@ -299,7 +300,7 @@ CREATE TABLE IF NOT EXISTS lookup_interventions (
 
 -- Per tested pair: one-sided paired Wilcoxon signed-rank test of the activation drop (looked-up > control),
 -- Benjamini-Hochberg q-values within the cohort, confirmed at the run's false discovery rate.
-CREATE TABLE IF NOT EXISTS lookup_tests (
+CREATE TABLE IF NOT EXISTS lookup_tests (  -- written per: model_id, prompt_set_id
     model_id                      VARCHAR NOT NULL,
     prompt_set_id                 VARCHAR NOT NULL,
     cohort                        VARCHAR NOT NULL,
@@ -322,7 +323,7 @@ CREATE TABLE IF NOT EXISTS lookup_tests (
 );
 
 -- step 6 of docs/method.md: one explanation per (pair, explainer); the contrastive reference always, an LLM's where run.
-CREATE TABLE IF NOT EXISTS explanations (
+CREATE TABLE IF NOT EXISTS explanations (  -- written per: model_id, prompt_set_id, explainer
     explanation_id    VARCHAR NOT NULL,   -- hash of (model, prompt set, pair, explainer, template version)
     model_id          VARCHAR NOT NULL,
     prompt_set_id     VARCHAR NOT NULL,
@@ -349,7 +350,7 @@ CREATE TABLE IF NOT EXISTS explanations (
 );
 
 -- step 7 of docs/method.md: each explanation scored on held-out prompts, given only the explanation.
-CREATE TABLE IF NOT EXISTS explanation_scores (
+CREATE TABLE IF NOT EXISTS explanation_scores (  -- written per: model_id, prompt_set_id, explainer
     explanation_id    VARCHAR NOT NULL,
     scorer            VARCHAR NOT NULL,   -- the explainer's own classifier (LLM Yes/No, or contrastive log-odds)
     split             VARCHAR NOT NULL,   -- heldout
@@ -380,7 +381,7 @@ CREATE TABLE IF NOT EXISTS explanation_scores (
 );
 
 -- step 9 of docs/method.md: per model, prompt set and explainer, E of next-token pairs against each baseline.
-CREATE TABLE IF NOT EXISTS explanation_tests (
+CREATE TABLE IF NOT EXISTS explanation_tests (  -- written per: model_id, prompt_set_id, explainer
     model_id      VARCHAR NOT NULL,
     prompt_set_id VARCHAR NOT NULL,
     explainer     VARCHAR NOT NULL,
@@ -419,7 +420,7 @@ ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS wilcoxon_p DOUBLE;
 
 -- Every LLM call made (answers and failures): the cache (by cache_key) and the run budget (by run_id).
 -- No endpoint address and no key is ever stored.
-CREATE TABLE IF NOT EXISTS llm_calls (
+CREATE TABLE IF NOT EXISTS llm_calls (  -- written per: nothing: appended, a file per batch
     cache_key         VARCHAR NOT NULL,  -- hash of (pair, examples, backend, model, template version)
     run_id            VARCHAR NOT NULL,
     backend           VARCHAR NOT NULL,
@@ -438,7 +439,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 );
 
 -- What each asset last computed for each scope, so unchanged inputs skip the work.
-CREATE TABLE IF NOT EXISTS asset_versions (
+CREATE TABLE IF NOT EXISTS asset_versions (  -- written per: asset, scope
     asset         VARCHAR NOT NULL,
     scope         VARCHAR NOT NULL,      -- model_id, prompt_set_id or model_id/prompt_set_id
     data_version  VARCHAR NOT NULL,      -- hash of code_version, settings and input versions

@@ -29,7 +29,7 @@ def run_planted_chain(folder, plant: bool = True, head_scores: HeadScoreSettings
     handles = {}
     handles["model"] = model = steps.run_model(ModelSettings(name=circuit.model_dir), store).handle
     catalog = steps.run_catalog(model, CatalogSettings(**planted.CATALOG_CONFIG), store).handle
-    corpus = steps.run_corpus(CorpusSettings(source=circuit.corpus_path)).handle
+    corpus = steps.run_corpus(CorpusSettings(source=circuit.corpus_path), store).handle
     prompt_set = steps.run_prompt_set(corpus, PromptSetSettings(max_documents=None), store).handle
     exemplars = steps.run_exemplars(model, catalog, prompt_set, ExemplarSettings(**planted.EXEMPLAR_CONFIG), store).handle
     handles["head_attributions"] = steps.run_attributions(model, exemplars, AttributionSettings(), store).handle
@@ -64,9 +64,9 @@ def explain(model, head_scores, store):
     """The chain's consistent pairs' look-ups, their contrastive and lookup explanations and scores, and the
     counterfactual test of the explained pairs."""
     looked_up = steps.run_lookups(model, head_scores, LookupSettings(), store).handle
-    explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store, looked_up=looked_up)
+    explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store, head_lookups=looked_up)
     steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
-    steps.run_interventions(model, looked_up, explained.handle, InterventionSettings(), store)
+    steps.run_interventions(model, looked_up, InterventionSettings(), store)
 
 
 def explained_store(folder):

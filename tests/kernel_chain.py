@@ -21,7 +21,6 @@ def main(stage: str, data: Path) -> None:
     os.environ["LOOKUPS_DATA_DIR"] = str(data)
     import torch
 
-    from lookups.assets import checks
     from lookups.pipeline import steps
     from lookups.pipeline.config import (
         EMBEDDED_MODEL,
@@ -34,13 +33,14 @@ def main(stage: str, data: Path) -> None:
         ModelSettings,
         PromptSetSettings,
     )
+    from lookups.pipeline.steps import checks
     from lookups.pipeline.store.store import Store
 
     store, saved = Store(), data / "handles.pkl"
     if stage == "attribute":
         model = steps.run_model(ModelSettings(name=EMBEDDED_MODEL), store).handle
         catalog = steps.run_catalog(model, CatalogSettings(neurons_per_layer=3, last_layers=2, random_per_layer=1), store).handle
-        corpus = steps.run_corpus(CorpusSettings(source="gensim-wiki")).handle
+        corpus = steps.run_corpus(CorpusSettings(source="gensim-wiki"), store).handle
         prompt_set = steps.run_prompt_set(corpus, PromptSetSettings(max_documents=16), store).handle
         exemplars = steps.run_exemplars(model, catalog, prompt_set, ExemplarSettings(top_k=12, keep=10, keep_heldout=4), store).handle
         attributions = steps.run_attributions(model, exemplars, AttributionSettings(), store).handle
@@ -51,11 +51,11 @@ def main(stage: str, data: Path) -> None:
     handles = pickle.loads(saved.read_bytes())
     looked_up = steps.run_lookups(handles["model"], handles["scores"], LookupSettings(), store).handle
     report = {"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(), "lookup_rows": looked_up.stats["lookup_rows"]}
-    evaluated = {"attribution_identity": (checks._attribution_identity, handles["attributions"]), "lookups_identity": (checks._lookups, looked_up)}
-    for name, (evaluate, handle) in evaluated.items():
-        outcome = evaluate(handle, store, "kernel-paths")
+    evaluated = {checks.ATTRIBUTION_IDENTITY: handles["attributions"], checks.LOOKUPS_IDENTITY: looked_up}
+    for check, handle in evaluated.items():
+        name, outcome = check.name, check.evaluate(handle, store, "kernel-paths")
         report[name] = {
-            "passed": outcome.result.success, "lines": checks._failure_lines(outcome.result),
+            "passed": outcome.result.success, "lines": outcome.result.lines(),
             "metadata": {k: v for k, v in outcome.metadata.items() if isinstance(v, float | int | str)},
         }
     print(json.dumps(report))

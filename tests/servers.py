@@ -61,7 +61,7 @@ def wait_while_progressing(poll, stall_s: float, what: str, interval_s: float = 
 
 
 def embedded_gguf() -> Path:
-    from lookups.pipeline.inputs.models import EMBEDDED_GGUF_FILE, EMBEDDED_GGUF_PACKAGE
+    from lookups.pipeline.inputs.checkpoints import EMBEDDED_GGUF_FILE, EMBEDDED_GGUF_PACKAGE
 
     spec = importlib.util.find_spec(EMBEDDED_GGUF_PACKAGE)
     return Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF_FILE

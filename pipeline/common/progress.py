@@ -6,6 +6,9 @@ import sys
 import time
 from collections.abc import Callable
 
+#: What every long phase reports to: ``progress(phase, done, total)``; ``PhaseProgress`` is the terminal's and the log's.
+Progress = Callable[[str, int, int], None]
+
 
 class PhaseProgress:
     """Callable as ``progress(phase, done, total)``. Logs a line at most every ``every`` seconds per phase

@@ -22,14 +22,13 @@ with a message, before any step computes a number.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 
 from lookups.pipeline.inputs import models
-from lookups.pipeline.inputs.models import ModelError
+from lookups.pipeline.inputs.checkpoints import ModelError
 
 #: Hugging Face ``model_type``s whose every step is tested exact on a tiny random checkpoint (tests/tiny_models.py).
 SUPPORTED_FAMILIES = {
@@ -464,8 +463,9 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
     return arch
 
 
-@functools.lru_cache(maxsize=2)
 def load_architecture(local_dir: str, device: str = "cpu") -> Architecture:
     """The verified description of the checkpoint in ``local_dir``, over its plain Hugging Face model on
-    ``device``. The bridge only names the modules, so it stays on the CPU: no second copy of the weights on a GPU."""
-    return describe(models.load_bridge(local_dir, "cpu"), models.load_activation_model(local_dir, device))
+    ``device``: the model runtime's (``runtime.load_runtime``, loaded once per process)."""
+    from lookups.pipeline.inputs.runtime import load_runtime  # the runtime builds on this module
+
+    return load_runtime(local_dir, device).arch

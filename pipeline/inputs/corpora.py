@@ -30,7 +30,6 @@ GENSIM_WHEEL_VERSION = "4.4.0"
 GENSIM_WIKI_MEMBER = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 # Sections that hold lists of links and citations rather than prose.
 NON_PROSE_SECTIONS = {"references", "external links", "see also", "further reading", "notes", "bibliography", "sources", "footnotes", "citations"}
-SPLITS = ("explain", "heldout")
 LEFTOVER_MARKUP = ("[[", "]]", "{{", "}}", "<ref", "</ref", "{|", "|}")
 # Terminal escape sequences (ECMA-48: CSI, OSC, two-character; 7- and 8-bit) go whole, so no "[31m" is left
 # behind as prose; then every other control character but tab and newline.

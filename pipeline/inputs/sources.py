@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import CorpusSettings, data_dir
-from lookups.pipeline.inputs import corpora, models, planted
+from lookups.pipeline.inputs import checkpoints, corpora, planted
 
 CORPUS_FOLDERS_ENV = "LOOKUPS_CORPUS_FOLDERS"
 #: Dagster joins the keys of a two-dimensional partition with "|" and lists keys with "," and brackets.
@@ -46,7 +46,7 @@ def normalize_key(kind: str, key: str) -> str:
     if not path.is_absolute() and path.exists() and not (kind == "corpus" and (corpus_folders() / key).is_dir()):
         return check_key(kind, str(path.resolve()))
     named = key.startswith("hf:") or (kind == "corpus" and (corpus_folders() / key).is_dir())
-    if not named and not path.exists() and (key.startswith((".", "/", "~")) or models.looks_like_missing_folder(key)):
+    if not named and not path.exists() and (key.startswith((".", "/", "~")) or checkpoints.looks_like_missing_folder(key)):
         # Refused before it becomes a key: a key that never resolves would stay registered and warn on every run.
         raise SourceKeyError(f"The {kind} path {key} does not exist ({path.absolute()}). Check the path and run again.")
     return key
@@ -76,7 +76,7 @@ def corpus_fingerprint(key: str, settings: CorpusSettings | None = None) -> str:
 def model_fingerprint(key: str) -> str:
     """The model's id, name@hash of its weights (the Dagster source's data version). Resolving the embedded
     model dequantizes it once; later calls read the cache."""
-    return models.resolve_model(check_key("model", key)).model_id
+    return checkpoints.resolve_model(check_key("model", key)).model_id
 
 
 def folder_snapshot(root: Path | None = None) -> dict[str, str]:

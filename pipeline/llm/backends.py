@@ -186,7 +186,7 @@ class LocalBackend(LlmBackend):
     def __init__(self, settings: ExplanationSettings, device: str = "cpu"):
         from transformers import AutoTokenizer
 
-        from lookups.pipeline.inputs.models import resolve_model
+        from lookups.pipeline.inputs.checkpoints import resolve_model
 
         self.source = resolve_model(settings.local_model)
         self.model = self.source.model_id

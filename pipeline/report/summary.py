@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lookups.pipeline.common.errors import LookupsError
-from lookups.pipeline.config import dagster_home_dir, data_dir, database_path
+from lookups.pipeline.config import dagster_home_dir
 from lookups.pipeline.inputs.corpora import printable
 
 
@@ -91,13 +91,13 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
                 f"(n={_count(f.n_paired)}, mean own - shuffled {_num(f.paired_mean_diff, '+.3f')})"
             )
     print_comparison(store)
-    print(f"\nresults      {database_path()}")
-    page = data_dir() / "atlas" / f"{row.model_id.replace('@', '-')}__{row.prompt_set_id}.html"
+    print(f"\nresults      {store.path}")
+    page = store.folder / "atlas" / f"{row.model_id.replace('@', '-')}__{row.prompt_set_id}.html"
     if page.exists():
         print(f"atlas        {page}  (open in a browser; no server needed)")
     print(f"dagster      {dagster_home_dir()}  (browse with `lookups ui` or `make ui`)")
     print("query        lookups query --list   (named queries),  lookups query \"SELECT * FROM consistent_pairs LIMIT 5\"")
-    print(f"             duckdb -readonly {database_path()} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
+    print(f"             duckdb -readonly {store.path} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
 
 
 def _p(value) -> str:

@@ -15,16 +15,13 @@ position and the token's probability from the final logits there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 import torch
 
+from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.inputs.architecture import Architecture, batch_positions
 from lookups.pipeline.science.batching import pack_batches, pad_right
-
-PhaseProgress = Callable[[str, int, int], None]
 
 ABLATION_COLUMNS = [
     "layer", "neuron", "doc_id", "split", "head_layer", "head", "active",
@@ -97,7 +94,7 @@ def ablate_pairs(
     bos_id: int,
     pad_id: int,
     batch_tokens: int,
-    progress: PhaseProgress | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """rows: one per (pair, prompt): layer, neuron, doc_id, split, head_layer, head, active, prompt_token_ids,
     next_token_id. Each distinct (neuron, prompt) also runs once clean. Returns ABLATION_COLUMNS."""

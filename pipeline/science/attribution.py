@@ -36,11 +36,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.config import AttributionSettings
 from lookups.pipeline.inputs.architecture import Architecture, activation_and_slope, capture
 from lookups.pipeline.science.batching import group_prompts, pad_right
-
-PhaseProgress = Callable[[str, int, int], None]
 
 HEAD_COLUMNS = ["layer", "neuron", "doc_id", "split", "head_layer", "head", "gate_contribution", "in_contribution", "score", "active"]
 TOTAL_COLUMNS = [
@@ -145,7 +144,7 @@ def attribute_exemplars(
     exemplars: pd.DataFrame,
     bos_id: int,
     settings: AttributionSettings,
-    progress: PhaseProgress | None = None,
+    progress: Progress | None = None,
     pad_id: int | None = None,
 ) -> AttributionResult:
     """exemplars: rows with layer, neuron, doc_id, split, prompt_token_ids (BOS not included; it is prepended

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.inputs.architecture import Architecture
-from lookups.pipeline.science.lookups import PhaseProgress, run_batches
+from lookups.pipeline.science.lookups import run_batches
 
 PAIR = ["cohort", "layer", "neuron", "head_layer", "head"]
 INTERVENTION_COLUMNS = [
@@ -88,7 +89,7 @@ def plan_variants(prompts: pd.DataFrame, substitutes: Substitutes, k: int, seed:
 
 def run_interventions(
     arch: Architecture, variants: pd.DataFrame, bos_id: int, batch_tokens: int, pad_id: int | None = None,
-    progress: PhaseProgress | None = None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Every variant's activation, head score and token probability; one row per (pair, prompt, site), the
     substitutes averaged (``INTERVENTION_COLUMNS``)."""

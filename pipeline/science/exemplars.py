@@ -8,17 +8,16 @@ only when an earlier one had no qualifying suffix under ``max_prompt_tokens``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
-from lookups.pipeline.config import ExemplarSettings
-from lookups.pipeline.inputs.models import mlp_output_paths, pad_token_id
+from lookups.pipeline.common.progress import Progress
+from lookups.pipeline.config import SPLITS, ExemplarSettings
+from lookups.pipeline.inputs.runtime import ModelRuntime
 from lookups.pipeline.science.harvest import NeuronReader, harvest_top_k, make_windows
 from lookups.pipeline.science.truncation import TruncationStats, TruncationTask, truncate
-
-PhaseProgress = Callable[[str, int, int], None]  # (phase, done, total)
 
 EXEMPLAR_COLUMNS = [
     "layer", "neuron", "split", "doc_id", "rank", "doc_max_act", "doc_max_pos", "window_start",
@@ -79,57 +78,69 @@ def _word_pieces(text: str, max_chars: int) -> Iterator[str]:
 
 
 def find_exemplars(
-    bridge,
-    activation_model,
-    neurons: pd.DataFrame,
-    documents: pd.DataFrame,
-    settings: ExemplarSettings,
-    bos_id: int,
-    progress: PhaseProgress | None = None,
+    runtime: ModelRuntime, neurons: pd.DataFrame, documents: pd.DataFrame, settings: ExemplarSettings, progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """bridge: the TransformerBridge (tokenizer, module map); activation_model: the same checkpoint as a plain
-    Hugging Face model (``models.load_activation_model``). neurons: rows with layer, neuron, token_id, token
-    (the selected ones). documents: doc_index, doc_id, split, text. Returns the ``neuron_exemplars`` rows (without model/prompt-set keys) and run statistics."""
-    tokenizer = bridge.tokenizer
-    pad_id = pad_token_id(tokenizer, bos_id)
+    """neurons: rows with layer, neuron, token_id, token (the selected ones). documents: doc_index, doc_id, split,
+    text. Harvests each neuron's top documents per split, truncates them in rounds, and returns the
+    ``neuron_exemplars`` rows (without model/prompt-set keys) and run statistics."""
     neurons = neurons.reset_index(drop=True)
     documents = documents.sort_values("doc_index").reset_index(drop=True)
-    reader = NeuronReader(activation_model, mlp_output_paths(bridge), neurons["layer"].to_numpy(), neurons["neuron"].to_numpy())
-    started = time.perf_counter()
-    doc_tokens = tokenize_documents(tokenizer, documents["text"].tolist())
-    lengths = [len(t) for t in doc_tokens]
-    stats: dict = {"documents": len(documents), "document_tokens": int(sum(lengths)), "neurons": len(neurons)}
-
+    arch = runtime.arch
+    reader = NeuronReader(arch.model, [layer.mlp_out for layer in arch.layers], neurons["layer"].to_numpy(), neurons["neuron"].to_numpy())
+    doc_tokens = tokenize_documents(runtime.tokenizer, documents["text"].tolist())
+    stats: dict = {"documents": len(documents), "document_tokens": int(sum(len(t) for t in doc_tokens)), "neurons": len(neurons)}
     # Windows never exceed the model's context (BOS takes one position).
-    window_tokens = min(settings.window_tokens, int(bridge.cfg.n_ctx) - 1)
-    tops = {}
-    harvest_total = sum(lengths)
-    harvested = 0
-    for split in ("explain", "heldout"):
-        indices = np.nonzero(documents["split"].to_numpy() == split)[0]
-        windows = make_windows(lengths, window_tokens, indices)
+    window_tokens = min(settings.window_tokens, runtime.facts.n_ctx - 1)
+    tops = _harvest(reader, doc_tokens, documents["split"].to_numpy(), window_tokens, len(neurons), settings, runtime, progress, stats)
+
+    def row_acts(rows, queries):
+        return reader.at_positions(rows, queries, runtime.bos_id, settings.batch_tokens, runtime.pad_id)
+
+    kept = _truncate_in_rounds(tops, len(neurons), doc_tokens, row_acts, settings, progress, stats)
+    frame = _exemplar_rows(kept, neurons, documents["doc_id"].to_numpy(), doc_tokens, runtime.tokenizer)
+    stats["neurons_with_exemplars"] = int(frame.groupby(["layer", "neuron"]).ngroups) if len(frame) else 0
+    if len(frame):
+        stats["mean_prompt_tokens"] = float(frame["prompt_n_tokens"].mean())
+    return frame, stats
+
+
+def _harvest(
+    reader: NeuronReader, doc_tokens: list[np.ndarray], splits: np.ndarray, window_tokens: int, n_neurons: int, settings: ExemplarSettings,
+    runtime: ModelRuntime, progress: Progress | None, stats: dict,
+) -> dict:
+    """Each split's streaming top-k documents per neuron (``harvest.TopK`` by split)."""
+    started = time.perf_counter()
+    lengths = [len(t) for t in doc_tokens]
+    harvest_total, harvested, tops = sum(lengths), 0, {}
+    for split in SPLITS:
+        windows = make_windows(lengths, window_tokens, np.nonzero(splits == split)[0])
         base = harvested
 
-        def report(done, total, base=base):
+        def report(phase, done, total, base=base):
             if progress:
-                progress("harvest", base + done, harvest_total)
+                progress(phase, base + done, harvest_total)
 
-        tops[split] = harvest_top_k(reader, doc_tokens, windows, len(neurons), settings.top_k, bos_id, pad_id, settings.batch_tokens, report)
+        tops[split] = harvest_top_k(
+            reader, doc_tokens, windows, n_neurons, settings.top_k, runtime.bos_id, runtime.pad_id, settings.batch_tokens, report
+        )
         harvested += sum(w.length for w in windows)
     stats["harvest_seconds"] = time.perf_counter() - started
     stats["harvest_tokens_per_second"] = harvest_total / max(stats["harvest_seconds"], 1e-9)
+    return tops
 
-    def row_acts(rows, queries):
-        return reader.at_positions(rows, queries, bos_id, settings.batch_tokens, pad_id)
 
-    truncation_stats = TruncationStats()
-
+def _truncate_in_rounds(
+    tops: dict, n_neurons: int, doc_tokens: list[np.ndarray], row_acts, settings: ExemplarSettings, progress: Progress | None, stats: dict,
+) -> dict:
+    """Truncate each (split, neuron)'s documents in rank order, in rounds over the best ones not yet tried,
+    until it has ``keep`` (``keep_heldout``) prompts or none is left. Returns (split, neuron column) ->
+    [(task, result)] of the kept prompts."""
     started = time.perf_counter()
-    # candidates[(split, col)]: documents in rank order; kept[(split, col)]: (rank position, task, result)
+    truncation_stats = TruncationStats()
+    # candidates[(split, col)]: documents in rank order, those where the neuron fires (others are no exemplar of it)
     candidates = {}
     for split, top in tops.items():
-        for col in range(len(neurons)):
-            # A document where the neuron never fires is no exemplar of it.
+        for col in range(n_neurons):
             valid = np.nonzero((top.docs[col] >= 0) & np.isfinite(top.values[col]) & (top.values[col] > 0))[0]
             candidates[(split, col)] = [
                 TruncationTask(col, int(top.docs[col, j]), int(top.positions[col, j]), int(top.window_starts[col, j]), float(top.values[col, j]))
@@ -138,20 +149,17 @@ def find_exemplars(
     kept: dict = {key: [] for key in candidates}
     keep_of = {"explain": settings.keep, "heldout": settings.keep_heldout}
     tried = {key: 0 for key in candidates}
-    dropped = 0
-    evaluated = 0
+    dropped = evaluated = 0
     while True:
         round_tasks, owners = [], []
         for key, tasks in candidates.items():
-            need = keep_of[key[0]] - len(kept[key])
-            batch = tasks[tried[key] : tried[key] + max(need, 0)]
+            batch = tasks[tried[key] : tried[key] + max(keep_of[key[0]] - len(kept[key]), 0)]
             tried[key] += len(batch)
             round_tasks += batch
             owners += [key] * len(batch)
         if not round_tasks:
             break
-        base = evaluated
-        evaluated += len(round_tasks)
+        base, evaluated = evaluated, evaluated + len(round_tasks)
 
         def report(done, total, base=base, evaluated=evaluated):
             if progress:
@@ -163,16 +171,17 @@ def find_exemplars(
                 dropped += 1
             else:
                 kept[key].append((task, result))
-    stats["truncate_seconds"] = time.perf_counter() - started
-    stats["truncations_evaluated"] = evaluated
-    stats["truncations_dropped"] = dropped
-    stats["truncation_rows"] = truncation_stats.rows
-    stats["truncation_tokens"] = truncation_stats.row_tokens
-    stats["truncation_candidates"] = truncation_stats.candidates
-    stats["truncation_stages"] = truncation_stats.stages
+    stats.update(
+        truncate_seconds=time.perf_counter() - started, truncations_evaluated=evaluated, truncations_dropped=dropped,
+        truncation_rows=truncation_stats.rows, truncation_tokens=truncation_stats.row_tokens,
+        truncation_candidates=truncation_stats.candidates, truncation_stages=truncation_stats.stages,
+    )
+    return kept
 
+
+def _exemplar_rows(kept: dict, neurons: pd.DataFrame, doc_ids: np.ndarray, doc_tokens: list[np.ndarray], tokenizer) -> pd.DataFrame:
+    """The ``neuron_exemplars`` rows of the kept prompts, ranked within (neuron, split) by original activation."""
     rows = []
-    doc_ids = documents["doc_id"].to_numpy()
     for (split, col), pairs in kept.items():
         neuron = neurons.iloc[col]
         pairs.sort(key=lambda p: -p[0].original)
@@ -181,27 +190,11 @@ def find_exemplars(
             ids = doc_tokens[task.doc_index][start : task.pos + 1]
             rows.append(
                 {
-                    "layer": int(neuron["layer"]),
-                    "neuron": int(neuron["neuron"]),
-                    "split": split,
-                    "doc_id": doc_ids[task.doc_index],
-                    "rank": rank,
-                    "doc_max_act": task.original,
-                    "doc_max_pos": task.pos,
-                    "window_start": task.window_start,
-                    "prompt_start": start,
-                    "prompt_n_tokens": int(len(ids)),
-                    "prompt_token_ids": ids.tolist(),
-                    "prompt_text": tokenizer.decode(ids.tolist()),
-                    "prompt_act": result.activation,
-                    "act_ratio": result.activation / task.original,
-                    "next_token_id": int(neuron["token_id"]),
-                    "next_token": neuron["token"],
+                    "layer": int(neuron["layer"]), "neuron": int(neuron["neuron"]), "split": split, "doc_id": doc_ids[task.doc_index],
+                    "rank": rank, "doc_max_act": task.original, "doc_max_pos": task.pos, "window_start": task.window_start,
+                    "prompt_start": start, "prompt_n_tokens": int(len(ids)), "prompt_token_ids": ids.tolist(),
+                    "prompt_text": tokenizer.decode(ids.tolist()), "prompt_act": result.activation, "act_ratio": result.activation / task.original,
+                    "next_token_id": int(neuron["token_id"]), "next_token": neuron["token"],
                 }
             )
-    frame = pd.DataFrame(rows, columns=EXEMPLAR_COLUMNS)
-    stats["exemplars"] = len(frame)
-    stats["neurons_with_exemplars"] = int(frame.groupby(["layer", "neuron"]).ngroups) if len(frame) else 0
-    if len(frame):
-        stats["mean_prompt_tokens"] = float(frame["prompt_n_tokens"].mean())
-    return frame, stats
+    return pd.DataFrame(rows, columns=EXEMPLAR_COLUMNS)

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.inputs.architecture import StopForward, batch_positions
 from lookups.pipeline.science.batching import pack_batches, pad_right
-
-ProgressFn = Callable[[int, int], None]  # (done, total) in tokens
 
 
 @dataclass(frozen=True)
@@ -155,12 +154,12 @@ def harvest_top_k(
     bos_id: int,
     pad_id: int,
     batch_tokens: int,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> StreamingTopK:
     """Run every window (BOS prepended) through ``reader`` and keep each column's top-k documents.
 
     reader: tokens ``[batch, pos]`` -> activations ``[batch, pos, n_columns]``. Positions are document token
-    positions; BOS and padding never count.
+    positions; BOS and padding never count. ``progress('harvest', tokens done, tokens in all)``.
     """
     top = StreamingTopK(n_columns, k)
     total = sum(w.length for w in windows)
@@ -178,5 +177,5 @@ def harvest_top_k(
         top.merge(values.cpu().numpy(), docs, argmax.cpu().numpy() - 1 + starts[:, None], starts)
         done += sum(windows[i].length for i in batch)
         if progress:
-            progress(done, total)
+            progress("harvest", done, total)
     return top

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,11 +42,10 @@ import pandas as pd
 import torch
 
 from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.inputs.architecture import Architecture, activation_and_slope, capture, eager_attention
 from lookups.pipeline.science.attribution import Weights, head_read, norm_wanted, stream_read, with_norm_scales
 from lookups.pipeline.science.batching import group_prompts, pad_right
-
-PhaseProgress = Callable[[str, int, int], None]
 
 #: What one pair's row on one prompt names (the pair, the prompt) before its positions' columns.
 ROW_KEYS = ["cohort", "layer", "neuron", "head_layer", "head", "doc_id", "split", "active"]
@@ -297,7 +296,7 @@ class Batch:
 
 def run_batches(
     arch: Architecture, rows: pd.DataFrame, bos_id: int, batch_tokens: int, pad_id: int | None = None, with_prob: bool = False,
-    progress: PhaseProgress | None = None, phase: str = "look-ups", by_position: bool = True,
+    progress: Progress | None = None, phase: str = "look-ups", by_position: bool = True,
 ) -> Iterator[Batch]:
     """``source_terms`` over ``rows`` (``layer``, ``neuron``, ``head_layer``, ``head``, ``prompt_token_ids``
     without BOS; ``next_token_id`` with ``with_prob``), each distinct prompt run once, batched by length."""
@@ -320,7 +319,7 @@ def head_lookups(
     bos_id: int,
     batch_tokens: int,
     pad_id: int | None = None,
-    progress: PhaseProgress | None = None,
+    progress: Progress | None = None,
 ) -> LookupResult:
     """rows: one per (pair, prompt): ``ROW_KEYS``, ``prompt_token_ids`` (BOS not included) and the stored
     attribution ``score``, ``in_contribution``, ``gate_contribution``. Returns every source position of every

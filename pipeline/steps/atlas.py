@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from lookups.pipeline.common import files
 from lookups.pipeline.config import AtlasSettings, result_settings
-from lookups.pipeline.inputs import models
 from lookups.pipeline.report import figures
 from lookups.pipeline.report.atlas import AtlasData, render_atlas
 from lookups.pipeline.steps.base import (
@@ -20,6 +19,7 @@ from lookups.pipeline.steps.base import (
     report_path,
     run_step,
 )
+from lookups.pipeline.steps.registry import Step, register
 from lookups.pipeline.store.store import Store
 
 
@@ -44,18 +44,19 @@ def load_atlas_data(store: Store, model_id: str, prompt_set_id: str) -> AtlasDat
 
 
 def run_atlas(
-    model: ModelHandle, ablations: AblationsHandle, settings: AtlasSettings, store: Store, explained: ExplanationScoresHandle | None = None,
-    tested: InterventionsHandle | None = None,
+    model: ModelHandle, head_ablations: AblationsHandle, settings: AtlasSettings, store: Store,
+    explanation_scores: ExplanationScoresHandle | None = None, lookup_interventions: InterventionsHandle | None = None,
 ) -> StepResult:
-    """Write the static HTML atlas of this model and prompt set under ``<data>/atlas/``, its figures under
-    ``<data>/figures/``."""
+    """Write the static HTML atlas of this model and prompt set under the store's ``atlas/`` folder, its figures
+    under ``figures/``."""
+    ablations, explained, tested = head_ablations, explanation_scores, lookup_interventions
     keys = ablations.keys
-    path = report_path(model.model_id, ablations.prompt_set_id)
-    figure_files = {name: figure_path(model.model_id, ablations.prompt_set_id, name) for name in ("heads_by_layer", "ablation")}
+    path = report_path(store, model.model_id, ablations.prompt_set_id)
+    figure_files = {name: figure_path(store, model.model_id, ablations.prompt_set_id, name) for name in ("heads_by_layer", "ablation")}
 
     def compute() -> Computed:
         data = load_atlas_data(store, model.model_id, ablations.prompt_set_id)
-        tokenizer = models.load_bridge(model.local_dir, "cpu").tokenizer  # only the tokenizer: the shading is stored (head_lookups)
+        runtime = model.runtime()  # only its tokenizer is loaded: what each head reads is stored (head_lookups)
         pngs = {
             "heads_by_layer": figures.heads_by_layer(data.heads_by_layer, int(data.model["n_layers"])),
             "ablation": figures.ablation(data.ablations),
@@ -63,7 +64,7 @@ def run_atlas(
             "e_histogram": figures.e_histogram(data.explanation_scores, f"{model.model_id} / {ablations.prompt_set_id}"),
         }
         pngs = {name: png for name, png in pngs.items() if png}
-        page = render_atlas(data, lambda ids: [tokenizer.decode([i]) for i in ids], settings, pngs)
+        page = render_atlas(data, runtime.decode_each, settings, pngs)
         files.write_atomically(path, page)
         for name, png in pngs.items():
             if name in figure_files:  # the E histogram's file is explanation_scores' own
@@ -82,3 +83,20 @@ def run_atlas(
     upstream = (ablations.data_version, explained.data_version if explained else None, tested.data_version if tested else None)
     fingerprint = (upstream, result_settings(settings))
     return run_step(store, "atlas_report", ablations.scope, fingerprint, compute, handle, outputs_present=path.exists, is_report=True)
+
+
+# ---------------------------------------------------------------- registry row
+
+
+def _atlas_metadata(result: StepResult) -> dict:
+    return {"html_path": result.handle.path}
+
+
+ATLAS_REPORT = register(Step(
+    name="atlas_report", run=run_atlas, settings=AtlasSettings, inputs=("model", "head_ablations", "explanation_scores", "lookup_interventions"),
+    code_version="3",  # 2: each pair's explanations and scores; 3: E histogram, look-ups
+    kinds=frozenset({"html"}), metadata=_atlas_metadata,
+    description="One static HTML page per model and prompt set: neurons and tokens, head x layer heatmaps, each consistent pair's "
+    "look-up summary and counterfactual test, explanations and scores E, prompts shaded by the head's signed contribution per token "
+    "(attention on a toggle, the token it reads most boxed), the findings' figures with the E histogram. Opens from disk, no server, no internet.",
+))

@@ -20,37 +20,22 @@ import pandas as pd
 
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.common.hashing import stable_hash
-from lookups.pipeline.config import ExplanationSettings, data_dir
+from lookups.pipeline.config import ExplanationSettings
+from lookups.pipeline.inputs.models import ModelFacts
+from lookups.pipeline.inputs.runtime import ModelRuntime, load_runtime
 from lookups.pipeline.llm.templates import load_template
+from lookups.pipeline.steps.registry import STEPS
 from lookups.pipeline.store.store import AssetVersion, Store
 
-#: Bump an entry when its step's algorithm changes: that step and everything after it recompute.
-CODE_VERSIONS = {
-    "model": "2",  # 2: the architecture is described and verified (unsupported families refused)
-    "neuron_catalog": "4",  # 2: random baseline neurons of the selected layers; 3: post-MLP norms in W_out; 4: neuron roles
-    "corpus": "3",  # 2: paragraphs with markup the parser left as text are dropped; 3: NUL bytes undecodable, names escaped
-    "prompt_set": "1",
-    "neuron_exemplars": "2",  # 2: documents whose max activation is not positive are not exemplars
-    "head_attributions": "3",  # 2: decomposed on the Hugging Face model from the architecture description; 3: identity relative to its rounding scale
-    "head_neuron_scores": "2",  # 2: cohort column (next-token vs random baseline neurons)
-    "head_ablations": "2",  # 2: probabilities from soft-capped logits
-    "head_lookups": "2",  # 2: the identity against this pass's own z (rounding scale), the agreement with the attribution apart
-    "lookup_interventions": "1",
-    "atlas_report": "3",  # 2: each pair's explanations and scores; 3: E histogram, look-ups
-    "explanations": "3",  # 2: no delimiter can be formed from corpus text or the token (templates.untrusted); 3: the lookup reference
-    "explanation_scores": "2",  # 2: bootstrap CIs of mean E, the paired test against the shuffled scores, the lookup reference
-}
 
-PhaseProgress = Callable[[str, int, int], None]
-
-
-def asset_code_version(asset: str, explanation_settings: ExplanationSettings | None = None) -> str:
-    """The code version Dagster sees: ``CODE_VERSIONS[asset]``, and for the LLM steps also the version (name
-    and content hash) of the prompt template they use, so editing a template makes them stale."""
-    base = CODE_VERSIONS[asset]
-    settings = explanation_settings or ExplanationSettings()
-    template = {"explanations": settings.explain_template, "explanation_scores": settings.classify_template}.get(asset)
-    return f"{base}+{load_template(template).version}" if template else base
+def code_version(step: str, explanation_settings: ExplanationSettings | None = None) -> str:
+    """The code version Dagster sees: the step's (``registry.Step.code_version``), and for the LLM steps also the
+    version (name and content hash) of the prompt template they use, so editing a template makes them stale."""
+    found = STEPS[step]
+    if not found.template_setting:
+        return found.code_version
+    template = getattr(explanation_settings or ExplanationSettings(), found.template_setting)
+    return f"{found.code_version}+{load_template(template).version}"
 
 
 def version_hash(*parts) -> str:
@@ -92,7 +77,17 @@ class ModelHandle(Handle):
     name: str
     local_dir: str
     device: str
-    facts: dict
+    facts: ModelFacts
+
+    def runtime(self) -> ModelRuntime:
+        """The model to compute with, loaded once per process (``inputs.runtime``)."""
+        return load_runtime(self.local_dir, self.device)
+
+    def __setstate__(self, state: dict) -> None:
+        # A handle pickled when the facts were a plain dict.
+        if isinstance(state.get("facts"), dict):
+            state = {**state, "facts": ModelFacts(**state["facts"])}
+        self.__dict__.update(state)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,7 +227,7 @@ def run_step(
     reason and the earlier rows stay (docs/operations.md). A first empty result is written, with a warning.
     Any write but a report's makes the reports built on this scope stale: they are removed until rebuilt."""
     started = time.perf_counter()
-    data_version = version_hash(CODE_VERSIONS[asset], *fingerprint)
+    data_version = version_hash(STEPS[asset].code_version, *fingerprint)
     stored = store.version(asset, scope)
     if stored and stored.data_version == data_version and stored.complete and outputs_present():
         return StepResult(handle(data_version, stored.stats), True, time.perf_counter() - started)
@@ -248,29 +243,29 @@ def run_step(
         warning = f"{asset} found no {yields.noun}: the steps after it have nothing to work on. Loosen {yields.settings}."
     stats = {**computed.stats, "compute_seconds": round(time.perf_counter() - started, 3)}
     if not is_report:
-        remove_stale_reports(scope)
-    store.replace_many(computed.writes, AssetVersion(asset, scope, data_version, CODE_VERSIONS[asset], stats, computed.complete))
+        remove_stale_reports(store, scope)
+    store.replace_many(computed.writes, AssetVersion(asset, scope, data_version, STEPS[asset].code_version, stats, computed.complete))
     return StepResult(handle(data_version, stats), False, time.perf_counter() - started, computed.complete, warning)
 
 
-def report_path(model_id: str, prompt_set_id: str) -> Path:
-    """The atlas page of a model and prompt set: ``<data>/atlas/<model>__<prompt set>.html``."""
-    return data_dir() / "atlas" / f"{_file_part(model_id)}__{prompt_set_id}.html"
+def report_path(store: Store, model_id: str, prompt_set_id: str) -> Path:
+    """The atlas page of a model and prompt set: ``atlas/<model>__<prompt set>.html`` in the store's folder."""
+    return store.folder / "atlas" / f"{_file_part(model_id)}__{prompt_set_id}.html"
 
 
 def _file_part(model_id: str) -> str:
     return model_id.replace("@", "-")
 
 
-def remove_stale_reports(scope: str) -> None:
+def remove_stale_reports(store: Store, scope: str) -> None:
     """Remove the atlas pages built on the results of ``scope`` (a model id, a prompt set id or both), which
     are about to change: a page is rebuilt by the atlas step, never left contradicting the tables."""
     model_id, _, prompt_set_id = scope.partition("/")
-    folder = data_dir() / "atlas"
+    folder = store.folder / "atlas"
     if not folder.is_dir():
         return
     if prompt_set_id:
-        pages = [report_path(model_id, prompt_set_id)]
+        pages = [report_path(store, model_id, prompt_set_id)]
     elif scope.startswith("ps-"):  # a prompt set's id (pipeline/inputs/corpora.py); a model's id has no such prefix
         pages = list(folder.glob(f"*__{scope}.html"))
     else:  # a model's id
@@ -279,6 +274,6 @@ def remove_stale_reports(scope: str) -> None:
         page.unlink(missing_ok=True)
 
 
-def figure_path(model_id: str, prompt_set_id: str, name: str) -> Path:
-    """Where a step writes one of its figures: ``<data>/figures/<model>__<prompt set>__<name>.png``."""
-    return data_dir() / "figures" / f"{_file_part(model_id)}__{prompt_set_id}__{name}.png"
+def figure_path(store: Store, model_id: str, prompt_set_id: str, name: str) -> Path:
+    """Where a step writes one of its figures: ``figures/<model>__<prompt set>__<name>.png`` in the store's folder."""
+    return store.folder / "figures" / f"{_file_part(model_id)}__{prompt_set_id}__{name}.png"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lookups.pipeline.common import files
+from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.config import LLM_BASE_URL_ENV, LLM_MODEL_ENV, ExplanationSettings, ScoringSettings, result_settings
 from lookups.pipeline.llm import ExplainerError
 from lookups.pipeline.llm.backends import make_llm_backend
@@ -15,6 +16,7 @@ from lookups.pipeline.llm.pairs import PAIR_KEYS, Pair, build_pairs, choose_pair
 from lookups.pipeline.llm.score import explanation_tests, score_explanations
 from lookups.pipeline.llm.templates import load_template
 from lookups.pipeline.report import figures
+from lookups.pipeline.steps import checks
 from lookups.pipeline.steps.base import (
     Computed,
     ExplanationScoresHandle,
@@ -22,12 +24,12 @@ from lookups.pipeline.steps.base import (
     HeadScoresHandle,
     LookupsHandle,
     ModelHandle,
-    PhaseProgress,
     StepResult,
     Yield,
     figure_path,
     run_step,
 )
+from lookups.pipeline.steps.registry import Preview, Step, register
 from lookups.pipeline.store.store import Store
 
 
@@ -46,11 +48,13 @@ def _status_counts(frame: pd.DataFrame, column: str = "status") -> dict:
 
 
 def run_explanations(
-    model: ModelHandle, scores: HeadScoresHandle, settings: ExplanationSettings, store: Store, run_id: str | None = None,
-    progress: PhaseProgress | None = None, looked_up: LookupsHandle | None = None,
+    model: ModelHandle, head_neuron_scores: HeadScoresHandle, settings: ExplanationSettings, store: Store, run_id: str | None = None,
+    progress: Progress | None = None, head_lookups: LookupsHandle | None = None,
 ) -> StepResult:
     """Explain each chosen consistent pair with the no-LLM references and the primary LLM backend. With
-    ``looked_up`` (the pairs' look-ups), the lookup reference runs and templates can mark what each head reads."""
+    ``head_lookups`` (the pairs' look-ups), the lookup reference runs and templates can mark what each head reads.
+    A run stopped by its LLM budget says so (``StepResult.warning``) and is redone next time."""
+    scores, looked_up = head_neuron_scores, head_lookups
     keys = scores.keys
     template = load_template(settings.explain_template)
     classify_template = load_template(settings.classify_template)  # fail early on a bad name
@@ -86,19 +90,27 @@ def run_explanations(
 
     fingerprint = (scores.data_version, looked_up.data_version if looked_up else None, result_settings(settings), template.version, names)
     yields = Yield("pairs", "pairs to explain", "the explanations settings", inputs_empty=scores.no_pairs)
-    return run_step(store, "explanations", scores.scope, fingerprint, compute, handle, yields=yields)
+    result = run_step(store, "explanations", scores.scope, fingerprint, compute, handle, yields=yields)
+    if result.stats.get("budget_reached"):
+        budget = (
+            "The run's LLM budget was reached: explanations not made are marked budget_exhausted; raise max_calls/max_tokens and "
+            "materialize again (answers so far are cached)."
+        )
+        result.warning = f"{result.warning} {budget}" if result.warning else budget
+    return result
 
 
 def run_explanation_scores(
-    model: ModelHandle, explained: ExplanationsHandle, settings: ScoringSettings, store: Store, run_id: str | None = None,
-    progress: PhaseProgress | None = None,
+    model: ModelHandle, explanations: ExplanationsHandle, settings: ScoringSettings, store: Store, run_id: str | None = None,
+    progress: Progress | None = None,
 ) -> StepResult:
     """Score every explanation on held-out prompts (and the shuffled baseline); test E against the baselines;
     draw the E histogram."""
+    explained = explanations
     keys = explained.keys
     explain_settings = ExplanationSettings(**explained.settings)
     template = load_template(explain_settings.classify_template)
-    figure = figure_path(model.model_id, explained.prompt_set_id, "explanation_scores")
+    figure = figure_path(store, model.model_id, explained.prompt_set_id, "explanation_scores")
 
     def compute() -> Computed:
         rows = store.read("explanations_by", **keys, explainers=list(explained.explainers))
@@ -143,3 +155,38 @@ def run_explanation_scores(
     fingerprint = (explained.data_version, result_settings(settings), template.version)
     yields = Yield("scores", "explanation scores", "the neuron_exemplars settings (keep_heldout)", inputs_empty=explained.stats.get("pairs") == 0)
     return run_step(store, "explanation_scores", explained.scope, fingerprint, compute, handle, yields=yields)
+
+
+# ---------------------------------------------------------------- registry rows
+
+
+def _explanations_metadata(result: StepResult) -> dict:
+    return {"explainers": ", ".join(result.handle.explainers)}
+
+
+EXPLANATIONS = register(Step(
+    name="explanations", run=run_explanations, settings=ExplanationSettings, inputs=("model", "head_neuron_scores", "head_lookups"),
+    code_version="3",  # 2: no delimiter can be formed from corpus text or the token (templates.untrusted); 3: the lookup reference
+    template_setting="explain_template", tables=("explanations", "llm_calls"), checks=(checks.EXPLANATIONS_VALID,),
+    kinds=frozenset({"openai", "duckdb"}), previews=(Preview("explanations", "preview_explanations", 12),), metadata=_explanations_metadata,
+    description="Each neuron's strongest consistent heads explained from their active and inactive prompts (docs/method.md, step 6), for "
+    "next-token neurons and the random baseline neurons: by an LLM (an OpenAI-compatible endpoint, or a local instruct model offline) "
+    "and by the contrastive log-odds reference. Every LLM call is cached in `llm_calls`; a run budget stops cleanly, keeping what was done.",
+))
+
+
+def _scores_metadata(result: StepResult) -> dict:
+    """The E histogram's path (the step's one figure), when it drew one."""
+    return {"figure_path": list(result.handle.figures.values())[-1]} if result.handle.figures else {}
+
+
+EXPLANATION_SCORES = register(Step(
+    name="explanation_scores", run=run_explanation_scores, settings=ScoringSettings, inputs=("model", "explanations"),
+    code_version="2",  # 2: bootstrap CIs of mean E, the paired test against the shuffled scores, the lookup reference
+    template_setting="classify_template", tables=("explanation_scores", "explanation_tests", "llm_calls"),
+    checks=(checks.EXPLANATION_SCORES_VALID,), kinds=frozenset({"openai", "duckdb"}),
+    previews=(Preview("E against the baselines", "preview_explanation_comparison", 10),), metadata=_scores_metadata,
+    description="Each explanation asked, given only itself, whether the head is active on each held-out prompt (Yes/No): the Head "
+    "Explanation Score E (balanced accuracy) and AUC (docs/method.md, step 7); against the random-neuron and shuffled-explanation "
+    "baselines with Mann-Whitney tests, and the E histogram (step 9).",
+))

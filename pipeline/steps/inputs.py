@@ -10,11 +10,21 @@ import time
 import pandas as pd
 
 from lookups.pipeline.common import files
-from lookups.pipeline.config import CatalogSettings, CorpusSettings, ModelSettings, PromptSetSettings, data_dir, result_settings
-from lookups.pipeline.inputs import architecture, corpora, models
+from lookups.pipeline.config import (
+    CatalogSettings,
+    CorpusReadSettings,
+    CorpusSettings,
+    ModelRunSettings,
+    ModelSettings,
+    PromptSetSettings,
+    result_settings,
+)
+from lookups.pipeline.inputs import checkpoints, corpora, sources
+from lookups.pipeline.inputs.models import ModelFacts
+from lookups.pipeline.inputs.runtime import load_runtime
 from lookups.pipeline.science import catalog
+from lookups.pipeline.steps import checks
 from lookups.pipeline.steps.base import (
-    CODE_VERSIONS,
     CatalogHandle,
     Computed,
     CorpusHandle,
@@ -24,38 +34,37 @@ from lookups.pipeline.steps.base import (
     run_step,
     version_hash,
 )
+from lookups.pipeline.steps.registry import PartitionKey, Preview, Step, register
 from lookups.pipeline.store.store import Store
 
 
 def run_model(settings: ModelSettings, store: Store) -> StepResult:
-    source = models.resolve_model(settings.name)
+    source = checkpoints.resolve_model(settings.name)
 
     def compute() -> Computed:
-        bridge = models.load_bridge(source.local_dir, settings.device)
-        # Refuses, in one line, a model whose MLP inputs the steps cannot decompose exactly.
-        arch = architecture.load_architecture(source.local_dir, settings.device)
-        facts = models.model_facts(bridge).as_dict()
+        # Describing the model refuses, in one line, one whose MLP inputs the steps cannot decompose exactly.
+        runtime = load_runtime(source.local_dir, settings.device)
+        facts = runtime.facts.as_dict()
         row = pd.DataFrame([{"name": source.name, "origin": source.origin, "fingerprint": source.fingerprint, **facts}])
-        return Computed([("models", {"model_id": source.model_id}, row)], {"facts": facts, "origin": source.origin, "architecture": arch.summary()})
+        return Computed([("models", {"model_id": source.model_id}, row)], {"facts": facts, "origin": source.origin, "architecture": runtime.arch.summary()})
 
     def handle(data_version: str, stats: dict) -> ModelHandle:
         return ModelHandle(
             data_version=data_version, stats={**stats, "origin": source.origin}, model_id=source.model_id, name=source.name,
-            local_dir=source.local_dir, device=settings.device, facts=stats["facts"],
+            local_dir=source.local_dir, device=settings.device, facts=ModelFacts(**stats["facts"]),
         )
 
     return run_step(store, "model", source.model_id, (source.model_id,), compute, handle)
 
 
 def run_catalog(model: ModelHandle, settings: CatalogSettings, store: Store) -> StepResult:
-    per_layer = settings.resolved_neurons_per_layer(model.facts["d_mlp"])
-    last_layers = settings.resolved_last_layers(model.facts["n_layers"])
+    per_layer = settings.resolved_neurons_per_layer(model.facts.d_mlp)
+    last_layers = settings.resolved_last_layers(model.facts.n_layers)
 
     def compute() -> Computed:
-        arch = architecture.load_architecture(model.local_dir, model.device)
-        tokenizer = models.load_bridge(model.local_dir, model.device).tokenizer
+        runtime = model.runtime()
         frame = catalog.build_catalog(
-            arch, tokenizer, per_layer, last_layers, settings.min_token_chars, settings.deny_tokens, settings.top_tokens,
+            runtime.arch, runtime.tokenizer, per_layer, last_layers, settings.min_token_chars, settings.deny_tokens, settings.top_tokens,
             settings.random_per_layer, settings.random_seed, settings.role_kurtosis_min, settings.role_skew_min,
         )
         chosen = frame[frame["selected"]]
@@ -81,12 +90,12 @@ def run_catalog(model: ModelHandle, settings: CatalogSettings, store: Store) -> 
     return run_step(store, "neuron_catalog", model.model_id, fingerprint, compute, handle)
 
 
-def run_corpus(settings: CorpusSettings) -> StepResult:
-    """Read the source into a Parquet file of source documents. The one step outside the store: a parsed
-    corpus is an input cache keyed by the source's fingerprint (its files' content), not a result table."""
+def run_corpus(settings: CorpusSettings, store: Store) -> StepResult:
+    """Read the source into a Parquet file of source documents, under the store's folder. The one step with no
+    table: a parsed corpus is an input cache keyed by the source's fingerprint (its files' content)."""
     started = time.perf_counter()
-    key = version_hash(CODE_VERSIONS["corpus"], settings.model_dump(), corpora.source_fingerprint(settings))
-    folder = data_dir() / "corpora"
+    key = version_hash(CORPUS.code_version, settings.model_dump(), corpora.source_fingerprint(settings))
+    folder = store.folder / "corpora"
     path = folder / f"{key}.parquet"
     meta_path = folder / f"{key}.json"
     skipped = path.exists() and meta_path.exists()
@@ -102,7 +111,7 @@ def run_corpus(settings: CorpusSettings) -> StepResult:
         meta = {"corpus_hash": corpora.corpus_content_hash(docs), "counts": counts.as_dict()}
         files.write_atomically(meta_path, json.dumps(meta))
     handle = CorpusHandle(
-        data_version=version_hash(CODE_VERSIONS["corpus"], meta["corpus_hash"]), stats={"corpus_hash": meta["corpus_hash"], **meta["counts"]},
+        data_version=version_hash(CORPUS.code_version, meta["corpus_hash"]), stats={"corpus_hash": meta["corpus_hash"], **meta["counts"]},
         source=settings.source, parquet_path=str(path), corpus_hash=meta["corpus_hash"], counts=meta["counts"],
     )
     return StepResult(handle, skipped, time.perf_counter() - started)
@@ -148,3 +157,56 @@ def corpus_read(corpus: CorpusHandle, settings: PromptSetSettings, prompt_set: c
     }
     keys = {"prompt_set_id": prompt_set.prompt_set_id, "corpus_read_id": version_hash(prompt_set.prompt_set_id, row)}
     return keys, pd.DataFrame([row])
+
+
+# ---------------------------------------------------------------- registry rows
+
+
+def _model_metadata(result: StepResult) -> dict:
+    return {"model_id": result.handle.model_id, **result.handle.facts.as_dict()}
+
+
+MODEL = register(Step(
+    name="model", run=run_model, settings=ModelSettings, run_config=ModelRunSettings, key=PartitionKey("model", "name"),
+    code_version="2",  # 2: the architecture is described and verified (unsupported families refused)
+    source="model_weights", tables=("models",), checks=(checks.MODELS_VALID,), kinds=frozenset({"pytorch", "duckdb"}), metadata=_model_metadata,
+    description="The partition's model (its `model` key) as an fp32 checkpoint, fingerprinted, booted with LayerNorm folded; a row in `models`.",
+))
+
+
+def _catalog_metadata(result: StepResult) -> dict:
+    return {"neurons_per_layer": result.handle.neurons_per_layer, "last_layers": result.handle.last_layers}
+
+
+NEURON_CATALOG = register(Step(
+    name="neuron_catalog", run=run_catalog, settings=CatalogSettings, inputs=("model",),
+    code_version="4",  # 2: random baseline neurons of the selected layers; 3: post-MLP norms in W_out; 4: neuron roles
+    tables=("neurons",), checks=(checks.NEURONS_VALID,), kinds=frozenset({"pytorch", "duckdb"}),
+    previews=(Preview("strongest selected", "preview_strongest_selected", 10),), metadata=_catalog_metadata,
+    description="Every MLP neuron's next token (argmax of W_out·W_U), score, z-score and top tokens; the selected set.",
+))
+
+
+def _corpus_metadata(result: StepResult) -> dict:
+    return {"source": result.handle.source, "parquet_path": result.handle.parquet_path}
+
+
+CORPUS = register(Step(
+    name="corpus", run=run_corpus, settings=CorpusSettings, run_config=CorpusReadSettings,
+    key=PartitionKey("corpus", "source", sources.corpus_source),
+    code_version="3",  # 2: paragraphs with markup the parser left as text are dropped; 3: NUL bytes undecodable, names escaped
+    source="corpus_files", kinds=frozenset({"parquet"}), metadata=_corpus_metadata,
+    description="The partition's corpus (its `corpus` key) as read (Wikipedia stripped of markup, files, records), cached as Parquet.",
+))
+
+
+def _prompt_set_metadata(result: StepResult) -> dict:
+    return {"prompt_set_id": result.handle.prompt_set_id}
+
+
+PROMPT_SET = register(Step(
+    name="prompt_set", run=run_prompt_set, settings=PromptSetSettings, inputs=("corpus",), code_version="1",
+    tables=("prompt_sets", "documents", "corpus_reads"), checks=(checks.DOCUMENTS_VALID,), kinds=frozenset({"duckdb"}),
+    previews=(Preview("documents", "preview_documents", 5),), metadata=_prompt_set_metadata,
+    description="Deduplicated passages with deterministic explain/held-out splits, keyed by a content hash.",
+))

@@ -8,34 +8,36 @@ import time
 import numpy as np
 import pandas as pd
 
+from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.config import InterventionSettings, LookupSettings, result_settings
-from lookups.pipeline.inputs import architecture, models
+from lookups.pipeline.inputs.runtime import ModelRuntime
 from lookups.pipeline.llm.pairs import pair_ids
 from lookups.pipeline.science import counterfactual, lookups
+from lookups.pipeline.steps import checks
 from lookups.pipeline.steps.base import (
     Computed,
-    ExplanationsHandle,
     HeadScoresHandle,
     InterventionsHandle,
     LookupsHandle,
     ModelHandle,
-    PhaseProgress,
     StepResult,
     Yield,
     run_step,
 )
+from lookups.pipeline.steps.registry import Preview, Step, register
 from lookups.pipeline.store.store import Store
 
 
-def _token_texts(tokenizer, ids: np.ndarray) -> np.ndarray:
+def _token_texts(runtime: ModelRuntime, ids: np.ndarray) -> np.ndarray:
     """Each id decoded on its own (what the position shows), decoded once per distinct id."""
     unique, inverse = np.unique(ids, return_inverse=True)
-    return np.asarray([tokenizer.decode([int(i)]) for i in unique], dtype=object)[inverse]
+    return np.asarray(runtime.decode_each(unique), dtype=object)[inverse]
 
 
 def run_lookups(
-    model: ModelHandle, scores: HeadScoresHandle, settings: LookupSettings, store: Store, progress: PhaseProgress | None = None
+    model: ModelHandle, head_neuron_scores: HeadScoresHandle, settings: LookupSettings, store: Store, progress: Progress | None = None
 ) -> StepResult:
+    scores = head_neuron_scores
     keys = scores.keys
 
     def compute() -> Computed:
@@ -43,11 +45,9 @@ def run_lookups(
         frame = pd.DataFrame(columns=[*lookups.LOOKUP_COLUMNS, "token"])
         stats = {"lookup_rows": 0, "pairs": 0}
         if len(rows):
-            arch = architecture.load_architecture(model.local_dir, model.device)
-            tokenizer = models.load_bridge(model.local_dir, "cpu").tokenizer
-            pad_id = models.pad_token_id(tokenizer, model.facts["bos_token_id"])
-            result = lookups.head_lookups(arch, rows, model.facts["bos_token_id"], settings.batch_tokens, pad_id, progress)
-            frame = result.rows.assign(token=_token_texts(tokenizer, result.rows["token_id"].to_numpy()))
+            runtime = model.runtime()
+            result = lookups.head_lookups(runtime.arch, rows, runtime.bos_id, settings.batch_tokens, runtime.pad_id, progress)
+            frame = result.rows.assign(token=_token_texts(runtime, result.rows["token_id"].to_numpy()))
             stats = result.stats
         return Computed([("head_lookups", keys, frame)], stats)
 
@@ -63,10 +63,11 @@ def run_lookups(
 
 
 def run_interventions(
-    model: ModelHandle, looked_up: LookupsHandle, explained: ExplanationsHandle, settings: InterventionSettings, store: Store,
-    progress: PhaseProgress | None = None,
+    model: ModelHandle, head_lookups: LookupsHandle, settings: InterventionSettings, store: Store, progress: Progress | None = None,
 ) -> StepResult:
-    """Replace each tested pair's top looked-up token (and a control position) on its active prompts."""
+    """Replace each tested pair's top looked-up token (and a control position) on its active prompts. With
+    ``pairs: explained`` the pairs are those the explanations step wrote (it runs first: ``after``)."""
+    looked_up = head_lookups
     keys = looked_up.keys
     # Which pairs is part of the fingerprint (not the explanations' data version: a new template changes no pair).
     chosen = store.read("explained_pairs", **keys) if settings.pairs == "explained" else None
@@ -77,17 +78,14 @@ def run_interventions(
         prompts = store.read("intervention_prompts", **keys, pairs=ids, all_pairs=settings.pairs == "all")
         frame = pd.DataFrame(columns=counterfactual.INTERVENTION_COLUMNS)
         if len(prompts):
-            arch = architecture.load_architecture(model.local_dir, model.device)
-            tokenizer = models.load_bridge(model.local_dir, "cpu").tokenizer
-            bos_id = model.facts["bos_token_id"]
-            special = {bos_id, *map(int, tokenizer.all_special_ids)}
+            runtime = model.runtime()
+            special = runtime.special_ids()
             if settings.strategy == "unigram":
                 substitutes = counterfactual.Substitutes.unigram(store.read("prompt_token_counts", **keys), special)
             else:
-                substitutes = counterfactual.Substitutes.uniform(int(arch.model.config.vocab_size), special)
+                substitutes = counterfactual.Substitutes.uniform(int(runtime.arch.model.config.vocab_size), special)
             variants = counterfactual.plan_variants(prompts, substitutes, settings.substitutes, settings.seed)
-            pad_id = models.pad_token_id(tokenizer, bos_id)
-            frame = counterfactual.run_interventions(arch, variants, bos_id, settings.batch_tokens, pad_id, progress)
+            frame = counterfactual.run_interventions(runtime.arch, variants, runtime.bos_id, settings.batch_tokens, runtime.pad_id, progress)
         tests = counterfactual.pair_tests(frame, settings.fdr)
         stats = counterfactual.summary(tests, frame, time.perf_counter() - started)
         return Computed([("lookup_interventions", keys, frame), ("lookup_tests", keys, tests)], stats)
@@ -101,3 +99,31 @@ def run_interventions(
         inputs_empty=not looked_up.stats.get("lookup_rows") or (chosen is not None and not len(chosen)),
     )
     return run_step(store, "lookup_interventions", looked_up.scope, fingerprint, compute, handle, yields=yields)
+
+
+# ---------------------------------------------------------------- registry rows
+
+HEAD_LOOKUPS = register(Step(
+    name="head_lookups", run=run_lookups, settings=LookupSettings, inputs=("model", "head_neuron_scores"),
+    code_version="2",  # 2: the identity against this pass's own z (rounding scale), the agreement with the attribution apart
+    tables=("head_lookups",), checks=(checks.LOOKUPS_IDENTITY,), kinds=frozenset({"pytorch", "duckdb"}),
+    previews=(Preview("what each pair's head reads most", "preview_pair_lookups", 10),),
+    description="What each consistent pair's head reads: its attribution split by source position (attention weight x the value at "
+    "that position through W_O, the neuron's norm and input), on every prompt of both splits and both cohorts; per pair the tokens "
+    "read most, the concentration, and flags for copying, previous-token and BOS heads (docs/method.md, \"Look-ups\").",
+))
+
+
+def _interventions_metadata(result: StepResult) -> dict:
+    return {k: v for k, v in result.handle.stats.items() if k.endswith("share_confirmed") and v is not None}
+
+
+LOOKUP_INTERVENTIONS = register(Step(
+    name="lookup_interventions", run=run_interventions, settings=InterventionSettings, inputs=("model", "head_lookups"), after=("explanations",),
+    code_version="1", tables=("lookup_interventions", "lookup_tests"), checks=(checks.INTERVENTIONS_VALID,), kinds=frozenset({"pytorch", "duckdb"}),
+    previews=(Preview("share of pairs confirmed", "preview_lookup_confirmation", 4),), metadata=_interventions_metadata,
+    description="The counterfactual test of each explained pair's look-up: the token its head reads most, and a control position, "
+    "replaced by substitutes from the prompt set's unigram distribution on the active prompts; the neuron's activation, the head's "
+    "attribution and the token's probability before and after; a paired Wilcoxon test per pair and the share confirmed at a 5% "
+    "false discovery rate (Benjamini-Hochberg), against the random-baseline pairs.",
+))

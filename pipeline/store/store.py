@@ -85,28 +85,17 @@ class AssetVersion:
     complete: bool = True
 
 
-#: The key columns each table is written by: a write replaces exactly the rows of one such key (one file).
-TABLE_KEYS = {
-    "models": ("model_id",),
-    "neurons": ("model_id",),
-    "prompt_sets": ("prompt_set_id",),
-    "corpus_reads": ("prompt_set_id", "corpus_read_id"),
-    "documents": ("prompt_set_id",),
-    "neuron_exemplars": ("model_id", "prompt_set_id"),
-    "head_attributions": ("model_id", "prompt_set_id"),
-    "exemplar_decompositions": ("model_id", "prompt_set_id"),
-    "head_neuron_scores": ("model_id", "prompt_set_id"),
-    "head_ablations": ("model_id", "prompt_set_id"),
-    "ablation_tests": ("model_id", "prompt_set_id"),
-    "head_lookups": ("model_id", "prompt_set_id"),
-    "lookup_interventions": ("model_id", "prompt_set_id"),
-    "lookup_tests": ("model_id", "prompt_set_id"),
-    "explanations": ("model_id", "prompt_set_id", "explainer"),
-    "explanation_scores": ("model_id", "prompt_set_id", "explainer"),
-    "explanation_tests": ("model_id", "prompt_set_id", "explainer"),
-    "llm_calls": (),  # appended, one file per batch of calls
-    "asset_versions": ("asset", "scope"),
-}
+def _table_keys(schema: str) -> dict[str, tuple[str, ...]]:
+    """Each table of ``sql/schema.sql`` and the key columns it is written per (its ``-- written per:`` note): a
+    write replaces exactly the rows of one such key (one file); a table written per nothing is appended to."""
+    found = {}
+    for table, note in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \(\s*-- written per: ([^\n]*)", schema):
+        found[table] = () if note.startswith("nothing") else tuple(column.strip() for column in note.split(","))
+    return found
+
+
+#: The key columns each table is written by, from sql/schema.sql.
+TABLE_KEYS = _table_keys(sql_text("schema.sql"))
 #: The result tables (``asset_versions`` is the steps' bookkeeping).
 TABLES = tuple(t for t in TABLE_KEYS if t != "asset_versions")
 SCHEMA_FILE = "_schema.parquet"  # sorts before part-*.parquet, so a table's columns come in schema order
@@ -185,6 +174,12 @@ class Store:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ locations
+
+    @property
+    def folder(self) -> Path:
+        """The views file's folder: the corpus cache, the atlas pages, the figures and the assets' handles live
+        under it, so a store pointed elsewhere carries everything with it."""
+        return self.path.parent
 
     def table_dir(self, table: str) -> str:
         return f"{self.root}/{table}"

@@ -9,6 +9,7 @@ the assets downstream of it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from types import SimpleNamespace
@@ -112,9 +113,9 @@ def materialize(defs, instance, wanted) -> None:
     for asset, partition in wanted:
         by_partition[partition].append(dg.AssetKey(asset))
     for partition, keys in sorted(by_partition.items()):
-        model, prompt_set = partition.split("|")
+        corpus, model = partition.split("|")
         result = defs.resolve_job_def("lookups").execute_in_process(
-            instance=instance, partition_key=automation.partition_key(model, prompt_set), asset_selection=keys
+            instance=instance, partition_key=automation.partition_key(model, corpus), asset_selection=keys
         )
         assert result.success
 
@@ -141,7 +142,7 @@ def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, setti
             assert computed(made) == set(STEPS) and made["forwards"].sum() > 0
             if explainer == "local":
                 assert made.set_index("step").loc[["run_explanations", "run_explanation_scores"], "llm_calls"].min() > 0
-            one = f"{circuit.model_dir}|{circuit.corpus_path}"
+            one = f"{circuit.corpus_path}|{circuit.model_dir}"  # Dagster orders the dimensions by name: corpus, model
             cursor, _ = requested(defs, instance, None)  # the first tick only records the state
 
             # Nothing changed: the automation requests nothing; a run anyway computes nothing.
@@ -175,7 +176,7 @@ def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, setti
             automation.add_partitions(instance, control.model_dir, circuit.corpus_path)
             observe_sources(instance)
             cursor, wanted = requested(defs, instance, cursor)
-            two = f"{control.model_dir}|{circuit.corpus_path}"
+            two = f"{circuit.corpus_path}|{control.model_dir}"
             assert wanted == {(a, two) for a in ASSETS}
             materialize(defs, instance, wanted)
             made = counter.take()
@@ -185,11 +186,12 @@ def test_automation_recomputes_exactly_what_changed(tmp_path, monkeypatch, setti
             assert wanted == set()
 
             # A changed code version (head scores): that asset and what depends on it, in every partition.
-            monkeypatch.setitem(steps.CODE_VERSIONS, "head_neuron_scores", steps.CODE_VERSIONS["head_neuron_scores"] + "-changed")
+            scores = steps.STEPS["head_neuron_scores"]
+            monkeypatch.setitem(steps.STEPS, "head_neuron_scores", dataclasses.replace(scores, code_version=scores.code_version + "-changed"))
             changed = definitions.build_definitions(
                 dg.map_asset_specs(
                     lambda spec: (
-                        spec.replace_attributes(code_version=steps.CODE_VERSIONS["head_neuron_scores"])
+                        spec.replace_attributes(code_version=steps.STEPS["head_neuron_scores"].code_version)
                         if spec.key.to_user_string() == "head_neuron_scores"
                         else spec
                     ),
@@ -283,12 +285,12 @@ def test_the_sources_sensor_adds_folders_and_observes_new_and_changed_sources(tm
 
     with dg.DagsterInstance.ephemeral() as instance:
         cursor, jobs = tick(instance, None)
-        assert instance.get_dynamic_partitions("prompt_set") == ["letters"] and jobs == ["observe_corpora"]
+        assert instance.get_dynamic_partitions("corpus") == ["letters"] and jobs == ["observe_corpora"]
         cursor, jobs = tick(instance, cursor)
         assert jobs == []  # nothing new
         (root / "letters" / "b.txt").write_text("A second letter.")
         cursor, jobs = tick(instance, cursor)
-        assert jobs == ["observe_corpora"] and instance.get_dynamic_partitions("prompt_set") == ["letters"]
+        assert jobs == ["observe_corpora"] and instance.get_dynamic_partitions("corpus") == ["letters"]
         instance.add_dynamic_partitions("model", ["some-model"])  # as the UI's "Add partition" does
         cursor, jobs = tick(instance, cursor)
         assert jobs == ["observe_models"]

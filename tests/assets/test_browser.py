@@ -107,10 +107,10 @@ def test_launch_from_the_ui_and_read_the_results(tmp_path, planted_circuit, brow
         while not graphql(port, SENSOR_TICKS, {"s": {**REPOSITORY, "sensorName": "lookups_automation"}})["sensorOrError"]["sensorState"]["ticks"]:
             assert time.time() < deadline, "the automation sensor never ticked (is the daemon running?)"
             time.sleep(2)
-        for dimension, key in (("model", planted_circuit.model_dir), ("prompt_set", planted_circuit.corpus_path)):
+        for dimension, key in (("model", planted_circuit.model_dir), ("corpus", planted_circuit.corpus_path)):
             added = graphql(port, ADD_PARTITION, {"r": REPOSITORY, "d": dimension, "k": key})["addDynamicPartition"]
             assert added["__typename"] == "AddDynamicPartitionSuccess", added
-        partition = f"{planted_circuit.model_dir}|{planted_circuit.corpus_path}"
+        partition = f"{planted_circuit.corpus_path}|{planted_circuit.model_dir}"  # Dagster orders the dimensions by name
 
         def progress():
             """The sensor's next tick, then one process per step, each importing torch: on a loaded machine that

@@ -1,6 +1,7 @@
 """The Dagster layer: the code location loads, and the graph materializes in-process on a tiny
 configuration with checks passing; re-materializing with nothing changed runs no model."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -137,7 +138,7 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     assert scores_md["figure: E histogram"].value.startswith("![E histogram](data:image/png;base64,")
 
     # A look-up whose terms miss its head's output fails the check in one line that names it and says what it means.
-    from lookups.assets import checks
+    from lookups.pipeline.steps import checks
 
     store, looked_up = Store(), result.output_for_node("head_lookups")
     rows = store.rows("head_lookups", **looked_up.keys)
@@ -146,7 +147,7 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     broken &= (rows["head"] == circuit.head) & (rows["doc_id"] == doc)
     rows.loc[broken, "identity_rel_error"] = 0.25
     store.replace("head_lookups", looked_up.keys, rows)
-    (line,) = checks._failure_lines(checks._lookups(looked_up, store, "r").result)
+    (line,) = checks.LOOKUPS_IDENTITY.evaluate(looked_up, store, "r").result.lines()
     pair = f"neuron {circuit.layer}:{circuit.neuron}, head {circuit.head_layer}.{circuit.head} on document {doc}"
     assert line.startswith("1 of ") and f"worst: {pair}, 0.25 (" in line and "head_lookups.identity_tolerance (0.001)" in line, line
 
@@ -188,8 +189,11 @@ def test_metadata_seconds_are_this_runs_and_the_compute_time_keeps_its_own_name(
     from lookups.pipeline import steps as pipeline_steps
 
     handle = pipeline_steps.HeadScoresHandle(data_version="v1", stats={"pairs": 3, "compute_seconds": 840.0}, model_id="m@1", prompt_set_id="ps")
-    spec = core.AssetSpec("head_neuron_scores", "HeadScoreConfig", lambda call: pipeline_steps.StepResult(handle, True, 0.004), "d", frozenset())
-    output = core.materialize(spec, dg.build_asset_context(), None, LookupsStore(database=str(tmp_path / "x.duckdb")), {})
+    def skipped(settings, store):
+        return pipeline_steps.StepResult(handle, True, 0.004)
+
+    step = dataclasses.replace(pipeline_steps.STEPS["head_neuron_scores"], run=skipped, inputs=())
+    output = core.materialize(step, dg.build_asset_context(), None, LookupsStore(database=str(tmp_path / "x.duckdb")), {})
     metadata = {k: getattr(v, "value", v) for k, v in output.metadata.items()}
     assert metadata["seconds"] == 0.0 and metadata["compute_seconds"] == 840.0
     assert metadata["skipped (unchanged inputs)"] is True and metadata["pairs"] == 3

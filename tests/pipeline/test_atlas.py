@@ -48,9 +48,10 @@ def test_the_planted_pair_is_in_the_atlas_with_the_trigger_boxed(tmp_path):
     assert "counterfactual" not in pair  # not tested yet
     again = steps.run_atlas(model, ablations, AtlasSettings(prompts_per_pair=40), store)
     assert again.skipped
-    explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store, looked_up=looked_up).handle
-    tested = steps.run_interventions(model, looked_up, explained, InterventionSettings(), store).handle
-    result = steps.run_atlas(model, ablations, AtlasSettings(prompts_per_pair=40), store, tested=tested)
+    # The explained pairs are what the counterfactual test takes.
+    steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store, head_lookups=looked_up)
+    tested = steps.run_interventions(model, looked_up, InterventionSettings(), store).handle
+    result = steps.run_atlas(model, ablations, AtlasSettings(prompts_per_pair=40), store, lookup_interventions=tested)
     assert not result.skipped
     page = open(result.handle.path, encoding="utf-8").read()
     assert "<b>counterfactual</b> <b class='on'>confirmed</b>" in page

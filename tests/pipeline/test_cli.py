@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from lookups.pipeline.cli import build_parser, run_config_from_args
-from lookups.pipeline.inputs import planted
+from lookups.pipeline.inputs import checkpoints, planted
 
 
 def test_help_lists_the_commands():
@@ -30,18 +30,18 @@ def test_flags_become_run_config(tmp_path):
 def test_the_planted_keys_run_the_planted_circuit_with_its_settings(tmp_path, monkeypatch):
     """`lookups run --model planted --corpus planted`: the circuit is built once under the cache folder, the
     keys resolve to it, and the run starts from its settings (a flag or config file still wins)."""
-    from lookups.pipeline.inputs import models, sources
+    from lookups.pipeline.inputs import sources
 
     monkeypatch.setenv("LOOKUPS_CACHE_DIR", str(tmp_path / "cache"))
     args = build_parser().parse_args(["run", "--model", "planted", "--corpus", "planted", "--max-documents", "20"])
     ops = run_config_from_args(args)["ops"]
     assert ops["neuron_exemplars"]["config"] == planted.EXEMPLAR_CONFIG and ops["neuron_catalog"]["config"] == planted.CATALOG_CONFIG
     assert ops["prompt_set"]["config"]["max_documents"] == 20
-    source = models.resolve_model("planted")
+    source = checkpoints.resolve_model("planted")
     assert source.origin == "planted" and Path(source.local_dir) == tmp_path / "cache" / "planted" / "model"
     corpus = Path(sources.corpus_source("planted"))
     assert corpus.is_file() and len(corpus.read_text().splitlines()) == 48
-    assert models.resolve_model("planted").model_id == source.model_id  # built once, the same weights
+    assert checkpoints.resolve_model("planted").model_id == source.model_id  # built once, the same weights
 
 
 def test_bad_model_is_one_clear_line_and_keeps_what_was_computed(tmp_path, data_folder):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lookups.pipeline.config import GEMMA3_MODEL
-from lookups.pipeline.inputs import models
+from lookups.pipeline.inputs import checkpoints
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ TEXT = "The river flooded the valley in the spring of 1911, and the villagers mo
 
 @pytest.fixture(scope="module")
 def source():
-    return models.resolve_model(GEMMA3_MODEL)
+    return checkpoints.resolve_model(GEMMA3_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +27,15 @@ def tokenizer(source):
 
 
 def test_the_installed_parts_assemble_to_the_published_hash():
-    parts = models.gemma3_gguf_parts()
-    assert [p.name for p in parts] == [f"{models.GEMMA3_GGUF_FILE}.part{i:02d}" for i in range(4)]
+    parts = checkpoints.gemma3_gguf_parts()
+    assert [p.name for p in parts] == [f"{checkpoints.GEMMA3_GGUF_FILE}.part{i:02d}" for i in range(4)]
     digest, size = hashlib.sha256(), 0
     for part in parts:
         with part.open("rb") as fh:
             for chunk in iter(lambda fh=fh: fh.read(1 << 22), b""):
                 digest.update(chunk)
                 size += len(chunk)
-    assert (size, digest.hexdigest()) == (models.GEMMA3_GGUF_SIZE, models.GEMMA3_GGUF_SHA256)
+    assert (size, digest.hexdigest()) == (checkpoints.GEMMA3_GGUF_SIZE, checkpoints.GEMMA3_GGUF_SHA256)
 
 
 def test_it_resolves_to_a_gemma3_checkpoint(source):
@@ -46,7 +46,7 @@ def test_it_resolves_to_a_gemma3_checkpoint(source):
     assert config["model_type"] in ("gemma3", "gemma3_text")  # the GGUF holds the text-only model: gemma3_text
     assert (config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"], config["vocab_size"]) == (18, 640, 2048, 262144)
     assert source.origin == "embedded-gguf" and source.model_id.startswith("gemma-3-270m@")
-    assert models.resolve_model(GEMMA3_MODEL) == source  # the second call reads the cache
+    assert checkpoints.resolve_model(GEMMA3_MODEL) == source  # the second call reads the cache
 
 
 def test_the_tokenizer_round_trips_text(tokenizer):

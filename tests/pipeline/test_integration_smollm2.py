@@ -8,7 +8,8 @@ from direct_path import direct_effect_of_head
 from numerics import ACROSS_KERNELS_REL, U32, pre_activation_bound, rounding_bound
 
 from lookups.pipeline.config import DEFAULT_DENY_TOKENS, EMBEDDED_MODEL, AttributionSettings, ExemplarSettings, PromptSetSettings
-from lookups.pipeline.inputs import architecture, corpora, models
+from lookups.pipeline.inputs import architecture, checkpoints, corpora, models
+from lookups.pipeline.inputs.runtime import load_runtime
 from lookups.pipeline.science import attribution, catalog, exemplars, harvest
 
 pytestmark = pytest.mark.slow
@@ -28,7 +29,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def source():
-    return models.resolve_model(EMBEDDED_MODEL)
+    return checkpoints.resolve_model(EMBEDDED_MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +98,8 @@ def test_exemplar_activations_match_plain_transformers(bridge, arch, hf_model):
     sources = pd.DataFrame({"source_id": [f"t{i}" for i in range(len(TEXTS))], "title": "", "text": TEXTS})
     prompt_set = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=None, heldout_fraction=0.3))
     settings = ExemplarSettings(top_k=4, keep=3, window_tokens=32)
-    activation_model = models.load_activation_model(models.resolve_model(EMBEDDED_MODEL).local_dir)
-    rows, stats = exemplars.find_exemplars(bridge, activation_model, selected, prompt_set.documents, settings, 1)
+    runtime = load_runtime(checkpoints.resolve_model(EMBEDDED_MODEL).local_dir)
+    rows, stats = exemplars.find_exemplars(runtime, selected, prompt_set.documents, settings)
     assert len(rows) > 0 and stats["neurons_with_exemplars"] == len(selected)
     assert (rows["act_ratio"] >= 0.8 - 1e-6).all() and (rows["prompt_n_tokens"] < 100).all()
 
@@ -129,7 +130,7 @@ def test_exemplar_activations_match_plain_transformers(bridge, arch, hf_model):
 
 def test_a_local_checkpoint_folder_is_a_model_too(source):
     """The non-embedded path (a Hugging Face checkpoint folder) resolves to the same weights fingerprint."""
-    local = models.resolve_model(source.local_dir)
+    local = checkpoints.resolve_model(source.local_dir)
     assert local.origin == "local" and local.fingerprint == source.fingerprint
     assert local.model_id.endswith("@" + source.fingerprint[:12])
 

@@ -30,9 +30,9 @@ def planted_lookups(tmp_path_factory):
         circuit, store, handles = run_planted_chain(folder / "planted", plant=True)
         model, scores = handles["model"], handles["head_neuron_scores"]
         looked_up = steps.run_lookups(model, scores, LookupSettings(), store)
-        explained = steps.run_explanations(model, scores, ExplanationSettings(backend="contrastive"), store, looked_up=looked_up.handle)
+        explained = steps.run_explanations(model, scores, ExplanationSettings(backend="contrastive"), store, head_lookups=looked_up.handle)
         scored = steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
-        tested = steps.run_interventions(model, looked_up.handle, explained.handle, InterventionSettings(), store)
+        tested = steps.run_interventions(model, looked_up.handle, InterventionSettings(), store)
         yield circuit, store, model, scores, looked_up, explained, scored, tested
 
 
@@ -88,8 +88,8 @@ def test_the_lookup_explainer_names_the_trigger_with_e_one(planted_lookups):
 def test_nothing_changed_means_nothing_recomputed(planted_lookups):
     circuit, store, model, scores, looked_up, explained, _, _ = planted_lookups
     assert steps.run_lookups(model, scores, LookupSettings(batch_tokens=7), store).skipped  # a tuning setting
-    assert steps.run_interventions(model, looked_up.handle, explained.handle, InterventionSettings(batch_tokens=64), store).skipped
-    assert not steps.run_interventions(model, looked_up.handle, explained.handle, InterventionSettings(substitutes=2), store).skipped
+    assert steps.run_interventions(model, looked_up.handle, InterventionSettings(batch_tokens=64), store).skipped
+    assert not steps.run_interventions(model, looked_up.handle, InterventionSettings(substitutes=2), store).skipped
 
 
 def test_the_control_models_pair_is_not_confirmed(planted_lookups, tmp_path):
@@ -98,7 +98,7 @@ def test_the_control_models_pair_is_not_confirmed(planted_lookups, tmp_path):
     circuit, store, *_ = planted_lookups
     control, _, handles = run_planted_chain(tmp_path / "control", plant=False, ablate=False)
     arch = architecture.load_architecture(handles["model"].local_dir)
-    bos_id = handles["model"].facts["bos_token_id"]
+    bos_id = handles["model"].facts.bos_token_id
     where = _pair_where(circuit).replace("layer", "a.layer", 1)
     prompts = store.query(
         "SELECT a.layer, a.neuron, a.doc_id, a.split, e.prompt_token_ids, e.next_token_id FROM head_attributions a "

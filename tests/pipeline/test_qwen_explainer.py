@@ -8,9 +8,9 @@ import importlib.metadata
 import pytest
 
 from lookups.pipeline.config import QWEN_CODER_MODEL, ExplanationSettings
-from lookups.pipeline.inputs import models
+from lookups.pipeline.inputs import checkpoints
 
-SPEC = models.QWEN_CODER_GGUF
+SPEC = checkpoints.QWEN_CODER_GGUF
 
 
 def _installed() -> bool:
@@ -27,7 +27,7 @@ pytestmark = [
 
 
 def test_the_installed_parts_assemble_to_the_pinned_hash():
-    parts = models.split_gguf_parts(SPEC)
+    parts = checkpoints.split_gguf_parts(SPEC)
     assert [p.name for p in parts] == [f"part{i:02d}.bin" for i in range(1, 7)]
     digest, size = hashlib.sha256(), 0
     for part in parts:

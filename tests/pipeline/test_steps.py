@@ -10,12 +10,12 @@ def test_editing_a_prompt_template_changes_the_llm_steps_code_versions(tmp_path)
     own = tmp_path / "explain.mine.txt"
     own.write_text(TEMPLATE)
     settings = ExplanationSettings(explain_template=str(own))
-    before = steps.asset_code_version("explanations", settings)
-    assert before.startswith(steps.CODE_VERSIONS["explanations"] + "+explain.mine@")
+    before = steps.code_version("explanations", settings)
+    assert before.startswith(steps.STEPS["explanations"].code_version + "+explain.mine@")
     own.write_text(TEMPLATE.replace("Token", "The next token is"))
-    assert steps.asset_code_version("explanations", settings) != before
-    assert steps.asset_code_version("explanation_scores", settings) == steps.asset_code_version("explanation_scores")  # its own template
-    assert steps.asset_code_version("head_ablations") == steps.CODE_VERSIONS["head_ablations"]
+    assert steps.code_version("explanations", settings) != before
+    assert steps.code_version("explanation_scores", settings) == steps.code_version("explanation_scores")  # its own template
+    assert steps.code_version("head_ablations") == steps.STEPS["head_ablations"].code_version
 
 
 def test_settings_that_only_change_speed_are_marked_and_left_out_of_data_versions():
@@ -46,7 +46,7 @@ def test_a_batch_size_change_does_not_recompute_exemplars_but_a_result_setting_d
     store = Store()
     model = steps.run_model(ModelSettings(name=planted_circuit.model_dir), store).handle
     catalog = steps.run_catalog(model, CatalogSettings(**planted.CATALOG_CONFIG), store).handle
-    corpus = steps.run_corpus(CorpusSettings(source=planted_circuit.corpus_path)).handle
+    corpus = steps.run_corpus(CorpusSettings(source=planted_circuit.corpus_path), store).handle
     prompt_set = steps.run_prompt_set(corpus, PromptSetSettings(max_documents=None), store).handle
     first = steps.run_exemplars(model, catalog, prompt_set, ExemplarSettings(**planted.EXEMPLAR_CONFIG), store)
     assert not first.skipped and first.stats["exemplars"] > 0

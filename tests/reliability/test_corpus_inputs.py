@@ -13,7 +13,7 @@ import pytest
 
 from lookups.pipeline import steps
 from lookups.pipeline.config import CorpusSettings, ModelSettings, PromptSetSettings
-from lookups.pipeline.inputs import corpora
+from lookups.pipeline.inputs import checkpoints, corpora
 from lookups.pipeline.store.store import Store
 
 WORDS = "people walked along river near old town where small houses stood beside green fields and quiet roads".split()
@@ -84,15 +84,15 @@ def test_a_30_mb_text_file_without_sentence_ends_becomes_capped_passages(tmp_pat
 
 
 def documents_check(prompt_set_handle, store):
-    from lookups.assets.checks import CHECKS
+    from lookups.pipeline.steps import STEPS
 
-    spec = next(s for s in CHECKS if s.name == "documents_valid")
+    spec = next(c for c in STEPS["prompt_set"].checks if c.name == "documents_valid")
     assert spec.blocking  # what follows a prompt set with an empty split does not run
     return spec.evaluate(prompt_set_handle, store, "test-run").result
 
 
 def prompt_set_of(folder, store, **settings):
-    corpus = steps.run_corpus(CorpusSettings(source=str(folder))).handle
+    corpus = steps.run_corpus(CorpusSettings(source=str(folder)), store).handle
     return steps.run_prompt_set(corpus, PromptSetSettings(**settings), store).handle
 
 
@@ -109,9 +109,8 @@ def test_one_long_document_leaves_the_heldout_split_empty_and_the_check_says_why
     summary = result.summary()
     assert "held-out split is empty" in summary and "1 source document" in summary
     assert "raise prompt_set.heldout_fraction (now 0.3)" in summary and "more source documents" in summary
-    from lookups.assets.checks import _failure_lines
 
-    assert _failure_lines(result)[0].startswith("the held-out split is empty: all 6 passages of the 1 source document")  # the terminal's line
+    assert result.lines()[0].startswith("the held-out split is empty: all 6 passages of the 1 source document")  # the terminal's line
 
 
 def test_an_empty_explain_split_fails_the_check_and_a_healthy_prompt_set_passes(tmp_path):
@@ -140,13 +139,13 @@ def test_the_exemplar_step_never_tokenizes_more_than_a_bounded_piece(planted_cir
     import pandas as pd
 
     from lookups.pipeline.config import ExemplarSettings
-    from lookups.pipeline.inputs import models, planted
+    from lookups.pipeline.inputs import planted
+    from lookups.pipeline.inputs.runtime import load_runtime
     from lookups.pipeline.science import exemplars
 
-    bridge = models.load_bridge(planted_circuit.model_dir, "cpu")
-    activation_model = models.load_activation_model(planted_circuit.model_dir, "cpu")
+    runtime = load_runtime(planted_circuit.model_dir)
     longest = []
-    tokenizer = bridge.tokenizer
+    tokenizer = runtime.tokenizer
     original = type(tokenizer).__call__
 
     def spy(self, text, *args, **kwargs):
@@ -158,7 +157,7 @@ def test_the_exemplar_step_never_tokenizes_more_than_a_bounded_piece(planted_cir
     neurons = pd.DataFrame([{"layer": 2, "neuron": 77, "token_id": 5, "token": " magic"}])
     type(tokenizer).__call__ = spy
     try:
-        frame, stats = exemplars.find_exemplars(bridge, activation_model, neurons, docs, ExemplarSettings(**planted.EXEMPLAR_CONFIG), 0)
+        frame, stats = exemplars.find_exemplars(runtime, neurons, docs, ExemplarSettings(**planted.EXEMPLAR_CONFIG))
     finally:
         type(tokenizer).__call__ = original
     assert longest and max(longest) <= exemplars.TOKENIZE_CHARS
@@ -180,10 +179,10 @@ def test_tokenizing_in_pieces_gives_the_tokens_of_the_whole_text(planted_circuit
 def test_tokenizing_in_pieces_matches_smollm2_on_prose_with_numbers_and_punctuation():
     from transformers import AutoTokenizer
 
-    from lookups.pipeline.inputs import models
+    from lookups.pipeline.config import EMBEDDED_MODEL
     from lookups.pipeline.science.exemplars import tokenize_documents
 
-    tokenizer = AutoTokenizer.from_pretrained(models.resolve_model(models.EMBEDDED_MODEL).local_dir)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoints.resolve_model(EMBEDDED_MODEL).local_dir)
     rng = random.Random(3)
     pieces = ["The 1,024 rivers' names (e.g. \"Rhône\") were listed.", "Il était une fois — 3.14 pommes!", "naïve café    spaced", "x=42;y=7", "don't"]
     prose = "\n".join(" ".join(rng.choice(pieces) for _ in range(40)) for _ in range(200))

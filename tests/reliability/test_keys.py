@@ -19,7 +19,7 @@ def lookups(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 def registered() -> dict[str, list[str]]:
     with dg.DagsterInstance.get() as instance:
-        return {d: instance.get_dynamic_partitions(d) for d in ("model", "prompt_set")}
+        return {d: instance.get_dynamic_partitions(d) for d in ("model", "corpus")}
 
 
 def test_keys_lists_what_resolves_and_removes_what_does_not(data_folder, tmp_path, planted_circuit, monkeypatch):
@@ -33,7 +33,7 @@ def test_keys_lists_what_resolves_and_removes_what_does_not(data_folder, tmp_pat
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # the instance `lookups` uses
     with dg.DagsterInstance.get() as instance:  # as runs registered them, when the files were there
         instance.add_dynamic_partitions("model", [planted_circuit.model_dir, str(gone_model)])
-        instance.add_dynamic_partitions("prompt_set", [planted_circuit.corpus_path, str(gone_corpus)])
+        instance.add_dynamic_partitions("corpus", [planted_circuit.corpus_path, str(gone_corpus)])
     shutil.rmtree(gone_model)
     gone_corpus.unlink()
 
@@ -54,7 +54,7 @@ def test_keys_lists_what_resolves_and_removes_what_does_not(data_folder, tmp_pat
     removed = lookups("keys", "remove", "--model", str(gone_model), "--corpus", "moved.jsonl", cwd=tmp_path)
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.count("Removed ") == 2
-    assert registered() == {"model": [planted_circuit.model_dir], "prompt_set": [planted_circuit.corpus_path]}
+    assert registered() == {"model": [planted_circuit.model_dir], "corpus": [planted_circuit.corpus_path]}
     again = lookups("keys")
     assert again.returncode == 0 and "does not resolve" not in again.stdout, again.stdout
 

@@ -15,9 +15,11 @@ import pytest
 from chains import run_planted_chain
 
 from lookups.pipeline import steps
-from lookups.pipeline.config import SETTINGS_OF_ASSET, AblationSettings, HeadScoreSettings, SettingsError, check_run_settings, settings_problems
+from lookups.pipeline.config import AblationSettings, HeadScoreSettings, SettingsError, check_run_settings, settings_problems
 from lookups.pipeline.steps.base import EmptyResultRefused, report_path
 
+#: Every step's settings class, by step name (the step registry's).
+SETTINGS_OF_ASSET = steps.settings_of_steps()
 CONSTRAINTS = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern")
 
 
@@ -45,7 +47,7 @@ def test_every_setting_has_its_valid_range(asset):
 
 
 def test_the_defaults_are_valid():
-    assert settings_problems({asset: {"config": {}} for asset in SETTINGS_OF_ASSET}) == []
+    assert settings_problems({asset: {"config": {}} for asset in SETTINGS_OF_ASSET}, SETTINGS_OF_ASSET) == []
 
 
 def test_every_bad_field_is_named_at_once():
@@ -59,7 +61,7 @@ def test_every_bad_field_is_named_at_once():
         "nope": {"config": {}},
     }
     with pytest.raises(SettingsError) as caught:
-        check_run_settings(ops, "my.yaml")
+        check_run_settings(ops, SETTINGS_OF_ASSET, "my.yaml")
     message = str(caught.value)
     for expected in (
         "neuron_exemplars.act_ratio", "neuron_exemplars.top_k", "'top_kk'", "consistent_min (0.9) must be at most consistent_max (0.1)",
@@ -116,7 +118,7 @@ def test_a_corpus_key_with_a_separator_is_refused_in_one_line():
 
 @pytest.mark.parametrize("damage", ["config", "weights"])
 def test_a_broken_checkpoint_is_named_with_its_fix(tmp_path, planted_circuit, damage):
-    from lookups.pipeline.inputs.models import ModelError, resolve_model
+    from lookups.pipeline.inputs.checkpoints import ModelError, resolve_model
 
     folder = tmp_path / "broken"
     folder.mkdir()
@@ -160,7 +162,7 @@ def test_a_first_empty_result_is_written_with_a_warning(tmp_path):
 def test_a_report_on_changed_tables_is_removed_until_rebuilt(tmp_path):
     _, store, handles = run_planted_chain(tmp_path / "circuit", ablate=False)
     attributions = handles["head_attributions"]
-    page = report_path(attributions.model_id, attributions.prompt_set_id)
+    page = report_path(store, attributions.model_id, attributions.prompt_set_id)
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text("<html>built on the earlier tables</html>")
     steps.run_head_scores(attributions, HeadScoreSettings(), store)  # unchanged: skipped, the page stays
