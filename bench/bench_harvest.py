@@ -68,11 +68,7 @@ def setup(documents: int, selection: str | None = None):
     if selection:
         selected = pd.read_json(selection)
     else:
-        settings = CatalogSettings()
-        cat = catalog.build_catalog(
-            architecture.load_architecture(source.local_dir), bridge.tokenizer, settings.resolved_neurons_per_layer(facts.d_mlp),
-            settings.resolved_last_layers(facts.n_layers), settings.min_token_chars, settings.deny_tokens,
-        )
+        cat = catalog.build_catalog(architecture.load_architecture(source.local_dir), bridge.tokenizer, CatalogSettings())
         selected = cat.loc[cat["selected"], ["layer", "neuron"]].reset_index(drop=True)
     sources = pd.read_parquet(steps.run_corpus(CorpusSettings(), Store()).handle.parquet_path)  # parsed once, cached
     prompt_set = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=documents, max_passages_per_source=None))

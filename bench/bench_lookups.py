@@ -26,9 +26,9 @@ def main() -> None:
     parser.add_argument("--database", type=Path, default=Path("data/lookups.duckdb"))
     args = parser.parse_args()
 
-    from lookups.pipeline.config import AttributionSettings
+    from lookups.pipeline.config import AttributionSettings, InterventionSettings, LookupSettings
     from lookups.pipeline.inputs import architecture, checkpoints, models
-    from lookups.pipeline.science import attribution, counterfactual, lookups
+    from lookups.pipeline.science import attribution, counterfactual, head_reads
     from lookups.pipeline.store.store import Store
 
     if not args.database.exists():
@@ -55,7 +55,7 @@ def main() -> None:
     attributed = attribution.attribute_exemplars(arch, exemplars, bos, AttributionSettings(), pad_id=pad)
     attribution_s = time.perf_counter() - started
     started = time.perf_counter()
-    looked_up = lookups.head_lookups(arch, rows, bos, 4096, pad)
+    looked_up = head_reads.head_lookups(arch, rows, LookupSettings(), bos, pad)
     lookup_s = time.perf_counter() - started
     print(f"attribution of the pairs' exemplars (every candidate head): {attribution_s:.2f} s ({len(attributed.heads):,} head rows)")
     print(f"look-ups of the pairs (every source position):              {lookup_s:.2f} s ({len(looked_up.rows):,} position rows)")
@@ -73,7 +73,7 @@ def main() -> None:
     substitutes = counterfactual.Substitutes.unigram(store.read("prompt_token_counts", **keys), special)
     variants = counterfactual.plan_variants(prompts, substitutes, args.substitutes, 0)
     started = time.perf_counter()
-    interventions = counterfactual.run_interventions(arch, variants, bos, 4096, pad)
+    interventions = counterfactual.run_interventions(arch, variants, InterventionSettings(), bos, pad)
     counterfactual_s = time.perf_counter() - started
     tests = counterfactual.pair_tests(interventions, 0.05)
     print(f"counterfactual: {len(variants):,} variants of {len(prompts)} active prompts in {counterfactual_s:.2f} s: "

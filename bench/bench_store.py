@@ -29,7 +29,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from lookups.pipeline.store.store import Store, sql_text
+from lookups.pipeline.store.sql_files import sql_text
+from lookups.pipeline.store.store import Store
 
 QUERY = "SELECT layer, neuron, head_layer, head, avg(score) AS s FROM head_attributions WHERE model_id = ? AND prompt_set_id = ? GROUP BY ALL"
 

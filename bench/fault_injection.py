@@ -31,7 +31,7 @@ import duckdb
 from tabulate import tabulate
 
 from lookups.pipeline.common.files import STAGING_NAME
-from lookups.pipeline.store.store import TABLES
+from lookups.pipeline.store.sql_files import TABLES
 
 REPO = Path(__file__).resolve().parent.parent
 #: Left out of the comparison: when a row was written and how long it took, and which run wrote it.

@@ -171,25 +171,8 @@ def cmd_views_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lookups",
-        description="Find the attention heads that look up context and switch on next-token neurons. "
-        "Results go to Parquet files with DuckDB views over them, under $LOOKUPS_DATA_DIR (default: data/ in the repository).",
-        epilog="examples:\n"
-        "  lookups run                                   # the main job on the embedded defaults, then a summary\n"
-        "  lookups run --model planted --corpus planted  # the sanity run: a planted circuit, found in about a minute\n"
-        "  lookups run --model gemma-3-270m              # a second offline model: Gemma 3 270M base\n"
-        "  lookups run --model gpt2-large --corpus hf:NeelNanda/pile-10k   # the paper's setting (needs the hub)\n"
-        "  LOOKUPS_LLM_BASE_URL=http://127.0.0.1:8000/v1 lookups run --explainer openai   # explanations from an endpoint\n"
-        "  lookups query --list                          # named queries\n"
-        "  lookups query consistent_pairs --limit 10     # which heads switch on which neurons\n"
-        "  lookups ui --config my_run.yaml               # the Dagster UI, launchpad prefilled\n"
-        "  lookups keys                                  # registered model and corpus keys; `keys remove` drops stale ones\n"
-        "See `lookups <command> --help` for each command's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    """`lookups run`: the run config file, the flags over it (docs/configuration.md) and the terminal log level."""
     run = sub.add_parser("run", help="Materialize every asset through Dagster, then print a summary.")
     run.add_argument(
         "--model",
@@ -214,10 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", help="A YAML file of Dagster run config ({ops: {asset: {config: {...}}}}); flags override it.")
     run.set_defaults(func=cmd_run)
+
+
+def _add_summary(sub: argparse._SubParsersAction) -> None:
+    """`lookups summary`: which model and prompt set to summarize."""
     summary = sub.add_parser("summary", help="Print the summary of the latest (or a given) model and prompt set.")
     summary.add_argument("--model-id", help="A model_id from the store (default: the latest model).")
     summary.add_argument("--prompt-set-id", help="A prompt_set_id from the store (default: the latest prompt set).")
     summary.set_defaults(func=cmd_summary)
+
+
+def _add_query(sub: argparse._SubParsersAction) -> None:
+    """`lookups query`: a named query or SQL, its parameters, and where and how its rows are written."""
     query = sub.add_parser(
         "query",
         help="Run a named query (sql/queries/) or any SELECT on a read-only connection; `lookups query --list` lists them.",
@@ -246,11 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; never the results folder). Without it a query reads the results and no other file.",
     )
     query.set_defaults(func=cmd_query)
+
+
+def _add_ui(sub: argparse._SubParsersAction) -> None:
+    """`lookups ui`: where the Dagster UI listens and the run config its launchpad starts from."""
     ui = sub.add_parser("ui", help="Start the Dagster UI (webserver and daemon) on the project's definitions.")
     ui.add_argument("--host", default="127.0.0.1", help="Interface to listen on (default 127.0.0.1: this machine only).")
     ui.add_argument("--port", type=int, default=3000, help="Port (default 3000).")
     ui.add_argument("--config", help="A YAML file of run config the `lookups` job's launchpad starts from (same format as `run --config`).")
     ui.set_defaults(func=cmd_ui)
+
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    """`lookups keys`: list the registered model and corpus keys, or remove some."""
     keys = sub.add_parser(
         "keys",
         help="List the registered model and corpus keys and whether each resolves; `lookups keys remove --model KEY` removes one.",
@@ -261,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--model", action="append", default=[], metavar="KEY", help="A model key to remove, as `lookups keys` shows it (repeatable).")
     keys.add_argument("--corpus", action="append", default=[], metavar="KEY", help="A corpus key to remove, as `lookups keys` shows it (repeatable).")
     keys.set_defaults(func=cmd_keys)
+
+
+def _add_locations(sub: argparse._SubParsersAction) -> None:
+    """`lookups paths` and `lookups views-sql`: where the results are, and the SQL that reads them from any DuckDB."""
     paths = sub.add_parser("paths", help="Print where the data folder, database and Dagster instance are.")
     paths.set_defaults(func=cmd_paths)
     views = sub.add_parser(
@@ -269,6 +272,30 @@ def build_parser() -> argparse.ArgumentParser:
         "then the views of sql/views.sql.",
     )
     views.set_defaults(func=cmd_views_sql)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `lookups` command line: the program's help, then one subcommand group per ``_add_*``."""
+    parser = argparse.ArgumentParser(
+        prog="lookups",
+        description="Find the attention heads that look up context and switch on next-token neurons. "
+        "Results go to Parquet files with DuckDB views over them, under $LOOKUPS_DATA_DIR (default: data/ in the repository).",
+        epilog="examples:\n"
+        "  lookups run                                   # the main job on the embedded defaults, then a summary\n"
+        "  lookups run --model planted --corpus planted  # the sanity run: a planted circuit, found in about a minute\n"
+        "  lookups run --model gemma-3-270m              # a second offline model: Gemma 3 270M base\n"
+        "  lookups run --model gpt2-large --corpus hf:NeelNanda/pile-10k   # the paper's setting (needs the hub)\n"
+        "  LOOKUPS_LLM_BASE_URL=http://127.0.0.1:8000/v1 lookups run --explainer openai   # explanations from an endpoint\n"
+        "  lookups query --list                          # named queries\n"
+        "  lookups query consistent_pairs --limit 10     # which heads switch on which neurons\n"
+        "  lookups ui --config my_run.yaml               # the Dagster UI, launchpad prefilled\n"
+        "  lookups keys                                  # registered model and corpus keys; `keys remove` drops stale ones\n"
+        "See `lookups <command> --help` for each command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_summary, _add_query, _add_ui, _add_keys, _add_locations):
+        add(sub)
     return parser
 
 

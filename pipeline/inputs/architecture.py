@@ -21,13 +21,13 @@ with a message, before any step computes a number.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 
 from lookups.pipeline.inputs import models
+from lookups.pipeline.inputs.capture import capture
 from lookups.pipeline.inputs.checkpoints import ModelError
 
 #: Hugging Face ``model_type``s whose every step is tested exact on a tiny random checkpoint (tests/tiny_models.py).
@@ -219,79 +219,6 @@ class Architecture:
         return f"{SUPPORTED_FAMILIES.get(self.model_type, self.model_type)}: " + ", ".join(parts)
 
 
-class StopForward(Exception):
-    """Raised by the last needed hook: nothing after it is computed."""
-
-
-def batch_positions(value: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """``value`` as ``[batch, pos, ...]`` for tokens of ``shape``: OPT flattens (batch, pos) around its MLP."""
-    return value.view(*shape, -1) if value.dim() == 2 and value.shape[0] == shape[0] * shape[1] else value
-
-
-def capture(
-    model: torch.nn.Module,
-    tokens: torch.Tensor,
-    wanted: dict[str, tuple[str, str]],
-    stop_after: str | None = None,
-    pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    picks: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-) -> dict[str, torch.Tensor]:
-    """Run ``tokens`` ``[batch, pos]`` through the Hugging Face model's base (no unembedding) and keep, for each
-    ``key: (module path, 'input' | 'output' | 'weights')``, ``pick(value)`` (default: the whole ``[batch, pos,
-    ...]``; ``picks[key]`` for that key instead). 'weights' is an attention module's second output, its
-    pattern ``[batch, heads, query, key]`` (eager attention only: see ``eager_attention``). The forward
-    stops once the key ``stop_after`` has been captured."""
-    pick = pick or (lambda value: value)
-    picks = picks or {}
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def keep(key: str, value: torch.Tensor) -> None:
-        if value is None:
-            raise ValueError(f"{wanted[key][0]} returned no attention weights: run the capture inside eager_attention(model)")
-        value = batch_positions(value.detach(), tokens.shape)
-        captured[key] = picks.get(key, pick)(value).clone()
-        if key == stop_after:
-            raise StopForward
-
-    for key, (path, side) in wanted.items():
-        module = model.get_submodule(path)
-        if side == "input":
-            def pre_hook(module, args, kwargs, key=key):
-                keep(key, args[0] if args else kwargs["hidden_states"])
-
-            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
-        else:
-            def hook(module, args, output, key=key, index=1 if side == "weights" else 0):
-                keep(key, output[index] if isinstance(output, tuple) else output)
-
-            handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model.base_model(tokens.to(next(model.parameters()).device), use_cache=False)
-    except StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
-
-
-@contextlib.contextmanager
-def eager_attention(model: torch.nn.Module):
-    """Run ``model`` with eager attention inside the block (its attention modules then return their weights),
-    restoring the implementation it had after."""
-    before = model.config._attn_implementation
-    if before == "eager":
-        yield
-        return
-    model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(before)
-
-
 def _join(*names: str | None) -> str:
     return ".".join(n for n in names if n)
 
@@ -354,18 +281,16 @@ def _value_biases(
     return [got[f"z{i}"][0, 0].clone() for i in range(len(attn_out_paths))]
 
 
-def describe(bridge, model: torch.nn.Module) -> Architecture:
-    """Build the description from the bridge's component mapping and verify it on one probe forward pass of
-    the plain Hugging Face ``model``. Raises ``UnsupportedModel`` with what is supported otherwise."""
-    config = model.config
-    model_type = str(getattr(config, "model_type", type(model).__name__))
+def _check_family(model_type: str, config) -> None:
+    """Refuse a family whose blocks are not tested exact (``SUPPORTED_FAMILIES``), and post-LayerNorm OPT."""
     if model_type not in SUPPORTED_FAMILIES:
         raise _refuse(model_type, "its blocks have not been tested for an exact decomposition of the MLP input")
     if model_type == "opt" and not getattr(config, "do_layer_norm_before", True):
         raise _refuse(model_type, "post-LayerNorm OPT (opt-350m) normalizes the stream itself after every block, so no component adds to it linearly")
-    cfg = bridge.cfg
-    parallel = bool(getattr(cfg, "parallel_attn_mlp", False))
-    n_heads, d_head = int(cfg.n_heads), int(cfg.d_head)
+
+
+def _module_paths(bridge, model_type: str, parallel: bool) -> list[dict[str, str | None]]:
+    """Per layer, the Hugging Face module path of each part ``Layer`` names (norms unfitted), from the bridge's mapping."""
     attn_paths = models.attention_output_paths(bridge)
     in_paths, out_paths = models.mlp_input_paths(bridge), models.mlp_output_paths(bridge)
     gate_paths = models.mlp_gate_paths(bridge)
@@ -387,17 +312,24 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
                 "attention": attention, "value": value,
             }
         )
-    final_path = bridge.ln_final.name
-    first_block = bridge.blocks[0].name
-    for path in [first_block, final_path] + [p for layer in raw for p in layer.values() if p]:
+    return raw
+
+
+def _check_modules(model: torch.nn.Module, model_type: str, paths: list[str], attn_out: str, n_heads: int, d_head: int) -> None:
+    """Refuse when a module the bridge names is not in the Hugging Face model, or when the attention output
+    projection ``attn_out`` does not read the heads' outputs concatenated."""
+    for path in paths:
         try:
             model.get_submodule(path)
         except AttributeError:
             raise _refuse(model_type, f"the module {path} named by TransformerLens is not in the Hugging Face model") from None
-    if weight_in_out(model.get_submodule(attn_paths[0])).shape[0] != n_heads * d_head:
+    if weight_in_out(model.get_submodule(attn_out)).shape[0] != n_heads * d_head:
         raise _refuse(model_type, "the attention output projection does not read n_heads x d_head concatenated head outputs")
 
-    # The probe: every position of one short prompt, every hook the description names.
+
+def _probe_hooks(first_block: str, final_path: str, raw: list[dict[str, str | None]]) -> dict[str, tuple[str, str]]:
+    """What the probe captures: the embedding, the final norm's input and output, and per layer the attention and
+    MLP outputs, the MLP's input, pre-activations and activation, and every norm's input and output."""
     wanted = {"embed": (first_block, "input"), "final_in": (final_path, "input"), "final_out": (final_path, "output")}
     for i, layer in enumerate(raw):
         wanted[f"attn{i}"] = (layer["attn_out"], "output")
@@ -411,15 +343,23 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
             if layer[kind]:
                 wanted[f"{kind}_in{i}"] = (layer[kind], "input")
                 wanted[f"{kind}_out{i}"] = (layer[kind], "output")
-    vocab = int(config.vocab_size)
-    probe = (torch.arange(1, 25) * 7919 % max(vocab - 1, 1) + 1).clamp_max(vocab - 1)[None]
-    got = capture(model, probe, wanted)
+    return wanted
+
+
+def _attention_inputs(bridge, model: torch.nn.Module) -> list[tuple[str, torch.Tensor | None]]:
+    """Per layer, the attention module's path and the bias of the norm before it (``_value_biases``' ``attention``)."""
     attention = []
     for block in bridge.blocks:
         ln1 = _component(block, "ln1")
         norm_bias = getattr(model.get_submodule(_join(block.name, ln1.name)), "bias", None) if ln1 else None
         attention.append((_join(block.name, block.attn.name), norm_bias.detach() if isinstance(norm_bias, torch.Tensor) else None))
-    value_bias = _value_biases(model, probe, attention, attn_paths)
+    return attention
+
+
+def _fit_layers(
+    model_type: str, model: torch.nn.Module, raw: list[dict[str, str | None]], got: dict[str, torch.Tensor], value_bias: list[torch.Tensor]
+) -> tuple[Layer, ...]:
+    """Each layer's description: its paths, its norms fitted to their input and output on the probe (``got``)."""
 
     def norm(kind: str, i: int) -> Norm | None:
         path = raw[i][kind]
@@ -427,7 +367,7 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
 
     # Fused projections: GPT-2's c_attn is q|k|v along its output; NeoX's query_key_value is q|k|v within each head.
     value_layout = {"gpt2": "thirds", "gpt_neox": "per_head"}.get(model_type, "separate")
-    layers = tuple(
+    return tuple(
         Layer(
             raw[i]["attn_out"], raw[i]["mlp_in"], raw[i]["mlp_gate"], raw[i]["mlp_out"],
             norm("mlp_norm", i), norm("post_attn_norm", i), norm("post_mlp_norm", i), value_bias[i],
@@ -435,6 +375,61 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
         )
         for i in range(len(raw))
     )
+
+
+def _check_mlp_input(arch: Architecture, got: dict[str, torch.Tensor], i: int, added_attn: list[torch.Tensor], added_mlp: list[torch.Tensor]) -> None:
+    """Refuse unless layer ``i``'s MLP input on the probe is the embedding plus what the named attention layers and MLPs
+    add to the stream (``added_*``), and, through a norm, the MLP reads that norm's output."""
+    layer = arch.layers[i]
+    stream = got[f"mlp_norm_in{i}"] if layer.mlp_norm else got[f"mlp_read{i}"]
+    total = got["embed"].double() + sum(added_attn[j].double() for j in arch.heads_feeding(i)) + sum(m.double() for m in added_mlp[:i])
+    error = float((total - stream.double()).norm() / stream.double().norm().clamp_min(1e-30))
+    if error > PROBE_TOLERANCE:
+        raise _refuse(arch.model_type, f"layer {i}'s MLP input is not the sum of the embedding, attention and MLP outputs (relative error {error:.2g})")
+    if layer.mlp_norm and float((got[f"mlp_norm_out{i}"] - got[f"mlp_read{i}"]).abs().max()) > 0:
+        raise _refuse(arch.model_type, f"layer {i}'s MLP does not read its norm's output directly")
+
+
+def _check_activation(arch: Architecture, got: dict[str, torch.Tensor], i: int) -> None:
+    """Refuse unless ``arch.act_fn`` of the pre-activation (times the up projection, gated) reproduces layer ``i``'s
+    MLP activation on the probe."""
+    pre = got[f"pre_gate{i}"] if arch.gated else got[f"pre_in{i}"]
+    f_pre, _ = activation_and_slope(arch.act_fn, pre.double())
+    act = f_pre * got[f"pre_in{i}"].double() if arch.gated else f_pre
+    error = float((act - got[f"act{i}"].double()).norm() / got[f"act{i}"].double().norm().clamp_min(1e-30))
+    if error > PROBE_TOLERANCE:
+        raise _refuse(arch.model_type, f"layer {i}'s MLP activation is not {arch.act_fn}{'(gate) * up' if arch.gated else ''} (relative error {error:.2g})")
+
+
+def _verify(arch: Architecture, got: dict[str, torch.Tensor]) -> None:
+    """Check the description on the probe, layer by layer: the MLP input (``_check_mlp_input``), then the activation."""
+    added_attn = [got[f"post_attn_norm_out{i}"] if layer.post_attn_norm else got[f"attn{i}"] for i, layer in enumerate(arch.layers)]
+    added_mlp = [got[f"post_mlp_norm_out{i}"] if layer.post_mlp_norm else got[f"mlp{i}"] for i, layer in enumerate(arch.layers)]
+    for i in range(len(arch.layers)):
+        _check_mlp_input(arch, got, i, added_attn, added_mlp)
+        _check_activation(arch, got, i)
+
+
+def describe(bridge, model: torch.nn.Module) -> Architecture:
+    """Build the description from the bridge's component mapping and verify it on one probe forward pass of
+    the plain Hugging Face ``model``. Raises ``UnsupportedModel`` with what is supported otherwise."""
+    config = model.config
+    model_type = str(getattr(config, "model_type", type(model).__name__))
+    _check_family(model_type, config)
+    cfg = bridge.cfg
+    parallel = bool(getattr(cfg, "parallel_attn_mlp", False))
+    n_heads, d_head = int(cfg.n_heads), int(cfg.d_head)
+    raw = _module_paths(bridge, model_type, parallel)
+    final_path, first_block = bridge.ln_final.name, bridge.blocks[0].name
+    paths = [first_block, final_path] + [p for layer in raw for p in layer.values() if p]
+    _check_modules(model, model_type, paths, raw[0]["attn_out"], n_heads, d_head)
+
+    # The probe: every position of one short prompt, every hook the description names.
+    vocab = int(config.vocab_size)
+    probe = (torch.arange(1, 25) * 7919 % max(vocab - 1, 1) + 1).clamp_max(vocab - 1)[None]
+    got = capture(model, probe, _probe_hooks(first_block, final_path, raw))
+    value_bias = _value_biases(model, probe, _attention_inputs(bridge, model), [layer["attn_out"] for layer in raw])
+    layers = _fit_layers(model_type, model, raw, got, value_bias)
     final_norm = _fit_norm(model_type, final_path, model.get_submodule(final_path), got["final_in"], got["final_out"])
     arch = Architecture(
         model_type=model_type, parallel=parallel, first_block=first_block, layers=layers, final_norm=final_norm, n_heads=n_heads,
@@ -442,24 +437,7 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
         final_logit_softcap=getattr(config, "final_logit_softcapping", None) or None, model=model,
         n_kv_heads=int(getattr(cfg, "n_key_value_heads", None) or n_heads), clip_qkv=getattr(config, "clip_qkv", None) or None,
     )
-
-    # The stream each MLP reads is the sum of the components the description names.
-    added_attn = [got[f"post_attn_norm_out{i}"] if layer.post_attn_norm else got[f"attn{i}"] for i, layer in enumerate(layers)]
-    added_mlp = [got[f"post_mlp_norm_out{i}"] if layer.post_mlp_norm else got[f"mlp{i}"] for i, layer in enumerate(layers)]
-    for i, layer in enumerate(layers):
-        stream = got[f"mlp_norm_in{i}"] if layer.mlp_norm else got[f"mlp_read{i}"]
-        total = got["embed"].double() + sum(added_attn[j].double() for j in arch.heads_feeding(i)) + sum(m.double() for m in added_mlp[:i])
-        error = float((total - stream.double()).norm() / stream.double().norm().clamp_min(1e-30))
-        if error > PROBE_TOLERANCE:
-            raise _refuse(model_type, f"layer {i}'s MLP input is not the sum of the embedding, attention and MLP outputs (relative error {error:.2g})")
-        if layer.mlp_norm and float((got[f"mlp_norm_out{i}"] - got[f"mlp_read{i}"]).abs().max()) > 0:
-            raise _refuse(model_type, f"layer {i}'s MLP does not read its norm's output directly")
-        pre = got[f"pre_gate{i}"] if arch.gated else got[f"pre_in{i}"]
-        f_pre, _ = activation_and_slope(arch.act_fn, pre.double())
-        act = f_pre * got[f"pre_in{i}"].double() if arch.gated else f_pre
-        error = float((act - got[f"act{i}"].double()).norm() / got[f"act{i}"].double().norm().clamp_min(1e-30))
-        if error > PROBE_TOLERANCE:
-            raise _refuse(model_type, f"layer {i}'s MLP activation is not {arch.act_fn}{'(gate) * up' if arch.gated else ''} (relative error {error:.2g})")
+    _verify(arch, got)
     return arch
 
 

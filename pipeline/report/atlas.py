@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -162,9 +163,25 @@ function shadeBy(what){
 def render_atlas(data: AtlasData, token_strings, settings: AtlasSettings, figures: dict[str, bytes]) -> str:
     """The whole page, from frames alone. token_strings(ids) -> list of display strings; figures: PNG bytes by name."""
     figs = {name: base64.b64encode(png).decode() for name, png in figures.items()}
+    page = _Page.of(data, int(data.model["n_heads"]), token_strings, settings)
+    parts = _header(data) + _findings(data, figs)
+    parts.append(
+        "<h2>Neurons</h2><p><input id='search' placeholder='search by token, e.g. order' oninput='filterNeurons()'> "
+        f"<span id='shown'>{len(data.neurons)}</span> shown</p>"
+        "<p class='muted'>Prompts are shaded by the head's signed contribution to the neuron from each token (red adds, blue "
+        "subtracts); the token it reads most is boxed. Shade by <a href='#' onclick=\"shadeBy('contribution');return false\">contribution</a> "
+        "or <a href='#' onclick=\"shadeBy('attention');return false\">attention</a>.</p>"
+    )
+    for n in data.neurons.itertuples():
+        parts.extend(_neuron_section(page, n))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _header(data: AtlasData) -> list[str]:
+    """The page's head (title, style, script) and the facts table: model, architecture, prompt set, counts."""
     m = data.model
-    n_heads = int(m["n_heads"])
-    parts = [
+    return [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>lookups atlas: {_e(m['model_id'])}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>",
         f"<h1>Context look-ups in {_e(m['model_id'])}</h1>",
@@ -180,8 +197,13 @@ def render_atlas(data: AtlasData, token_strings, settings: AtlasSettings, figure
             ]
         )
         + "</table>",
-        "<h2>Findings</h2>",
     ]
+
+
+def _findings(data: AtlasData, figs: dict[str, str]) -> list[str]:
+    """The findings: consistent pairs by head layer, the ablation comparison (figure and KS tests), the E histogram
+    and the mean E table, or a note that explanations are still to come. ``figs``: base64 PNGs by name."""
+    parts = ["<h2>Findings</h2>"]
     if "heads_by_layer" in figs:
         parts.append(f"<img alt='consistent pairs by head layer' src='data:image/png;base64,{figs['heads_by_layer']}'>")
     if "ablation" in figs:
@@ -202,55 +224,79 @@ def render_atlas(data: AtlasData, token_strings, settings: AtlasSettings, figure
     parts.extend(_mean_e_table(data.explanation_tests))
     if not len(data.explanations):
         parts.append("<p class='muted'>Explanations and their scores appear here once the explanation assets have run.</p>")
-    parts.append(
-        "<h2>Neurons</h2><p><input id='search' placeholder='search by token, e.g. order' oninput='filterNeurons()'> "
-        f"<span id='shown'>{len(data.neurons)}</span> shown</p>"
-        "<p class='muted'>Prompts are shaded by the head's signed contribution to the neuron from each token (red adds, blue "
-        "subtracts); the token it reads most is boxed. Shade by <a href='#' onclick=\"shadeBy('contribution');return false\">contribution</a> "
-        "or <a href='#' onclick=\"shadeBy('attention');return false\">attention</a>.</p>"
-    )
-    scores_by_neuron = {k: g for k, g in data.scores.groupby(["layer", "neuron"])}
-    exemplars_by_neuron = {k: g for k, g in data.exemplars.groupby(["layer", "neuron"])}
-    active = data.active.set_index(["layer", "neuron", "head_layer", "head", "doc_id"])["active"].to_dict()
-    reading = {k: g for k, g in data.lookups.groupby(["layer", "neuron", "head_layer", "head", "doc_id"])} if len(data.lookups) else {}
-    for n in data.neurons.itertuples():
-        key = (n.layer, n.neuron)
-        scores = scores_by_neuron.get(key, pd.DataFrame(columns=data.scores.columns))
-        parts.append(f"<section class='neuron' data-token='{_e(n.token)}' id='n{n.layer}-{n.neuron}'>")
-        parts.append(
-            f"<h3>L{n.layer} N{n.neuron} → <span class='next'>{_e(n.token)}</span> <span class='muted'>score {n.score:.2f}, z {n.zscore:.1f}</span></h3>"
+    return parts
+
+
+@dataclass
+class _Page:
+    """What every neuron's section reads: the frames, grouped once for the page by neuron or by (pair, prompt)."""
+
+    data: AtlasData
+    n_heads: int
+    token_strings: Callable[[list[int]], list[str]]
+    settings: AtlasSettings
+    scores: dict  # (layer, neuron) -> its head_neuron_scores rows
+    exemplars: dict  # (layer, neuron) -> its neuron_exemplars rows
+    active: dict  # (layer, neuron, head_layer, head, doc_id) -> whether the head was active on the prompt
+    reading: dict  # (layer, neuron, head_layer, head, doc_id) -> the head's look-up rows on the prompt
+
+    @classmethod
+    def of(cls, data: AtlasData, n_heads: int, token_strings, settings: AtlasSettings) -> _Page:
+        return cls(
+            data, n_heads, token_strings, settings,
+            scores={k: g for k, g in data.scores.groupby(["layer", "neuron"])},
+            exemplars={k: g for k, g in data.exemplars.groupby(["layer", "neuron"])},
+            active=data.active.set_index(["layer", "neuron", "head_layer", "head", "doc_id"])["active"].to_dict(),
+            reading={k: g for k, g in data.lookups.groupby(["layer", "neuron", "head_layer", "head", "doc_id"])} if len(data.lookups) else {},
         )
-        if len(scores):
-            parts.append(_heatmap(scores, n_heads, int(n.layer)))
-        # astype(bool): an empty frame's column is object-typed, and indexing by it would select columns, not rows.
-        consistent = scores[scores["consistent"].astype(bool)].sort_values("mean_score", ascending=False).head(settings.pairs_per_neuron)
-        explain = exemplars_by_neuron.get(key, pd.DataFrame(columns=data.exemplars.columns))
-        explain = explain[explain["split"] == "explain"].head(settings.prompts_per_pair)
-        if not len(consistent):
-            parts.append("<p class='muted'>No consistent head.</p>")
-        for pair in consistent.itertuples():
-            drops = data.ablations[
-                (data.ablations["layer"] == n.layer) & (data.ablations["neuron"] == n.neuron)
-                & (data.ablations["head_layer"] == pair.head_layer) & (data.ablations["head"] == pair.head)
-            ]
-            effect = ""
-            if len(drops):
-                on, off = drops[drops["active"]]["act_drop"], drops[~drops["active"]]["act_drop"]
-                effect = f"; ablation drop {on.mean():.3g} when active vs {off.mean():.3g} when not" if len(on) and len(off) else ""
-            parts.append(
-                f"<details><summary>head L{pair.head_layer}H{pair.head}: rank {pair.rank}, mean score {pair.mean_score:.3g}, "
-                f"active on {pair.active_fraction:.0%} of {pair.n_prompts} prompts{_e(effect)}</summary>"
-            )
-            parts.extend(_lookup_summary(data.pair_lookups, n.layer, n.neuron, pair.head_layer, pair.head))
-            parts.extend(_explanations(data.explanations, n.layer, n.neuron, pair.head_layer, pair.head))
-            for ex in explain.itertuples():
-                pair_key = (n.layer, n.neuron, pair.head_layer, pair.head, ex.doc_id)
-                flag = active.get(pair_key)
-                parts.append(_prompt(token_strings(list(ex.prompt_token_ids)), reading.get(pair_key), ex.next_token, None if flag is None else bool(flag)))
-            parts.append("</details>")
-        parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+
+
+def _neuron_section(page: _Page, n) -> list[str]:
+    """One neuron's section: its token and scores, its heatmap, then its best consistent heads (``_pair_details``)."""
+    data, settings = page.data, page.settings
+    key = (n.layer, n.neuron)
+    scores = page.scores.get(key, pd.DataFrame(columns=data.scores.columns))
+    parts = [
+        f"<section class='neuron' data-token='{_e(n.token)}' id='n{n.layer}-{n.neuron}'>",
+        f"<h3>L{n.layer} N{n.neuron} → <span class='next'>{_e(n.token)}</span> <span class='muted'>score {n.score:.2f}, z {n.zscore:.1f}</span></h3>",
+    ]
+    if len(scores):
+        parts.append(_heatmap(scores, page.n_heads, int(n.layer)))
+    # astype(bool): an empty frame's column is object-typed, and indexing by it would select columns, not rows.
+    consistent = scores[scores["consistent"].astype(bool)].sort_values("mean_score", ascending=False).head(settings.pairs_per_neuron)
+    explain = page.exemplars.get(key, pd.DataFrame(columns=data.exemplars.columns))
+    explain = explain[explain["split"] == "explain"].head(settings.prompts_per_pair)
+    if not len(consistent):
+        parts.append("<p class='muted'>No consistent head.</p>")
+    for pair in consistent.itertuples():
+        parts.extend(_pair_details(page, n, pair, explain))
+    parts.append("</section>")
+    return parts
+
+
+def _pair_details(page: _Page, n, pair, explain: pd.DataFrame) -> list[str]:
+    """One (neuron, head) pair, folded: its scores and ablation effect, its look-up summary and explanations, then
+    its ``explain`` prompts shaded by the head's contribution (``_prompt``)."""
+    ablations = page.data.ablations
+    drops = ablations[
+        (ablations["layer"] == n.layer) & (ablations["neuron"] == n.neuron) & (ablations["head_layer"] == pair.head_layer) & (ablations["head"] == pair.head)
+    ]
+    effect = ""
+    if len(drops):
+        on, off = drops[drops["active"]]["act_drop"], drops[~drops["active"]]["act_drop"]
+        effect = f"; ablation drop {on.mean():.3g} when active vs {off.mean():.3g} when not" if len(on) and len(off) else ""
+    parts = [
+        f"<details><summary>head L{pair.head_layer}H{pair.head}: rank {pair.rank}, mean score {pair.mean_score:.3g}, "
+        f"active on {pair.active_fraction:.0%} of {pair.n_prompts} prompts{_e(effect)}</summary>"
+    ]
+    parts.extend(_lookup_summary(page.data.pair_lookups, n.layer, n.neuron, pair.head_layer, pair.head))
+    parts.extend(_explanations(page.data.explanations, n.layer, n.neuron, pair.head_layer, pair.head))
+    for ex in explain.itertuples():
+        pair_key = (n.layer, n.neuron, pair.head_layer, pair.head, ex.doc_id)
+        flag = page.active.get(pair_key)
+        parts.append(_prompt(page.token_strings(list(ex.prompt_token_ids)), page.reading.get(pair_key), ex.next_token, None if flag is None else bool(flag)))
+    parts.append("</details>")
+    return parts
 
 
 def _explanations(explanations: pd.DataFrame, layer: int, neuron: int, head_layer: int, head: int) -> list[str]:

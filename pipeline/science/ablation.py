@@ -20,7 +20,9 @@ import pandas as pd
 import torch
 
 from lookups.pipeline.common.progress import Progress
-from lookups.pipeline.inputs.architecture import Architecture, batch_positions
+from lookups.pipeline.config import AblationSettings
+from lookups.pipeline.inputs.architecture import Architecture
+from lookups.pipeline.inputs.capture import batch_positions
 from lookups.pipeline.science.batching import pack_batches, pad_right
 
 ABLATION_COLUMNS = [
@@ -89,15 +91,12 @@ class HeadAblator:
 
 
 def ablate_pairs(
-    ablator: HeadAblator,
-    rows: pd.DataFrame,
-    bos_id: int,
-    pad_id: int,
-    batch_tokens: int,
-    progress: Progress | None = None,
+    ablator: HeadAblator, rows: pd.DataFrame, settings: AblationSettings, bos_id: int, pad_id: int, progress: Progress | None = None,
 ) -> pd.DataFrame:
     """rows: one per (pair, prompt): layer, neuron, doc_id, split, head_layer, head, active, prompt_token_ids,
-    next_token_id. Each distinct (neuron, prompt) also runs once clean. Returns ABLATION_COLUMNS."""
+    next_token_id. Each distinct (neuron, prompt) also runs once clean, in batches of ``settings.batch_tokens``.
+    Returns ABLATION_COLUMNS."""
+    batch_tokens = settings.batch_tokens
     rows = rows.reset_index(drop=True)
     clean_keys = rows.drop_duplicates(["layer", "neuron", "doc_id"])[["layer", "neuron", "doc_id", "prompt_token_ids", "next_token_id"]].reset_index(drop=True)
     n_clean = len(clean_keys)

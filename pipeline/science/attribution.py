@@ -38,7 +38,8 @@ import torch
 
 from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.config import AttributionSettings
-from lookups.pipeline.inputs.architecture import Architecture, activation_and_slope, capture
+from lookups.pipeline.inputs.architecture import Architecture, activation_and_slope
+from lookups.pipeline.inputs.capture import capture
 from lookups.pipeline.science.batching import group_prompts, pad_right
 
 HEAD_COLUMNS = ["layer", "neuron", "doc_id", "split", "head_layer", "head", "gate_contribution", "in_contribution", "score", "active"]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lookups.pipeline.config import NEURON_ROLES, PAPER_ROLE_EXCESS_KURTOSIS
+from lookups.pipeline.config import NEURON_ROLES, PAPER_ROLE_EXCESS_KURTOSIS, CatalogSettings
 from lookups.pipeline.inputs.architecture import Architecture
 
 WORD_START_MARKERS = ("Ġ", "▁")  # byte-level BPE (GPT-2, Llama 3, SmolLM2) and SentencePiece (Llama 2)
@@ -234,18 +234,18 @@ def catalog_frame(
     )
 
 
-def build_catalog(
-    arch: Architecture, tokenizer, per_layer: int, last_layers: int, min_chars: int, deny: list[str], top: int = 5,
-    random_per_layer: int = 0, random_seed: int = 0, role_kurtosis_min: float = PAPER_ROLE_EXCESS_KURTOSIS, role_skew_min: float = 0.0,
-) -> pd.DataFrame:
+def build_catalog(arch: Architecture, tokenizer, settings: CatalogSettings) -> pd.DataFrame:
     """The whole catalog of a model, from the weights its ``Architecture`` says reach the logits (post-MLP and
-    final norms included)."""
+    final norms included), with the selection ``settings`` make (their counts resolved for this model)."""
     W_out, W_U = arch.congruence_weights()
-    d_vocab = W_U.shape[1]
+    n_layers, d_mlp, d_vocab = W_out.shape[0], W_out.shape[1], W_U.shape[1]
     raw = tokenizer.convert_ids_to_tokens(list(range(d_vocab)))
     display = [tokenizer.decode([i]) for i in range(d_vocab)]
-    stats = congruence_stats(W_out, W_U, top=top)
-    qualifies = qualifying_tokens(raw, min_chars, deny)
+    stats = congruence_stats(W_out, W_U, top=settings.top_tokens)
+    qualifies = qualifying_tokens(raw, settings.min_token_chars, settings.deny_tokens)
+    per_layer, last_layers = settings.resolved_neurons_per_layer(d_mlp), settings.resolved_last_layers(n_layers)
     selected, rank = select_neurons(stats.score, stats.token_id, qualifies, per_layer, last_layers)
-    baseline = random_baseline(selected, random_per_layer, random_seed)
-    return catalog_frame(stats, qualifies, selected, rank, display, baseline, role_kurtosis_min=role_kurtosis_min, role_skew_min=role_skew_min)
+    baseline = random_baseline(selected, settings.random_per_layer, settings.random_seed)
+    return catalog_frame(
+        stats, qualifies, selected, rank, display, baseline, role_kurtosis_min=settings.role_kurtosis_min, role_skew_min=settings.role_skew_min
+    )

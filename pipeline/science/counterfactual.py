@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from lookups.pipeline.common.progress import Progress
+from lookups.pipeline.config import InterventionSettings
 from lookups.pipeline.inputs.architecture import Architecture
-from lookups.pipeline.science.lookups import run_batches
+from lookups.pipeline.science.head_reads import run_batches
 
 PAIR = ["cohort", "layer", "neuron", "head_layer", "head"]
 INTERVENTION_COLUMNS = [
@@ -88,11 +89,12 @@ def plan_variants(prompts: pd.DataFrame, substitutes: Substitutes, k: int, seed:
 
 
 def run_interventions(
-    arch: Architecture, variants: pd.DataFrame, bos_id: int, batch_tokens: int, pad_id: int | None = None,
+    arch: Architecture, variants: pd.DataFrame, settings: InterventionSettings, bos_id: int, pad_id: int | None = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Every variant's activation, head score and token probability; one row per (pair, prompt, site), the
     substitutes averaged (``INTERVENTION_COLUMNS``)."""
+    batch_tokens = settings.batch_tokens
     if not len(variants):
         return pd.DataFrame(columns=INTERVENTION_COLUMNS)
     variants = variants.reset_index(drop=True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lookups.pipeline.common.progress import Progress
-from lookups.pipeline.inputs.architecture import StopForward, batch_positions
+from lookups.pipeline.inputs.capture import capture
 from lookups.pipeline.science.batching import pack_batches, pad_right
 
 
@@ -45,9 +45,9 @@ def make_windows(doc_lengths: Sequence[int], window_tokens: int, doc_indices: It
 class NeuronReader:
     """Reads the post-activation of a fixed set of MLP neurons (TransformerLens' ``blocks.L.mlp.hook_post``).
 
-    It hooks the input of each needed layer's MLP output projection in a plain Hugging Face model (SDPA
-    attention: 1.4x the bridge's eager forward here), and stops the forward pass after the last needed
-    layer, so no later layer and no unembedding is computed. Columns are ordered as the given
+    It captures (``capture``) the input of each needed layer's MLP output projection in a plain Hugging Face
+    model (SDPA attention: 1.4x the bridge's eager forward here), and stops the forward pass after the last
+    needed layer, so no later layer and no unembedding is computed. Columns are ordered as the given
     ``(layers, neurons)``; ``models.mlp_output_paths`` maps layers to modules from the bridge.
     """
 
@@ -58,12 +58,13 @@ class NeuronReader:
         self.layer_of_column = np.asarray(layers, dtype=np.int64)
         neurons = np.asarray(neurons, dtype=np.int64)
         self.n_columns = len(self.layer_of_column)
-        self._by_layer = []  # (layer, module, column positions, neuron indices)
+        self._by_layer = []  # (layer, module path, column positions, neuron indices)
         for layer in sorted(set(self.layer_of_column.tolist())):
             cols = np.nonzero(self.layer_of_column == layer)[0]
-            self._by_layer.append(
-                (layer, modules[module_paths[layer]], torch.as_tensor(cols, device=self.device), torch.as_tensor(neurons[cols], device=self.device))
-            )
+            path = module_paths[layer]
+            if path not in modules:
+                raise KeyError(path)
+            self._by_layer.append((layer, path, torch.as_tensor(cols, device=self.device), torch.as_tensor(neurons[cols], device=self.device)))
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, stop_layer: int | None = None) -> torch.Tensor:
@@ -71,27 +72,13 @@ class NeuronReader:
         reduce them there and copy only the result); columns of layers after ``stop_layer`` (default: the last
         needed layer) are left NaN."""
         stop_layer = int(self.layer_of_column.max()) if stop_layer is None else stop_layer
+        needed = [(f"L{layer}", path, cols, idx) for layer, path, cols, idx in self._by_layer if layer <= stop_layer]
+        wanted = {key: (path, "input") for key, path, _, _ in needed}  # the input of the output projection: the post-activation [batch, pos, d_mlp]
+        picks = {key: lambda value, idx=idx: value[:, :, idx] for key, _, _, idx in needed}
+        got = capture(self.model, tokens, wanted, stop_after=f"L{stop_layer}", picks=picks)
         out = torch.full((tokens.shape[0], tokens.shape[1], self.n_columns), float("nan"), dtype=torch.float32, device=self.device)
-        handles = []
-
-        def hook_for(layer, cols, idx):
-            def hook(module, args):  # args[0]: the MLP post-activation [batch, pos, d_mlp]
-                out[:, :, cols] = batch_positions(args[0], tokens.shape)[:, :, idx].float()
-                if layer == stop_layer:
-                    raise StopForward
-
-            return hook
-
-        for layer, module, cols, idx in self._by_layer:
-            if layer <= stop_layer:
-                handles.append(module.register_forward_pre_hook(hook_for(layer, cols, idx)))
-        try:
-            self.model(tokens.to(self.device), use_cache=False)
-        except StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
+        for key, _, cols, _ in needed:
+            out[:, :, cols] = got[key].float()
         return out
 
     def at_positions(self, rows: Sequence[np.ndarray], queries: np.ndarray, bos_id: int, batch_tokens: int, pad_id: int) -> np.ndarray:

@@ -25,7 +25,8 @@ from lookups.pipeline.inputs.models import ModelFacts
 from lookups.pipeline.inputs.runtime import ModelRuntime, load_runtime
 from lookups.pipeline.llm.templates import load_template
 from lookups.pipeline.steps.registry import STEPS
-from lookups.pipeline.store.store import AssetVersion, Store
+from lookups.pipeline.store.asset_versions import AssetVersion
+from lookups.pipeline.store.store import Store
 
 
 def code_version(step: str, explanation_settings: ExplanationSettings | None = None) -> str:

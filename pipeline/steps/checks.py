@@ -1,11 +1,11 @@
-"""The data-quality checks of what each step wrote (docs/quality.md): Great Expectations suites from
-``store.quality`` run on one (model, prompt set)'s rows. Each ``Check`` is named in its step's registry row
-(``registry.Step.checks``); the Dagster layer makes them asset checks."""
+"""The data-quality checks of what each step wrote (docs/quality.md): Great Expectations suites from the store's
+``*_suites`` modules, run by ``store.quality`` on one (model, prompt set)'s rows. Each ``Check`` is named in its
+step's registry row (``registry.Step.checks``); the Dagster layer makes them asset checks."""
 
 from __future__ import annotations
 
 from lookups.pipeline.steps.registry import Check, Outcome
-from lookups.pipeline.store import quality, suites
+from lookups.pipeline.store import explanation_suites, head_suites, input_suites, quality, reference_suites
 from lookups.pipeline.store.store import Store
 
 #: Share of selected neurons that must have at least one exemplar before the coverage check warns.
@@ -14,7 +14,7 @@ MIN_COVERAGE = 0.8
 
 def _references(db: Store, table: str, **keys) -> quality.SuiteResult:
     """The child table's rows of this scope joined to their parents (sql/checks/references_<table>.sql), validated."""
-    return suites.validate_references(db.check_read(f"references_{table}", **keys), table)
+    return reference_suites.validate_references(db.check_read(f"references_{table}", **keys), table)
 
 
 def _partition(handle) -> dict:
@@ -22,12 +22,13 @@ def _partition(handle) -> dict:
 
 
 def _models(handle, db: Store, run_id: str) -> Outcome:
-    return Outcome(quality.validate(db.rows("models", model_id=handle.model_id), "models", suites.models_suite(rows=1)), {})
+    return Outcome(quality.validate(db.rows("models", model_id=handle.model_id), "models", input_suites.models_suite(rows=1)), {})
 
 
 def _neurons(handle, db: Store, run_id: str) -> Outcome:
     expected = handle.neurons_per_layer * handle.last_layers
-    rows = quality.validate(suites.neuron_check_frame(db.rows("neurons", model_id=handle.model_id)), "neurons", suites.neuron_catalog_suite(expected))
+    frame = input_suites.neuron_check_frame(db.rows("neurons", model_id=handle.model_id))
+    rows = quality.validate(frame, "neurons", input_suites.neuron_catalog_suite(expected))
     return Outcome(quality.merge("neurons", rows, _references(db, "neurons", model_id=handle.model_id)), {})
 
 
@@ -35,24 +36,24 @@ def _documents(handle, db: Store, run_id: str) -> Outcome:
     keys = {"prompt_set_id": handle.prompt_set_id}
     return Outcome(quality.merge(
         "documents",
-        quality.validate(db.rows("documents", **keys), "documents", suites.documents_suite()),
-        quality.validate(suites.prompt_sets_check_frame(db.rows("prompt_sets", **keys)), "prompt_sets", suites.prompt_sets_suite(rows=1)),
-        quality.validate(db.rows("corpus_reads", **keys), "corpus_reads", suites.corpus_reads_suite()),
+        quality.validate(db.rows("documents", **keys), "documents", input_suites.documents_suite()),
+        quality.validate(input_suites.prompt_sets_check_frame(db.rows("prompt_sets", **keys)), "prompt_sets", input_suites.prompt_sets_suite(rows=1)),
+        quality.validate(db.rows("corpus_reads", **keys), "corpus_reads", input_suites.corpus_reads_suite()),
         _references(db, "documents", **keys),
     ), {})
 
 
 def _exemplars(handle, db: Store, run_id: str) -> Outcome:
     frame = db.check_read("exemplars_without_prompts", **_partition(handle))
-    suite = suites.exemplars_suite(handle.act_ratio, handle.max_prompt_tokens)
-    rows = quality.validate(suites.exemplar_check_frame(frame), "neuron_exemplars", suite)
+    suite = input_suites.exemplars_suite(handle.act_ratio, handle.max_prompt_tokens)
+    rows = quality.validate(input_suites.exemplar_check_frame(frame), "neuron_exemplars", suite)
     return Outcome(quality.merge("neuron_exemplars", rows, _references(db, "neuron_exemplars", **_partition(handle))), {})
 
 
 def _coverage(handle, db: Store, run_id: str) -> Outcome:
     frame = db.check_read("exemplar_coverage", **_partition(handle))
     without = int((frame["n_exemplars"] == 0).sum())
-    outcome = quality.validate(frame, "exemplar_coverage", suites.coverage_suite(MIN_COVERAGE))
+    outcome = quality.validate(frame, "exemplar_coverage", input_suites.coverage_suite(MIN_COVERAGE))
     return Outcome(outcome, {"neurons_without_exemplars": without, "selected_neurons": len(frame)})
 
 
@@ -85,9 +86,9 @@ def _pair_prompt_name(row) -> str:
 def _attribution_identity(handle, db: Store, run_id: str) -> Outcome:
     totals = db.rows("exemplar_decompositions", **_partition(handle))
     heads = db.check_read("head_attributions_for_check", **_partition(handle))
-    identity = quality.validate(totals, "exemplar_decompositions", suites.attribution_identity_suite())
-    within = _within(suites.ATTRIBUTION_IDENTITY, totals, handle.identity_tolerance, "exemplars", _exemplar_name)
-    rows = quality.validate(heads, "head_attributions", suites.head_attributions_suite())
+    identity = quality.validate(totals, "exemplar_decompositions", head_suites.attribution_identity_suite())
+    within = _within(head_suites.ATTRIBUTION_IDENTITY, totals, handle.identity_tolerance, "exemplars", _exemplar_name)
+    rows = quality.validate(heads, "head_attributions", head_suites.head_attributions_suite())
     references = _references(db, "head_attributions", **_partition(handle))
     return Outcome(quality.merge("attribution", identity, within, rows, references, rows=rows.rows), {
         **_worst(totals, "identity_rel_error", _exemplar_name), "tolerance": handle.identity_tolerance, "exemplars": len(totals),
@@ -95,7 +96,7 @@ def _attribution_identity(handle, db: Store, run_id: str) -> Outcome:
 
 
 def _head_scores(handle, db: Store, run_id: str) -> Outcome:
-    rows = quality.validate(db.rows("head_neuron_scores", **_partition(handle)), "head_neuron_scores", suites.head_scores_suite())
+    rows = quality.validate(db.rows("head_neuron_scores", **_partition(handle)), "head_neuron_scores", head_suites.head_scores_suite())
     return Outcome(quality.merge("head_neuron_scores", rows, _references(db, "head_neuron_scores", **_partition(handle))), {})
 
 
@@ -103,8 +104,8 @@ def _ablations(handle, db: Store, run_id: str) -> Outcome:
     keys = _partition(handle)
     return Outcome(quality.merge(
         "head_ablations",
-        quality.validate(db.rows("head_ablations", **keys), "head_ablations", suites.ablations_suite()),
-        quality.validate(suites.ablation_tests_check_frame(db.rows("ablation_tests", **keys)), "ablation_tests", suites.ablation_tests_suite()),
+        quality.validate(db.rows("head_ablations", **keys), "head_ablations", head_suites.ablations_suite()),
+        quality.validate(head_suites.ablation_tests_check_frame(db.rows("ablation_tests", **keys)), "ablation_tests", head_suites.ablation_tests_suite()),
         _references(db, "head_ablations", **keys),
     ), {})
 
@@ -117,9 +118,9 @@ def _lookups(handle, db: Store, run_id: str) -> Outcome:
     names = "look-ups (a pair on a prompt)"
     outcome = quality.merge(
         "head_lookups",
-        quality.validate(frame, "head_lookups", suites.lookups_suite()),
-        _within(suites.LOOKUP_IDENTITY, per_prompt, handle.identity_tolerance, names, _pair_prompt_name),
-        _within(suites.LOOKUP_AGREEMENT, per_prompt, handle.attribution_tolerance, names, _pair_prompt_name),
+        quality.validate(frame, "head_lookups", head_suites.lookups_suite()),
+        _within(head_suites.LOOKUP_IDENTITY, per_prompt, handle.identity_tolerance, names, _pair_prompt_name),
+        _within(head_suites.LOOKUP_AGREEMENT, per_prompt, handle.attribution_tolerance, names, _pair_prompt_name),
         _references(db, "head_lookups", **keys),
     )
     return Outcome(outcome, {
@@ -132,8 +133,8 @@ def _interventions(handle, db: Store, run_id: str) -> Outcome:
     keys = _partition(handle)
     return Outcome(quality.merge(
         "lookup_interventions",
-        quality.validate(db.rows("lookup_interventions", **keys), "lookup_interventions", suites.interventions_suite()),
-        quality.validate(db.rows("lookup_tests", **keys), "lookup_tests", suites.lookup_tests_suite()),
+        quality.validate(db.rows("lookup_interventions", **keys), "lookup_interventions", head_suites.interventions_suite()),
+        quality.validate(db.rows("lookup_tests", **keys), "lookup_tests", head_suites.lookup_tests_suite()),
         _references(db, "lookup_interventions", **keys),
     ), {})
 
@@ -144,9 +145,9 @@ def _explanations(handle, db: Store, run_id: str) -> Outcome:
     calls = db.check_read("llm_calls_of_run", run_id=run_id)
     outcome = quality.merge(
         "explanations",
-        quality.validate(suites.explanations_check_frame(frame), "explanations", suites.explanations_suite()),
+        quality.validate(explanation_suites.explanations_check_frame(frame), "explanations", explanation_suites.explanations_suite()),
         _references(db, "explanations", **keys),
-        quality.validate(calls, "llm_calls", suites.llm_calls_suite()),
+        quality.validate(calls, "llm_calls", explanation_suites.llm_calls_suite()),
     )
     counts = frame["status"].value_counts().to_dict() if len(frame) else {}
     return Outcome(outcome, {f"status {k}": int(v) for k, v in counts.items()})
@@ -155,10 +156,11 @@ def _explanations(handle, db: Store, run_id: str) -> Outcome:
 def _explanation_scores(handle, db: Store, run_id: str) -> Outcome:
     keys = _partition(handle)
     frame = db.rows("explanation_scores", **keys)
+    tests = db.rows("explanation_tests", **keys)
     outcome = quality.merge(
         "explanation_scores",
-        quality.validate(suites.explanation_scores_check_frame(frame), "explanation_scores", suites.explanation_scores_suite()),
-        quality.validate(suites.explanation_tests_check_frame(db.rows("explanation_tests", **keys)), "explanation_tests", suites.explanation_tests_suite()),
+        quality.validate(explanation_suites.explanation_scores_check_frame(frame), "explanation_scores", explanation_suites.explanation_scores_suite()),
+        quality.validate(explanation_suites.explanation_tests_check_frame(tests), "explanation_tests", explanation_suites.explanation_tests_suite()),
         _references(db, "explanation_scores", **keys),
     )
     return Outcome(outcome, {"scored": int((frame["status"] == "scored").sum()) if len(frame) else 0})

@@ -100,7 +100,7 @@ def run_ablations(
         frame = pd.DataFrame(columns=ablation.ABLATION_COLUMNS)
         if len(rows):
             runtime = model.runtime()
-            frame = ablation.ablate_pairs(ablation.HeadAblator(runtime.arch), rows, runtime.bos_id, runtime.pad_id, settings.batch_tokens, progress)
+            frame = ablation.ablate_pairs(ablation.HeadAblator(runtime.arch), rows, settings, runtime.bos_id, runtime.pad_id, progress)
         tests = ablation.ks_summary(frame)
         return Computed([("head_ablations", keys, frame), ("ablation_tests", keys, tests)], ablation.summary(frame, tests))
 

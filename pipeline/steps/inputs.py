@@ -63,10 +63,7 @@ def run_catalog(model: ModelHandle, settings: CatalogSettings, store: Store) -> 
 
     def compute() -> Computed:
         runtime = model.runtime()
-        frame = catalog.build_catalog(
-            runtime.arch, runtime.tokenizer, per_layer, last_layers, settings.min_token_chars, settings.deny_tokens, settings.top_tokens,
-            settings.random_per_layer, settings.random_seed, settings.role_kurtosis_min, settings.role_skew_min,
-        )
+        frame = catalog.build_catalog(runtime.arch, runtime.tokenizer, settings)
         chosen = frame[frame["selected"]]
         stats = {
             "neurons": len(frame),

@@ -12,7 +12,7 @@ from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.config import InterventionSettings, LookupSettings, result_settings
 from lookups.pipeline.inputs.runtime import ModelRuntime
 from lookups.pipeline.llm.pairs import pair_ids
-from lookups.pipeline.science import counterfactual, lookups
+from lookups.pipeline.science import counterfactual, head_reads
 from lookups.pipeline.steps import checks
 from lookups.pipeline.steps.base import (
     Computed,
@@ -42,11 +42,11 @@ def run_lookups(
 
     def compute() -> Computed:
         rows = store.read("lookup_prompts", **keys)
-        frame = pd.DataFrame(columns=[*lookups.LOOKUP_COLUMNS, "token"])
+        frame = pd.DataFrame(columns=[*head_reads.LOOKUP_COLUMNS, "token"])
         stats = {"lookup_rows": 0, "pairs": 0}
         if len(rows):
             runtime = model.runtime()
-            result = lookups.head_lookups(runtime.arch, rows, runtime.bos_id, settings.batch_tokens, runtime.pad_id, progress)
+            result = head_reads.head_lookups(runtime.arch, rows, settings, runtime.bos_id, runtime.pad_id, progress)
             frame = result.rows.assign(token=_token_texts(runtime, result.rows["token_id"].to_numpy()))
             stats = result.stats
         return Computed([("head_lookups", keys, frame)], stats)
@@ -85,7 +85,7 @@ def run_interventions(
             else:
                 substitutes = counterfactual.Substitutes.uniform(int(runtime.arch.model.config.vocab_size), special)
             variants = counterfactual.plan_variants(prompts, substitutes, settings.substitutes, settings.seed)
-            frame = counterfactual.run_interventions(runtime.arch, variants, runtime.bos_id, settings.batch_tokens, runtime.pad_id, progress)
+            frame = counterfactual.run_interventions(runtime.arch, variants, settings, runtime.bos_id, runtime.pad_id, progress)
         tests = counterfactual.pair_tests(frame, settings.fdr)
         stats = counterfactual.summary(tests, frame, time.perf_counter() - started)
         return Computed([("lookup_interventions", keys, frame), ("lookup_tests", keys, tests)], stats)

@@ -1,6 +1,7 @@
 """Validation with Great Expectations 1.x: ``validate`` runs a suite (a list of expectations) on a DataFrame read
 back from DuckDB and reports which expectations failed, with counts and samples; ``Tolerance`` turns a
-numeric check into one line that names the worst row. The suites of each table are in ``suites.py``.
+numeric check into one line that names the worst row. The suites of each table are in ``input_suites.py``, ``head_suites.py``,
+``explanation_suites.py`` and ``reference_suites.py``.
 """
 
 from __future__ import annotations

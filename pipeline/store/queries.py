@@ -16,7 +16,8 @@ import duckdb
 import pandas as pd
 
 from lookups.pipeline.common.errors import LookupsError
-from lookups.pipeline.store.store import Store, named_queries
+from lookups.pipeline.store.sql_files import named_queries
+from lookups.pipeline.store.store import Store
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")

@@ -7,146 +7,23 @@ of one key of a table, and get a DataFrame. See docs/architecture.md.
 from __future__ import annotations
 
 import functools
-import json
-import math
 import os
-import re
 import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from lookups.pipeline.common import files
-from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.common.hashing import stable_hash
 from lookups.pipeline.config import database_path
-
-
-class StoreError(LookupsError, RuntimeError):
-    """The store cannot do what was asked; the message says why and what to do."""
-
-
-def sql_text(name: str) -> str:
-    """A .sql file shipped in the ``sql/`` folder, e.g. ``schema.sql`` or ``queries/top_neurons.sql``."""
-    node = resources.files("lookups.sql")
-    for part in name.split("/"):
-        node = node / part
-    if not node.is_file():
-        raise StoreError(f"No SQL file '{name}' in the sql/ folder.")
-    return node.read_text()
-
-
-def named_queries() -> dict[str, str]:
-    folder = resources.files("lookups.sql") / "queries"
-    return {p.name[: -len(".sql")]: p.read_text() for p in folder.iterdir() if p.name.endswith(".sql")}
-
-
-PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def sql_with_parameters(name: str, **values) -> tuple[str, dict]:
-    """``sql/<name>.sql`` and, of ``values``, the ``$parameters`` it uses (DuckDB refuses extra ones);
-    tuples become lists (DuckDB binds lists)."""
-    sql = sql_text(f"{name}.sql")
-    wanted = set(PARAMETER.findall(sql))
-    missing = sorted(wanted - set(values))
-    if missing:  # a caller's bug, not the user's: no StoreError
-        raise ValueError(f"sql/{name}.sql needs " + ", ".join(f"${m}" for m in missing))
-    return sql, {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k in wanted}
-
-
-def _json_safe(value):
-    """NaN and infinities (e.g. a test with no samples) become null: JSON has no such numbers."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-@dataclass(frozen=True)
-class AssetVersion:
-    """A step's version record: what it computed from (``data_version``), by which code, its stats, and
-    whether it finished (a run stopped by its LLM budget did not: the next run computes again)."""
-
-    asset: str
-    scope: str
-    data_version: str
-    code_version: str
-    stats: dict
-    complete: bool = True
-
-
-def _table_keys(schema: str) -> dict[str, tuple[str, ...]]:
-    """Each table of ``sql/schema.sql`` and the key columns it is written per (its ``-- written per:`` note): a
-    write replaces exactly the rows of one such key (one file); a table written per nothing is appended to."""
-    found = {}
-    for table, note in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \(\s*-- written per: ([^\n]*)", schema):
-        found[table] = () if note.startswith("nothing") else tuple(column.strip() for column in note.split(","))
-    return found
-
-
-#: The key columns each table is written by, from sql/schema.sql.
-TABLE_KEYS = _table_keys(sql_text("schema.sql"))
-#: The result tables (``asset_versions`` is the steps' bookkeeping).
-TABLES = tuple(t for t in TABLE_KEYS if t != "asset_versions")
-SCHEMA_FILE = "_schema.parquet"  # sorts before part-*.parquet, so a table's columns come in schema order
-
-
-def warehouse_root(path: Path) -> str:
-    """Where the Parquet files live: ``LOOKUPS_WAREHOUSE`` (a folder or an object-store URL such as
-    ``s3://bucket/lookups``), else a folder beside the views file."""
-    return os.environ.get("LOOKUPS_WAREHOUSE") or str(path.with_name(path.stem + "_tables"))
-
-
-DUCKDB_SETUP_ENV = "LOOKUPS_DUCKDB_SETUP"
-
-
-def _connect(database: str = ":memory:", **kwargs) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the deployment's setup SQL run first (``LOOKUPS_DUCKDB_SETUP``, e.g.
-    ``CREATE SECRET (TYPE s3, PROVIDER credential_chain)`` for a warehouse on S3): credentials stay in the
-    environment, never in the code or the views file."""
-    con = duckdb.connect(database, **kwargs)
-    setup = os.environ.get(DUCKDB_SETUP_ENV)
-    if setup:
-        con.execute(setup)
-    return con
-
-
-def _lock_down(con: duckdb.DuckDBPyConnection, readable: list[str], scratch: str) -> None:
-    """Close ``con`` around what it may read (docs/data.md, "What a query can touch"): no file but ``readable``
-    (folders end in '/'), no extension installed or loaded, no Python variable scanned, and the configuration
-    locked, so no SET, RESET or PRAGMA undoes any of it. With nothing readable the local file system is off.
-    Otherwise DuckDB may still write in its temp directory, so that is ``scratch``, a folder thrown away after."""
-    folders = [p for p in readable if p.endswith("/")]
-    paths = [p for p in readable if not p.endswith("/")]
-    if folders:  # must be set before external access goes off
-        con.execute(f"SET allowed_directories = [{', '.join(map(_sql_string, folders))}]")
-    if paths:
-        con.execute(f"SET allowed_paths = [{', '.join(map(_sql_string, paths))}]")
-    con.execute(f"SET temp_directory = {_sql_string(scratch)}")
-    for setting in ("autoload_known_extensions", "autoinstall_known_extensions", "allow_community_extensions", "python_enable_replacements"):
-        con.execute(f"SET {setting} = false")
-    con.execute("SET enable_external_access = false")
-    if not readable:
-        con.execute("SET disabled_filesystems = 'LocalFileSystem'")  # after external access: turning that off checks the file system
-    con.execute("SET lock_configuration = true")
-
-
-def _is_local(root: str) -> bool:
-    return "://" not in root
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+from lookups.pipeline.store.asset_versions import AssetVersion, version_from_row, version_write
+from lookups.pipeline.store.errors import StoreError
+from lookups.pipeline.store.sql_files import SCHEMA_FILE, TABLE_KEYS, sql_text, sql_with_parameters
+from lookups.pipeline.store.warehouse import connect, is_local, lock_down, sql_string, warehouse_root
 
 
 class Store:
@@ -195,14 +72,14 @@ class Store:
         """Whether anything has been written."""
         if self.path.exists():
             return True
-        return not _is_local(self.root) or any(Path(self.root).glob("*/part-*.parquet"))
+        return not is_local(self.root) or any(Path(self.root).glob("*/part-*.parquet"))
 
     # ------------------------------------------------------------ writing
 
     def _typing(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with the real tables of schema.sql, empty: writes are conformed through it."""
         if self._typed is None:
-            con = _connect()
+            con = connect()
             con.execute(sql_text("schema.sql"))
             self._typed = con
             self._remove_stale_staging()
@@ -212,7 +89,7 @@ class Store:
 
     def _remove_stale_staging(self) -> None:
         """Before this store's first write: the staged files a killed writer left (never a live writer's)."""
-        if _is_local(self.root):
+        if is_local(self.root):
             for table in TABLE_KEYS:
                 files.remove_stale_staging(Path(self.table_dir(table)), recursive=False)
 
@@ -220,19 +97,19 @@ class Store:
         """An empty file with the table's columns, so a table nothing has been written to reads as empty."""
         target = f"{self.table_dir(table)}/{SCHEMA_FILE}"
         columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
-        if not _is_local(self.root):
-            con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {_sql_string(target)} (FORMAT parquet)")
+        if not is_local(self.root):
+            con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {sql_string(target)} (FORMAT parquet)")
             return
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         if Path(target).exists():
             try:
-                found = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_string(target)})").fetchall()]
+                found = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_string(target)})").fetchall()]
                 if found == columns:
                     return
             except duckdb.Error:
                 pass
         tmp = files.staging_path(Path(target))
-        con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {_sql_string(str(tmp))} (FORMAT parquet)")
+        con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {sql_string(str(tmp))} (FORMAT parquet)")
         os.replace(tmp, target)
 
     def _conform(self, table: str, keys: dict, frame: pd.DataFrame, target: str) -> str:
@@ -242,8 +119,8 @@ class Store:
         frame = frame.copy()
         for column, value in keys.items():
             frame[column] = value
-        staged = target if not _is_local(self.root) else str(files.staging_path(Path(target)))
-        if _is_local(self.root):
+        staged = target if not is_local(self.root) else str(files.staging_path(Path(target)))
+        if is_local(self.root):
             Path(target).parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             con.execute("BEGIN TRANSACTION")
@@ -252,7 +129,7 @@ class Store:
                     con.register("incoming", frame)
                     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
                     con.unregister("incoming")
-                con.execute(f"COPY {table} TO {_sql_string(staged)} (FORMAT parquet)")
+                con.execute(f"COPY {table} TO {sql_string(staged)} (FORMAT parquet)")
             finally:
                 con.execute("ROLLBACK")  # the typing tables stay empty
         return staged
@@ -266,11 +143,7 @@ class Store:
         """Several keyed replacements, then the version: every frame is conformed and staged first, so a
         frame that breaks a constraint replaces nothing."""
         if version is not None:
-            row = pd.DataFrame([{
-                "data_version": version.data_version, "code_version": version.code_version,
-                "stats": json.dumps(_json_safe(version.stats), default=float), "complete": version.complete,
-            }])
-            writes = [*writes, ("asset_versions", {"asset": version.asset, "scope": version.scope}, row)]
+            writes = [*writes, version_write(version)]
         staged = []
         try:
             for table, keys, frame in writes:
@@ -303,7 +176,7 @@ class Store:
         """The views as SQL: one per table over its Parquet files, then ``sql/views.sql``. Run it in any
         DuckDB (a MotherDuck database, a notebook) to query the same results."""
         statements = [
-            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({_sql_string(self.table_dir(table) + '/*.parquet')}, union_by_name = true)"
+            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({sql_string(self.table_dir(table) + '/*.parquet')}, union_by_name = true)"
             for table in TABLE_KEYS
         ]
         return ";\n".join(statements) + ";\n" + sql_text("views.sql")
@@ -313,7 +186,7 @@ class Store:
             raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
         if self._reader is None:
             self._typing()  # every table has its schema file, so an empty table reads as empty
-            con = _connect()
+            con = connect()
             con.execute(self.views_sql())
             self._reader = con
         return self._reader
@@ -336,16 +209,16 @@ class Store:
         keeps writes out there. Built per query, so it sees every file written so far."""
         if not self.exists():
             raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
-        with tempfile.TemporaryDirectory(prefix="lookups-query-") as scratch, _connect() as con:  # setup SQL (credentials) runs before the lock
-            if _is_local(self.root):
+        with tempfile.TemporaryDirectory(prefix="lookups-query-") as scratch, connect() as con:  # setup SQL (credentials) runs before the lock
+            if is_local(self.root):
                 self._typing()  # every table has its schema file, so an empty table reads as empty
                 for table in TABLE_KEYS:
                     con.register(table, self._dataset(table))
                 con.execute(sql_text("views.sql"))
-                _lock_down(con, list(allow_files), scratch)
+                lock_down(con, list(allow_files), scratch)
             else:
                 con.execute(self.views_sql())
-                _lock_down(con, [self.root.rstrip("/") + "/", *allow_files], scratch)
+                lock_down(con, [self.root.rstrip("/") + "/", *allow_files], scratch)
             return con.execute(sql, params or []).df()
 
     def _dataset(self, table: str):
@@ -387,16 +260,16 @@ class Store:
     def version(self, asset: str, scope: str) -> AssetVersion | None:
         """The version record a step wrote for ``scope``, or None."""
         path = self.key_file("asset_versions", {"asset": asset, "scope": scope})
-        if _is_local(self.root) and not Path(path).exists():
+        if is_local(self.root) and not Path(path).exists():
             return None
-        with _connect() as con:
+        with connect() as con:
             try:
-                row = con.execute(f"SELECT data_version, code_version, stats, complete FROM read_parquet({_sql_string(path)})").fetchone()
+                row = con.execute(f"SELECT data_version, code_version, stats, complete FROM read_parquet({sql_string(path)})").fetchone()
             except duckdb.IOException:
                 return None
         if row is None:
             return None
-        return AssetVersion(asset, scope, row[0], row[1], json.loads(row[2]) if row[2] else {}, bool(row[3]))
+        return version_from_row(asset, scope, row)
 
     # ------------------------------------------------------------ the views file
 
@@ -412,7 +285,7 @@ class Store:
         started, delay = time.monotonic(), 0.05
         while True:
             try:
-                return _connect(str(self.path))
+                return connect(str(self.path))
             except duckdb.IOException as err:
                 if "lock" not in str(err).lower():
                     raise

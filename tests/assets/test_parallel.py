@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from lookups.pipeline.inputs import planted
-from lookups.pipeline.store.store import TABLES, Store
+from lookups.pipeline.store.sql_files import TABLES
+from lookups.pipeline.store.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from numerics import activation_tolerance, pre_activation_bound
 
-from lookups.pipeline.config import AttributionSettings
+from lookups.pipeline.config import AblationSettings, AttributionSettings
 from lookups.pipeline.inputs import architecture, models, planted
 from lookups.pipeline.science import ablation, attribution
 
@@ -35,7 +35,7 @@ def test_batched_ablation_equals_zeroing_z_in_transformer_lens(planted_circuit):
         for head_layer, head in [(1, 2), (0, 3), (2, 0)]:
             rows.append({"layer": 2, "neuron": 77, "doc_id": f"d{i}", "split": "explain", "head_layer": head_layer, "head": head,
                          "active": "wizard" in text, "prompt_token_ids": tok(text, add_special_tokens=False)["input_ids"], "next_token_id": token_id})
-    out = ablation.ablate_pairs(ablator, pd.DataFrame(rows), bos_id=0, pad_id=0, batch_tokens=64)  # several batches, mixed heads
+    out = ablation.ablate_pairs(ablator, pd.DataFrame(rows), AblationSettings(batch_tokens=64), bos_id=0, pad_id=0)  # several batches, mixed heads
     # Our batched pass and the bridge's, both fp32: activations within the rounding of their pre-activations.
     arch = ablator.arch
     totals = attribution.attribute_exemplars(arch, pd.DataFrame(rows).drop_duplicates("doc_id"), 0, AttributionSettings()).totals

@@ -12,9 +12,10 @@ from lookups.pipeline import steps
 from lookups.pipeline.config import CatalogSettings, ModelSettings
 from lookups.pipeline.inputs import planted
 from lookups.pipeline.report.summary import print_summary
-from lookups.pipeline.store import quality, suites
+from lookups.pipeline.store import input_suites, quality
 from lookups.pipeline.store.queries import PARAMETER, run_query
-from lookups.pipeline.store.store import Store, named_queries
+from lookups.pipeline.store.sql_files import named_queries
+from lookups.pipeline.store.store import Store
 
 
 def summary_text(store, **keys) -> str:
@@ -49,7 +50,7 @@ def test_the_planted_neuron_is_a_prediction_neuron_and_the_catalog_passes_its_ch
         assert neuron.role == "prediction" and neuron.vocab_kurtosis > 7 and neuron.vocab_skew > 0
         assert neuron.bottom_score < 0 < neuron.score and neuron.bottom_token != neuron.token
         assert (rows.role == "other").sum() == len(rows) - 1  # the random neurons' rows are near Gaussian
-        outcome = quality.validate(suites.neuron_check_frame(rows), "neurons", suites.neuron_catalog_suite(1))
+        outcome = quality.validate(input_suites.neuron_check_frame(rows), "neurons", input_suites.neuron_catalog_suite(1))
         assert outcome.success, outcome.summary()
         assert store.version("neuron_catalog", model_id).stats["selected_prediction"] == 1
     roles = run_query("neuron_roles", {"model_id": planted_id}, store)

@@ -31,9 +31,9 @@ from numerics import (
     rounding_bound,
 )
 
-from lookups.pipeline.config import AttributionSettings
+from lookups.pipeline.config import AblationSettings, AttributionSettings, CatalogSettings, LookupSettings
 from lookups.pipeline.inputs import architecture, models
-from lookups.pipeline.science import ablation, attribution, batching, catalog, harvest, lookups
+from lookups.pipeline.science import ablation, attribution, batching, catalog, harvest, head_reads
 
 FAMILIES = list(tiny_models.FAMILIES)
 
@@ -125,7 +125,7 @@ def _lookup_rows(arch) -> pd.DataFrame:
 def test_lookup_terms_sum_to_the_attribution_and_batched_equals_one_at_a_time(family, family64):
     name, _, arch = family
     rows = _lookup_rows(arch)
-    batched = lookups.head_lookups(arch, rows, 0, 4096)
+    batched = head_reads.head_lookups(arch, rows, LookupSettings(), 0)
     longest = max(len(ids) for ids in rows["prompt_token_ids"]) + 1
     # The terms against this pass's own z: the rounding of the model's z = A·V product over the positions.
     assert batched.stats["pair_prompts"] == len(rows) and batched.stats["identity_max_rel_error"] <= rounding_bound(longest + 1), name
@@ -138,15 +138,15 @@ def test_lookup_terms_sum_to_the_attribution_and_batched_equals_one_at_a_time(fa
     assert np.allclose(batched.rows["share"].dropna(), share[batched.rows["share"].notna()], rtol=1e-12, atol=0)  # its definition
     _, arch64 = family64
     rows64 = _lookup_rows(arch64)
-    batched, single = lookups.head_lookups(arch64, rows64, 0, 4096), lookups.head_lookups(arch64, rows64, 0, 1)
+    batched, single = head_reads.head_lookups(arch64, rows64, LookupSettings(), 0), head_reads.head_lookups(arch64, rows64, LookupSettings(batch_tokens=1), 0)
     # share is a ratio to the head's score, ill-conditioned where that is near 0 (its definition is checked above);
     # the error columns measure rounding itself.
-    assert_frames_close(batched.rows, single.rows, BATCHED_REL_FAMILY.get(name, BATCHED_REL), exclude=("share", *lookups.ERROR_COLUMNS))
+    assert_frames_close(batched.rows, single.rows, BATCHED_REL_FAMILY.get(name, BATCHED_REL), exclude=("share", *head_reads.ERROR_COLUMNS))
     # The counterfactual's shortcut (the head's total from its z, the model's own attention kernel) == the terms' sum.
     tokens, lengths = batching.pad_right([np.asarray([0, *ids]) for ids in rows["prompt_token_ids"]], 0)
     row_b = np.arange(len(rows))
-    split = lookups.source_terms(arch, tokens, lengths, rows, row_b, next_token_ids=np.full(len(rows), 5))
-    total = lookups.source_terms(arch, tokens, lengths, rows, row_b, next_token_ids=np.full(len(rows), 5), by_position=False)
+    split = head_reads.source_terms(arch, tokens, lengths, rows, row_b, next_token_ids=np.full(len(rows), 5))
+    total = head_reads.source_terms(arch, tokens, lengths, rows, row_b, next_token_ids=np.full(len(rows), 5), by_position=False)
     assert ((split.head_score - total.head_score).abs() <= ACROSS_KERNELS_REL * split.parts["score"].magnitude).all(), name
     # Probabilities: a logit moved by δ moves log p by at most 2δ; the logits differ by forward rounding only.
     torch.testing.assert_close(split.prob, total.prob, rtol=1e-4, atol=1e-7)
@@ -159,7 +159,7 @@ def test_a_lookup_term_equals_the_direct_path_of_that_position(family):
     last_layer = len(arch.layers) - 1
     row = rows[(rows.layer == last_layer) & (rows.neuron == 41) & (rows.doc_id == "d1")]
     row = row.loc[row["in_contribution"].abs().idxmax()]
-    terms = lookups.head_lookups(arch, pd.DataFrame([row]), 0, 4096).rows.set_index("position")
+    terms = head_reads.head_lookups(arch, pd.DataFrame([row]), LookupSettings(), 0).rows.set_index("position")
     tokens = torch.tensor([[0] + list(row.prompt_token_ids)])
     s, h = int(row["head_layer"]), int(row["head"])
     model = arch.model
@@ -199,7 +199,7 @@ def test_batched_ablation_equals_zeroing_z_in_transformer_lens(family):
             for i, ids in enumerate(prompts) for hl, h in [(0, 1), (last - 1, 2)]
         ]
     )
-    out = ablation.ablate_pairs(ablation.HeadAblator(arch), rows, bos_id=0, pad_id=0, batch_tokens=40)
+    out = ablation.ablate_pairs(ablation.HeadAblator(arch), rows, AblationSettings(batch_tokens=40), bos_id=0, pad_id=0)
     # Two implementations of one fp32 forward pass (HF with hooks, the TransformerLens bridge): the activations may
     # differ by the rounding of their pre-activations, through the activation function (tests/numerics.py).
     totals = attribution.attribute_exemplars(arch, rows.drop_duplicates("doc_id"), 0, AttributionSettings()).totals
@@ -229,7 +229,7 @@ def test_batched_ablation_equals_zeroing_z_in_transformer_lens(family):
 def test_catalog_tokens_equal_those_from_the_model_modules(family):
     name, folder, arch = family
     tokenizer = models.load_bridge(folder).tokenizer
-    frame = catalog.build_catalog(arch, tokenizer, per_layer=4, last_layers=3, min_chars=0, deny=[], top=5)
+    frame = catalog.build_catalog(arch, tokenizer, CatalogSettings(neurons_per_layer=4, last_layers=3, min_token_chars=0, deny_tokens=[], top_tokens=5))
     model = arch.model
     final_norm = model.get_submodule(arch.final_norm.path)
     for layer_index, layer in enumerate(arch.layers):

@@ -7,7 +7,15 @@ import torch
 from direct_path import direct_effect_of_head
 from numerics import ACROSS_KERNELS_REL, U32, pre_activation_bound, rounding_bound
 
-from lookups.pipeline.config import DEFAULT_DENY_TOKENS, EMBEDDED_MODEL, AttributionSettings, ExemplarSettings, PromptSetSettings
+from lookups.pipeline.config import (
+    DEFAULT_DENY_TOKENS,
+    EMBEDDED_MODEL,
+    AttributionSettings,
+    CatalogSettings,
+    ExemplarSettings,
+    LookupSettings,
+    PromptSetSettings,
+)
 from lookups.pipeline.inputs import architecture, checkpoints, corpora, models
 from lookups.pipeline.inputs.runtime import load_runtime
 from lookups.pipeline.science import attribution, catalog, exemplars, harvest
@@ -93,7 +101,8 @@ def test_reader_matches_the_bridge_hook_post(source, bridge):
 
 def test_exemplar_activations_match_plain_transformers(bridge, arch, hf_model):
     """Stored activations recomputed with a forward hook on the Hugging Face MLP (no TransformerLens)."""
-    frame = catalog.build_catalog(arch, bridge.tokenizer, 2, 2, 2, DEFAULT_DENY_TOKENS)
+    catalog_settings = CatalogSettings(neurons_per_layer=2, last_layers=2, min_token_chars=2, deny_tokens=DEFAULT_DENY_TOKENS)
+    frame = catalog.build_catalog(arch, bridge.tokenizer, catalog_settings)
     selected = frame[frame["selected"]]
     sources = pd.DataFrame({"source_id": [f"t{i}" for i in range(len(TEXTS))], "title": "", "text": TEXTS})
     prompt_set = corpora.build_prompt_set(sources, PromptSetSettings(max_documents=None, heldout_fraction=0.3))
@@ -177,7 +186,7 @@ def test_lookup_terms_recomputed_with_plain_transformers(bridge, arch, hf_model)
     positions' terms equal a recomputation from the raw Hugging Face weights and hooks (attention weights from
     ``output_attentions``, values from ``v_proj``, ``o_proj``, the RMSNorm at its captured scale, the gate and
     up rows) — no TransformerLens, no ``Architecture``."""
-    from lookups.pipeline.science import lookups
+    from lookups.pipeline.science import head_reads
 
     tok = bridge.tokenizer
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in TEXTS[:3]]
@@ -185,7 +194,7 @@ def test_lookup_terms_recomputed_with_plain_transformers(bridge, arch, hf_model)
     heads = attribution.attribute_exemplars(arch, exemplars, 1, AttributionSettings()).heads
     strongest = heads.loc[heads.groupby("doc_id")["score"].idxmax()]
     rows = pd.concat([strongest, heads[(heads.head_layer == 20) & (heads["head"] == 3)]]).merge(exemplars, on=["layer", "neuron", "doc_id", "split"])
-    terms = lookups.head_lookups(arch, rows.assign(cohort="next_token"), 1, 4096).rows
+    terms = head_reads.head_lookups(arch, rows.assign(cohort="next_token"), LookupSettings(), 1).rows
     assert terms["identity_rel_error"].max() <= rounding_bound(max(len(i) for i in ids) + 2)  # the z = A·V product's rounding
 
     config = hf_model.config

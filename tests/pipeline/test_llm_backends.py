@@ -13,7 +13,8 @@ from lookups.assets.runner import run_partition
 from lookups.pipeline import steps
 from lookups.pipeline.config import ExplanationSettings, HeadScoreSettings, ScoringSettings
 from lookups.pipeline.inputs import planted
-from lookups.pipeline.store.store import TABLE_KEYS, Store
+from lookups.pipeline.store.sql_files import TABLE_KEYS
+from lookups.pipeline.store.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from lookups.pipeline.inputs import architecture, planted
 from lookups.pipeline.llm.contrastive import lookup_explanation
 from lookups.pipeline.llm.pairs import marked
 from lookups.pipeline.llm.templates import LOOKUP_MARKERS, marked_snippet, untrusted
-from lookups.pipeline.science import attribution, counterfactual, lookups
+from lookups.pipeline.science import attribution, counterfactual, head_reads
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +109,13 @@ def test_the_control_models_pair_is_not_confirmed(planted_lookups, tmp_path):
     rows = attributed[pair].merge(prompts, on=["layer", "neuron", "doc_id", "split"])
     rows = rows.assign(cohort="next_token", active=True)
     assert len(prompts) > 10 and len(rows) == len(prompts)
-    terms = lookups.head_lookups(arch, rows, bos_id, 4096).rows
+    terms = head_reads.head_lookups(arch, rows, LookupSettings(), bos_id).rows
     assert terms["identity_rel_error"].max() <= rounding_bound(int(terms["position"].max()) + 2)
     top = terms[terms["position"] > 0].sort_values("contribution", ascending=False).groupby("doc_id").head(1)
     chosen = top.merge(rows[["doc_id", "prompt_token_ids", "next_token_id"]], on="doc_id").rename(columns={"position": "lookup_position"})
     substitutes = counterfactual.Substitutes.uniform(int(arch.model.config.vocab_size), {bos_id})
     variants = counterfactual.plan_variants(chosen, substitutes, 4, 0)
-    tests = counterfactual.pair_tests(counterfactual.run_interventions(arch, variants, bos_id, 4096), 0.05)
+    tests = counterfactual.pair_tests(counterfactual.run_interventions(arch, variants, InterventionSettings(), bos_id), 0.05)
     assert len(tests) == 1 and tests["n_prompts"][0] > 10 and not tests["confirmed"][0], tests.to_dict("records")
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lookups.pipeline.store import quality, suites
-from lookups.pipeline.store.store import sql_text, sql_with_parameters
+from lookups.pipeline.store import explanation_suites, head_suites, input_suites, quality, reference_suites
+from lookups.pipeline.store.sql_files import sql_text, sql_with_parameters
 
 
 def exemplar_frame():
@@ -20,7 +20,7 @@ def exemplar_frame():
 
 
 def run(frame):
-    return quality.validate(suites.exemplar_check_frame(frame), "neuron_exemplars", suites.exemplars_suite(0.8, 100))
+    return quality.validate(input_suites.exemplar_check_frame(frame), "neuron_exemplars", input_suites.exemplars_suite(0.8, 100))
 
 
 def failed(outcome):
@@ -59,14 +59,14 @@ def catalog_rows():
 
 
 def test_neuron_catalog_roles_and_moments():
-    suite = suites.neuron_catalog_suite(2)
-    assert quality.validate(suites.neuron_check_frame(catalog_rows()), "neurons", suite).success
+    suite = input_suites.neuron_catalog_suite(2)
+    assert quality.validate(input_suites.neuron_check_frame(catalog_rows()), "neurons", suite).success
     broken = catalog_rows()
     broken.loc[0, "role"] = "suppression"  # a suppression neuron with a positive skew
     broken.loc[1, "vocab_kurtosis"] = 5.0  # skew -3 needs excess kurtosis >= 7 (Pearson's inequality)
     broken.loc[2, "role"] = "predictor"
     broken.loc[2, "bottom_score"] = 2.0  # above the top score
-    kinds = failed(quality.validate(suites.neuron_check_frame(broken), "neurons", suite))
+    kinds = failed(quality.validate(input_suites.neuron_check_frame(broken), "neurons", suite))
     assert ("expect_column_values_to_be_in_set", "role_matches_skew") in kinds
     assert ("expect_column_values_to_be_in_set", "moments_possible") in kinds
     assert ("expect_column_values_to_be_in_set", "role") in kinds
@@ -75,8 +75,8 @@ def test_neuron_catalog_roles_and_moments():
 
 def test_coverage_warns_below_the_share():
     frame = pd.DataFrame({"n_exemplars": [3, 0, 0, 2]})
-    assert not quality.validate(frame, "c", suites.coverage_suite(0.8)).success
-    assert quality.validate(frame, "c", suites.coverage_suite(0.5)).success
+    assert not quality.validate(frame, "c", input_suites.coverage_suite(0.8)).success
+    assert quality.validate(frame, "c", input_suites.coverage_suite(0.5)).success
 
 
 def decomposition_frame():
@@ -93,8 +93,8 @@ def _exemplar(row) -> str:
 
 
 def test_attribution_identity_fails_above_the_tolerance_in_one_line_that_names_the_worst_exemplar():
-    identity = suites.ATTRIBUTION_IDENTITY
-    assert quality.validate(decomposition_frame(), "d", suites.attribution_identity_suite()).success
+    identity = head_suites.ATTRIBUTION_IDENTITY
+    assert quality.validate(decomposition_frame(), "d", head_suites.attribution_identity_suite()).success
     assert quality.validate(identity.reasons(decomposition_frame(), 1e-3, "exemplars", _exemplar), "d", identity.suite()).success
     broken = decomposition_frame()
     broken.loc[1, "identity_rel_error"] = 2e-3  # a decomposition that misses its pre-activation
@@ -112,13 +112,13 @@ def test_head_rows_from_later_layers_and_bad_fractions_fail():
         {"model_id": "m", "prompt_set_id": "p", "layer": [2, 2], "neuron": [7, 7], "doc_id": "a", "head_layer": [1, 3], "head": [0, 0],
          "in_contribution": [0.1, 0.2], "score": [0.1, 0.2]}
     )
-    outcome = quality.validate(heads, "h", suites.head_attributions_suite())
+    outcome = quality.validate(heads, "h", head_suites.head_attributions_suite())
     assert ("expect_column_pair_values_a_to_be_greater_than_b", "None") in failed(outcome)
     scores = pd.DataFrame(
         {"model_id": "m", "prompt_set_id": "p", "layer": 2, "neuron": 7, "head_layer": [0, 1], "head": [0, 0], "mean_score": [1.0, 0.5],
          "std_score": [0.1, 0.1], "active_fraction": [0.5, 1.5], "heldout_active_fraction": [0.5, None], "rank": [1, 1], "n_prompts": [8, 8]}
     )
-    kinds = failed(quality.validate(scores, "s", suites.head_scores_suite()))
+    kinds = failed(quality.validate(scores, "s", head_suites.head_scores_suite()))
     assert ("expect_column_values_to_be_between", "active_fraction") in kinds
     assert ("expect_compound_columns_to_be_unique", str(["model_id", "prompt_set_id", "layer", "neuron", "rank"])) in kinds
 
@@ -209,7 +209,7 @@ def score(con, explanation_id, neuron, head, baseline="none"):
 def references(con, table):
     sql, params = sql_with_parameters(f"checks/references_{table}", model_id=M, prompt_set_id=P, explainers=["contrastive"])
     frame = con.execute(sql, params).df()
-    return frame, suites.validate_references(frame, table)
+    return frame, reference_suites.validate_references(frame, table)
 
 
 def lookup(con, doc_id, position, site="lookup"):
@@ -229,7 +229,7 @@ def orphans(outcome, column):
 
 
 def test_every_reference_query_passes_on_consistent_rows(db):
-    for table, columns in suites.REFERENCES.items():
+    for table, columns in reference_suites.REFERENCES.items():
         frame, outcome = references(db, table)
         assert len(frame) > 0, table  # the fixture has rows for every child table: an empty join would prove nothing
         assert set(columns) <= set(frame.columns), table
@@ -309,7 +309,7 @@ def test_a_score_of_a_missing_explanation_or_another_pair_fails(db):
 
 def test_a_missing_reference_column_fails():
     frame = pd.DataFrame({"explanation_id": ["a"], "explanation_found": [True]})  # a query that lost pair_matches
-    outcome = suites.validate_references(frame, "explanation_scores")
+    outcome = reference_suites.validate_references(frame, "explanation_scores")
     assert not outcome.success and any("pair_matches" in f.get("error", "") for f in outcome.failures)
 
 
@@ -326,25 +326,25 @@ def test_merge_keeps_every_failure_and_its_suite():
 
 def test_models_suite(db):
     frame = db.execute("SELECT * FROM models").df()
-    assert quality.validate(frame, "models", suites.models_suite(rows=1)).success
+    assert quality.validate(frame, "models", input_suites.models_suite(rows=1)).success
     broken = pd.concat([frame, frame], ignore_index=True)  # duplicate model_id
     broken.loc[1, "d_mlp"] = 0
     broken.loc[0, "n_layers"] = np.nan
-    kinds = failed(quality.validate(broken, "models", suites.models_suite(rows=1)))
+    kinds = failed(quality.validate(broken, "models", input_suites.models_suite(rows=1)))
     assert ("expect_column_values_to_be_unique", "model_id") in kinds
     assert ("expect_column_values_to_be_between", "d_mlp") in kinds
     assert ("expect_column_values_to_not_be_null", "n_layers") in kinds
     assert ("expect_table_row_count_to_equal", "None") in kinds
-    assert not quality.validate(frame.iloc[:0], "models", suites.models_suite(rows=1)).success  # the model's row missing
+    assert not quality.validate(frame.iloc[:0], "models", input_suites.models_suite(rows=1)).success  # the model's row missing
 
 
 def test_prompt_sets_suite(db):
     frame = db.execute("SELECT * FROM prompt_sets").df()
-    assert quality.validate(suites.prompt_sets_check_frame(frame), "p", suites.prompt_sets_suite(rows=1)).success
+    assert quality.validate(input_suites.prompt_sets_check_frame(frame), "p", input_suites.prompt_sets_suite(rows=1)).success
     broken = pd.concat([frame, frame], ignore_index=True)
     broken.loc[1, "n_heldout"] = 5  # explain + heldout != documents
     broken.loc[0, "duplicates_dropped"] = -1
-    kinds = failed(quality.validate(suites.prompt_sets_check_frame(broken), "p", suites.prompt_sets_suite()))
+    kinds = failed(quality.validate(input_suites.prompt_sets_check_frame(broken), "p", input_suites.prompt_sets_suite()))
     assert ("expect_column_values_to_be_unique", "prompt_set_id") in kinds
     assert ("expect_column_values_to_be_in_set", "splits_add_up") in kinds
     assert ("expect_column_values_to_be_between", "duplicates_dropped") in kinds
@@ -361,7 +361,7 @@ def ablation_tests_frame():
 
 
 def test_ablation_tests_suite():
-    run_tests = lambda f: quality.validate(suites.ablation_tests_check_frame(f), "t", suites.ablation_tests_suite())  # noqa: E731
+    run_tests = lambda f: quality.validate(head_suites.ablation_tests_check_frame(f), "t", head_suites.ablation_tests_suite())  # noqa: E731
     assert run_tests(ablation_tests_frame()).success, run_tests(ablation_tests_frame()).summary()
     broken = ablation_tests_frame()
     broken.loc[1, "p_value"] = 1.5
@@ -389,7 +389,7 @@ def explanation_tests_frame():
 
 
 def test_explanation_tests_suite():
-    run_tests = lambda f: quality.validate(suites.explanation_tests_check_frame(f), "t", suites.explanation_tests_suite())  # noqa: E731
+    run_tests = lambda f: quality.validate(explanation_suites.explanation_tests_check_frame(f), "t", explanation_suites.explanation_tests_suite())  # noqa: E731
     assert run_tests(explanation_tests_frame()).success, run_tests(explanation_tests_frame()).summary()
     broken = explanation_tests_frame()
     broken.loc[0, "mw_p"] = 1.5
@@ -413,12 +413,12 @@ def test_llm_calls_suite(db):
         )
     sql, params = sql_with_parameters("checks/llm_calls_of_run", run_id="r1", model_id=M)
     calls = db.execute(sql, params).df()
-    assert len(calls) == 3 and quality.validate(calls, "llm_calls", suites.llm_calls_suite()).success
+    assert len(calls) == 3 and quality.validate(calls, "llm_calls", explanation_suites.llm_calls_suite()).success
     broken = calls.copy()
     broken.loc[0, "status"] = "maybe"
     broken.loc[1, "cache_key"] = None
     broken.loc[2, "completion_tokens"] = -1
-    kinds = failed(quality.validate(broken, "llm_calls", suites.llm_calls_suite()))
+    kinds = failed(quality.validate(broken, "llm_calls", explanation_suites.llm_calls_suite()))
     assert ("expect_column_values_to_be_in_set", "status") in kinds
     assert ("expect_column_values_to_not_be_null", "cache_key") in kinds
     assert ("expect_column_values_to_be_between", "completion_tokens") in kinds

@@ -12,7 +12,7 @@ from chains import explained_store
 from lookups.pipeline.inputs import planted
 from lookups.pipeline.store import queries
 from lookups.pipeline.store.queries import QueryError, run_query, write_frame
-from lookups.pipeline.store.store import named_queries
+from lookups.pipeline.store.sql_files import named_queries
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from lookups.pipeline import steps
 from lookups.pipeline.config import ExplanationSettings
 from lookups.pipeline.steps import STEPS, Step
 from lookups.pipeline.steps.registry import register
-from lookups.pipeline.store.store import TABLE_KEYS, sql_text
+from lookups.pipeline.store.sql_files import TABLE_KEYS, sql_text
 
 REGISTERED = list(STEPS.values())
 

@@ -29,7 +29,8 @@ from lookups.pipeline.inputs import planted
 from lookups.pipeline.report.atlas import render_atlas
 from lookups.pipeline.report.summary import print_summary
 from lookups.pipeline.steps.atlas import load_atlas_data
-from lookups.pipeline.store.store import SCHEMA_FILE, TABLES, Store
+from lookups.pipeline.store.sql_files import SCHEMA_FILE, TABLES
+from lookups.pipeline.store.store import Store
 
 #: (neurons per layer, random neurons per layer); the run that crashed the summary was (3, default).
 CATALOGS = [(1, 0), (2, 3), (3, 3)]

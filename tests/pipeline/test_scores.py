@@ -11,7 +11,7 @@ from scipy import stats
 from lookups.pipeline.config import HeadScoreSettings
 from lookups.pipeline.llm import score as llm_score
 from lookups.pipeline.science.head_scores import SCORE_COLUMNS, head_neuron_scores
-from lookups.pipeline.store import quality, suites
+from lookups.pipeline.store import explanation_suites, quality
 from lookups.pipeline.store.store import Store
 
 
@@ -140,7 +140,7 @@ def test_the_new_columns_go_through_the_schema_the_views_and_the_checks():
     store = Store()
     store.replace("explanation_tests", keys, tests)
     rows = store.rows("explanation_tests", **keys)
-    assert quality.validate(suites.explanation_tests_check_frame(rows), "t", suites.explanation_tests_suite()).success
+    assert quality.validate(explanation_suites.explanation_tests_check_frame(rows), "t", explanation_suites.explanation_tests_suite()).success
     found = store.named_query("explanation_findings", model_id="m@1", prompt_set_id="ps-1").set_index("baseline")
     assert found.loc["shuffled", "wilcoxon_p"] == pytest.approx(tests.set_index("baseline").loc["shuffled", "wilcoxon_p"])
     assert found.loc["random_neurons", "mean_e_ci_low"] <= found.loc["random_neurons", "mean_e"] <= found.loc["random_neurons", "mean_e_ci_high"]
@@ -149,6 +149,6 @@ def test_the_new_columns_go_through_the_schema_the_views_and_the_checks():
     broken = rows.copy()
     broken.loc[broken["baseline"] == "random_neurons", "wilcoxon_p"] = 0.5  # no pairing on the random-neuron row
     broken["mean_e_ci_high"] = broken["mean_e_ci_low"] - 0.1  # an interval upside down
-    outcome = quality.validate(suites.explanation_tests_check_frame(broken), "t", suites.explanation_tests_suite())
+    outcome = quality.validate(explanation_suites.explanation_tests_check_frame(broken), "t", explanation_suites.explanation_tests_suite())
     failed = {f["kwargs"].get("column") for f in outcome.failures}
     assert not outcome.success and {"cis_consistent", "paired_consistent"} <= failed, outcome.summary()

@@ -8,7 +8,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from lookups.pipeline.store.store import AssetVersion, Store, StoreError, named_queries, sql_text
+from lookups.pipeline.store.asset_versions import AssetVersion
+from lookups.pipeline.store.errors import StoreError
+from lookups.pipeline.store.sql_files import named_queries, sql_text
+from lookups.pipeline.store.store import Store
 
 
 def doc_rows(n, text="t"):
@@ -159,13 +162,13 @@ def test_a_version_record_is_read_on_a_connection_that_is_closed(tmp_path, monke
     store = Store(tmp_path / "x.duckdb")
     store.replace_many([], AssetVersion("prompt_set", "a", "v1", "1", {"n": 1}, complete=False))
     opened = []
-    real = store_module._connect
+    real = store_module.connect
 
     def counting(*args, **kwargs):
         opened.append(real(*args, **kwargs))
         return opened[-1]
 
-    monkeypatch.setattr(store_module, "_connect", counting)
+    monkeypatch.setattr(store_module, "connect", counting)
     for _ in range(3):
         found = store.version("prompt_set", "a")
     assert found.data_version == "v1" and found.stats == {"n": 1} and found.complete is False

@@ -21,7 +21,8 @@ from chains import explained_store
 from lookups.pipeline.inputs import planted
 from lookups.pipeline.store import queries
 from lookups.pipeline.store.queries import QueryError, run_query
-from lookups.pipeline.store.store import TABLES, Store, named_queries
+from lookups.pipeline.store.sql_files import TABLES, named_queries
+from lookups.pipeline.store.store import Store
 
 #: Hostile statements. Placeholders: {part} a neurons part file, {tables} the results folder, {data} the data
 #: folder, {views} the views file, {outside} a folder outside the data folder (holding secret.txt, secret.csv,
@@ -200,7 +201,7 @@ def test_on_an_object_store_the_warehouse_prefix_is_all_it_reads(copy_of_store, 
     from lookups.pipeline.store import store as store_module
 
     store, values, watched = copy_of_store
-    monkeypatch.setattr(store_module, "_is_local", lambda root: False)
+    monkeypatch.setattr(store_module, "is_local", lambda root: False)
     assert len(run_query("consistent_pairs", {}, store)) > 0
     before = _snapshot(*watched)
     for probe in ["read-text-passwd", "read-csv-tmp", "copy-outside", "attach-new-file", "set-external-access"]:

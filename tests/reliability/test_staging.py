@@ -11,18 +11,20 @@ import time
 from pathlib import Path
 
 from lookups.pipeline.common import files
-from lookups.pipeline.store.store import AssetVersion, Store
+from lookups.pipeline.store.asset_versions import AssetVersion
+from lookups.pipeline.store.store import Store
 
 #: A store write stopped between staging its files and renaming them into place (where a kill leaves them):
 #: the rename blocks, so the staged files stay for as long as the process lives.
 WRITER = r"""
 import sys, time
 from lookups.pipeline.store import store
+from lookups.pipeline.store.asset_versions import AssetVersion
 def stopped(src, dst):
     print("staged", flush=True)
     time.sleep(600)
 store.os.replace = stopped
-store.Store().replace_many([], version=store.AssetVersion("probe", sys.argv[1], "d", "c", {}))
+store.Store().replace_many([], version=AssetVersion("probe", sys.argv[1], "d", "c", {}))
 """
 
 

@@ -43,7 +43,9 @@ import torch
 
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.common.progress import Progress
-from lookups.pipeline.inputs.architecture import Architecture, activation_and_slope, capture, eager_attention
+from lookups.pipeline.config import LookupSettings
+from lookups.pipeline.inputs.architecture import Architecture, activation_and_slope
+from lookups.pipeline.inputs.capture import capture, eager_attention
 from lookups.pipeline.science.attribution import Weights, head_read, norm_wanted, stream_read, with_norm_scales
 from lookups.pipeline.science.batching import group_prompts, pad_right
 
@@ -314,17 +316,13 @@ def run_batches(
 
 
 def head_lookups(
-    arch: Architecture,
-    rows: pd.DataFrame,
-    bos_id: int,
-    batch_tokens: int,
-    pad_id: int | None = None,
-    progress: Progress | None = None,
+    arch: Architecture, rows: pd.DataFrame, settings: LookupSettings, bos_id: int, pad_id: int | None = None, progress: Progress | None = None,
 ) -> LookupResult:
     """rows: one per (pair, prompt): ``ROW_KEYS``, ``prompt_token_ids`` (BOS not included) and the stored
     attribution ``score``, ``in_contribution``, ``gate_contribution``. Returns every source position of every
-    row with its attention, contributions, share of the head's score and rank, and the identity against the
-    stored attribution (the largest of the score's, the up part's and the gate part's relative errors)."""
+    row with its attention, contributions, share of the head's score and rank, the identity (the terms against
+    the head's output from the same pass) and the agreement with the stored attribution (``errors``)."""
+    batch_tokens = settings.batch_tokens
     started = time.perf_counter()
     rows = rows.reset_index(drop=True)
     parts, n_prompts, n_batches = [], 0, 0
