@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from lookups.pipeline.steps import STEPS
@@ -50,6 +52,20 @@ def main_job(assets: list) -> dg.UnresolvedAssetJobDefinition:
     )
 
 
+#: How a run's steps execute (``LOOKUPS_EXECUTOR``): each in its own process (Dagster's default; a step's
+#: failure cannot take the others down) or all in the run's one process (faster to start: one torch import).
+EXECUTOR_ENV = "LOOKUPS_EXECUTOR"
+EXECUTORS = {"multiprocess": dg.multiprocess_executor, "in_process": dg.in_process_executor}
+
+
+def executor() -> dg.ExecutorDefinition:
+    """The executor ``LOOKUPS_EXECUTOR`` names (default: multiprocess); an unknown name is a clear error."""
+    name = os.environ.get(EXECUTOR_ENV) or "multiprocess"
+    if name not in EXECUTORS:
+        raise ValueError(f"{EXECUTOR_ENV}={name!r} is not an executor: use one of {', '.join(EXECUTORS)}.")
+    return EXECUTORS[name]
+
+
 def build_definitions(assets: list | None = None, settings: dict | None = None) -> dg.Definitions:
     """The code location's definitions. ``settings``: the settings file's ops (``settings_file_ops()``), the
     defaults of every run's config; ``assets`` replaces the lookups assets (e.g. with other code versions)."""
@@ -62,6 +78,7 @@ def build_definitions(assets: list | None = None, settings: dict | None = None) 
         schedules=refresh_schedules(),
         sensors=[automation_sensor, sources_sensor],
         resources={"store": store, "io_manager": HandleIOManager(store=store)},
+        executor=executor(),
     )
 
 

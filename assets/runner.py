@@ -100,8 +100,9 @@ def prepare_partition(instance: dg.DagsterInstance, run_config: dict) -> tuple[d
     return run_config, key
 
 
-def run_partition(instance: dg.DagsterInstance, run_config: dict, log_level: str | None = None):
-    """Materialize one (model, corpus) partition in this process; the result of ``execute_in_process``."""
+def run_partition(instance: dg.DagsterInstance, run_config: dict, log_level: str | None = None, selection: list[str] | None = None):
+    """Materialize one (model, corpus) partition in this process (``selection``: only these assets and their
+    checks); the result of ``execute_in_process``."""
     from .definitions import defs
 
     run_config, key = prepare_partition(instance, run_config)
@@ -109,17 +110,30 @@ def run_partition(instance: dg.DagsterInstance, run_config: dict, log_level: str
     if log_level:
         run_config = {**run_config, "loggers": {"concise_console": {"config": {"log_level": log_level}}}}
         job = job.with_logger_defs({"concise_console": concise_console})
-    return job.execute_in_process(run_config=run_config, instance=instance, partition_key=key, raise_on_error=False, tags=owner_tags())
+    keys = [dg.AssetKey(name) for name in selection] if selection else None
+    return job.execute_in_process(
+        run_config=_selected(run_config, selection), instance=instance, partition_key=key, raise_on_error=False, tags=owner_tags(), asset_selection=keys,
+    )
 
 
-def run_partition_multiprocess(instance: dg.DagsterInstance, run_config: dict) -> tuple[bool, str]:
+def _selected(run_config: dict, selection: list[str] | None) -> dict:
+    """The run config of the selected assets only (Dagster refuses config for ops the run does not have)."""
+    if not selection:
+        return run_config
+    return {**run_config, "ops": {op: block for op, block in (run_config.get("ops") or {}).items() if op in selection}}
+
+
+def run_partition_multiprocess(instance: dg.DagsterInstance, run_config: dict, selection: list[str] | None = None) -> tuple[bool, str]:
     """Materialize one partition with the job's multiprocess executor (each step in its own process, the
-    job rebuilt there from this module), as the UI and the automation sensor run it. (success, run_id)."""
+    job rebuilt there from this module), as the UI and the automation sensor run it (``selection``: only these
+    assets and their checks). (success, run_id)."""
     from .definitions import defs
 
     run_config, key = prepare_partition(instance, run_config)
     tags = {**defs.resolve_job_def("lookups").partitions_def.get_tags_for_partition_key(key), **owner_tags()}
-    with dg.execute_job(dg.reconstructable(reconstruct_main_job), instance, run_config=run_config, tags=tags) as result:
+    keys = {dg.AssetKey(name) for name in selection} if selection else None
+    job = dg.reconstructable(reconstruct_main_job)
+    with dg.execute_job(job, instance, run_config=_selected(run_config, selection), tags=tags, asset_selection=keys) as result:
         return result.success, result.run_id
 
 
