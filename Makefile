@@ -24,7 +24,7 @@ WHEELS ?= $(HOME)/.cache/lookups/wheels
 LLAMA_WHEELS := $(WHEELS)/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_KEY)
 LLAMA  := $(VENV)/.llama-cpp-$(LLAMA_VERSION)-$(LLAMA_KEY)
 
-.PHONY: install install-qwen-explainer llama lint demo test test-fast ui bench clean
+.PHONY: install install-qwen-explainer llama lint demo test test-fast test-unit ui bench clean
 .DEFAULT_GOAL := demo
 
 $(STAMP): pyproject.toml Makefile
@@ -84,11 +84,18 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/lookups run
 
+# The tiers are folders (docs/testing.md): tests/unit (no model), tests/integration (the planted circuit, the tiny
+# families), tests/acceptance (the real models, servers, the browser; all `slow`). `make test` runs all three.
 test: lint $(STAMP) $(BROWSER) $(LLAMA)
 	$(BIN)/python -m pytest -q -rs --durations=10
 
+# Unit and integration (everything not `slow`): no real model, no browser, no LLM server.
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Unit only: no model at all.
+test-unit: lint
+	$(BIN)/python -m pytest -q tests/unit
 
 ui: $(STAMP)
 	$(BIN)/lookups ui

@@ -1,6 +1,6 @@
 """Run part of the SmolLM2 chain in this process, under whatever CPU kernels its environment selects
 (``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``, ``OMP_NUM_THREADS``, read when torch loads), for
-tests/pipeline/test_kernel_paths.py. Steps of one store may run on different machines (a shared store, a
+tests/acceptance/test_kernel_paths.py. Steps of one store may run on different machines (a shared store, a
 cluster), so the checks must pass whichever kernels computed each step.
 
     python kernel_chain.py attribute DATA_DIR   model to head scores; the handles pickled into DATA_DIR

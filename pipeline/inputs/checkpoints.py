@@ -240,7 +240,7 @@ def split_gguf_parts(spec: SplitGguf, distributions: Sequence[str] | None = None
 
 
 def gemma3_gguf_parts(distributions: Sequence[str] = GEMMA3_GGUF_DISTRIBUTIONS) -> list[Path]:
-    """Gemma's installed parts (tests/pipeline/test_gemma3.py checks them)."""
+    """Gemma's installed parts (tests/acceptance/test_gemma3.py checks them)."""
     return split_gguf_parts(GEMMA3_GGUF, distributions)
 
 
