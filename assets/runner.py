@@ -131,7 +131,7 @@ def run_partition_multiprocess(instance: dg.DagsterInstance, run_config: dict, s
 
     run_config, key = prepare_partition(instance, run_config)
     tags = {**defs.resolve_job_def("lookups").partitions_def.get_tags_for_partition_key(key), **owner_tags()}
-    keys = {dg.AssetKey(name) for name in selection} if selection else None
+    keys = [dg.AssetKey(name) for name in selection] if selection else None
     job = dg.reconstructable(reconstruct_main_job)
     with dg.execute_job(job, instance, run_config=_selected(run_config, selection), tags=tags, asset_selection=keys) as result:
         return result.success, result.run_id

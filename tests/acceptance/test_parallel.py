@@ -100,7 +100,7 @@ def test_two_partitions_in_parallel_with_the_multiprocess_executor(tmp_path):
     got = counts(Store(tmp_path / "parallel" / "data" / "lookups.duckdb"))
     want = counts(Store(tmp_path / "sequential" / "data" / "lookups.duckdb"))
     assert got == want
-    for table in ("models", "neurons", "neuron_exemplars", "head_attributions", "head_neuron_scores"):
+    for table in ("models", "neurons", "neuron_exemplars", "head_attributions"):
         assert len(got[table]) == 2, (table, got[table])  # both models' rows
     written = ("models", "neurons", "neuron_exemplars", "head_attributions", "exemplar_decompositions")
     planted_rows = {table: sum(v for k, v in got[table].items() if k.endswith("planted-model")) for table in written}
