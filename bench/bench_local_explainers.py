@@ -1,16 +1,18 @@
-"""Local explainer comparison (a script, not a test): prints E, AUC and time per pair for each local model.
+"""Local explainer comparison (a script, not a test): every scorer's figures with CIs, and time per pair, for
+each local model and explain template.
 
 On the same explained pairs of one store (the pairs in its ``explanations`` table, strongest first by mean
-attribution, at most ``--max-pairs`` per cohort), each local instruct model explains every pair and scores
-its own explanations on the held-out prompts, with the pipeline's functions (``explain_pairs``,
-``score_explanations``, ``explanation_tests``), the default templates and settings. Each model gets a fresh
-in-memory call ledger: no answer is reused from the store's ``llm_calls`` or from another model, and nothing
-is written to the store. Per model it prints mean E of the next-token cohort, of the random-neuron cohort and
-of the shuffled baseline, the mean AUC, the number of pairs, and seconds per pair (explain + score, the
-model's load excluded). The contrastive reference (no LLM) is printed once for scale.
+attribution, at most ``--max-pairs`` per cohort), each local instruct model explains every pair with each
+template and scores the explanations with the pipeline's functions (``explain_pairs``, ``Judge``,
+``score_explanations``, ``significance.explanation_tests``) and the default settings: detection (E, calibrated
+E, AUC), embedding (AUC, calibrated E) and simulation (correlation). Each run gets a fresh in-memory call ledger:
+no answer is reused from the store's ``llm_calls`` or from another run, and nothing is written to the store.
+Per run and measure it prints the next-token mean [95% CI], the random-neuron mean [CI], their difference [CI]
+with its permutation p, the shuffled baseline, and seconds per pair (explain + score, the model's load
+excluded). The no-LLM references (contrastive, look-up), scored by the first run's judge, are printed for scale.
 
-Usage: python bench/bench_local_explainers.py [--database data/lookups.duckdb] [--max-pairs 20]
-       [--models smollm2-135m-instruct qwen2.5-coder-0.5b-instruct]
+Usage: python bench/bench_local_explainers.py [--database data/lookups.duckdb] [--max-pairs 8]
+       [--models smollm2-135m-instruct qwen2.5-coder-1.5b-instruct] [--templates explain.v2 explain.v3]
 """
 
 from __future__ import annotations
@@ -67,82 +69,85 @@ def pairs_as_the_step_builds_them(store, keys: dict, chosen: pd.DataFrame) -> li
     return _pairs_with_prompts(store, keys, chosen)
 
 
-def run_model(name: str, pairs: list, keys: dict, torch_threads: int) -> dict:
-    """Explain and score ``pairs`` with local model ``name``; the timings and the test rows."""
+def run_model(name: str, template: str, pairs: list, keys: dict, torch_threads: int) -> dict:
+    """Explain ``pairs`` with local model ``name`` and ``template``, then score every explanation by every scorer;
+    the timings, the calls and the score and test rows."""
     import torch
 
     from lookups.pipeline.config import ExplanationSettings, ScoringSettings
     from lookups.pipeline.llm.backends import LocalBackend
-    from lookups.pipeline.llm.explain import CONTRASTIVE, explain_pairs
+    from lookups.pipeline.llm.embeddings import embedder
+    from lookups.pipeline.llm.explain import explain_pairs
     from lookups.pipeline.llm.ledger import CallLedger
-    from lookups.pipeline.llm.score import explanation_tests, score_explanations
+    from lookups.pipeline.llm.score import Judge, score_explanations
+    from lookups.pipeline.llm.significance import explanation_tests
     from lookups.pipeline.llm.templates import load_template
 
     torch.set_num_threads(torch_threads)
-    settings = ExplanationSettings(backend="local", local_model=name)
+    settings = ExplanationSettings(backend="local", local_model=name, explain_template=template)
     scoring = ScoringSettings()
     started = time.perf_counter()
     backend = LocalBackend(settings)  # resolves the model: dequantizes it the first time
     backend._load()
     setup = time.perf_counter() - started
-    ledger = CallLedger(MemoryCallLog(), f"bench-{name}", None, None)
+    ledger = CallLedger(MemoryCallLog(), f"bench-{name}-{template}", None, None)
 
     started = time.perf_counter()
     explained = explain_pairs(pairs, keys["model_id"], keys["prompt_set_id"], settings, load_template(settings.explain_template), backend, ledger)
     t_explain = time.perf_counter() - started
-    explainer = backend.explainer
-    explained = explained[explained["explainer"].isin([CONTRASTIVE, explainer])]  # this model and the reference only
     started = time.perf_counter()
-    by_key = {p.key: p for p in pairs}
-    scores = score_explanations(
-        explained, by_key, keys["model_id"], settings, scoring, load_template(settings.classify_template), backend, ledger
-    )
+    judge = Judge(backend, load_template(settings.classify_template), load_template(settings.simulate_template), ledger, settings, keys["model_id"])
+    encoder = embedder()
+    scores = score_explanations(explained, {p.key: p for p in pairs}, scoring, judge, lambda texts: dict(zip(texts, encoder.encode(texts))))
     t_score = time.perf_counter() - started
     del backend
     calls = pd.concat(ledger.store.calls, ignore_index=True) if ledger.store.calls else pd.DataFrame(columns=["purpose", "p_yes", "answer"])
     return {
-        "name": name, "explainer": explainer, "setup_s": setup, "explain_s": t_explain, "score_s": t_score, "calls": calls,
-        "explanations": explained, "scores": scores, "tests": explanation_tests(scores),
+        "name": name, "template": template, "explainer": judge_explainer(explained), "setup_s": setup, "explain_s": t_explain,
+        "score_s": t_score, "calls": calls, "explanations": explained, "scores": scores, "tests": explanation_tests(scores),
     }
 
 
-def _mean_auc(scores: pd.DataFrame, cohort: str, baseline: str) -> float | None:
-    auc = scores[(scores["cohort"] == cohort) & (scores["baseline"] == baseline) & (scores["status"] == "scored")]["auc"].dropna()
-    return float(auc.mean()) if len(auc) else None
+def judge_explainer(explained: pd.DataFrame) -> str | None:
+    """The LLM explainer's name among the explanations (the others are the no-LLM references)."""
+    names = explained.loc[explained["llm_model"].notna(), "explainer"].unique()
+    return names[0] if len(names) else None
 
 
-def summary_row(tests: pd.DataFrame, scores: pd.DataFrame, explainer: str) -> dict:
-    own = tests[tests["explainer"] == explainer].set_index("baseline")
-    mine = scores[scores["explainer"] == explainer]
-
-    def get(baseline: str, column: str):
-        return own.at[baseline, column] if baseline in own.index else None
-
-    return {
-        "E next-token": get("random_neurons", "mean_e"),
-        "E random": get("random_neurons", "mean_baseline"),
-        "E shuffled": get("shuffled", "mean_baseline"),
-        "AUC next-token": get("random_neurons", "mean_auc"),
-        "AUC random": _mean_auc(mine, "random", "none"),
-        "AUC shuffled": _mean_auc(mine, "next_token", "shuffled"),
-        "p vs random": get("random_neurons", "mw_p"),
-        "p vs shuffled": get("shuffled", "mw_p"),
-        "scored nt/rnd": f"{get('random_neurons', 'n') or 0}/{get('random_neurons', 'n_baseline') or 0}",
-        "not scored": int(((mine["status"] != "scored") & (mine["baseline"] == "none")).sum()),
-    }
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+def _ci(mean, low, high) -> str:
+    if mean is None or pd.isna(mean):
         return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]" if pd.notna(low) else f"{mean:.3f}"
+
+
+def summary_rows(tests: pd.DataFrame, explainer: str, label: str) -> list[dict]:
+    """One row per scorer and measure: next-token mean [CI], random-neuron mean [CI], the difference [CI] and
+    its permutation p, and the shuffled baseline's mean."""
+    rows = []
+    own = tests[tests["explainer"] == explainer]
+    for (scorer, measure), group in own.groupby(["scorer", "measure"], sort=False):
+        by = group.set_index("baseline")
+        r = by.loc["random_neurons"] if "random_neurons" in by.index else None
+        s = by.loc["shuffled"] if "shuffled" in by.index else None
+        first = r if r is not None else s
+        rows.append({
+            "explainer": label, "scorer": scorer, "measure": measure,
+            "next-token": _ci(first["mean"], first["ci_low"], first["ci_high"]) + f" n{first['n']}",
+            "random": "-" if r is None else _ci(r["mean_baseline"], r["baseline_ci_low"], r["baseline_ci_high"]) + f" n{r['n_baseline']}",
+            "nt - random": "-" if r is None else _ci(r["difference"], r["difference_ci_low"], r["difference_ci_high"]),
+            "p (perm.)": "-" if r is None or pd.isna(r["permutation_p"]) else f"{r['permutation_p']:.3g}",
+            "shuffled": "-" if s is None else _ci(s["mean_baseline"], s["baseline_ci_low"], s["baseline_ci_high"]),
+            "p vs shuffled": "-" if s is None or pd.isna(s["permutation_p"]) else f"{s['permutation_p']:.3g}",
+        })
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", type=Path, default=None, help="the views file (default: data/lookups.duckdb)")
-    parser.add_argument("--max-pairs", type=int, default=20, help="at most this many pairs per cohort (0: all)")
-    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
+    parser.add_argument("--max-pairs", type=int, default=8, help="at most this many pairs per cohort (0: all)")
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct"])
+    parser.add_argument("--templates", nargs="+", default=["explain.v3"], help="explain templates, each run with every model")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--save", type=Path, default=None, help="also write each model's explanations and scores as CSV here")
     args = parser.parse_args()
@@ -167,40 +172,35 @@ def main() -> None:
 
     # The machine may be shared: the load average says whether the seconds per pair were measured alone.
     load_before = os.getloadavg()[0]
-    results = [run_model(name, pairs, keys, args.threads) for name in args.models]
+    results = [run_model(name, template, pairs, keys, args.threads) for name in args.models for template in args.templates]
     load_after = os.getloadavg()[0]
 
-    rows = {}
+    rows, timing = [], {}
     for result in results:
-        explainer = result["explainer"]
+        explainer, label = result["explainer"], f"{result['name']} {result['template']}"
         made = result["explanations"][result["explanations"]["explainer"] == explainer]
-        per_pair = (result["explain_s"] + result["score_s"]) / len(pairs)
-        classify = result["calls"][result["calls"]["purpose"] == "classify"]
-        rows[result["name"]] = {
-            **summary_row(result["tests"], result["scores"], explainer),
-            "pairs": len(pairs), "explained ok": int((made["status"] == "ok").sum()), "LLM calls": len(result["calls"]),
-            "P(Yes) mean": float(classify["p_yes"].mean()), "P(Yes) sd": float(classify["p_yes"].std()),
-            "Yes share": float(classify["answer"].astype(float).mean()),
-            "s/pair": per_pair, "explain s": result["explain_s"], "score s": result["score_s"], "load s": result["setup_s"],
+        rows += summary_rows(result["tests"], explainer, label)
+        timing[label] = {
+            "pairs": len(pairs), "explained ok": int((made["status"] == "ok").sum()), "flagged": int(made["status"].isin(["comparison"]).sum()),
+            "LLM calls": len(result["calls"]), "s/pair": (result["explain_s"] + result["score_s"]) / len(pairs),
+            "explain s": round(result["explain_s"], 1), "score s": round(result["score_s"], 1), "load s": round(result["setup_s"], 1),
         }
-        again = stored.merge(made, on=["cohort", "layer", "neuron", "head_layer", "head"], suffixes=("_stored", ""))
-        again = again[again["llm_model"] == again["llm_model_stored"]]
-        if len(again):  # the store's own explainer: greedy decoding should give its stored explanations back
-            same = int((again["explanation"] == again["explanation_stored"]).sum())
-            print(f"{result['name']}: {same}/{len(again)} explanations identical to the ones in the store")
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
-            result["explanations"].to_csv(args.save / f"{result['name']}.explanations.csv", index=False)
-            result["scores"].to_csv(args.save / f"{result['name']}.scores.csv", index=False)
-    first = results[0]
-    rows["contrastive (reference)"] = {**summary_row(first["tests"], first["scores"], CONTRASTIVE), "pairs": len(pairs)}
-    table = pd.DataFrame(rows).T
+            stem = f"{result['name']}.{result['template']}"
+            result["explanations"].to_csv(args.save / f"{stem}.explanations.csv", index=False)
+            result["scores"].to_csv(args.save / f"{stem}.scores.csv", index=False)
+            result["tests"].to_csv(args.save / f"{stem}.tests.csv", index=False)
+    for name in (CONTRASTIVE, "lookup"):
+        rows += summary_rows(results[0]["tests"], name, f"{name} (reference)")
+    pd.set_option("display.width", 250)
     print()
-    print(table.to_string(formatters={c: _fmt for c in table.columns}))
+    print(pd.DataFrame(rows).to_string(index=False))
+    print()
+    print(pd.DataFrame(timing).T.to_string(formatters={"s/pair": "{:.1f}".format}))
     print(f"\nload average (1 min) at start {load_before:.2f}, at end {load_after:.2f}, on {os.cpu_count()} CPUs; torch threads {args.threads}")
-    print("E: balanced accuracy on the held-out prompts (0.5 is chance). E random: the random-neuron cohort; E shuffled: "
-          "next-token explanations scored on another pair's prompts; AUC: over P(Yes), each cohort's mean; p: two-sided Mann-Whitney U\n"
-          "of next-token E against each baseline. P(Yes) and Yes share: over every classify call of the model.")
+    print("Means with bootstrap 95% CIs; nt - random: next-token minus random-neuron pairs, permutation p two-sided; shuffled: the\n"
+          "next-token explanations scored on another pair's prompts (paired permutation p). Chance: 0.5 for E and AUC, 0 for correlation.")
 
 
 if __name__ == "__main__":

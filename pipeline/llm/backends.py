@@ -23,17 +23,23 @@ from dataclasses import dataclass
 
 from lookups.pipeline.config import LLM_API_KEY_ENV, LLM_BASE_URL_ENV, LLM_MODEL_ENV, ExplanationSettings
 from lookups.pipeline.llm import ExplainerError
-from lookups.pipeline.llm.templates import SNIPPET_MARKERS, parse_answer, parse_explanation
+from lookups.pipeline.llm.templates import SNIPPET_MARKERS, parse_answer, parse_explanation, parse_rating
 
-#: Statuses of an answer that are results (cached, counted); 'error' is a failure to get any answer.
-ANSWER_STATUSES = ("ok", "malformed", "refused", "empty")
+#: Statuses of an answer that are results (cached, counted); 'error' is a failure to get any answer. 'comparison':
+#: an explanation that compares the groups shown instead of stating a rule (``templates.parse_explanation``).
+ANSWER_STATUSES = ("ok", "malformed", "refused", "empty", "comparison")
+#: What a request asks for: an explanation, a Yes/No classification, a 0-9 rating (the simulation scorer).
+PURPOSES = ("explain", "classify", "simulate")
+#: The simulation scorer's scale: every rating is one token in tokenizers that split digits, so the expected
+#: value over the digits' probabilities is exact (docs/method.md, "Scoring explanations").
+RATINGS = tuple(str(r) for r in range(10))
 STATUSES = ANSWER_STATUSES + ("error", "budget_exhausted")
 
 
 @dataclass(frozen=True)
 class LlmRequest:
     key: str  # cache key: hash of (pair, examples, backend, model, template version)
-    purpose: str  # 'explain' | 'classify'
+    purpose: str  # PURPOSES
     messages: list[dict]
     max_tokens: int
 
@@ -44,6 +50,7 @@ class LlmResponse:
     text: str = ""
     answer: bool | None = None  # classify only
     p_yes: float | None = None  # classify only, where the backend gives probabilities
+    rating: float | None = None  # simulate only: the expected rating where the backend gives probabilities, else the parsed one
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -55,10 +62,15 @@ class LlmResponse:
         return self.prompt_tokens + self.completion_tokens
 
 
-def _finish(request: LlmRequest, text: str, p_yes: float | None, **usage) -> LlmResponse:
+def _finish(request: LlmRequest, text: str, p_yes: float | None, rating: float | None = None, **usage) -> LlmResponse:
     if request.purpose == "explain":
         status, cleaned = parse_explanation(text)
         return LlmResponse(status, cleaned, **usage)
+    if request.purpose == "simulate":
+        status, parsed = parse_rating(text)
+        if rating is not None:  # the digits' distribution: its expectation, whatever the reply's text
+            status, parsed = "ok", rating
+        return LlmResponse(status, text.strip()[:200], rating=parsed, **usage)
     status, answer = parse_answer(text)
     if status != "ok" and p_yes is not None:
         # The reply's first word is not Yes/No, but the first token's distribution ranks Yes and No: read the
@@ -79,6 +91,22 @@ class LlmBackend:
 
     def run(self, requests: list[LlmRequest], allow: Callable[[], bool]) -> Iterator[tuple[LlmRequest, LlmResponse]]:
         raise NotImplementedError
+
+
+def _expected_rating(probabilities: dict[str, float]) -> float | None:
+    """The expected rating over the digits' probabilities (normalised over the digits), or None without any."""
+    total = sum(probabilities.get(r, 0.0) for r in RATINGS)
+    return sum(int(r) * probabilities.get(r, 0.0) for r in RATINGS) / total if total > 0 else None
+
+
+def _rating_from_top_logprobs(top: Iterable) -> float | None:
+    """The expected rating over the first token's alternatives that are digits."""
+    found: dict[str, float] = {}
+    for alt in top:
+        token = (alt.token or "").strip()
+        if token in RATINGS:
+            found[token] = found.get(token, 0.0) + math.exp(alt.logprob)
+    return _expected_rating(found)
 
 
 def _p_yes_from_top_logprobs(top: Iterable) -> float | None:
@@ -125,8 +153,8 @@ class OpenAIBackend(LlmBackend):
 
         started = time.perf_counter()
         params = {"model": self.model, "messages": request.messages, "max_tokens": request.max_tokens, "temperature": 0.0}
-        if request.purpose == "classify" and self.logprobs:
-            params.update(logprobs=True, top_logprobs=10)
+        if request.purpose in ("classify", "simulate") and self.logprobs:
+            params.update(logprobs=True, top_logprobs=20)
         try:
             try:
                 reply = self.client.chat.completions.create(**params)
@@ -146,15 +174,18 @@ class OpenAIBackend(LlmBackend):
             text = choice.message.content or ""
         except (AttributeError, IndexError, TypeError):
             choice, text = None, ""
-        p_yes = None
+        p_yes = rating = None
         content = getattr(getattr(choice, "logprobs", None), "content", None)
         if request.purpose == "classify" and content:
             p_yes = _p_yes_from_top_logprobs(content[0].top_logprobs or [])
+        if request.purpose == "simulate" and content:
+            rating = _rating_from_top_logprobs(content[0].top_logprobs or [])
         usage = getattr(reply, "usage", None)
         return _finish(
             request,
             text,
             p_yes,
+            rating,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             seconds=time.perf_counter() - started,
@@ -201,6 +232,7 @@ class LocalBackend(LlmBackend):
         self.batch_size = settings.batch_size
         self.yes_ids = self._word_ids("yes")
         self.no_ids = self._word_ids("no")
+        self.rating_ids = {rating: self._word_ids(rating) for rating in RATINGS}
 
     def _load(self):
         if self.lm is None:
@@ -228,8 +260,8 @@ class LocalBackend(LlmBackend):
         if not requests:
             return
         self._load()
-        if all(r.purpose == "classify" for r in requests):
-            yield from self._classify(requests, allow)
+        if all(r.purpose in ("classify", "simulate") for r in requests):
+            yield from self._next_token(requests, allow)
             return
         # Similar lengths together: less padding.
         ordered = sorted(requests, key=lambda r: sum(len(m["content"]) for m in r.messages))
@@ -250,10 +282,11 @@ class LocalBackend(LlmBackend):
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 yield request, _finish(request, text, None, prompt_tokens=int(n), completion_tokens=len(ids), seconds=seconds)
 
-    def _classify(self, requests: list[LlmRequest], allow) -> Iterator[tuple[LlmRequest, LlmResponse]]:
-        """Yes/No from the next-token logits. The questions about one explanation differ only after the
-        snippet marker, so the shared prefix (instructions and explanation) runs once and its KV cache serves
-        every snippet: ``[1, prefix]`` once, then ``[batch, suffix]`` right-padded on the repeated cache."""
+    def _next_token(self, requests: list[LlmRequest], allow) -> Iterator[tuple[LlmRequest, LlmResponse]]:
+        """Yes/No (classify) or the expected 0-9 rating (simulate) from the next-token distribution. The
+        questions about one explanation differ only after the snippet marker, so the shared prefix (instructions
+        and explanation) runs once and its KV cache serves every snippet: ``[1, prefix]`` once, then ``[batch,
+        suffix]`` right-padded on the repeated cache."""
         import torch
 
         groups: dict[str, list[tuple[LlmRequest, str]]] = {}
@@ -282,12 +315,19 @@ class LocalBackend(LlmBackend):
                 logits = self.lm(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True).logits  # [batch, S, vocab]
             last = torch.tensor([len(x) - 1 for x in suffixes], device=self.device)
             probs = logits[torch.arange(len(chunk)), last].float().softmax(-1)  # [batch, vocab]
-            yes, no = probs[:, self.yes_ids].sum(-1), probs[:, self.no_ids].sum(-1)
-            p_yes = (yes / (yes + no).clamp_min(1e-12)).tolist()
             seconds = (time.perf_counter() - started) / len(chunk)
-            for (request, _), p, suffix in zip(chunk, p_yes, suffixes):
-                n = prefix_ids.shape[1] + len(suffix)
-                yield request, LlmResponse("ok", "Yes" if p >= 0.5 else "No", p >= 0.5, p, prompt_tokens=n, completion_tokens=1, seconds=seconds)
+            for (request, _), row, suffix in zip(chunk, probs, suffixes):
+                usage = {"prompt_tokens": prefix_ids.shape[1] + len(suffix), "completion_tokens": 1, "seconds": seconds}
+                yield request, self._read(request, row, usage)
+
+    def _read(self, request: LlmRequest, probs, usage: dict) -> LlmResponse:
+        """One request's answer from its next-token distribution ``probs`` ``[vocab]``."""
+        if request.purpose == "simulate":
+            rating = _expected_rating({r: float(probs[ids].sum()) for r, ids in self.rating_ids.items() if ids})
+            return LlmResponse("ok" if rating is not None else "malformed", f"{rating:.2f}" if rating is not None else "", rating=rating, **usage)
+        yes, no = float(probs[self.yes_ids].sum()), float(probs[self.no_ids].sum())
+        p = yes / max(yes + no, 1e-12)
+        return LlmResponse("ok", "Yes" if p >= 0.5 else "No", p >= 0.5, p, **usage)
 
 
 def _budgeted_batches(groups: list[list], size: int, allow: Callable[[], bool]) -> Iterator[tuple[int, list]]:

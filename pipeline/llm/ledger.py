@@ -55,7 +55,7 @@ class CallLedger:
         return {
             r.cache_key: LlmResponse(
                 r.status, r.response or "", None if pd.isna(r.answer) else bool(r.answer), None if pd.isna(r.p_yes) else float(r.p_yes),
-                prompt_tokens=0, completion_tokens=0, cached=True,
+                rating=None if pd.isna(r.rating) else float(r.rating), prompt_tokens=0, completion_tokens=0, cached=True,
             )
             for r in rows.itertuples()
         }
@@ -78,7 +78,8 @@ class CallLedger:
                 {
                     "cache_key": request.key, "run_id": self.run_id, "backend": backend.kind, "llm_model": backend.model,
                     "template_version": template_version, "purpose": request.purpose, "status": response.status,
-                    "response": response.text, "answer": response.answer, "p_yes": response.p_yes, "error": response.error,
+                    "response": response.text, "answer": response.answer, "p_yes": response.p_yes, "rating": response.rating,
+                    "error": response.error,
                     "prompt_tokens": response.prompt_tokens, "completion_tokens": response.completion_tokens,
                     "seconds": response.seconds,
                 }
@@ -102,12 +103,16 @@ def ask(backend: LlmBackend, template_version: str, requests: list[LlmRequest], 
     unique = list({r.key: r for r in requests}.values())
     answers = ledger.cached([r.key for r in unique])
     todo = [r for r in unique if r.key not in answers]
+    hits, tokens = len(unique) - len(todo), 0
+    if progress:  # the total at once: a slow backend's first batch can take minutes
+        progress(phase, hits, len(unique), f"{hits} from the cache, {len(todo)} to ask")
     try:
         for i, (request, response) in enumerate(backend.run(todo, ledger.allow)):
             ledger.record(backend, template_version, request, response)
             answers[request.key] = response
+            tokens += response.tokens
             if progress:
-                progress(phase, i + 1, len(todo))
+                progress(phase, hits + i + 1, len(unique), f"{hits} from the cache, {tokens:,} tokens")
     finally:
         ledger.flush()
     for request in todo:

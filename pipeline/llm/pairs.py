@@ -25,6 +25,7 @@ class Pair:
     inactive: list[str] = field(default_factory=list)
     heldout: list[str] = field(default_factory=list)
     heldout_truth: list[bool] = field(default_factory=list)
+    heldout_scores: list[float] = field(default_factory=list)  # the head's attribution score on each held-out prompt
     # Per active explain prompt (aligned with ``active``), what the head reads most: (text before, the token,
     # text after), None where that is BOS or no look-up is stored; and that token's text ('' for BOS).
     active_marked: list[tuple[str, str, str] | None] = field(default_factory=list)
@@ -60,7 +61,7 @@ def marked(pieces, top_position) -> tuple[str, str, str] | None:
 
 def build_pairs(chosen: pd.DataFrame, prompts: pd.DataFrame, lookups: pd.DataFrame | None = None) -> list[Pair]:
     """chosen: pairs (cohort, layer, neuron, head_layer, head, token). prompts: per (pair, prompt) the doc id,
-    split, active flag, prompt text and exemplar rank, for the chosen pairs' neurons. lookups: per (pair,
+    split, active flag, the head's score, prompt text and exemplar rank, for the chosen pairs' neurons. lookups: per (pair,
     prompt) the head's reading (``pair_lookup_prompts``: pieces, top position and token)."""
     if lookups is not None and len(lookups):
         prompts = prompts.merge(lookups[[*PAIR_KEYS, "doc_id", "pieces", "top_position", "top_token"]], on=[*PAIR_KEYS, "doc_id"], how="left")
@@ -85,6 +86,7 @@ def build_pairs(chosen: pd.DataFrame, prompts: pd.DataFrame, lookups: pd.DataFra
             pair.inactive = explain.loc[~explain["active"], "prompt_text"].tolist()
             pair.heldout = heldout["prompt_text"].tolist()
             pair.heldout_truth = heldout["active"].astype(bool).tolist()
+            pair.heldout_scores = heldout["score"].astype(float).tolist() if "score" in heldout else []
         out.append(pair)
     return out
 

@@ -138,14 +138,40 @@ def marked_snippet(parts: tuple[str, str, str], token: str | None, max_chars: in
     return _with_token((before + mark + after).strip(), token)
 
 
+#: An answer that compares the groups shown instead of stating a rule: it cannot be checked on one snippet
+#: (the judge sees no groups), so it is flagged, stored and scored as such, never passed as a rule.
+_COMPARISON = re.compile(
+    r"\b(group [ab12]|groups? (?:one|two)|(?:the )?(?:first|second|other) (?:set|group|list)|active snippets?|inactive snippets?|"
+    r"in contrast to the inactive|unlike the inactive|the inactive ones?|the active ones?|(?:set|list) [ab12]\b)",
+    re.I,
+)
+
+
 def parse_explanation(text: str | None) -> tuple[str, str]:
-    """(status, explanation): 'ok', 'empty' or 'refused'."""
+    """(status, explanation): 'ok', 'empty', 'refused' or 'comparison' (an answer about the groups shown, not a
+    rule that can be checked on one snippet)."""
     cleaned = " ".join((text or "").split())
     if not cleaned:
         return "empty", ""
     if _REFUSAL.search(cleaned[:80]):
         return "refused", cleaned
+    if _COMPARISON.search(cleaned):
+        return "comparison", cleaned[:2000]
     return "ok", cleaned[:2000]
+
+
+def parse_rating(text: str | None) -> tuple[str, float | None]:
+    """(status, rating) of a 0-9 rating reply: 'ok' with the first whole number in 0-9 (one above 9 counts as 9),
+    else 'empty', 'refused' or 'malformed'."""
+    cleaned = (text or "").strip()
+    if not cleaned:
+        return "empty", None
+    number = re.search(r"\d+", cleaned)
+    if number:
+        return "ok", float(min(int(number.group(0)), 9))
+    if _REFUSAL.search(cleaned):
+        return "refused", None
+    return "malformed", None
 
 
 def parse_answer(text: str | None) -> tuple[str, bool | None]:

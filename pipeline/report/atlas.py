@@ -4,8 +4,8 @@ internet (no external scripts, styles or fonts; figures are inline PNGs).
 It shows the selected neurons and their tokens; per neuron, the head x layer attribution heatmap (mean
 score over its explain prompts, consistent pairs outlined); per consistent pair, its prompts with each token
 shaded by the head's attention from the last position, the neuron's token shown next, and whether the head
-was active; the findings (consistent pairs by head layer, the ablation comparison, the E histogram against the
-baselines with mean E and its bootstrap 95% CI per explainer and cohort). A search box filters the neurons by token.
+was active; the findings (consistent pairs by head layer, the ablation comparison, each scorer's measures against the
+baselines with their bootstrap 95% CIs and tests, the figures that carry signal first, and their histograms). A search box filters the neurons by token.
 Every string from the corpus or the tokenizer is HTML-escaped.
 """
 
@@ -38,8 +38,8 @@ class AtlasData:
     explanations: pd.DataFrame = field(default_factory=pd.DataFrame)  # pair_explanations rows (next-token pairs)
     lookups: pd.DataFrame = field(default_factory=pd.DataFrame)  # head_lookups of the explain prompts (atlas_lookups)
     pair_lookups: pd.DataFrame = field(default_factory=pd.DataFrame)  # per pair: look-up summary and counterfactual test
-    explanation_scores: pd.DataFrame = field(default_factory=pd.DataFrame)  # explanation_scores rows: explainer, cohort, baseline, status, e_score
-    explanation_tests: pd.DataFrame = field(default_factory=pd.DataFrame)  # explanation_tests rows (means, CIs, tests)
+    explanation_scores: pd.DataFrame = field(default_factory=pd.DataFrame)  # explanation_scores rows: explainer, scorer, cohort, baseline, status, measures
+    explanation_tests: pd.DataFrame = field(default_factory=pd.DataFrame)  # explanation_comparison rows (means, CIs, tests, signal)
 
 
 def _e(value) -> str:
@@ -138,7 +138,7 @@ p.explanation{margin:4px 0 4px 12px;font-size:13px} table.heat td.consistent{out
 .prompt{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;margin:2px 0}
 .next{background:#cfe8cf;font-weight:bold;margin-left:2px} .on{color:#b00} .off{color:#777}
 .prompt span.top{outline:2px solid #111;outline-offset:-1px} .prompt .bos{color:#777;font-size:10px} p.lookup{margin:4px 0 4px 12px;font-size:13px}
-.neuron{border-top:1px solid #ccc;padding-top:.5em} .muted{color:#777} table.facts td{padding:0 1em 0 0}
+.neuron{border-top:1px solid #ccc;padding-top:.5em} .muted{color:#777} table.facts td{padding:0 1em 0 0} tr.signal{font-weight:bold}
 input#search{font-size:1em;padding:.3em;width:20em}
 """
 
@@ -201,8 +201,8 @@ def _header(data: AtlasData) -> list[str]:
 
 
 def _findings(data: AtlasData, figs: dict[str, str]) -> list[str]:
-    """The findings: consistent pairs by head layer, the ablation comparison (figure and KS tests), the E histogram
-    and the mean E table, or a note that explanations are still to come. ``figs``: base64 PNGs by name."""
+    """The findings: consistent pairs by head layer, the ablation comparison (figure and KS tests), the explanation
+    scores' table and histograms, or a note that explanations are still to come. ``figs``: base64 PNGs by name."""
     parts = ["<h2>Findings</h2>"]
     if "heads_by_layer" in figs:
         parts.append(f"<img alt='consistent pairs by head layer' src='data:image/png;base64,{figs['heads_by_layer']}'>")
@@ -219,9 +219,9 @@ def _findings(data: AtlasData, figs: dict[str, str]) -> list[str]:
                 f"<td>{t.mean_inactive:.4g}</td><td>{t.ks_statistic:.3f}</td><td>{t.p_value:.2g}</td></tr>"
             )
         parts.append("</table>")
-    if "e_histogram" in figs:
-        parts.append(f"<img alt='histogram of E against the baselines' src='data:image/png;base64,{figs['e_histogram']}'>")
-    parts.extend(_mean_e_table(data.explanation_tests))
+    parts.extend(_score_table(data.explanation_tests))
+    if "score_histograms" in figs:
+        parts.append(f"<img alt='histograms of the explanation scores against the baselines' src='data:image/png;base64,{figs['score_histograms']}'>")
     if not len(data.explanations):
         parts.append("<p class='muted'>Explanations and their scores appear here once the explanation assets have run.</p>")
     return parts
@@ -300,7 +300,7 @@ def _pair_details(page: _Page, n, pair, explain: pd.DataFrame) -> list[str]:
 
 
 def _explanations(explanations: pd.DataFrame, layer: int, neuron: int, head_layer: int, head: int) -> list[str]:
-    """One line per explainer: the explanation and its held-out score E (or why it has none)."""
+    """One line per explainer: the explanation and its held-out scores (or why it has none)."""
     if not len(explanations):
         return []
     rows = explanations[
@@ -308,7 +308,9 @@ def _explanations(explanations: pd.DataFrame, layer: int, neuron: int, head_laye
     ]
     out = []
     for r in rows.itertuples():
-        score = f"E {r.e_score:.2f}" if pd.notna(r.e_score) else _e(r.reason or r.status)
+        figures = [f"{name} {value:.2f}" for name, value in (("AUC", r.auc), ("E", r.e_score), ("embedding AUC", r.embedding_auc),
+                                                              ("simulation r", r.simulation_correlation)) if pd.notna(value)]
+        score = ", ".join(figures) if figures else _e(r.reason or r.status)
         out.append(f"<p class='explanation'><b>{_e(r.explainer)}</b> ({score}): {_e(r.explanation or '')}</p>")
     return out
 
@@ -321,30 +323,45 @@ def _p(value) -> str:
     return "" if pd.isna(value) else f"{value:.2g}"
 
 
-def _mean_e_table(tests: pd.DataFrame) -> list[str]:
-    """Per explainer and cohort (next-token pairs, random neurons, shuffled explanations): n, mean E and its
-    bootstrap 95% CI, the Mann-Whitney p against the next-token pairs, and the paired Wilcoxon p of the shuffled."""
+#: How the atlas names each scorer's measure.
+MEASURE_NAMES = {"auc": "AUC", "calibrated_e": "calibrated E", "e_score": "E", "correlation": "r (Spearman)"}
+
+
+def _score_table(tests: pd.DataFrame) -> list[str]:
+    """Per explainer, scorer and measure (the rows that carry signal first): the next-token pairs' mean and its
+    bootstrap 95% CI; against the random neurons and against the shuffled explanations, the baseline's mean, the
+    difference with its CI and the permutation p."""
     if not len(tests):
         return []
     out = [
-        "<h3>Head Explanation Score E against the baselines</h3><p class='muted'>Mean E over held-out prompts with a 95% "
-        "percentile bootstrap CI; p: two-sided Mann-Whitney against the next-token pairs, and the paired Wilcoxon "
-        "signed-rank test of each explanation's own E against its shuffled E.</p>",
-        "<table class='facts' id='mean-e'><tr><th>explainer</th><th>scored on</th><th>n</th><th>mean E</th><th>95% CI (bootstrap)</th>"
-        "<th>Mann-Whitney p</th><th>paired Wilcoxon p</th></tr>"
+        "<h3>Do the explanations carry signal?</h3><p class='muted'>Means over next-token pairs' held-out prompts with 95% "
+        "percentile bootstrap CIs. Against each baseline: its mean, the difference (random neurons: of the means; shuffled: "
+        "each explanation on its own prompts minus on another pair's) with its bootstrap CI, and a two-sided permutation "
+        "test. <b>signal</b>: the CI of the difference excludes 0 and p &lt; 0.05. Chance is 0.5 (r: 0).</p>",
+        "<table class='facts' id='explanation-tests'><tr><th>explainer</th><th>scorer</th><th>measure</th><th>n</th><th>mean</th>"
+        "<th>95% CI</th><th>random neurons</th><th>difference [95% CI]</th><th>p</th><th>shuffled</th><th>difference [95% CI]</th>"
+        "<th>p</th></tr>",
     ]
-    for explainer, group in tests.groupby("explainer", sort=False):
-        by = group.set_index("baseline")
-        first = group.iloc[0]  # mean E of the next-token pairs is the same on every baseline's row
-        cohorts = [("next-token neurons", first.n, first.mean_e, first.mean_e_ci_low, first.mean_e_ci_high, None, None)]
-        for baseline, label in (("random_neurons", "random neurons (baseline)"), ("shuffled", "shuffled explanations")):
-            if baseline in by.index:
-                r = by.loc[baseline]
-                cohorts.append((label, r.n_baseline, r.mean_baseline, r.baseline_ci_low, r.baseline_ci_high, r.mw_p, r.get("wilcoxon_p")))
-        for label, n, mean, low, high, mw_p, wilcoxon_p in cohorts:
-            out.append(
-                f"<tr><td>{_e(explainer)}</td><td>{label}</td><td>{int(n)}</td><td>{'n/a' if pd.isna(mean) else f'{mean:.3f}'}</td>"
-                f"<td>{_ci(low, high)}</td><td>{_p(mw_p)}</td><td>{_p(wilcoxon_p)}</td></tr>"
-            )
+    by = {(r.explainer, r.scorer, r.measure, r.baseline): r for r in tests.itertuples()}
+    for r in tests[tests["baseline"] == "random_neurons"].itertuples():
+        cells = [_e(r.explainer), _e(r.scorer), MEASURE_NAMES.get(r.measure, _e(r.measure)), str(int(r.n)), _mean(r.mean), _ci(r.ci_low, r.ci_high)]
+        for baseline in (r, by.get((r.explainer, r.scorer, r.measure, "shuffled"))):
+            if baseline is None or not baseline.n_baseline:
+                cells += ["n/a", "", ""]
+                continue
+            cells += [f"{_mean(baseline.mean_baseline)} (n={int(baseline.n_baseline)})", _difference(baseline), _p(baseline.permutation_p)]
+        mark = " class='signal'" if bool(r.signal) else ""
+        out.append(f"<tr{mark}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return out
+
+
+def _mean(value) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.3f}"
+
+
+def _difference(r) -> str:
+    if pd.isna(r.difference):
+        return "n/a"
+    ci = "" if pd.isna(r.difference_ci_low) else f" [{r.difference_ci_low:+.3f}, {r.difference_ci_high:+.3f}]"
+    return f"{r.difference:+.3f}{ci}"

@@ -53,33 +53,47 @@ def ablation(ablations: pd.DataFrame) -> bytes | None:
     return _png(fig, bbox_inches="tight")
 
 
-def e_histogram(scores: pd.DataFrame, title: str) -> bytes | None:
-    """The paper's figure: per explainer, the histogram of E over next-token pairs with the random-neuron
-    baseline (and the shuffled baseline) overlaid. PNG bytes, or None with nothing scored."""
+#: The panels of the score histograms, the threshold-free figures first: (scorer, measure, axis label, range).
+SCORE_PANELS = (
+    ("detection", "auc", "detection AUC (P(Yes), held-out)", (0.0, 1.0)),
+    ("embedding", "auc", "embedding AUC (cosine, held-out)", (0.0, 1.0)),
+    ("simulation", "correlation", "simulation r (Spearman, held-out)", (-1.0, 1.0)),
+    ("detection", "e_score", "Head Explanation Score E (balanced accuracy at 0.5)", (0.0, 1.0)),
+)
+
+
+def score_histograms(scores: pd.DataFrame, title: str) -> bytes | None:
+    """The paper's figure, per scorer: one row per explainer, one panel per measure it has (detection AUC,
+    embedding AUC, simulation r, E), each the histogram over next-token pairs with the random-neuron and shuffled
+    baselines overlaid and chance marked. PNG bytes, or None with nothing scored."""
     if not len(scores):  # nothing explained yet (a frame with no columns, too)
         return None
     scored = scores[scores["status"] == "scored"]
     if not len(scored):
         return None
-    plt = _pyplot()
+    panels = [p for p in SCORE_PANELS if p[1] in scored and scored.loc[scored["scorer"] == p[0], p[1]].notna().any()]
     explainers = sorted(scored["explainer"].unique())
-    fig, axes = plt.subplots(1, len(explainers), figsize=(5 * len(explainers), 3.4), squeeze=False)
-    bins = np.linspace(0, 1, 21)
-    for ax, explainer in zip(axes[0], explainers):
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(explainers), len(panels), figsize=(4.2 * len(panels), 2.9 * len(explainers)), squeeze=False)
+    for row, explainer in zip(axes, explainers):
         group = scored[scored["explainer"] == explainer]
-        series = {
-            "next-token neurons": group[(group["cohort"] == "next_token") & (group["baseline"] == "none")]["e_score"],
-            "random neurons (baseline)": group[(group["cohort"] == "random") & (group["baseline"] == "none")]["e_score"],
-            "shuffled explanations": group[group["baseline"] == "shuffled"]["e_score"],
-        }
-        for (label, values), style in zip(series.items(), ({"alpha": 0.75}, {"alpha": 0.5}, {"histtype": "step", "linewidth": 1.5})):
-            if len(values):
-                ax.hist(values.astype(float), bins=bins, density=True, label=f"{label} (n={len(values)}, mean {values.mean():.3f})", **style)
-        ax.axvline(0.5, color="#888", linestyle=":", linewidth=1)
-        ax.set_title(explainer, fontsize=9)
-        ax.set_xlabel("Head Explanation Score E (balanced accuracy, held-out)")
-        ax.set_ylabel("density")
-        ax.legend(fontsize=7)
+        for ax, (scorer, measure, label, (low, high)) in zip(row, panels):
+            mine = group[(group["scorer"] == scorer) & group[measure].notna()]
+            series = {
+                "next-token neurons": mine[(mine["cohort"] == "next_token") & (mine["baseline"] == "none")][measure],
+                "random neurons": mine[(mine["cohort"] == "random") & (mine["baseline"] == "none")][measure],
+                "shuffled explanations": mine[mine["baseline"] == "shuffled"][measure],
+            }
+            bins = np.linspace(low, high, 21)
+            for (name, values), style in zip(series.items(), ({"alpha": 0.75}, {"alpha": 0.5}, {"histtype": "step", "linewidth": 1.5})):
+                if len(values):
+                    ax.hist(values.astype(float), bins=bins, density=True, label=f"{name} (n={len(values)}, mean {values.mean():.3f})", **style)
+            ax.axvline(0.0 if measure == "correlation" else 0.5, color="#888", linestyle=":", linewidth=1)
+            ax.set_title(f"{explainer}: {scorer}", fontsize=8)
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel("density", fontsize=8)
+            if len(mine):
+                ax.legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _png(fig)

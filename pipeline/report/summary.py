@@ -75,21 +75,7 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
             f"{_num(r.bos_share, '.0%')}, previous token {_num(r.previous_token_share, '.0%')}, copying {_num(r.copying_share, '.0%')}; "
             f"read most: {_tokens(r.most_read_tokens, 6)}"
         )
-    findings = store.named_query("explanation_findings", **keys)
-    for f in findings.itertuples():
-        if _missing(f.n) or not f.n:
-            continue
-        if f.baseline == "random_neurons":
-            print(
-                f"explanations {f.explainer}: mean E {_num(f.mean_e)} {_ci(f.mean_e_ci_low, f.mean_e_ci_high)} (n={f.n}) vs random neurons "
-                f"{_num(f.mean_baseline)} {_ci(f.baseline_ci_low, f.baseline_ci_high)} (n={_count(f.n_baseline)}), Mann-Whitney p {_p(f.mw_p)}"
-            )
-        else:
-            print(
-                f"             {f.explainer}: vs shuffled explanations {_num(f.mean_baseline)} {_ci(f.baseline_ci_low, f.baseline_ci_high)} "
-                f"(n={_count(f.n_baseline)}), Mann-Whitney p {_p(f.mw_p)}, paired Wilcoxon p {_p(f.wilcoxon_p)} "
-                f"(n={_count(f.n_paired)}, mean own - shuffled {_num(f.paired_mean_diff, '+.3f')})"
-            )
+    print_explanation_findings(store.named_query("explanation_findings", **keys))
     print_comparison(store)
     print(f"\nresults      {store.path}")
     page = store.folder / "atlas" / f"{row.model_id.replace('@', '-')}__{row.prompt_set_id}.html"
@@ -98,6 +84,43 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
     print(f"dagster      {dagster_home_dir()}  (browse with `lookups ui` or `make ui`)")
     print("query        lookups query --list   (named queries),  lookups query \"SELECT * FROM consistent_pairs LIMIT 5\"")
     print(f"             duckdb -readonly {store.path} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
+
+
+#: How the summary names each scorer's measure.
+MEASURE_LABELS = {"auc": "AUC", "calibrated_e": "calibrated E", "e_score": "E", "correlation": "r"}
+
+
+def print_explanation_findings(findings: pd.DataFrame) -> None:
+    """Per explainer, one line per scorer and measure: the next-token pairs' mean and CI against the random
+    neurons (the difference, its CI and permutation p) and against their own shuffled explanations; the ones that
+    carry signal first (the query's order), marked."""
+    by = {(f.explainer, f.scorer, f.measure, f.baseline): f for f in findings.itertuples()}
+    current = None
+    for f in findings.itertuples():
+        if f.baseline != "random_neurons" or _missing(f.n) or not f.n:
+            continue
+        label = f"{f.scorer} {MEASURE_LABELS.get(f.measure, f.measure)}"
+        line = (
+            f"{label}: {_num(f.mean)} {_ci(f.ci_low, f.ci_high)} (n={f.n}) vs random neurons {_num(f.mean_baseline)} "
+            f"(n={_count(f.n_baseline)}): {_difference(f)}"
+        )
+        shuffled = by.get((f.explainer, f.scorer, f.measure, "shuffled"))
+        if shuffled is not None and not _missing(shuffled.n_baseline) and shuffled.n_baseline:
+            line += f"; vs shuffled {_num(shuffled.mean_baseline)}: {_difference(shuffled)}"
+        if f.signal:
+            line += "  [signal]"
+        if f.explainer != current:
+            print(f"explanations {f.explainer}:")
+            current = f.explainer
+        print(f"             {line}")
+
+
+def _difference(f) -> str:
+    """The difference of the means with its bootstrap CI and permutation p."""
+    if _missing(f.difference):
+        return "difference n/a"
+    ci = "" if _missing(f.difference_ci_low) else f" [{f.difference_ci_low:+.3f}, {f.difference_ci_high:+.3f}]"
+    return f"difference {f.difference:+.3f}{ci}, p {_p(f.permutation_p)}"
 
 
 def _p(value) -> str:
@@ -134,9 +157,12 @@ def comparison_table(runs: pd.DataFrame, depths: pd.DataFrame) -> pd.DataFrame:
             "  pairs by head depth": ", ".join(f"{d.depth_from:.1f}: {d.consistent_pairs}" for d in depth.itertuples()) or "none",
         }
         for e in group.dropna(subset=["explainer"]).itertuples():
-            cells[f"E {e.explainer}"] = f"{_num(e.mean_e)} (n={e.n_scored})"
+            cells[f"E {e.explainer}"] = f"{_num(e.mean_e)} (n={_count(e.n_scored)})"
             cells[f"  vs random neurons: E, p [{e.explainer}]"] = f"{_num(e.mean_e_random)}, {_p(e.p_random)}"
             cells[f"  vs shuffled: E, p [{e.explainer}]"] = f"{_num(e.mean_e_shuffled)}, {_p(e.p_shuffled)}"
+            cells[f"  detection AUC [{e.explainer}]"] = _num(e.mean_auc)
+            cells[f"  embedding AUC vs random, p [{e.explainer}]"] = f"{_num(e.embedding_auc)} vs {_num(e.embedding_auc_random)}, {_p(e.embedding_p_random)}"
+            cells[f"  simulation r vs random, p [{e.explainer}]"] = f"{_num(e.simulation_r)} vs {_num(e.simulation_r_random)}, {_p(e.simulation_p_random)}"
         for metric in ("act_drop", "prob_drop"):
             ks, p = getattr(r, f"{metric}_ks"), getattr(r, f"{metric}_p")
             cells[f"ablation {metric}: KS, p"] = "n/a" if pd.isna(ks) else f"{ks:.3f}, {_p(p)}"

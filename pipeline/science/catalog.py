@@ -179,14 +179,16 @@ def select_neurons(score: np.ndarray, token_id: np.ndarray, qualifies: np.ndarra
     return selected, rank
 
 
-def random_baseline(selected: np.ndarray, per_layer: int, seed: int) -> np.ndarray:
-    """``[n_layers, d_mlp]`` bool: ``per_layer`` neurons drawn at random (seeded) from the unselected neurons of
-    every layer that has selected neurons; the paper's random-neuron baseline for explanation scores."""
+def random_baseline(selected: np.ndarray, per_layer: int | None, seed: int) -> np.ndarray:
+    """``[n_layers, d_mlp]`` bool: ``per_layer`` neurons (None: as many as the layer's selected neurons) drawn at
+    random (seeded) from the unselected neurons of every layer that has selected neurons; the paper's
+    random-neuron baseline for explanation scores."""
     rng = np.random.default_rng(seed)
     out = np.zeros_like(selected)
     for layer in np.flatnonzero(selected.any(axis=1)):
         pool = np.flatnonzero(~selected[layer])
-        out[layer, rng.choice(pool, size=min(per_layer, len(pool)), replace=False)] = True
+        wanted = int(selected[layer].sum()) if per_layer is None else per_layer
+        out[layer, rng.choice(pool, size=min(wanted, len(pool)), replace=False)] = True
     return out
 
 

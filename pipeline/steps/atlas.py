@@ -61,13 +61,13 @@ def run_atlas(
             "heads_by_layer": figures.heads_by_layer(data.heads_by_layer, int(data.model["n_layers"])),
             "ablation": figures.ablation(data.ablations),
             # drawn here from the stored scores, not read from explanation_scores' file: the page matches its own data
-            "e_histogram": figures.e_histogram(data.explanation_scores, f"{model.model_id} / {ablations.prompt_set_id}"),
+            "score_histograms": figures.score_histograms(data.explanation_scores, f"{model.model_id} / {ablations.prompt_set_id}"),
         }
         pngs = {name: png for name, png in pngs.items() if png}
         page = render_atlas(data, runtime.decode_each, settings, pngs)
         files.write_atomically(path, page)
         for name, png in pngs.items():
-            if name in figure_files:  # the E histogram's file is explanation_scores' own
+            if name in figure_files:  # the score histograms' file is explanation_scores' own
                 files.write_atomically(figure_files[name], png)
         n_consistent = int(data.scores["consistent"].sum()) if len(data.scores) else 0
         stats = {
@@ -94,9 +94,9 @@ def _atlas_metadata(result: StepResult) -> dict:
 
 ATLAS_REPORT = register(Step(
     name="atlas_report", run=run_atlas, settings=AtlasSettings, inputs=("model", "head_ablations", "explanation_scores", "lookup_interventions"),
-    code_version="3",  # 2: each pair's explanations and scores; 3: E histogram, look-ups
+    code_version="4",  # 2: each pair's explanations and scores; 3: E histogram, look-ups; 4: every scorer's figures
     kinds=frozenset({"html"}), metadata=_atlas_metadata,
     description="One static HTML page per model and prompt set: neurons and tokens, head x layer heatmaps, each consistent pair's "
     "look-up summary and counterfactual test, explanations and scores E, prompts shaded by the head's signed contribution per token "
-    "(attention on a toggle, the token it reads most boxed), the findings' figures with the E histogram. Opens from disk, no server, no internet.",
+    "(attention on a toggle, the token it reads most boxed), the findings' figures with the score histograms. Opens from disk, no server, no internet.",
 ))

@@ -31,12 +31,12 @@ from lookups.pipeline.store.store import Store
 
 def code_version(step: str, explanation_settings: ExplanationSettings | None = None) -> str:
     """The code version Dagster sees: the step's (``registry.Step.code_version``), and for the LLM steps also the
-    version (name and content hash) of the prompt template they use, so editing a template makes them stale."""
+    version (name and content hash) of each prompt template they use, so editing a template makes them stale."""
     found = STEPS[step]
-    if not found.template_setting:
+    if not found.template_settings:
         return found.code_version
-    template = getattr(explanation_settings or ExplanationSettings(), found.template_setting)
-    return f"{found.code_version}+{load_template(template).version}"
+    settings = explanation_settings or ExplanationSettings()
+    return "+".join([found.code_version, *(load_template(getattr(settings, name)).version for name in found.template_settings)])
 
 
 def version_hash(*parts) -> str:

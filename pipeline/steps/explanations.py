@@ -1,5 +1,5 @@
-"""The LLM steps: explain each chosen consistent pair (the primary backend and the contrastive reference),
-then score every explanation on held-out prompts against the random-neuron and shuffled baselines."""
+"""The LLM steps: explain each chosen consistent pair (the primary backend and the no-LLM references),
+then score every explanation on held-out prompts, by each scorer, against the random-neuron and shuffled baselines."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from lookups.pipeline.llm.backends import make_llm_backend
 from lookups.pipeline.llm.explain import CONTRASTIVE, LOOKUP, REFERENCES, explain_pairs
 from lookups.pipeline.llm.ledger import CallLedger, new_run_id
 from lookups.pipeline.llm.pairs import PAIR_KEYS, Pair, build_pairs, choose_pairs, pair_ids
-from lookups.pipeline.llm.score import explanation_tests, score_explanations
+from lookups.pipeline.llm.score import Judge, score_explanations
+from lookups.pipeline.llm.significance import explanation_tests
 from lookups.pipeline.llm.templates import load_template
 from lookups.pipeline.report import figures
 from lookups.pipeline.steps import checks
@@ -104,12 +105,12 @@ def run_explanation_scores(
     model: ModelHandle, explanations: ExplanationsHandle, settings: ScoringSettings, store: Store, run_id: str | None = None,
     progress: Progress | None = None,
 ) -> StepResult:
-    """Score every explanation on held-out prompts (and the shuffled baseline); test E against the baselines;
-    draw the E histogram."""
+    """Score every explanation on held-out prompts (and the shuffled baseline) by each scorer; test each measure
+    against the baselines; draw the score histograms."""
     explained = explanations
     keys = explained.keys
     explain_settings = ExplanationSettings(**explained.settings)
-    template = load_template(explain_settings.classify_template)
+    classify, simulate = load_template(explain_settings.classify_template), load_template(explain_settings.simulate_template)
     figure = figure_path(store, model.model_id, explained.prompt_set_id, "explanation_scores")
 
     def compute() -> Computed:
@@ -124,12 +125,14 @@ def run_explanation_scores(
                 f"(did {LLM_MODEL_ENV} or {LLM_BASE_URL_ENV} change?): materialize explanations again, or restore the setting."
             )
         ledger = CallLedger(store, run_id or new_run_id(), explain_settings.max_calls, explain_settings.max_tokens)
-        frame = score_explanations(rows, pairs, model.model_id, explain_settings, settings, template, backend, ledger, progress)
+        judge = Judge(backend, classify, simulate, ledger, explain_settings, model.model_id, progress)
+        frame = score_explanations(rows, pairs, settings, judge, _embedder(settings, progress))
         tests = explanation_tests(frame)
-        png = figures.e_histogram(frame, f"{model.model_id} / {explained.prompt_set_id}")
+        png = figures.score_histograms(frame, f"{model.model_id} / {explained.prompt_set_id}")
         if png:
             files.write_atomically(figure, png)
         scored = frame[frame["status"] == "scored"]
+        headline = tests[(tests["baseline"] == "random_neurons")]
         stats = {
             "scores": len(frame),
             "scored": len(scored),
@@ -138,10 +141,10 @@ def run_explanation_scores(
             "malformed_answers": int(frame["n_malformed"].sum()),
             "failed_calls": int(frame["n_errors"].sum()),
             "budget_reached": ledger.budget_hit,
-            "template": template.version,
-            **{f"mean_e[{r.explainer}]": r.mean_e for r in tests[tests["baseline"] == "random_neurons"].itertuples()},
-            **{f"mean_e_random[{r.explainer}]": r.mean_baseline for r in tests[tests["baseline"] == "random_neurons"].itertuples()},
-            **{f"mean_e_shuffled[{r.explainer}]": r.mean_baseline for r in tests[tests["baseline"] == "shuffled"].itertuples()},
+            "templates": f"{classify.version}, {simulate.version}",
+            "scorers": list(settings.scorers),
+            **{f"{r.scorer} {r.measure}[{r.explainer}]": r.mean for r in headline.itertuples()},
+            **{f"{r.scorer} {r.measure} random[{r.explainer}]": r.mean_baseline for r in headline.itertuples()},
         }
         names = list(explained.explainers)
         writes = [("explanation_scores", {**keys, "explainer": name}, frame[frame["explainer"] == name]) for name in names]
@@ -149,12 +152,31 @@ def run_explanation_scores(
         return Computed(writes, stats, complete=not ledger.budget_hit and int(frame["n_errors"].sum()) == 0)
 
     def handle(data_version: str, stats: dict) -> ExplanationScoresHandle:
-        shown = {"E histogram": str(figure)} if figure.exists() else {}
+        shown = {"score histograms": str(figure)} if figure.exists() else {}
         return ExplanationScoresHandle(data_version=data_version, stats=stats, **keys, figures=shown)
 
-    fingerprint = (explained.data_version, result_settings(settings), template.version)
+    fingerprint = (explained.data_version, result_settings(settings), classify.version, simulate.version)
     yields = Yield("scores", "explanation scores", "the neuron_exemplars settings (keep_heldout)", inputs_empty=explained.stats.get("pairs") == 0)
     return run_step(store, "explanation_scores", explained.scope, fingerprint, compute, handle, yields=yields)
+
+
+def _embedder(settings: ScoringSettings, progress: Progress | None):
+    """The embedding scorer's ``texts -> unit vector per text`` (the sentence encoder loaded on first use), or
+    None when the scorer is off."""
+    if "embedding" not in settings.scorers:
+        return None
+
+    def embed(texts: list[str]) -> dict:
+        from lookups.pipeline.llm.embeddings import embedder
+
+        if progress:
+            progress("scoring: embedding", 0, len(texts), "all-MiniLM-L6-v2")
+        vectors = embedder().encode(texts)
+        if progress:
+            progress("scoring: embedding", len(texts), len(texts), "all-MiniLM-L6-v2")
+        return dict(zip(texts, vectors))
+
+    return embed
 
 
 # ---------------------------------------------------------------- registry rows
@@ -166,8 +188,9 @@ def _explanations_metadata(result: StepResult) -> dict:
 
 EXPLANATIONS = register(Step(
     name="explanations", run=run_explanations, settings=ExplanationSettings, inputs=("model", "head_neuron_scores", "head_lookups"),
-    code_version="3",  # 2: no delimiter can be formed from corpus text or the token (templates.untrusted); 3: the lookup reference
-    template_setting="explain_template", tables=("explanations", "llm_calls"), checks=(checks.EXPLANATIONS_VALID,),
+    code_version="4",  # 2: no delimiter can be formed from corpus text or the token (templates.untrusted); 3: the lookup reference;
+    # 4: answers that compare the groups are flagged 'comparison'
+    template_settings=("explain_template",), tables=("explanations", "llm_calls"), checks=(checks.EXPLANATIONS_VALID,),
     kinds=frozenset({"openai", "duckdb"}), previews=(Preview("explanations", "preview_explanations", 12),), metadata=_explanations_metadata,
     description="Each neuron's strongest consistent heads explained from their active and inactive prompts (docs/method.md, step 6), for "
     "next-token neurons and the random baseline neurons: by an LLM (an OpenAI-compatible endpoint, or a local instruct model offline) "
@@ -176,17 +199,18 @@ EXPLANATIONS = register(Step(
 
 
 def _scores_metadata(result: StepResult) -> dict:
-    """The E histogram's path (the step's one figure), when it drew one."""
+    """The score histograms' path (the step's one figure), when it drew one."""
     return {"figure_path": list(result.handle.figures.values())[-1]} if result.handle.figures else {}
 
 
 EXPLANATION_SCORES = register(Step(
     name="explanation_scores", run=run_explanation_scores, settings=ScoringSettings, inputs=("model", "explanations"),
-    code_version="2",  # 2: bootstrap CIs of mean E, the paired test against the shuffled scores, the lookup reference
-    template_setting="classify_template", tables=("explanation_scores", "explanation_tests", "llm_calls"),
+    code_version="3",  # 2: bootstrap CIs of mean E, the paired test against the shuffled scores, the lookup reference; 3: three scorers
+    template_settings=("classify_template", "simulate_template"), tables=("explanation_scores", "explanation_tests", "llm_calls"),
     checks=(checks.EXPLANATION_SCORES_VALID,), kinds=frozenset({"openai", "duckdb"}),
-    previews=(Preview("E against the baselines", "preview_explanation_comparison", 10),), metadata=_scores_metadata,
-    description="Each explanation asked, given only itself, whether the head is active on each held-out prompt (Yes/No): the Head "
-    "Explanation Score E (balanced accuracy) and AUC (docs/method.md, step 7); against the random-neuron and shuffled-explanation "
-    "baselines with Mann-Whitney tests, and the E histogram (step 9).",
+    previews=(Preview("scores against the baselines", "preview_explanation_comparison", 12),), metadata=_scores_metadata,
+    description="Each explanation scored on held-out prompts given only itself (docs/method.md, \"Scoring explanations\"): detection (the "
+    "LLM's Yes/No and P(Yes): E, calibrated E, AUC), embedding (no LLM: AUROC of the cosine under all-MiniLM-L6-v2) and simulation "
+    "(the LLM's 0-9 rating: correlation with the head's real score); each measure against the random-neuron and shuffled-explanation "
+    "baselines (difference with its bootstrap CI, permutation test), and their histograms.",
 ))

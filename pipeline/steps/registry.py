@@ -79,7 +79,7 @@ class Step:
     metadata: Callable[[StepResult], dict] | None = None  # the asset's own metadata entries
     key: PartitionKey | None = None  # a setting filled from the partition key (not run config)
     source: str | None = None  # the observable source asset it reads ('model_weights', 'corpus_files')
-    template_setting: str | None = None  # an LLM step: the ExplanationSettings field naming its prompt template
+    template_settings: tuple[str, ...] = ()  # an LLM step: the ExplanationSettings fields naming its prompt templates
     run_config: type[BaseModel] | None = field(default=None)  # the run-config settings, when ``key`` fills one
 
     @property

@@ -189,3 +189,31 @@ def test_local_yes_no_with_a_shared_prefix_equals_a_full_forward_pass():
     # The budget stops it between batches, and nothing is answered beyond it.
     allowed = iter([True] * 4 + [False] * 10)
     assert len(list(backend.run(requests, lambda: next(allowed)))) == 4
+
+
+def test_local_rating_with_a_shared_prefix_equals_the_expectation_of_a_full_forward_pass():
+    """The simulation scorer's rating: the expected digit under the next-token distribution, through the shared
+    prefix's KV cache, equals the one read from a full forward pass per question."""
+    import torch
+
+    from lookups.pipeline.llm.backends import RATINGS, LlmRequest, LocalBackend
+    from lookups.pipeline.llm.templates import load_template, snippet
+
+    backend = LocalBackend(ExplanationSettings(batch_size=2))
+    template = load_template("simulate.v1")
+    prompts = ["The wizard walked into the old town", "He sold apples at the market near the river bank every", "In 1854 the railway reached the"]
+    requests = [
+        LlmRequest(f"s-{i}", "simulate", template.messages(token='" magic"', explanation="The head is active when a wizard is mentioned.",
+                                                           prompt=snippet(p, " magic", 300)), 3)
+        for i, p in enumerate(prompts)
+    ]
+    got = {r.key: a for r, a in backend.run(requests, lambda: True)}
+    enc = backend._encode(requests)
+    with torch.no_grad():
+        probs = backend.lm(**enc).logits[:, -1].float().softmax(-1)
+    for request, row in zip(requests, probs):
+        mass = {r: float(row[backend.rating_ids[r]].sum()) for r in RATINGS}
+        expected = sum(int(r) * p for r, p in mass.items()) / sum(mass.values())
+        answer = got[request.key]
+        assert answer.status == "ok" and 0.0 <= answer.rating <= 9.0
+        assert answer.rating == pytest.approx(expected, abs=1e-3), request.key

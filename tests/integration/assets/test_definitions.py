@@ -41,8 +41,9 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     explained = Store().query("SELECT explanation FROM explanations WHERE layer = ? AND neuron = ? AND head_layer = ? AND head = ?", list(circuit.key))
     assert f"'{planted.TRIGGER}'" in explained["explanation"][0]
     scores_md = result.asset_materializations_for_node("explanation_scores")[0].metadata
-    assert scores_md["mean_e[contrastive]"].value == 1.0
-    assert scores_md["figure: E histogram"].value.startswith("![E histogram](data:image/png;base64,")
+    assert scores_md["detection e_score[contrastive]"].value == 1.0 and scores_md["detection auc[contrastive]"].value == 1.0
+    assert scores_md["embedding auc[lookup]"].value >= 0.9  # the real sentence encoder, on an explanation naming the word the head reads
+    assert scores_md["figure: score histograms"].value.startswith("![score histograms](data:image/png;base64,")
 
     # A look-up whose terms miss its head's output fails the check in one line that names it and says what it means.
     from lookups.pipeline.steps import checks

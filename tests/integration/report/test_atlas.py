@@ -1,5 +1,5 @@
 """The atlas page built from a real run on the planted circuit: attention highlights the trigger, the look-up
-summary and the counterfactual test are shown, and once the explanations are scored, their E histogram and mean E
+summary and the counterfactual test are shown, and once the explanations are scored, their score histograms and the means
 with its 95% CI (rendered from hand-made tables without a model: tests/unit/report/test_atlas.py)."""
 
 import base64
@@ -54,7 +54,7 @@ def test_the_planted_pair_is_in_the_atlas_with_the_trigger_boxed(tmp_path):
     assert "<b>counterfactual</b> <b class='on'>confirmed</b>" in page
 
 
-def test_once_explanations_are_scored_the_atlas_shows_them_with_the_e_histogram_and_cis(tmp_path):
+def test_once_explanations_are_scored_the_atlas_shows_them_with_the_score_histograms_and_cis(tmp_path):
     from lookups.pipeline import steps
 
     circuit, store, model, _, head_scores, ablations = run_chain(tmp_path / "planted", plant=True)
@@ -63,14 +63,16 @@ def test_once_explanations_are_scored_the_atlas_shows_them_with_the_e_histogram_
     result = steps.run_atlas(model, ablations, AtlasSettings(), store, scored)
     page = open(result.handle.path, encoding="utf-8").read()
     assert NOT_YET not in page  # the old page said so even now
-    histogram = re.search(r"<img alt='histogram of E against the baselines' src='data:image/png;base64,([A-Za-z0-9+/=]+)'>", page)
+    histogram = re.search(r"<img alt='histograms of the explanation scores against the baselines' src='data:image/png;base64,([A-Za-z0-9+/=]+)'>", page)
     assert histogram and base64.b64decode(histogram.group(1))[:8] == b"\x89PNG\r\n\x1a\n"  # inline: opens from disk
     assert "http://" not in page and "https://" not in page
-    tests = store.rows("explanation_tests", **ablations.keys, explainer="contrastive").set_index("baseline")
-    table = page[page.index("id='mean-e'") :].split("</table>")[0]
-    row = re.search(r"<td>contrastive</td><td>next-token neurons</td><td>(\d+)</td><td>([0-9.]+)</td><td>(.*?)</td>", table)
-    assert row and int(row.group(1)) == tests.loc["shuffled", "n"] and float(row.group(2)) == pytest.approx(tests.loc["shuffled", "mean_e"], abs=5e-4)
-    low, high = tests.loc["shuffled", ["mean_e_ci_low", "mean_e_ci_high"]]
+    tests = store.rows("explanation_tests", **ablations.keys, explainer="contrastive").set_index(["scorer", "measure", "baseline"])
+    table = page[page.index("id='explanation-tests'") :].split("</table>")[0]
+    row = re.search(r"<td>contrastive</td><td>detection</td><td>E</td><td>(\d+)</td><td>([0-9.]+)</td><td>(.*?)</td>", table)
+    own = tests.loc[("detection", "e_score", "random_neurons")]
+    assert row and int(row.group(1)) == own["n"] and float(row.group(2)) == pytest.approx(own["mean"], abs=5e-4)
+    low, high = own[["ci_low", "ci_high"]]
     assert row.group(3) == (f"[{low:.3f}, {high:.3f}]" if pd.notna(low) else "n/a")
-    assert "random neurons (baseline)" in table and "shuffled explanations" in table
-    assert f"head L{circuit.head_layer}H{circuit.head}:" in page and "<b>contrastive</b> (E 1.00)" in page  # the planted pair's explanation
+    assert "<td>embedding</td><td>AUC</td>" in table
+    # the planted pair's explanation
+    assert f"head L{circuit.head_layer}H{circuit.head}:" in page and "<b>contrastive</b> (AUC 1.00, E 1.00, embedding AUC" in page

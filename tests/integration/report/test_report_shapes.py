@@ -88,7 +88,7 @@ def _report(data: Path, keys: dict) -> str:
         with contextlib.redirect_stdout(out):
             print_summary(store, keys["model_id"], keys["prompt_set_id"])
         findings = store.named_query("explanation_findings", **keys)
-        assert set(findings.columns) >= {"explainer", "baseline", "n", "mean_e"}
+        assert set(findings.columns) >= {"explainer", "scorer", "measure", "baseline", "n", "mean", "difference", "permutation_p", "signal"}
         atlas = load_atlas_data(store, keys["model_id"], keys["prompt_set_id"])
         page = render_atlas(atlas, lambda ids: [f"<{i}>" for i in ids], AtlasSettings(), {})
         assert page.startswith("<!DOCTYPE html>") and keys["prompt_set_id"] in page

@@ -69,10 +69,17 @@ def test_the_contrastive_reference_explains_the_planted_head_by_its_trigger(tmp_
     assert f"'{planted.TRIGGER}'" in row["explanation"][0]
     scored = steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
     own = store.query(
-        "SELECT * FROM explanation_scores WHERE baseline = 'none' AND layer = ? AND neuron = ? AND head_layer = ? AND head = ?", list(circuit.key)
-    )
-    assert own["status"][0] == "scored" and own["e_score"][0] == 1.0 and own["auc"][0] == 1.0
-    assert own["n_positive"][0] > 3 and own["n_negative"][0] > 3
-    assert scored.handle.figures["E histogram"].endswith(".png")
+        "SELECT * FROM explanation_scores WHERE baseline = 'none' AND explainer = 'contrastive' AND layer = ? AND neuron = ? AND head_layer = ? "
+        "AND head = ?", list(circuit.key)
+    ).set_index("scorer")
+    assert set(own.index) == {"detection", "embedding"}  # no LLM: no simulation
+    detection, embedding = own.loc["detection"], own.loc["embedding"]
+    assert detection["status"] == "scored" and detection["e_score"] == 1.0 and detection["auc"] == 1.0 and detection["calibrated_e"] == 1.0
+    assert detection["n_positive"] > 3 and detection["n_negative"] > 3
+    # Its text names the trigger and, as what the head is not active on, the cue: a cosine cannot read the negation,
+    # so the embedding scorer ranks the prompts better than chance but far from perfectly (a rule naming the trigger
+    # alone gets 0.97: tests/integration/llm/test_embedding_scorer.py).
+    assert embedding["status"] == "scored" and embedding["auc"] > 0.55, embedding.to_dict()
+    assert scored.handle.figures["score histograms"].endswith(".png")
     assert steps.run_explanations(model, head_scores, settings, store).skipped
     assert steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store).skipped

@@ -71,7 +71,8 @@ def test_compare_models_puts_the_two_models_side_by_side(two_models):
     planted_run, control_run = runs.loc[planted_id], runs.loc[control_id]
     assert (planted_run.consistent_pairs, planted_run.consistent_heads, control_run.consistent_pairs) == (1, 1, 0)
     assert planted_run.mean_head_depth == round(circuit.head_layer / 3, 2)
-    assert planted_run.mean_e == 1.0 and planted_run.act_drop_ks == 1.0 and control_run.act_drop_ks != control_run.act_drop_ks  # NaN: none
+    assert planted_run.mean_e == 1.0 and planted_run.mean_auc == 1.0 and planted_run.embedding_auc > 0.55
+    assert planted_run.act_drop_ks == 1.0 and control_run.act_drop_ks != control_run.act_drop_ks  # NaN: none
     assert (planted_run.lookup_pairs_tested, planted_run.lookup_confirmed, control_run.lookup_pairs_tested) == (1, 1.0, 0)
 
 

@@ -9,7 +9,7 @@ import pytest
 from lookups.pipeline.config import ExplanationSettings
 from lookups.pipeline.llm import ExplainerError, backends
 from lookups.pipeline.llm.contrastive import contrastive_explanation
-from lookups.pipeline.llm.templates import load_template, parse_answer, parse_explanation, snippet
+from lookups.pipeline.llm.templates import load_template, parse_answer, parse_explanation, parse_rating, snippet
 
 
 def test_shipped_templates_render_their_placeholders():
@@ -21,6 +21,10 @@ def test_shipped_templates_render_their_placeholders():
     assert not any(line.startswith("#") for m in messages for line in m["content"].splitlines())
     classify = load_template("classify.v1")
     assert "Yes or No" in classify.messages(token="x", explanation="e", prompt="p")[1]["content"]
+    rule = load_template("explain.v3").messages(token='" magic"', active="1. a", active_marked="1. ⟦a⟧", inactive="1. b")[1]["content"]
+    assert 'Start with "The head is active when"' in rule and "⟦a⟧" in rule and "$" not in rule
+    simulate = load_template("simulate.v1").messages(token='" magic"', explanation="e", prompt="p")
+    assert "one digit" in simulate[0]["content"] and simulate[1]["content"].rstrip().endswith("Answer with one digit.")
 
 
 def test_a_template_of_your_own_and_clear_errors(tmp_path):
@@ -64,6 +68,38 @@ def test_explanations_empty_or_refused_are_recorded_as_such():
     assert parse_explanation("  The head is active after names.  ") == ("ok", "The head is active after names.")
     assert parse_explanation("\n\n") == ("empty", "")
     assert parse_explanation("I cannot help with this request.")[0] == "refused"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Group A snippets end with a city, while Group B snippets do not.",
+        "In the first set the snippets mention travel; the second set does not.",
+        "The ACTIVE snippets all contain a date.",
+        "The head is active when a year appears, unlike the inactive ones.",
+        "Set A ends with a name; set B with a verb.",
+    ],
+)
+def test_answers_that_compare_the_groups_are_flagged_not_passed(reply):
+    status, text = parse_explanation(reply)
+    assert status == "comparison" and text == reply  # kept, with its text, for a reader to see
+
+
+def test_a_rule_is_not_flagged():
+    for rule in (
+        "The head is active when the snippet ends with the name of a city.",
+        "The head is active when the word 'set' or 'group' appears before a number.",  # the words, not a comparison
+        "The head is active when the marked token is a first name.",
+    ):
+        assert parse_explanation(rule)[0] == "ok", rule
+
+
+def test_ratings_are_parsed_and_their_expectation_read_from_the_digits():
+    assert parse_rating("7") == ("ok", 7.0) and parse_rating(" 12 out of 10") == ("ok", 9.0) and parse_rating("") == ("empty", None)
+    assert parse_rating("high")[0] == "malformed" and parse_rating("I cannot rate this.")[0] == "refused"
+    top = [SimpleNamespace(token="8", logprob=math.log(0.5)), SimpleNamespace(token=" 2", logprob=math.log(0.25)), SimpleNamespace(token="The", logprob=-1)]
+    assert backends._rating_from_top_logprobs(top) == pytest.approx((8 * 0.5 + 2 * 0.25) / 0.75)
+    assert backends._rating_from_top_logprobs([SimpleNamespace(token="The", logprob=-1)]) is None
 
 
 def test_p_yes_from_the_first_tokens_alternatives():

@@ -15,7 +15,7 @@ from lookups.pipeline.llm.backends import LlmBackend, LlmResponse
 from lookups.pipeline.llm.explain import explain_pairs
 from lookups.pipeline.llm.ledger import CallLedger
 from lookups.pipeline.llm.pairs import Pair
-from lookups.pipeline.llm.score import score_explanations
+from lookups.pipeline.llm.score import Judge, score_explanations
 from lookups.pipeline.llm.templates import load_template, snippet
 
 #: What a marker of any shipped template is made of: runs of three angle brackets (<<<SNIPPETS, SNIPPET>>>,
@@ -67,13 +67,16 @@ class Recording(LlmBackend):
     kind, model = "recording", "m"
 
     def __init__(self, explanation: str = "Active after wizards."):
-        self.explanation, self.sent = explanation, []
+        self.explanation, self.sent, self.purposes = explanation, [], []
 
     def run(self, requests, allow):
         for request in requests:
             self.sent.append(request.messages)
+            self.purposes.append(request.purpose)
             if request.purpose == "classify":
                 yield request, LlmResponse("ok", "Yes", True)
+            elif request.purpose == "simulate":
+                yield request, LlmResponse("ok", "5", rating=5.0)
             else:
                 yield request, LlmResponse("ok", self.explanation)
 
@@ -84,7 +87,7 @@ class NoCalls:
     def read(self, name, **params):
         if name == "llm_run_usage":
             return pd.DataFrame({"calls": [0], "tokens": [0]})
-        return pd.DataFrame(columns=["cache_key", "status", "response", "answer", "p_yes"])
+        return pd.DataFrame(columns=["cache_key", "status", "response", "answer", "p_yes", "rating"])
 
     def append(self, table, frame):
         pass
@@ -113,18 +116,20 @@ def test_an_explain_prompt_has_exactly_its_templates_markers(active, inactive, t
 @given(explanation=hostile, prompts=st.lists(hostile, min_size=2, max_size=3), token=hostile)
 def test_a_scoring_prompt_delimits_and_sanitises_the_explanation(explanation, prompts, token):
     config = ExplanationSettings(backend="contrastive", max_prompt_chars=120)
-    template = load_template(config.classify_template)
     backend = Recording()
     truth = [True] + [False] * (len(prompts) - 1)
-    pair = Pair("next_token", 2, 7, 1, 3, token, heldout=prompts, heldout_truth=truth)
+    pair = Pair("next_token", 2, 7, 1, 3, token, heldout=prompts, heldout_truth=truth, heldout_scores=[1.0] + [0.0] * (len(prompts) - 1))
     row = {"explanation_id": "e1", "explainer": backend.explainer, "status": "ok", "explanation": explanation, "cohort": "next_token",
            "layer": 2, "neuron": 7, "head_layer": 1, "head": 3, "features": None}
-    score_explanations(pd.DataFrame([row]), {pair.key: pair}, "m@1", config, ScoringSettings(shuffled_baseline=False), template, backend, ledger())
-    assert backend.sent  # one question per distinct snippet
-    for messages in backend.sent:
+    judge = Judge(backend, load_template(config.classify_template), load_template(config.simulate_template), ledger(), config, "m@1")
+    scoring = ScoringSettings(shuffled_baseline=False, scorers=["detection", "simulation"])
+    score_explanations(pd.DataFrame([row]), {pair.key: pair}, scoring, judge)
+    assert set(backend.purposes) == {"classify", "simulate"}  # one question per distinct snippet and scorer
+    for purpose, messages in zip(backend.purposes, backend.sent):
         content = messages[1]["content"]
         filled = [m for message in messages for m in markers(message["content"])]
-        assert sorted(filled) == sorted(template_markers(config.classify_template) + ["[[", "]]"]), content
+        name = config.classify_template if purpose == "classify" else config.simulate_template
+        assert sorted(filled) == sorted(template_markers(name) + ["[[", "]]"]), content
         opening = [line for line in content.splitlines() if line.startswith("<<<")]
         assert len(opening) >= 2, "the explanation is between markers too"
         described = content.split(opening[0], 1)[1].split("\n", 2)[1]

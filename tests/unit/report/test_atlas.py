@@ -1,12 +1,12 @@
 """The atlas page rendered from small hand-made tables (no model): the not-yet-explained note only without
-explanations, the E histogram and mean E with its 95% CI once they are scored, and every corpus or tokenizer string
+explanations, the score histograms and each measure with its 95% CI against the baselines once they are scored, and every corpus or tokenizer string
 escaped (no markup from the data reaches the page). Built from real runs on the planted circuit:
 tests/integration/report/test_atlas.py."""
 
 import pandas as pd
 
 from lookups.pipeline.config import AtlasSettings
-from lookups.pipeline.llm import score as llm_score
+from lookups.pipeline.llm import significance
 from lookups.pipeline.report import atlas, figures
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -32,28 +32,28 @@ def test_the_not_yet_explained_note_shows_only_without_explanations():
     assert NOT_YET in atlas.render_atlas(atlas_data(), lambda ids: [], AtlasSettings(), {})
     explanations = pd.DataFrame(
         {"layer": [1], "neuron": [3], "head_layer": [0], "head": [1], "explainer": ["contrastive"], "status": ["ok"], "explanation": ["x"],
-         "e_score": [0.75], "auc": [0.8], "reason": [None]}
+         "e_score": [0.75], "auc": [0.8], "calibrated_e": [None], "embedding_auc": [None], "simulation_correlation": [None], "reason": [None]}
     )
     scores = pd.DataFrame(
-        {"explanation_id": [f"e{i}" for i in range(6)], "explainer": "contrastive", "cohort": ["next_token"] * 4 + ["random"] * 2,
-         "baseline": ["none", "none", "shuffled", "shuffled", "none", "none"], "status": "scored", "e_score": [0.75, 0.5, 0.5, 0.625, 0.5, 0.375],
-         "auc": None}
+        {"explanation_id": [f"e{i}" for i in range(6)], "explainer": "contrastive", "scorer": "detection",
+         "cohort": ["next_token"] * 4 + ["random"] * 2, "baseline": ["none", "none", "shuffled", "shuffled", "none", "none"], "status": "scored",
+         "e_score": [0.75, 0.5, 0.5, 0.625, 0.5, 0.375], "auc": [0.8, 0.6, 0.5, 0.55, 0.5, 0.4], "calibrated_e": None, "correlation": None}
     )
     scores.loc[2:3, "explanation_id"] = ["e0", "e1"]  # the shuffled rows of e0 and e1
-    tests = llm_score.explanation_tests(scores)
+    tests = significance.explanation_tests(scores).assign(signal=False)
     page = atlas.render_atlas(
         atlas_data(explanations=explanations, explanation_scores=scores, explanation_tests=tests), lambda ids: [], AtlasSettings(),
-        {"e_histogram": figures.e_histogram(scores, "t")},
+        {"score_histograms": figures.score_histograms(scores, "t")},
     )
     assert NOT_YET not in page
-    assert "<img alt='histogram of E against the baselines' src='data:image/png;base64," in page
-    table = page[page.index("id='mean-e'") :].split("</table>")[0]
-    by = tests.set_index("baseline")
-    low, high = by.loc["random_neurons", ["mean_e_ci_low", "mean_e_ci_high"]]
-    assert f"<td>next-token neurons</td><td>2</td><td>0.625</td><td>[{low:.3f}, {high:.3f}]</td>" in table
-    b_low, b_high = by.loc["random_neurons", ["baseline_ci_low", "baseline_ci_high"]]
-    assert f"<td>random neurons (baseline)</td><td>2</td><td>0.438</td><td>[{b_low:.3f}, {b_high:.3f}]</td>" in table
-    assert "<td>shuffled explanations</td><td>2</td><td>0.562</td>" in table
+    assert "<img alt='histograms of the explanation scores against the baselines' src='data:image/png;base64," in page
+    table = page[page.index("id='explanation-tests'") :].split("</table>")[0]
+    by = tests.set_index(["measure", "baseline"])
+    low, high = by.loc[("e_score", "random_neurons"), ["ci_low", "ci_high"]]
+    assert f"<td>contrastive</td><td>detection</td><td>E</td><td>2</td><td>0.625</td><td>[{low:.3f}, {high:.3f}]</td><td>0.438 (n=2)</td>" in table
+    assert "<td>0.562 (n=2)</td>" in table  # the shuffled explanations' mean E
+    assert "<td>detection</td><td>AUC</td><td>2</td><td>0.700</td>" in table
+    assert "(AUC 0.80, E 0.75)" in atlas._explanations(explanations, 1, 3, 0, 1)[0]  # the pair's own line
 
 
 def test_everything_from_the_data_is_escaped():

@@ -52,8 +52,9 @@ def problems(step: Step, before: list[str]) -> list[str]:
             found.append(f"its key fills {step.key.setting}, which {step.settings.__name__} does not have")
         if step.run_config is None or step.key.setting in step.run_config.model_fields:
             found.append("a keyed step's run config must leave the key's setting out")
-    if step.template_setting and step.template_setting not in ExplanationSettings.model_fields:
-        found.append(f"template_setting {step.template_setting} is not an ExplanationSettings field")
+    for name in step.template_settings:
+        if name not in ExplanationSettings.model_fields:
+            found.append(f"template setting {name} is not an ExplanationSettings field")
     return found
 
 

@@ -199,7 +199,7 @@ def explanation(con, explanation_id, neuron, head, cohort, explainer="contrastiv
 
 def score(con, explanation_id, neuron, head, baseline="none"):
     insert(
-        con, "explanation_scores", explanation_id=explanation_id, scorer="contrastive", split="heldout", baseline=baseline, model_id=M,
+        con, "explanation_scores", explanation_id=explanation_id, scorer="detection", split="heldout", baseline=baseline, model_id=M,
         prompt_set_id=P, explainer="contrastive", cohort="next_token", layer=1, neuron=neuron, head_layer=0, head=head, target_layer=1,
         target_neuron=neuron, target_head_layer=0, target_head=head, status="scored", n_positive=1, n_negative=1, n_answered=2, n_malformed=0,
         n_errors=0, tp=1, fn=0, tn=1, fp=0, e_score=1.0,
@@ -379,13 +379,19 @@ def test_ablation_tests_suite():
 
 
 def explanation_tests_frame():
-    return pd.DataFrame(
+    from lookups.pipeline.llm.significance import TEST_COLUMNS
+
+    frame = pd.DataFrame(
         {
-            "model_id": M, "prompt_set_id": P, "explainer": "contrastive", "baseline": ["random_neurons", "shuffled"], "n": [9, 9], "mean_e": 0.7,
-            "std_e": 0.1, "skew": -0.5, "skew_z": -1.2, "skew_p": 0.23, "n_baseline": [3, 0], "mean_baseline": [0.5, np.nan],
-            "std_baseline": [0.05, np.nan], "mw_u": [20.0, np.nan], "mw_p": [0.04, np.nan], "mean_auc": 0.8,
+            "explainer": "contrastive", "scorer": "detection", "measure": "e_score", "baseline": ["random_neurons", "shuffled"], "chance": 0.5,
+            "n": [9, 9], "mean": 0.7, "ci_low": 0.6, "ci_high": 0.8, "std": 0.1, "skew": -0.5, "skew_z": -1.2, "skew_p": 0.23,
+            "n_baseline": [3, 0], "mean_baseline": [0.5, np.nan], "baseline_ci_low": [0.45, np.nan], "baseline_ci_high": [0.55, np.nan],
+            "std_baseline": [0.05, np.nan], "difference": [0.2, np.nan], "difference_ci_low": [0.1, np.nan], "difference_ci_high": [0.3, np.nan],
+            "permutation_p": [0.01, np.nan], "mw_u": [20.0, np.nan], "mw_p": [0.04, np.nan], "n_paired": [np.nan, 0],
+            "wilcoxon_w": np.nan, "wilcoxon_p": np.nan,
         }
     )
+    return frame[TEST_COLUMNS].assign(model_id=M, prompt_set_id=P)
 
 
 def test_explanation_tests_suite():
@@ -394,15 +400,19 @@ def test_explanation_tests_suite():
     broken = explanation_tests_frame()
     broken.loc[0, "mw_p"] = 1.5
     broken.loc[1, "skew_z"] = -np.inf
-    broken.loc[0, "mean_e"] = np.nan  # nine pairs scored: the mean E exists
+    broken.loc[0, "mean"] = np.nan  # nine pairs scored: the mean exists
     broken.loc[1, "baseline"] = "random_neurons"  # duplicate key
     broken.loc[1, "n"] = -1
+    broken.loc[0, "permutation_p"] = -0.1
     kinds = failed(run_tests(broken))
     assert ("expect_column_values_to_be_between", "mw_p") in kinds
     assert ("expect_column_values_to_be_between", "skew_z") in kinds
+    assert ("expect_column_values_to_be_between", "permutation_p") in kinds
     assert ("expect_column_values_to_be_in_set", "stats_present") in kinds
-    assert ("expect_compound_columns_to_be_unique", str(["model_id", "prompt_set_id", "explainer", "baseline"])) in kinds
+    assert ("expect_compound_columns_to_be_unique", str(["model_id", "prompt_set_id", "explainer", "scorer", "measure", "baseline"])) in kinds
     assert ("expect_column_values_to_be_between", "n") in kinds
+    unknown = explanation_tests_frame().assign(measure="accuracy", scorer="vibes")
+    assert {("expect_column_values_to_be_in_set", "measure"), ("expect_column_values_to_be_in_set", "scorer")} <= failed(run_tests(unknown))
 
 
 def test_llm_calls_suite(db):
