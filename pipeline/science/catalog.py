@@ -12,6 +12,7 @@ strongest tokens are its most negative ones, ``bottom_token``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,15 +180,15 @@ def select_neurons(score: np.ndarray, token_id: np.ndarray, qualifies: np.ndarra
     return selected, rank
 
 
-def random_baseline(selected: np.ndarray, per_layer: int | None, seed: int) -> np.ndarray:
-    """``[n_layers, d_mlp]`` bool: ``per_layer`` neurons (None: as many as the layer's selected neurons) drawn at
-    random (seeded) from the unselected neurons of every layer that has selected neurons; the paper's
-    random-neuron baseline for explanation scores."""
+def random_baseline(selected: np.ndarray, per_layer: int | None, seed: int, share: float = 1.0) -> np.ndarray:
+    """``[n_layers, d_mlp]`` bool: ``per_layer`` neurons (None: ``share`` of the layer's selected neurons, rounded
+    up) drawn at random (seeded) from the unselected neurons of every layer that has selected neurons; the
+    paper's random-neuron baseline for explanation scores."""
     rng = np.random.default_rng(seed)
     out = np.zeros_like(selected)
     for layer in np.flatnonzero(selected.any(axis=1)):
         pool = np.flatnonzero(~selected[layer])
-        wanted = int(selected[layer].sum()) if per_layer is None else per_layer
+        wanted = math.ceil(share * int(selected[layer].sum()) - 1e-9) if per_layer is None else per_layer
         out[layer, rng.choice(pool, size=min(wanted, len(pool)), replace=False)] = True
     return out
 
@@ -247,7 +248,7 @@ def build_catalog(arch: Architecture, tokenizer, settings: CatalogSettings) -> p
     qualifies = qualifying_tokens(raw, settings.min_token_chars, settings.deny_tokens)
     per_layer, last_layers = settings.resolved_neurons_per_layer(d_mlp), settings.resolved_last_layers(n_layers)
     selected, rank = select_neurons(stats.score, stats.token_id, qualifies, per_layer, last_layers)
-    baseline = random_baseline(selected, settings.random_per_layer, settings.random_seed)
+    baseline = random_baseline(selected, settings.random_per_layer, settings.random_seed, settings.random_share)
     return catalog_frame(
         stats, qualifies, selected, rank, display, baseline, role_kurtosis_min=settings.role_kurtosis_min, role_skew_min=settings.role_skew_min
     )

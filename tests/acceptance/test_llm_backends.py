@@ -22,6 +22,9 @@ pytestmark = pytest.mark.slow
 WIDE = {"consistent_min": 0.0, "consistent_max": 1.0}
 SECRET = "sk-test-do-not-store-0123456789"
 
+#: Statuses of an explanation the LLM answered (a comparison is flagged, not failed).
+ANSWERED = ("ok", "comparison")
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -47,7 +50,8 @@ def test_local_backend_explains_scores_caches_and_recomputes_only_on_a_template_
     model, head_scores = handles["model"], handles["head_neuron_scores"]
     settings = ExplanationSettings(backend="local")
     explained = steps.run_explanations(model, head_scores, settings, store)
-    assert explained.stats["llm_calls"] == 1 and explained.stats["status_ok"] == 1
+    # answered: 'ok', or 'comparison' when the small model compares the groups instead of stating a rule (flagged, kept)
+    assert explained.stats["llm_calls"] == 1 and explained.stats.get("status_ok", 0) + explained.stats.get("status_comparison", 0) == 1
     local = store.query("SELECT * FROM explanations WHERE backend = 'local'")
     assert local["llm_model"][0].startswith("smollm2-135m-instruct@") and len(local["explanation"][0]) > 20
     assert local["prompt_tokens"][0] > 100 and local["completion_tokens"][0] > 5
@@ -88,7 +92,7 @@ def test_openai_backend_against_llama_cpp_server_through_dagster(proxy, tmp_path
         store = Store()
         explained = store.query("SELECT cohort, status, explanation, llm_model FROM explanations WHERE backend = 'openai'")
         assert len(explained) == 4 and set(explained["cohort"]) == {"next_token", "random"}
-        assert (explained["status"] == "ok").all() and (explained["llm_model"] == LLAMA_MODEL_ALIAS).all()
+        assert explained["status"].isin(ANSWERED).all() and (explained["llm_model"] == LLAMA_MODEL_ALIAS).all()
         scores = store.query("SELECT * FROM explanation_scores WHERE explainer = ?", [f"openai:{LLAMA_MODEL_ALIAS}"])
         assert set(scores["baseline"]) == {"none", "shuffled"}
         assert (scores["status"] == "scored").any(), (
@@ -119,8 +123,10 @@ def test_faults_are_recorded_per_pair_retries_are_bounded_and_nothing_is_lost(pr
     model, head_scores = handles["model"], handles["head_neuron_scores"]
     base = {"backend": "openai", "pairs_per_neuron": 2, "max_pairs": 2, "timeout_s": 120.0}
 
-    def statuses():
-        return store.query("SELECT status, count(*) AS n FROM explanations WHERE backend = 'openai' GROUP BY status").set_index("status")["n"].to_dict()
+    def statuses():  # an answer flagged as a comparison counts as answered ('ok') here: the test is about calls, not wording
+        counts = store.query("SELECT status, count(*) AS n FROM explanations WHERE backend = 'openai' GROUP BY status").set_index("status")["n"].to_dict()
+        answered = sum(counts.pop(s, 0) for s in ANSWERED)
+        return {"ok": answered, **counts} if answered else counts
 
     # A budget of 2 calls: 2 explanations made and kept, 2 marked; the run finishes.
     limited = steps.run_explanations(model, head_scores, ExplanationSettings(**base, max_calls=2), store)
