@@ -35,7 +35,7 @@ class MemoryCallLog:
         if name == "llm_run_usage":
             return pd.DataFrame({"calls": [0], "tokens": [0]})
         if name == "llm_cached_answers":
-            return pd.DataFrame(columns=["cache_key", "status", "response", "answer", "p_yes", "prompt_tokens", "completion_tokens"])
+            return pd.DataFrame(columns=["cache_key", "status", "response", "answer", "p_yes", "rating", "prompt_tokens", "completion_tokens"])
         raise KeyError(name)
 
     def append(self, table: str, frame: pd.DataFrame) -> None:
@@ -69,7 +69,15 @@ def pairs_as_the_step_builds_them(store, keys: dict, chosen: pd.DataFrame) -> li
     return _pairs_with_prompts(store, keys, chosen)
 
 
-def run_model(name: str, template: str, pairs: list, keys: dict, torch_threads: int) -> dict:
+def progress(phase: str, done: int, total: int, detail: str = "") -> None:
+    """Progress to stderr, about every tenth of a phase: a long model's run says where it is."""
+    import sys
+
+    if done == total or done % max(1, total // 10) == 0:
+        print(f"{time.strftime('%H:%M:%S')} {phase}: {done}/{total} {detail}", file=sys.stderr, flush=True)
+
+
+def run_model(name: str, template: str, pairs: list, keys: dict, torch_threads: int, shuffled: bool = True) -> dict:
     """Explain ``pairs`` with local model ``name`` and ``template``, then score every explanation by every scorer;
     the timings, the calls and the score and test rows."""
     import torch
@@ -85,7 +93,7 @@ def run_model(name: str, template: str, pairs: list, keys: dict, torch_threads: 
 
     torch.set_num_threads(torch_threads)
     settings = ExplanationSettings(backend="local", local_model=name, explain_template=template)
-    scoring = ScoringSettings()
+    scoring = ScoringSettings(shuffled_baseline=shuffled)
     started = time.perf_counter()
     backend = LocalBackend(settings)  # resolves the model: dequantizes it the first time
     backend._load()
@@ -93,10 +101,10 @@ def run_model(name: str, template: str, pairs: list, keys: dict, torch_threads: 
     ledger = CallLedger(MemoryCallLog(), f"bench-{name}-{template}", None, None)
 
     started = time.perf_counter()
-    explained = explain_pairs(pairs, keys["model_id"], keys["prompt_set_id"], settings, load_template(settings.explain_template), backend, ledger)
+    explained = explain_pairs(pairs, keys["model_id"], keys["prompt_set_id"], settings, load_template(settings.explain_template), backend, ledger, progress)
     t_explain = time.perf_counter() - started
     started = time.perf_counter()
-    judge = Judge(backend, load_template(settings.classify_template), load_template(settings.simulate_template), ledger, settings, keys["model_id"])
+    judge = Judge(backend, load_template(settings.classify_template), load_template(settings.simulate_template), ledger, settings, keys["model_id"], progress)
     encoder = embedder()
     scores = score_explanations(explained, {p.key: p for p in pairs}, scoring, judge, lambda texts: dict(zip(texts, encoder.encode(texts))))
     t_score = time.perf_counter() - started
@@ -149,6 +157,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct"])
     parser.add_argument("--templates", nargs="+", default=["explain.v3"], help="explain templates, each run with every model")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--no-shuffled", action="store_true", help="skip the shuffled baseline (fewer LLM calls for a slow model)")
     parser.add_argument("--save", type=Path, default=None, help="also write each model's explanations and scores as CSV here")
     args = parser.parse_args()
 
@@ -172,7 +181,7 @@ def main() -> None:
 
     # The machine may be shared: the load average says whether the seconds per pair were measured alone.
     load_before = os.getloadavg()[0]
-    results = [run_model(name, template, pairs, keys, args.threads) for name in args.models for template in args.templates]
+    results = [run_model(name, template, pairs, keys, args.threads, not args.no_shuffled) for name in args.models for template in args.templates]
     load_after = os.getloadavg()[0]
 
     rows, timing = [], {}

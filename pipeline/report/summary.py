@@ -107,12 +107,24 @@ def print_explanation_findings(findings: pd.DataFrame) -> None:
         shuffled = by.get((f.explainer, f.scorer, f.measure, "shuffled"))
         if shuffled is not None and not _missing(shuffled.n_baseline) and shuffled.n_baseline:
             line += f"; vs shuffled {_num(shuffled.mean_baseline)}: {_difference(shuffled)}"
-        if f.signal:
-            line += "  [signal]"
+        line += _signal_mark(bool(f.signal), shuffled is not None and bool(shuffled.signal))
         if f.explainer != current:
             print(f"explanations {f.explainer}:")
             current = f.explainer
         print(f"             {line}")
+
+
+def _signal_mark(random: bool, shuffled: bool) -> str:
+    """Which baselines the measure beats. Beating the random neurons alone can come from the prompts (a judge that
+    ranks any next-token pair's active prompts higher, whatever the explanation says); beating the shuffled
+    explanations too says the explanation itself carries it (docs/method.md, "Scoring explanations")."""
+    if random and shuffled:
+        return "  [signal: beats both baselines]"
+    if random:
+        return "  [beats random neurons, not shuffled explanations: not specific to the explanation]"
+    if shuffled:
+        return "  [beats shuffled explanations, not random neurons]"
+    return ""
 
 
 def _difference(f) -> str:
