@@ -65,6 +65,17 @@ DEFAULT_DENY_TOKENS = [
 ]
 
 
+def _known_names(value: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    """A list setting of names (list[str], since Dagster's run-config schema has no array of enums): each one known,
+    at most once."""
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {', '.join(map(repr, unknown))}: the {what}s are {', '.join(map(repr, known))}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"each {what} at most once")
+    return value
+
+
 def repo_root() -> Path:
     """The checkout this package was installed from (editable install), else the working directory."""
     here = Path(__file__).resolve().parent.parent
@@ -275,10 +286,7 @@ class AblationSettings(BaseModel):
     @field_validator("splits")
     @classmethod
     def _known_splits(cls, splits: list[str]) -> list[str]:
-        unknown = sorted(set(splits) - set(SPLITS))
-        if unknown:
-            raise ValueError(f"unknown split {', '.join(map(repr, unknown))}: the splits are 'explain' and 'heldout'")
-        return splits
+        return _known_names(splits, SPLITS, "split")
 
 
 class LookupSettings(BaseModel):
@@ -398,12 +406,7 @@ class ScoringSettings(BaseModel):
     @field_validator("scorers")
     @classmethod
     def _known_scorers(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(SCORERS))
-        if unknown:
-            raise ValueError(f"unknown scorer {', '.join(map(repr, unknown))}: the scorers are {', '.join(map(repr, SCORERS))}")
-        if len(set(value)) != len(value):
-            raise ValueError("each scorer at most once")
-        return value
+        return _known_names(value, SCORERS, "scorer")
 
 
 # ---------------------------------------------------------------- the settings of a whole run

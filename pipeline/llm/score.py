@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -183,6 +183,18 @@ def _unscorable(row: dict, t: Target) -> str | None:
     return None
 
 
+def _rows_to_score(targets: list[Target], scorer: str, rows: list[dict]) -> Iterator[tuple[Target, dict]]:
+    """Each target's ``scorer`` row: the ones that cannot be scored go to ``rows`` with their reason (kept, never
+    dropped); the others are yielded to be scored."""
+    for t in targets:
+        row = _base_row(t, scorer)
+        row["reason"] = _unscorable(row, t)
+        if row["reason"]:
+            rows.append(row)
+        else:
+            yield t, row
+
+
 def _answers_usable(row: dict, answers: list[LlmResponse]) -> list[bool] | None:
     """Counts the answers' statuses into ``row``; the mask of usable ones, or None (with the reason) when none is."""
     row["n_malformed"] = sum(a.status in ("malformed", "refused", "empty") for a in answers)
@@ -229,17 +241,11 @@ def detection_rows(targets: list[Target], judge: Judge, calibrate: bool = True) 
             asked[(t.id, "calibration")] = judge.requests("classify", judge.classify, t.explanation["explanation"], t.own, _explain_truth(t.own)[0], 3)
     answers = judge.answer(judge.classify, [r for group in asked.values() for r in group], "scoring: detection")
     rows = []
-    for t in targets:
-        row = _base_row(t, "detection")
-        explainer = t.explanation["explainer"]
-        if explainer not in REFERENCES and (backend is None or explainer != backend.explainer):
-            continue  # another LLM's explanations (of an earlier run) are not judged by this one
-        row["reason"] = _unscorable(row, t)
-        if row["reason"]:
-            rows.append(row)
-            continue
+    # Another LLM's explanations (of an earlier run) are not judged by this one.
+    judged = [t for t in targets if t.explanation["explainer"] in REFERENCES or (backend is not None and t.explanation["explainer"] == backend.explainer)]
+    for t, row in _rows_to_score(judged, "detection", rows):
         prompts, truth = t.target.heldout, t.target.heldout_truth
-        if explainer in REFERENCES:  # a no-LLM reference classifies by its features' weights
+        if t.explanation["explainer"] in REFERENCES:  # a no-LLM reference classifies by its features' weights
             reference = ContrastiveExplanation(features=json.loads(t.explanation["features"]))
             scores = [reference.score(p) for p in prompts]
             explain_prompts, explain_truth = _explain_truth(t.own)
@@ -272,12 +278,7 @@ def embedding_rows(targets: list[Target], embed: Callable[[list[str]], dict[str,
             wanted |= {t.explanation["explanation"], *t.target.heldout, *_explain_truth(t.own)[0]}
     vectors = embed(sorted(wanted)) if wanted else {}
     rows = []
-    for t in targets:
-        row = _base_row(t, "embedding")
-        row["reason"] = _unscorable(row, t)
-        if row["reason"]:
-            rows.append(row)
-            continue
+    for t, row in _rows_to_score(targets, "embedding", rows):
         e = vectors[t.explanation["explanation"]]
         scores = [float(e @ vectors[p]) for p in t.target.heldout]
         explain_prompts, explain_truth = _explain_truth(t.own)
@@ -299,12 +300,7 @@ def simulation_rows(targets: list[Target], judge: Judge, explainers: str) -> lis
     }
     answers = judge.answer(judge.simulate, [r for group in asked.values() for r in group], "scoring: simulation")
     rows = []
-    for t in chosen:
-        row = _base_row(t, "simulation")
-        row["reason"] = _unscorable(row, t)
-        if row["reason"]:
-            rows.append(row)
-            continue
+    for t, row in _rows_to_score(chosen, "simulation", rows):
         got = [answers[r.key] for r in asked[(t.id, t.target.key)]]
         usable = _answers_usable(row, got)
         if usable is None or sum(usable) < 3:
