@@ -46,11 +46,11 @@ def run_chain(folder, plant: bool):
 
 
 @contextmanager
-def data_folder(folder):
-    """``LOOKUPS_DATA_DIR`` at ``folder/data`` for the block (module-scoped fixtures, which the per-test data folder
+def data_dir(path):
+    """``LOOKUPS_DATA_DIR`` at ``path`` for the block (module-scoped fixtures, which the per-test data folder
     does not reach)."""
     old = os.environ.get("LOOKUPS_DATA_DIR")
-    os.environ["LOOKUPS_DATA_DIR"] = str(folder / "data")
+    os.environ["LOOKUPS_DATA_DIR"] = str(path)
     try:
         yield
     finally:
@@ -58,6 +58,26 @@ def data_folder(folder):
             os.environ.pop("LOOKUPS_DATA_DIR")
         else:
             os.environ["LOOKUPS_DATA_DIR"] = old
+
+
+def data_folder(folder):
+    """``LOOKUPS_DATA_DIR`` at ``folder/data`` for the block."""
+    return data_dir(folder / "data")
+
+
+def run_every_named_query(circuit, store) -> dict:
+    """Each named query's frame on a planted store, with the planted pair's values for the parameters it takes."""
+    from lookups.pipeline.store import queries
+    from lookups.pipeline.store.queries import run_query
+    from lookups.pipeline.store.sql_files import named_queries
+
+    values = {"token": circuit.target_token, "layer": circuit.layer, "neuron": circuit.neuron, "head_layer": circuit.head_layer,
+              "head": circuit.head, "context_token": planted.TRIGGER}
+    frames = {}
+    for name, sql in named_queries().items():
+        wanted = set(queries.PARAMETER.findall(sql))
+        frames[name] = run_query(name, {k: v for k, v in values.items() if k in wanted}, store)
+    return frames
 
 
 def explain(model, head_scores, store):

@@ -17,6 +17,12 @@ from lookups.assets import automation
 from lookups.pipeline import steps
 from lookups.pipeline.inputs import planted
 
+
+def check_evaluations(result) -> list:
+    """The asset check evaluations of a finished in-process run, in the order they ran."""
+    return [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+
+
 #: Every asset check of the main job: a whole run evaluates each.
 ALL_CHECK_NAMES = {
     "models_valid", "neurons_valid", "documents_valid", "exemplars_valid", "exemplar_coverage", "attribution_identity", "head_scores_valid", "ablations_valid",

@@ -4,7 +4,7 @@ tests/integration/assets/test_definitions.py)."""
 
 import dagster as dg
 import pytest
-from dagster_runs import ALL_CHECK_NAMES
+from dagster_runs import ALL_CHECK_NAMES, check_evaluations
 
 from lookups.assets.definitions import ALL_ASSETS
 from lookups.assets.runner import run_partition
@@ -52,7 +52,7 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
     with dg.DagsterInstance.ephemeral() as instance:
         first = run_partition(instance, run_config)
         assert first.success
-        checks = [e.asset_check_evaluation_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        checks = check_evaluations(first)
         assert {c.check_name for c in checks} == ALL_CHECK_NAMES
         assert all(c.passed for c in checks), [c for c in checks if not c.passed]
         assert calls["forward"] > 0 and calls["catalog"] == 1

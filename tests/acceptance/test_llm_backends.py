@@ -7,6 +7,7 @@ import time
 import dagster as dg
 import pytest
 from chains import run_planted_chain
+from dagster_runs import check_evaluations
 from servers import LLAMA_MODEL_ALIAS, FaultProxy, llama_server
 
 from lookups.assets.runner import run_partition
@@ -96,7 +97,7 @@ def test_openai_backend_against_llama_cpp_server_through_dagster(proxy, tmp_path
     with dg.DagsterInstance.ephemeral() as instance:
         first = run_partition(instance, run_config)
         assert first.success
-        checks = [e.asset_check_evaluation_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        checks = check_evaluations(first)
         assert all(c.passed for c in checks), [c for c in checks if not c.passed]
         requests = proxy.counts.get("pass", 0)
         store = Store()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster_runs import StepCounter, recomputes_exactly_what_changed, requested
+from dagster_runs import StepCounter, check_evaluations, recomputes_exactly_what_changed, requested
 
 from lookups.assets import automation
 from lookups.pipeline.inputs import planted
@@ -65,11 +65,7 @@ def test_a_corrupted_table_stops_what_depends_on_it(tmp_path, monkeypatch, corru
             run_config["ops"]["explanations"] = {"config": {"backend": "contrastive"}}
             result = run_partition(instance, run_config)
             assert not result.success
-            checks = {
-                e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
-                for e in result.all_events
-                if e.event_type_value == "ASSET_CHECK_EVALUATION"
-            }
+            checks = {c.check_name: c for c in check_evaluations(result)}
             assert checks[failing].passed is False and reason in str(checks[failing].metadata["failures"].value)
             materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
             assert first_blocked not in materialized and "atlas_report" not in materialized

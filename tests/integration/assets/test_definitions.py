@@ -5,7 +5,7 @@ tests/unit/assets/test_definitions.py)."""
 from pathlib import Path
 
 import dagster as dg
-from dagster_runs import ALL_CHECK_NAMES
+from dagster_runs import ALL_CHECK_NAMES, check_evaluations
 from numerics import pre_activation_bound
 
 from lookups.assets.runner import run_partition
@@ -22,7 +22,7 @@ def test_materialize_the_planted_circuit_with_every_check(tmp_path):
     with dg.DagsterInstance.ephemeral() as instance:
         result = run_partition(instance, run_config)
     assert result.success
-    checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    checks = check_evaluations(result)
     assert {c.check_name for c in checks} == ALL_CHECK_NAMES
     assert all(c.passed for c in checks), [c for c in checks if not c.passed]
     identity = next(c for c in checks if c.check_name == "attribution_identity")

@@ -16,11 +16,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from chains import run_every_named_query
 
-from lookups.pipeline.inputs import planted
-from lookups.pipeline.store import queries
 from lookups.pipeline.store.queries import QueryError, run_query
-from lookups.pipeline.store.sql_files import TABLES, named_queries
+from lookups.pipeline.store.sql_files import TABLES
 from lookups.pipeline.store.store import Store
 
 #: Hostile statements. Placeholders: {part} a neurons part file, {tables} the results folder, {data} the data
@@ -140,11 +139,7 @@ def test_the_connection_itself_refuses_without_the_statement_check(copy_of_store
 
 def test_reads_still_work_named_queries_views_and_explain(filled):
     circuit, store = filled
-    extra = {"token": circuit.target_token, "layer": circuit.layer, "neuron": circuit.neuron, "head_layer": circuit.head_layer, "head": circuit.head,
-             "context_token": planted.TRIGGER}
-    for name, sql in named_queries().items():
-        wanted = set(queries.PARAMETER.findall(sql))
-        frame = run_query(name, {k: v for k, v in extra.items() if k in wanted}, store)
+    for name, frame in run_every_named_query(circuit, store).items():
         assert len(frame) > 0, name
     for table in TABLES:  # the locked connection reads exactly what the pipeline's own reads see
         locked = run_query(f"SELECT * FROM {table}", None, store)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from chains import data_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,20 +46,10 @@ def finished_run(request, tmp_path_factory):
     config = circuit.run_config()
     config["ops"]["neuron_catalog"]["config"].update(neurons_per_layer=neurons, random_per_layer=random_neurons)
     config["ops"]["explanations"] = {"config": {"backend": "contrastive"}}
-    with _data_dir(folder / "data"), dg.DagsterInstance.ephemeral() as instance:
+    with data_dir(folder / "data"), dg.DagsterInstance.ephemeral() as instance:
         assert run_partition(instance, config).success
         keys = Store().query("SELECT model_id, prompt_set_id FROM prompt_sets, models").iloc[0].to_dict()
     return folder / "data", keys
-
-
-@contextlib.contextmanager
-def _data_dir(folder: Path):
-    before = os.environ.get("LOOKUPS_DATA_DIR")
-    os.environ["LOOKUPS_DATA_DIR"] = str(folder)
-    try:
-        yield
-    finally:
-        os.environ.pop("LOOKUPS_DATA_DIR") if before is None else os.environ.__setitem__("LOOKUPS_DATA_DIR", before)
 
 
 def _rewrite(tables: Path, table: str, keep) -> None:
@@ -82,7 +72,7 @@ def _drop_cohort(tables: Path, cohort: str) -> None:
 
 def _report(data: Path, keys: dict) -> str:
     """The three reports on the store in ``data``; the summary's text."""
-    with _data_dir(data):
+    with data_dir(data):
         store = Store()
         out = io.StringIO()
         with contextlib.redirect_stdout(out):

@@ -6,20 +6,16 @@ import subprocess
 import sys
 
 import pytest
+from chains import run_every_named_query
 
 from lookups.pipeline.inputs import planted
-from lookups.pipeline.store import queries
 from lookups.pipeline.store.queries import QueryError, run_query
 from lookups.pipeline.store.sql_files import named_queries
 
 
 def test_every_named_query_runs_with_its_parameters(filled):
     circuit, store = filled
-    extra = {"token": circuit.target_token, "layer": circuit.layer, "neuron": circuit.neuron, "head_layer": circuit.head_layer, "head": circuit.head,
-             "context_token": planted.TRIGGER}
-    for name, sql in named_queries().items():
-        wanted = set(queries.PARAMETER.findall(sql))
-        frame = run_query(name, {k: v for k, v in extra.items() if k in wanted}, store)
+    for name, frame in run_every_named_query(circuit, store).items():
         assert len(frame) > 0, name
     pairs = run_query("consistent_pairs", {}, store)
     assert (pairs["head"] == f"L{circuit.head_layer}H{circuit.head}").any()
@@ -28,7 +24,7 @@ def test_every_named_query_runs_with_its_parameters(filled):
     # Which neurons the trigger in the context switches on, through which head: the planted pair, confirmed.
     reading = run_query("context_token", {"context_token": planted.TRIGGER}, store)
     assert reading[["layer", "neuron", "head_layer", "head"]].values.tolist()[0] == list(circuit.key) and reading["confirmed"][0]
-    reads = run_query("head_reads", {k: extra[k] for k in ("layer", "neuron", "head_layer", "head")}, store)
+    reads = run_query("head_reads", dict(zip(("layer", "neuron", "head_layer", "head"), circuit.key)), store)
     assert reads["token"][0].strip() == planted.TRIGGER
 
 
