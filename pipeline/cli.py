@@ -112,7 +112,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from lookups.pipeline.store.queries import describe_named, run_query, write_frame
+    from lookups.pipeline.store.queries import check_output, describe_named, run_query, write_frame
 
     if args.list or not args.query:
         for name, description in describe_named().items():
@@ -127,8 +127,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     for key in ("model_id", "prompt_set_id", "limit"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
+    output = check_output(args.output) if args.output else None  # before the query: never into what the pipeline writes
     frame = run_query(args.query, params, allow_files=args.allow_files)
-    text = write_frame(frame, args.format, Path(args.output) if args.output else None)
+    text = write_frame(frame, args.format, output)
     if text is not None:
         print(text, end="" if text.endswith("\n") else "\n")
     else:
@@ -230,7 +231,9 @@ def _add_query(sub: argparse._SubParsersAction) -> None:
         "--format", default="table", choices=["table", "csv", "json", "parquet"],
         help="Output: an aligned table (default), CSV, JSON records, or Parquet (needs --output).",
     )
-    query.add_argument("--output", help="Write to this file instead of the terminal.")
+    query.add_argument(
+        "--output", help="Write to this file instead of the terminal (outside the data folder, the results and the Dagster instance)."
+    )
     query.add_argument(
         "--allow-files", action="append", default=[], metavar="PATH",
         help="Let the SQL read this file, or the files under this folder, e.g. read_csv('PATH/labels.csv') to join with "

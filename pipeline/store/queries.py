@@ -16,8 +16,10 @@ import duckdb
 import pandas as pd
 
 from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.config import dagster_home_dir, data_dir, database_path
 from lookups.pipeline.store.sql_files import named_queries
 from lookups.pipeline.store.store import Store
+from lookups.pipeline.store.warehouse import is_local
 
 READ_STATEMENTS = {"SELECT", "EXPLAIN"}
 PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -104,23 +106,52 @@ def check_read_only(sql: str) -> None:
             )
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def pipeline_locations(store: Store) -> list[tuple[str, Path]]:
+    """(what, where) for every place the pipeline writes, resolved with symlinks followed: the results first
+    (the warehouse folder when local, the views file), then the Dagster instance and the data folder around them.
+    No query reads the results as files (``--allow-files``), nor writes its rows into any of them (``--output``)."""
+    places = [("the results", Path(store.root))] if is_local(store.root) else []
+    places += [("the views file", store.path), ("the views file", database_path()), ("the Dagster instance", dagster_home_dir()),
+               ("the data folder", data_dir())]
+    return [(what, path.expanduser().resolve()) for what, path in places]
+
+
 def readable_paths(paths: list, store: Store) -> list[str]:
     """``--allow-files`` paths, resolved (folders end in '/'); none may hold or lie inside the results, which a
     query reads as tables already and which must stay out of reach of anything DuckDB could write."""
     out = []
-    protected = [Path(store.root).resolve(), store.path.resolve()] if "://" not in store.root else []
+    results = [place for what, place in pipeline_locations(store) if what in ("the results", "the views file")]
     for given in paths:
         path = Path(given).expanduser().resolve()
         if not path.exists():
             raise QueryError(f"No file or folder {given} (--allow-files).")
-        for results in protected:
-            if path == results or path in results.parents or results in path.parents:
+        for place in results:
+            if _inside(path, place) or _inside(place, path):
                 raise QueryError(
-                    f"--allow-files {given} overlaps the results ({results}), which a query reads as tables already; "
+                    f"--allow-files {given} overlaps the results ({place}), which a query reads as tables already; "
                     "name a file or folder outside them."
                 )
         out.append(str(path) + "/" if path.is_dir() else str(path))
     return out
+
+
+def check_output(output: str | Path, store: Store | None = None) -> Path:
+    """``--output``, refused (before the query runs) when it is or lies inside a place the pipeline writes:
+    the results, the views file, the data folder, the Dagster instance; compared with symlinks followed, so a
+    link outside that points inside is refused too."""
+    path = Path(output).expanduser()
+    resolved = path.resolve()
+    for what, place in pipeline_locations(store or Store()):
+        if _inside(resolved, place):
+            where = "" if resolved == path.absolute() else f" (it resolves to {resolved})"
+            raise QueryError(
+                f"--output {output} lies in {what} ({place}){where}, which only the pipeline writes: write the rows to a file outside it."
+            )
+    return path
 
 
 def _refusal(err: duckdb.Error) -> QueryError:
