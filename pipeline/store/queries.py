@@ -170,18 +170,28 @@ def default_parameters(store: Store) -> dict:
     return {"model_id": latest["model_id"][0], "prompt_set_id": latest["prompt_set_id"][0], "limit": 20}
 
 
-def _typed(value: str):
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
+#: The parameters that are numbers where the named queries (sql/queries/) use them; every other parameter is
+#: text, even when it looks like a number (``--param token=42``, ``context_token=' 1990'``): cast it in SQL
+#: (``$x::INTEGER``) where an ad-hoc query needs a number.
+NUMERIC_PARAMETERS = {"limit": int, "layer": int, "neuron": int, "head_layer": int, "head": int}
+#: The named queries' text parameters (a test checks that every parameter of sql/queries/ is one or the other).
+TEXT_PARAMETERS = {"model_id", "prompt_set_id", "token", "context_token"}
+
+
+def _typed(name: str, value):
+    """A parameter given as text, as the query needs it: a number for ``NUMERIC_PARAMETERS``, else the text."""
+    cast = NUMERIC_PARAMETERS.get(name)
+    if cast is None or not isinstance(value, str):
+        return value
+    try:
+        return cast(value.strip())
+    except ValueError:
+        raise QueryError(f"--param {name}={value!r}: ${name} is a whole number, e.g. --param {name}=3.") from None
 
 
 def run_query(text: str, params: dict[str, str] | None = None, store: Store | None = None, allow_files: list = ()) -> pd.DataFrame:
-    """Run a named query or SQL on a read-only connection. ``params`` fills ``$name`` placeholders (numbers
-    given as text become numbers); only the placeholders the query uses are passed. ``allow_files``: files
+    """Run a named query or SQL on a read-only connection. ``params`` fills ``$name`` placeholders (text, but
+    the ``NUMERIC_PARAMETERS`` given as text become numbers); only the placeholders the query uses are passed. ``allow_files``: files
     or folders (outside the results) the SQL may read too, e.g. with ``read_csv``."""
     store = store or Store(lock_wait_s=10.0)  # a person is waiting: a few seconds, then say why
     sql, name = resolve(text)
@@ -189,7 +199,7 @@ def run_query(text: str, params: dict[str, str] | None = None, store: Store | No
     readable = readable_paths(list(allow_files), store)
     store.refresh_views()
     wanted = set(PARAMETER.findall(sql))
-    given = {k: _typed(v) if isinstance(v, str) else v for k, v in (params or {}).items()}
+    given = {k: _typed(k, v) for k, v in (params or {}).items()}
     values = {}
     if wanted:
         defaults = default_parameters(store) if wanted & {"model_id", "prompt_set_id", "limit"} else {}
