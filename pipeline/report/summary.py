@@ -4,6 +4,8 @@ store holds several, and where everything is."""
 
 from __future__ import annotations
 
+import shlex
+
 import pandas as pd
 
 from lookups.pipeline.common.errors import LookupsError
@@ -83,7 +85,7 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
         print(f"atlas        {page}  (open in a browser; no server needed)")
     print(f"dagster      {dagster_home_dir()}  (browse with `lookups ui` or `make ui`)")
     print("query        lookups query --list   (named queries),  lookups query \"SELECT * FROM consistent_pairs LIMIT 5\"")
-    print(f"             duckdb -readonly {store.path} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
+    print(f"             duckdb -readonly {shlex.quote(str(store.path))} \"SELECT * FROM neurons WHERE selected LIMIT 5\"")
 
 
 #: How the summary names each scorer's measure.
