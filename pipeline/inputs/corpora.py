@@ -174,10 +174,15 @@ def _remove(code, node) -> None:
         pass
 
 
+#: How corpus text files (.txt, .jsonl) are decoded: UTF-8, with the byte-order mark some editors write first
+#: (``EF BB BF``) dropped rather than read as text (or, on a JSONL file's first line, as a malformed record).
+TEXT_ENCODING = "utf-8-sig"
+
+
 def read_text_folder(folder: Path, counts: ReadCounts) -> Iterator[SourceDocument]:
     for path in sorted(folder.rglob("*.txt")):
         try:
-            text = path.read_bytes().decode("utf-8")
+            text = path.read_bytes().decode(TEXT_ENCODING)
         except UnicodeDecodeError:
             counts.undecodable += 1
             continue
@@ -189,7 +194,7 @@ def read_jsonl(path: Path, column: str, counts: ReadCounts) -> Iterator[SourceDo
     with path.open("rb") as fh:
         for number, raw in enumerate(fh):
             try:
-                record = json.loads(raw.decode("utf-8"))
+                record = json.loads(raw.decode(TEXT_ENCODING))
             except UnicodeDecodeError:
                 counts.undecodable += 1
                 continue

@@ -191,7 +191,7 @@ def _corpus_metadata(result: StepResult) -> dict:
 CORPUS = register(Step(
     name="corpus", run=run_corpus, settings=CorpusSettings, run_config=CorpusReadSettings,
     key=PartitionKey("corpus", "source", sources.corpus_source),
-    code_version="3",  # 2: paragraphs with markup the parser left as text are dropped; 3: NUL bytes undecodable, names escaped
+    code_version="4",  # 2: paragraphs with markup the parser left as text are dropped; 3: NUL bytes undecodable, names escaped; 4: a UTF-8 BOM is not text
     source="corpus_files", kinds=frozenset({"parquet"}), metadata=_corpus_metadata,
     description="The partition's corpus (its `corpus` key) as read (Wikipedia stripped of markup, files, records), cached as Parquet.",
 ))
