@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from lookups.pipeline.inputs import architecture, models
 from lookups.pipeline.inputs.architecture import Architecture
+from lookups.pipeline.inputs.checkpoints import ModelError
 from lookups.pipeline.inputs.models import ModelFacts
 
 
@@ -68,7 +69,25 @@ class ModelRuntime:
         return self._loaded
 
 
+def check_device(device: str) -> str:
+    """``device`` (the ``model.device`` setting), refused in one line when this machine's torch cannot use it,
+    rather than with torch's own assertion at the first tensor moved there."""
+    import torch
+
+    fix = "set model.device to 'cpu' (the run config's `model: {config: {device: cpu}}`), or run where that device is"
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"model.device is '{device}', but torch here has no CUDA GPU (torch.cuda.is_available() is False): {fix}.")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ModelError(f"model.device is '{device}', but torch here sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0: {fix}.")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"model.device is 'mps', but torch here has no Apple GPU (torch.backends.mps.is_available() is False): {fix}.")
+    return device
+
+
 @functools.lru_cache(maxsize=2)
 def load_runtime(local_dir: str, device: str = "cpu") -> ModelRuntime:
-    """The runtime of ``local_dir`` on ``device``, one per process (its weights load on first use)."""
-    return ModelRuntime(local_dir, device)
+    """The runtime of ``local_dir`` on ``device``, one per process (its weights load on first use); a device this
+    machine does not have is refused first (``check_device``)."""
+    return ModelRuntime(local_dir, check_device(device))
