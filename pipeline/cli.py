@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -137,7 +139,28 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line, a port the UI's webserver could not listen on (in use, or not allowed), before anything
+    starts: `dagster dev` would report the bind error only in its logs while its daemon went on launching runs."""
+    if not 0 < port < 65536:
+        raise LookupsError(f"--port {port} is not a port: give one from 1 to 65535, e.g. --port 3000.")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the webserver binds: a port in TIME_WAIT is free
+            probe.bind((host, port))
+    except OSError as err:
+        why = err.strerror or str(err)
+        if isinstance(err, socket.gaierror) or err.errno == errno.EADDRNOTAVAIL:
+            raise LookupsError(f"The UI cannot listen on {host} ({why}): give an address of this machine with --host, e.g. --host 127.0.0.1.") from err
+        if err.errno == errno.EADDRINUSE:
+            why += ": another program (or another `lookups ui`) listens there"
+        other = port + 1 if port < 65535 else 3000
+        raise LookupsError(f"The UI cannot listen on {host}:{port} ({why}): choose another port with --port, e.g. --port {other}.") from err
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
+    check_port(args.host, args.port)  # before the instance subprocess and `dagster dev`
     env = _dagster_env()
     if args.config:
         env["LOOKUPS_RUN_CONFIG"] = str(Path(args.config).resolve())  # its values are the defaults of every run: launchpad, automation, schedule
