@@ -18,11 +18,14 @@ from lookups.pipeline.config import (
     EMBEDDED_CORPUS,
     EMBEDDED_MODEL,
     GEMMA3_MODEL,
+    FolderError,
     check_run_settings,
+    check_writable,
     dagster_home_dir,
     data_dir,
     database_path,
     load_settings_file,
+    not_writable,
     repo_root,
 )
 from lookups.pipeline.inputs import planted
@@ -32,12 +35,19 @@ from lookups.pipeline.store.store import Store
 
 
 def dagster_home() -> Path:
-    """Dagster's instance lives in the data folder; its dagster.yaml is the repository's, copied in."""
+    """Dagster's instance lives in the data folder; its dagster.yaml is the repository's, copied in. A data folder
+    that cannot be written (a read-only mount) is one line naming it, before any process starts."""
     home = dagster_home_dir()
-    home.mkdir(parents=True, exist_ok=True)
-    template = repo_root() / "dagster.yaml"
-    if template.exists():
-        shutil.copyfile(template, home / "dagster.yaml")
+    try:
+        check_writable(data_dir())
+        home.mkdir(parents=True, exist_ok=True)
+        template = repo_root() / "dagster.yaml"
+        if template.exists():
+            shutil.copyfile(template, home / "dagster.yaml")
+    except FolderError:
+        raise
+    except OSError as err:
+        raise not_writable(Path(err.filename or home), err) from err
     return home
 
 
@@ -185,8 +195,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
+    """Where things are; it creates nothing there but the data folder itself (so it also works on a read-only one)."""
     store = Store()
-    print(json.dumps({"data": str(data_dir()), "database": str(database_path()), "warehouse": store.root, "dagster_home": str(dagster_home())}, indent=2))
+    print(json.dumps({"data": str(data_dir()), "database": str(database_path()), "warehouse": store.root, "dagster_home": str(dagster_home_dir())}, indent=2))
     return 0
 
 

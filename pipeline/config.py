@@ -7,6 +7,7 @@ scaled to the model where the paper's numbers are tied to GPT-2 large.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -88,15 +89,44 @@ def data_dir() -> Path:
     ``LOOKUPS_DATA_DIR`` moves the whole folder; the default is ``data/`` under the repository root.
     """
     path = Path(os.environ.get("LOOKUPS_DATA_DIR") or repo_root() / "data").expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    _make_folder(path, "LOOKUPS_DATA_DIR")
     return path
+
+
+class FolderError(LookupsError, OSError):
+    """The data (or cache) folder cannot be created or written; the message names it and the fix."""
+
+
+def not_writable(path: Path, err: OSError, variable: str = "LOOKUPS_DATA_DIR") -> FolderError:
+    """The one-line error for a folder the project must write to but cannot (a read-only mount, no permission)."""
+    what = "cache" if variable == "LOOKUPS_CACHE_DIR" else "data"
+    return FolderError(
+        f"{path} cannot be written ({err.strerror or err}): the {what} folder must be writable; make it so, or point {variable} at a writable folder."
+    )
+
+
+def _make_folder(path: Path, variable: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise not_writable(path, err, variable) from err
+
+
+def check_writable(folder: Path, variable: str = "LOOKUPS_DATA_DIR") -> Path:
+    """``folder``, once a file could be created in it (and removed); else a ``FolderError`` naming it."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise not_writable(folder, err, variable) from err
+    return folder
 
 
 def cache_dir() -> Path:
     """Downloads and the fp32 model cache: ``LOOKUPS_CACHE_DIR``, else the data folder. Tests point this at
     the repository's data folder so that a throwaway data folder does not dequantize the model again."""
     path = Path(os.environ.get("LOOKUPS_CACHE_DIR") or data_dir()).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    _make_folder(path, "LOOKUPS_CACHE_DIR" if os.environ.get("LOOKUPS_CACHE_DIR") else "LOOKUPS_DATA_DIR")
     return path
 
 
