@@ -176,6 +176,25 @@ def sources_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     )
 
 
+#: The main job's name: every lookups asset of one partition.
+MAIN_JOB = "lookups"
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name="publish_successful_runs",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="Publishes a successful run's results, so that every reader (queries, the summary, the views file) sees them "
+    "(docs/data.md, \"What a reader sees\"); a failed run's finished steps stay pending for the next run of its partition.",
+)
+def publish_successful_runs(context: dg.RunStatusSensorContext) -> None:
+    from .resources import LookupsStore  # the resources import the steps (torch): only a run's outcome pays for it
+
+    if context.dagster_run.job_name == MAIN_JOB:
+        LookupsStore().publish_run(context.dagster_run)
+
+
 def refresh_schedules() -> list[dg.ScheduleDefinition]:
     """Re-observe the models and the corpora on a cron (``LOOKUPS_REFRESH_CRON``, daily by default); the
     automation sensor then materializes whatever the new versions made stale."""

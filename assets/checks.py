@@ -18,7 +18,7 @@ def build_check(step: Step, spec: Check) -> dg.AssetChecksDefinition:
     severity = dg.AssetCheckSeverity.ERROR if spec.blocking else dg.AssetCheckSeverity.WARN
 
     def check(context: dg.AssetCheckExecutionContext, store: LookupsStore, **handle) -> dg.AssetCheckResult:
-        outcome = spec.evaluate(handle[step.name], store.store(), context.run.run_id)
+        outcome = spec.evaluate(handle[step.name], store.run_store(context.run), context.run.run_id)
         result = outcome.result
         # The terminal shows one line per log message: one per failure, so that its reason (an empty split, a
         # tolerance, and what to change) is read there, not only in the UI.

@@ -58,7 +58,7 @@ def _partition_key(step: Step, context: dg.AssetExecutionContext) -> str | None:
 def materialize(step: Step, context: dg.AssetExecutionContext, config, store: LookupsStore, inputs: dict) -> dg.Output:
     """Run one asset's step and describe its result. A user error (``LookupsError``) becomes a Dagster
     failure with its message alone, not a traceback."""
-    db = store.store()
+    db = store.store(str(context.partition_key) if context.has_partition_key else None)
     try:
         settings = step.settings_for(config.model_dump() if config is not None else {}, _partition_key(step, context))
         with PhaseProgress(log=context.log.info) as progress:

@@ -9,12 +9,14 @@ import dagster as dg
 from lookups.pipeline.steps import STEPS
 
 from .automation import (
+    MAIN_JOB,
     automation_sensor,
     corpus_files,
     lookups_partitions,
     model_weights,
     observe_corpora,
     observe_models,
+    publish_successful_runs,
     refresh_schedules,
     run_tags,
     sources_sensor,
@@ -44,7 +46,7 @@ def split_keys(run_config: dict) -> tuple[dict, dict]:
 def main_job(assets: list) -> dg.UnresolvedAssetJobDefinition:
     """The main job: every asset and check of one (model, corpus) partition, in dependency order."""
     return dg.define_asset_job(
-        "lookups",
+        MAIN_JOB,
         selection=dg.AssetSelection.assets(*assets),
         partitions_def=lookups_partitions,
         tags=run_tags(),
@@ -76,7 +78,7 @@ def build_definitions(assets: list | None = None, settings: dict | None = None) 
         asset_checks=ALL_CHECKS,
         jobs=[main_job(assets), observe_models, observe_corpora],
         schedules=refresh_schedules(),
-        sensors=[automation_sensor, sources_sensor],
+        sensors=[automation_sensor, sources_sensor, publish_successful_runs],
         resources={"store": store, "io_manager": HandleIOManager(store=store)},
         executor=executor(),
     )

@@ -14,14 +14,27 @@ from lookups.pipeline.config import check_run_settings, database_path, load_sett
 from lookups.pipeline.steps import STEPS, Step, settings_of_steps
 from lookups.pipeline.store.store import Store
 
+#: The run tag that holds a partitioned run's partition key.
+PARTITION_TAG = "dagster/partition"
+
 
 class LookupsStore(dg.ConfigurableResource):
     """The store every asset writes to: Parquet files beside the views file ``database`` (default: ``$LOOKUPS_DATA_DIR/lookups.duckdb``)."""
 
     database: str = ""
 
-    def store(self) -> Store:
-        return Store(self.database or database_path())
+    def store(self, partition: str | None = None) -> Store:
+        """The store; a run's (``partition``: the run's partition key) reads its own writes, which every other
+        reader sees once the run succeeds and they are published (``publish_run``)."""
+        return Store(self.database or database_path(), partition=partition)
+
+    def run_store(self, run: dg.DagsterRun) -> Store:
+        """The store of one run's steps and checks: its partition's writes pending until the run succeeds."""
+        return self.store(run.tags.get(PARTITION_TAG))
+
+    def publish_run(self, run: dg.DagsterRun) -> int:
+        """Publish a successful run's writes (docs/data.md, "What a reader sees"); the number of files."""
+        return self.run_store(run).publish()
 
 
 class HandleIOManager(dg.ConfigurableIOManager):

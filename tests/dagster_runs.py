@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from lookups.assets import automation
+from lookups.assets.resources import LookupsStore
 from lookups.pipeline import steps
 from lookups.pipeline.inputs import planted
 
@@ -100,6 +101,7 @@ def materialize(defs, instance, wanted) -> None:
             instance=instance, partition_key=automation.partition_key(model, corpus), asset_selection=keys
         )
         assert result.success
+        LookupsStore().publish_run(result.dagster_run)  # as the run-status sensor does after a launched run
 
 
 def recomputes_exactly_what_changed(tmp_path, monkeypatch, settings_defs, explainer: str) -> None:

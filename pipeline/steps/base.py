@@ -3,8 +3,9 @@
 A step's data version hashes its code version (``CODE_VERSIONS``), its inputs' data versions and the settings
 that change its results (``config.result_settings``: fields marked as tuning - batch sizes, concurrency,
 budgets, a check's tolerance - are left out, so changing one makes nothing stale). When the store holds that
-version for the step's scope and the run that wrote it completed, the step returns at once with the stored
-stats: no model load, no forward pass, no LLM call. Otherwise ``compute`` loads its inputs from the store,
+version for the step's scope, the run that wrote it completed and the files it wrote still hold what was
+written (sizes and SHA-256 against the manifest), the step returns at once with the stored stats: no model
+load, no forward pass, no LLM call; a damaged file makes it compute again, and say why. Otherwise ``compute`` loads its inputs from the store,
 computes, and returns the rows to write; they are written with the version record, all or nothing.
 See docs/architecture.md.
 """
@@ -230,10 +231,15 @@ def run_step(
     started = time.perf_counter()
     data_version = version_hash(STEPS[asset].code_version, *fingerprint)
     stored = store.version(asset, scope)
+    repair = None
     if stored and stored.data_version == data_version and stored.complete and outputs_present():
-        return StepResult(handle(data_version, stored.stats), True, time.perf_counter() - started)
+        damaged = store.damaged(asset, scope)  # before trusting the record: the files must hold what was written
+        if not damaged:
+            return StepResult(handle(data_version, stored.stats), True, time.perf_counter() - started)
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        repair = f"{asset} computes again: {damaged[0]}{more}."
     computed = compute()
-    warning = None
+    warning = repair
     if yields is not None and not yields.inputs_empty and not computed.stats.get(yields.stat):
         earlier = (stored.stats.get(yields.stat) or 0) if stored else 0
         if earlier:
@@ -241,7 +247,7 @@ def run_step(
                 f"With these settings {asset} finds no {yields.noun} (the stored result has {earlier}), so it keeps the stored rows "
                 f"instead of replacing them with nothing. Loosen {yields.settings} and run again."
             )
-        warning = f"{asset} found no {yields.noun}: the steps after it have nothing to work on. Loosen {yields.settings}."
+        warning = " ".join(filter(None, [repair, f"{asset} found no {yields.noun}: the steps after it have nothing to work on. Loosen {yields.settings}."]))
     stats = {**computed.stats, "compute_seconds": round(time.perf_counter() - started, 3)}
     if not is_report:
         remove_stale_reports(store, scope)

@@ -1,17 +1,20 @@
-"""The store: Parquet files per (table, key), with DuckDB views over them; schema, views and reads from ``sql/``.
+"""The store: Parquet files per (table, key), named by a manifest, with DuckDB views over them; schema, views
+and reads from ``sql/``.
 
 The store owns every read: steps and assets ask for a named read (``sql/reads/<name>.sql``) or for the rows
-of one key of a table, and get a DataFrame. See docs/architecture.md.
+of one key of a table, and get a DataFrame. See docs/architecture.md and, for what a reader is guaranteed,
+docs/data.md ("What a reader sees").
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -22,32 +25,66 @@ from lookups.pipeline.common.hashing import stable_hash
 from lookups.pipeline.config import database_path
 from lookups.pipeline.store.asset_versions import AssetVersion, version_from_row, version_write
 from lookups.pipeline.store.errors import StoreError
+from lookups.pipeline.store.manifest import Entry, Manifests, check_file, staged_entry
 from lookups.pipeline.store.sql_files import SCHEMA_FILE, TABLE_KEYS, sql_text, sql_with_parameters
 from lookups.pipeline.store.warehouse import connect, is_local, lock_down, sql_string, warehouse_root
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What ``Store.verify`` found: files and bytes checked, how long it took, each damaged file's entry and
+    problem, and the pending manifests (partitions whose run did not complete, or runs now) by file count."""
+
+    files: int
+    bytes: int
+    seconds: float
+    damaged: list[tuple[Entry, str]]
+    pending: dict[str, int]
+
+    def recomputed(self) -> list[str]:
+        """What the next run computes again: each step (and scope) with a damaged file."""
+        return sorted({f"{entry.step} ({entry.scope})" for entry, _ in self.damaged if entry.step})
+
+    def unowned(self) -> list[Entry]:
+        """Damaged files no step rewrites (logs; files from before manifests): only ``--repair`` clears them."""
+        return [entry for entry, _ in self.damaged if not entry.step]
+
+
+#: How a view of a table with a damaged file reads: it fails, naming the file, and only when that table is read.
+DAMAGED = "is damaged"
+
+
 class Store:
-    """Results as Parquet files, one per (table, key), with DuckDB views over them.
+    """Results as Parquet files, one per (table, key), named by a manifest, with DuckDB views over them.
 
     A step's write conforms each frame to its table's schema (types, NOT NULL, CHECK, primary key, defaults,
-    all from ``sql/schema.sql``) in an in-memory DuckDB, writes it to a temporary file and renames it over the
-    key's file; the asset version is written last. So writers in parallel processes never share a file
-    lock, a failed write leaves the old rows and version in place, and a reader sees each key's old file or
-    its new one, never half of either. Queries run in an in-memory DuckDB whose tables are views over the
-    files (plus ``sql/views.sql``); ``<name>.duckdb``, the views file, holds the same views for the duckdb
-    CLI and notebooks, refreshed when the schema or the warehouse location changes.
+    all from ``sql/schema.sql``) in an in-memory DuckDB and writes it, with Parquet page checksums, to a new
+    file named by its content; the manifest (``manifest.py``) then names the new files, the step's version
+    record among them, in one rename. So writers in parallel processes never share a file, a failed write
+    changes nothing, and a reader sees whole writes only. ``partition``: a run's store, whose writes stay
+    pending until the run succeeds (``publish``) and whose reads see them; without it a write is published at
+    once. Queries run in an in-memory DuckDB whose tables are views over the files the manifest names, each
+    checked against its recorded size and SHA-256 (plus ``sql/views.sql``); ``<name>.duckdb``, the views
+    file, holds the same views for the duckdb CLI and notebooks, refreshed when they change.
+
+    An object-store warehouse (``LOOKUPS_WAREHOUSE=s3://...``) has no manifest yet: each key's file is put
+    whole and views read every file (docs/operations.md).
     """
 
     #: Only the views file has a lock (taken for a moment when the schema changes); a reader that finds
     #: it held by a client that writes to it waits this long.
     LOCK_WAIT_S = 600.0
 
-    def __init__(self, path: str | Path | None = None, lock_wait_s: float | None = None):
+    def __init__(self, path: str | Path | None = None, lock_wait_s: float | None = None, partition: str | None = None):
         self.path = Path(path) if path else database_path()
         self.root = warehouse_root(self.path)
         self.lock_wait_s = self.LOCK_WAIT_S if lock_wait_s is None else lock_wait_s
+        self.partition = partition or None
+        self.manifests = Manifests(self.root) if is_local(self.root) else None
         self._typed: duckdb.DuckDBPyConnection | None = None
         self._reader: duckdb.DuckDBPyConnection | None = None
+        self._reader_signature: tuple | None = None
+        self._hashed: dict = {}  # files verified against their entries, by (path, size, mtime)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ locations
@@ -61,18 +98,35 @@ class Store:
     def table_dir(self, table: str) -> str:
         return f"{self.root}/{table}"
 
-    def key_file(self, table: str, keys: dict) -> str:
+    def slot(self, table: str, keys: dict) -> str:
+        """The name every file of one (table, key) starts with (the manifest's slot for it)."""
         if table not in TABLE_KEYS:
             raise StoreError(f"Unknown table {table}.")
         if tuple(keys) != TABLE_KEYS[table]:
             raise StoreError(f"{table} is written by key {TABLE_KEYS[table]}, not {tuple(keys)}.")
-        return f"{self.table_dir(table)}/part-{stable_hash(table, [str(v) for v in keys.values()], length=24)}.parquet"
+        return f"part-{stable_hash(table, [str(v) for v in keys.values()], length=24)}"
+
+    def key_file(self, table: str, keys: dict) -> str:
+        """The file that holds one (table, key) now: the manifest's (None if nothing holds it), or on an object
+        store the key's one file."""
+        slot = self.slot(table, keys)
+        if self.manifests is None:
+            return f"{self.table_dir(table)}/{slot}.parquet"
+        entry = self.entries().get(f"{table}/{slot}")
+        return f"{self.root}/{entry.file}" if entry else None
+
+    def entries(self) -> dict[str, Entry]:
+        """The manifest's entries this store reads: published, overlaid with its run's pending ones."""
+        return self.manifests.entries(self.partition) if self.manifests else {}
 
     def exists(self) -> bool:
         """Whether anything has been written."""
-        if self.path.exists():
+        if self.path.exists() or not is_local(self.root):
             return True
-        return not is_local(self.root) or any(Path(self.root).glob("*/part-*.parquet"))
+        published = self.manifests.published_path
+        if published.exists():
+            return bool(self.manifests.published()) or bool(self.partition and self.manifests.pending(self.partition))
+        return any(Path(self.root).glob("*/part-*.parquet"))
 
     # ------------------------------------------------------------ writing
 
@@ -114,7 +168,10 @@ class Store:
 
     def _conform(self, table: str, keys: dict, frame: pd.DataFrame, target: str) -> str:
         """Write ``frame`` (key columns added) through the table's constraints to a temporary file next to
-        ``target``; returns that file (the target itself for object stores, whose puts are atomic)."""
+        ``target``; returns that file (the target itself for object stores, whose puts are atomic). Local
+        files carry Parquet page checksums (DuckDB does not write them: pyarrow does, in the schema file's types)."""
+        import pyarrow.parquet as pq
+
         con = self._typing()
         frame = frame.copy()
         for column, value in keys.items():
@@ -129,7 +186,12 @@ class Store:
                     con.register("incoming", frame)
                     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
                     con.unregister("incoming")
-                con.execute(f"COPY {table} TO {sql_string(staged)} (FORMAT parquet)")
+                if is_local(self.root):
+                    rows = con.sql(f"SELECT * FROM {table}").to_arrow_table()
+                    schema = pq.read_schema(f"{self.table_dir(table)}/{SCHEMA_FILE}")
+                    pq.write_table(rows.cast(schema), staged, write_page_checksum=True)
+                else:
+                    con.execute(f"COPY {table} TO {sql_string(staged)} (FORMAT parquet)")
             finally:
                 con.execute("ROLLBACK")  # the typing tables stay empty
         return staged
@@ -140,24 +202,12 @@ class Store:
         return len(frame)
 
     def replace_many(self, writes: list[tuple[str, dict, pd.DataFrame]], version: AssetVersion | None = None) -> None:
-        """Several keyed replacements, then the version: every frame is conformed and staged first, so a
-        frame that breaks a constraint replaces nothing."""
+        """Several keyed replacements and the version, recorded together: every frame is conformed and staged
+        first, so a frame that breaks a constraint replaces nothing."""
         if version is not None:
             writes = [*writes, version_write(version)]
-        staged = []
-        try:
-            for table, keys, frame in writes:
-                target = self.key_file(table, keys)
-                staged.append((self._conform(table, keys, frame, target), target))
-        except Exception:
-            for tmp, target in staged:
-                if tmp != target:
-                    Path(tmp).unlink(missing_ok=True)
-            raise
-        for tmp, target in staged:
-            if tmp != target:
-                os.replace(tmp, target)
-        self._refresh_views_file_quietly()
+        step, scope = (version.asset, version.scope) if version is not None else ("", "")
+        self._write_files([(table, self.slot(table, keys), keys, frame) for table, keys, frame in writes], step, scope)
 
     def append(self, table: str, frame: pd.DataFrame) -> None:
         """Insert rows without replacing any (logs such as ``llm_calls``): a new file per call."""
@@ -165,30 +215,148 @@ class Store:
             raise StoreError(f"{table} is not an append-only table.")
         if not len(frame):
             return
-        target = f"{self.table_dir(table)}/part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex}.parquet"
-        tmp = self._conform(table, {}, frame, target)
-        if tmp != target:
-            os.replace(tmp, target)
+        self._write_files([(table, f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex}", {}, frame)], "", "")
+
+    def _write_files(self, writes: list[tuple[str, str, dict, pd.DataFrame]], step: str, scope: str) -> None:
+        """Stage every (table, slot, keys, frame), then move each to its final name and record them all in the
+        manifest at once (the run's pending one for a run's store); nothing is recorded if any frame fails."""
+        staged = []
+        try:
+            for table, slot, keys, frame in writes:
+                target = f"{self.table_dir(table)}/{slot}.parquet"
+                staged.append((table, slot, len(frame), self._conform(table, keys, frame, target), target))
+        except Exception:
+            for _, _, _, tmp, target in staged:
+                if tmp != target:
+                    Path(tmp).unlink(missing_ok=True)
+            raise
+        if self.manifests is None:  # an object store's put is whole already
+            return
+        entries = {}
+        for table, slot, rows, tmp, _ in staged:
+            final, entry = staged_entry(Path(self.root), Path(tmp), table, slot, rows, step, scope)
+            os.replace(tmp, final)
+            entries[f"{table}/{slot}"] = entry
+        self.manifests.record(entries, self.partition)
+        if not self.partition:
+            self._refresh_views_file_quietly()
+
+    def publish(self) -> int:
+        """Publish this run's pending writes (``partition``) in one rename, so that every reader sees them; the
+        number of files published. Called when the run succeeded (assets/runner.py, the run-status sensor)."""
+        if self.manifests is None or not self.partition:
+            return 0
+        count = self.manifests.publish(self.partition)
+        self._refresh_views_file_quietly()
+        return count
+
+    # ------------------------------------------------------------ verifying
+
+    def problems(self, entries: dict[str, Entry] | None = None) -> dict[str, str]:
+        """Each damaged file's slot and what is wrong with it (missing, truncated, altered)."""
+        if self.manifests is None:
+            return {}
+        found = {}
+        for slot, entry in (self.entries() if entries is None else entries).items():
+            problem = check_file(Path(self.root), entry, self._hashed)
+            if problem:
+                found[slot] = problem
+        return found
+
+    def verify(self) -> Verification:
+        """Check every file the published and the pending manifests name (``lookups verify``)."""
+        started = time.perf_counter()
+        published = self.manifests.published() if self.manifests else {}
+        pending = self.manifests.pending_partitions() if self.manifests else {}
+        self._hashed.clear()  # every file hashed now, not trusted from an earlier read
+        damaged = [(published[slot], problem) for slot, problem in self.problems(published).items()]
+        for entries in pending.values():
+            damaged += [(entries[slot], problem) for slot, problem in self.problems(entries).items()]
+        everything = [*published.values(), *(e for entries in pending.values() for e in entries.values())]
+        return Verification(
+            files=len(everything), bytes=sum(e.bytes for e in everything), seconds=time.perf_counter() - started,
+            damaged=damaged, pending={partition: len(entries) for partition, entries in pending.items()},
+        )
+
+    def drop_damaged(self) -> list[Entry]:
+        """Take the damaged files out of the published manifest (``lookups verify --repair``), with the version
+        record of each step that wrote one, so that the next run computes it again; a damaged file no step wrote
+        (a log, or a file from before manifests) takes every version record with it: everything is computed again."""
+        if self.manifests is None:
+            return []
+        with self.manifests.locked():
+            published = self.manifests.published_locked()
+            problems = self.problems(published)
+            dropped = [published[slot] for slot in problems]
+            owners = {(e.step, e.scope) for e in dropped if e.step}
+            stepless = any(not e.step for e in dropped if e.table != "asset_versions")
+            kept = {
+                slot: e for slot, e in published.items()
+                if slot not in problems and not (e.table == "asset_versions" and (stepless or (e.step, e.scope) in owners))
+            }
+            self.manifests.write_published(kept)
+        self._refresh_views_file_quietly()
+        return dropped
+
+    def damaged(self, step: str, scope: str) -> list[str]:
+        """What is wrong with the files ``step`` wrote for ``scope`` (empty: all hold what was written)."""
+        mine = {slot: e for slot, e in self.entries().items() if e.step == step and e.scope == scope}
+        return list(self.problems(mine).values())
 
     # ------------------------------------------------------------ reading
 
-    def views_sql(self) -> str:
-        """The views as SQL: one per table over its Parquet files, then ``sql/views.sql``. Run it in any
-        DuckDB (a MotherDuck database, a notebook) to query the same results."""
-        statements = [
-            f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({sql_string(self.table_dir(table) + '/*.parquet')}, union_by_name = true)"
-            for table in TABLE_KEYS
-        ]
+    def views_sql(self, entries: dict[str, Entry] | None = None) -> str:
+        """The views as SQL: one per table over the files the published manifest names (``entries``: these
+        instead), then ``sql/views.sql``. Run it in any DuckDB (a MotherDuck database, a notebook) to query
+        the same results. A table with a damaged file reads as an error that names the file."""
+        if self.manifests is None:
+            statements = [
+                f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({sql_string(self.table_dir(table) + '/*.parquet')}, union_by_name = true)"
+                for table in TABLE_KEYS
+            ]
+            return ";\n".join(statements) + ";\n" + sql_text("views.sql")
+        entries = self.manifests.published() if entries is None else entries
+        by_table, damaged = self._files_by_table(entries)
+        statements = []
+        for table in TABLE_KEYS:
+            schema = sql_string(f"{self.table_dir(table)}/{SCHEMA_FILE}")
+            if table in damaged:
+                statements.append(failing_view(table, f"read_parquet({schema})", damaged[table]))
+                continue
+            listed = ", ".join([schema, *(sql_string(f"{self.root}/{f}") for f in by_table.get(table, []))])
+            statements.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet([{listed}], union_by_name = true)")
         return ";\n".join(statements) + ";\n" + sql_text("views.sql")
+
+    def _files_by_table(self, entries: dict[str, Entry]) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Each table's files (in slot order) and, for a table with a damaged file, the one-line reason."""
+        problems = self.problems(entries)
+        by_table: dict[str, list[str]] = {}
+        damaged: dict[str, str] = {}
+        for slot in sorted(entries):
+            entry = entries[slot]
+            by_table.setdefault(entry.table, []).append(entry.file)
+            if slot in problems and entry.table not in damaged:
+                more = sum(1 for s in problems if s.startswith(entry.table + "/")) - 1
+                fix = "`lookups run` recomputes it" if entry.step else "no step rewrites it: `lookups verify --repair` drops it"
+                damaged[entry.table] = (
+                    f"{entry.table} {DAMAGED}: {problems[slot]}{f' (and {more} more)' if more else ''}. "
+                    f"{fix}; `lookups verify` lists every damaged file."
+                )
+        return by_table, damaged
 
     def _reading(self, require_results: bool) -> duckdb.DuckDBPyConnection:
         if require_results and not self.exists():
             raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
-        if self._reader is None:
-            self._typing()  # every table has its schema file, so an empty table reads as empty
-            con = connect()
-            con.execute(self.views_sql())
-            self._reader = con
+        with self._lock:
+            signature = self.manifests.signature(self.partition) if self.manifests else None
+            if self._reader is None or signature != self._reader_signature:
+                first = self._reader is None
+                self._typing()  # every table has its schema file, so an empty table reads as empty
+                con = connect()
+                con.execute(self.views_sql(self.entries() if self.manifests else None))
+                self._reader, self._reader_signature = con, signature
+                if first and not self.partition:
+                    self._refresh_views_file_quietly()  # e.g. a copied data folder's views file names the original's files
         return self._reader
 
     def query(self, sql: str, params: list | dict | None = None, require_results: bool = True) -> pd.DataFrame:
@@ -197,7 +365,8 @@ class Store:
         writers and readers are fine."""
         cursor = self._reading(require_results).cursor()
         try:
-            return cursor.execute(sql, params or []).df()
+            with damaged_as_store_error():
+                return cursor.execute(sql, params or []).df()
         finally:
             cursor.close()
 
@@ -212,24 +381,32 @@ class Store:
         with tempfile.TemporaryDirectory(prefix="lookups-query-") as scratch, connect() as con:  # setup SQL (credentials) runs before the lock
             if is_local(self.root):
                 self._typing()  # every table has its schema file, so an empty table reads as empty
+                self._refresh_views_file_quietly()  # e.g. a copied data folder's views file names the original's files
+                by_table, damaged = self._files_by_table(self.manifests.published())
                 for table in TABLE_KEYS:
-                    con.register(table, self._dataset(table))
+                    if table in damaged:  # read as an error naming the file, and only when this table is read
+                        con.register(f"_{table}_columns", self._dataset(table, []))
+                        con.execute(failing_view(table, f"_{table}_columns", damaged[table]))
+                    else:
+                        con.register(table, self._dataset(table, by_table.get(table, [])))
                 con.execute(sql_text("views.sql"))
                 lock_down(con, list(allow_files), scratch)
             else:
                 con.execute(self.views_sql())
                 lock_down(con, [self.root.rstrip("/") + "/", *allow_files], scratch)
-            return con.execute(sql, params or []).df()
+            with damaged_as_store_error():
+                return con.execute(sql, params or []).df()
 
-    def _dataset(self, table: str):
-        """A table's Parquet files as an Arrow dataset with its schema file's columns (a file written before a
-        column was added reads it as null, as the view's ``union_by_name`` does)."""
+    def _dataset(self, table: str, names: list[str]):
+        """These files of a table (paths under the warehouse folder) as an Arrow dataset with its schema file's
+        columns (a file written before a column was added reads it as null, as the view's ``union_by_name``
+        does), their Parquet page checksums verified as they are read."""
         import pyarrow.dataset as ds
         import pyarrow.parquet as pq
 
         folder = Path(self.table_dir(table))
-        parts = sorted(str(p) for p in folder.glob("*.parquet") if p.name != SCHEMA_FILE)
-        return ds.dataset(parts, schema=pq.read_schema(folder / SCHEMA_FILE), format="parquet")
+        checked = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
+        return ds.dataset([f"{self.root}/{name}" for name in names], schema=pq.read_schema(folder / SCHEMA_FILE), format=checked)
 
     def read(self, name: str, **params) -> pd.DataFrame:
         """A named read, ``sql/reads/<name>.sql``, with its ``$parameters`` (a step's or an asset's input:
@@ -258,10 +435,13 @@ class Store:
         return self.query(f"SELECT * FROM {table} WHERE {where}", keys or None, require_results=False)
 
     def version(self, asset: str, scope: str) -> AssetVersion | None:
-        """The version record a step wrote for ``scope``, or None."""
+        """The version record a step wrote for ``scope``, or None (also when its file is damaged: the step
+        then computes again)."""
         path = self.key_file("asset_versions", {"asset": asset, "scope": scope})
-        if is_local(self.root) and not Path(path).exists():
-            return None
+        if self.manifests is not None:
+            entry = self.entries().get(f"asset_versions/{self.slot('asset_versions', {'asset': asset, 'scope': scope})}")
+            if entry is None or check_file(Path(self.root), entry, self._hashed):
+                return None
         with connect() as con:
             try:
                 row = con.execute(f"SELECT data_version, code_version, stats, complete FROM read_parquet({sql_string(path)})").fetchone()
@@ -276,10 +456,9 @@ class Store:
     def _views_stamp(self) -> Path:
         return self.path.with_name(self.path.name + ".views")
 
-    @functools.cached_property
     def _views_version(self) -> str:
-        """Read once per store: every write compares it with the stamp."""
-        return stable_hash(self.root, sql_text("schema.sql"), sql_text("views.sql"), length=16)
+        """What the views file should hold: the views over the published files (in this folder)."""
+        return stable_hash(self.root, self.views_sql(), length=16)
 
     def _open_views_file(self, wait_s: float) -> duckdb.DuckDBPyConnection:
         started, delay = time.monotonic(), 0.05
@@ -306,12 +485,12 @@ class Store:
             con.execute(self.views_sql())
         finally:
             con.close()
-        files.write_atomically(self._views_stamp(), self._views_version)
+        files.write_atomically(self._views_stamp(), self._views_version())
 
     def _refresh_views_file_quietly(self) -> None:
         """After a write: refresh the views file if it is missing or stale, unless a client holds it."""
         stamp = self._views_stamp()
-        if stamp.exists() and stamp.read_text() == self._views_version and self.path.exists():
+        if stamp.exists() and stamp.read_text() == self._views_version() and self.path.exists():
             return
         try:
             self.refresh_views_file(wait_s=2.0)
@@ -327,3 +506,19 @@ class Store:
             return True
         except StoreError:
             return False
+
+
+def failing_view(table: str, columns_from: str, reason: str) -> str:
+    """A view of ``table`` with the columns of ``columns_from`` that fails with ``reason`` when read (and only then)."""
+    return f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {columns_from} WHERE (SELECT error({sql_string(reason)})) IS NULL"
+
+
+@contextlib.contextmanager
+def damaged_as_store_error():
+    """A read of a table with a damaged file ends in the one line its view raised, not DuckDB's error."""
+    try:
+        yield
+    except duckdb.Error as err:
+        if DAMAGED not in str(err):
+            raise
+        raise StoreError(str(err).split("Error: ", 1)[-1].strip()) from None

@@ -28,6 +28,7 @@ from lookups.pipeline.inputs import planted
 from lookups.pipeline.report.atlas import render_atlas
 from lookups.pipeline.report.summary import print_summary
 from lookups.pipeline.steps.atlas import load_atlas_data
+from lookups.pipeline.store.manifest import MANIFEST_FILE, Manifests
 from lookups.pipeline.store.sql_files import SCHEMA_FILE, TABLES
 from lookups.pipeline.store.store import Store
 
@@ -53,10 +54,17 @@ def finished_run(request, tmp_path_factory):
 
 
 def _rewrite(tables: Path, table: str, keep) -> None:
-    """Rewrite each part file of ``table`` keeping the rows ``keep(frame)`` selects (its schema file stays)."""
-    for part in (tables / table).glob("part-*.parquet"):
-        frame = pd.read_parquet(part)
-        frame[keep(frame)].to_parquet(part, index=False)
+    """Rewrite each file of ``table`` the manifest names keeping the rows ``keep(frame)`` selects (its schema file
+    stays); the store adopts the edited files as they are once the manifest is gone (``_adopt_edits``)."""
+    for entry in Manifests(tables).published().values():
+        if entry.table == table:
+            frame = pd.read_parquet(tables / entry.file)
+            frame[keep(frame)].to_parquet(tables / entry.file, index=False)
+
+
+def _adopt_edits(tables: Path) -> None:
+    """Files edited by hand no longer hold what was written: without a manifest the store adopts them as they are."""
+    (tables / MANIFEST_FILE).unlink()
 
 
 def _drop_cohort(tables: Path, cohort: str) -> None:
@@ -102,5 +110,6 @@ def test_any_cohort_missing_and_any_table_empty_still_reports(finished_run, drop
             _drop_cohort(copied / "lookups_tables", cohort)
         for table in emptied:
             _rewrite(copied / "lookups_tables", table, lambda f: f.index < 0)
+        _adopt_edits(copied / "lookups_tables")
         text = _report(copied, keys)
     assert "model        " in text and "results      " in text and "Traceback" not in text

@@ -30,7 +30,7 @@ def test_job_and_assets_are_defined():
     }
     assert defs.resolve_job_def("lookups").partitions_def is not None
     assert {s.name for s in defs.schedules} == {"refresh_models", "refresh_corpora"}
-    assert {s.name for s in defs.sensors} == {"lookups_automation", "sources_sensor"}
+    assert {s.name for s in defs.sensors} == {"lookups_automation", "sources_sensor", "publish_successful_runs"}
 
 
 def test_the_readme_run_config_example_is_valid():
