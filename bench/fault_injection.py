@@ -1,17 +1,24 @@
-"""Fault injection (a script, not a test): runs killed with SIGKILL at random points, then rerun, give the
-results of a run never interrupted.
+"""Fault injection (a script, not a test): killed runs, damaged result files and a full disk, each followed by a
+rerun that must end with the tables of a run never interrupted.
 
 1. Runs the planted circuit (`lookups run --model planted --corpus planted`) once, uninterrupted, in its own
-   data folder: the reference, and its wall time T.
-2. N times, in a fresh data folder each: starts the same run, kills its whole process group with SIGKILL
-   after a seeded random delay in [1 s, 0.95 T], counts the staging files the kill left, reruns to the end.
-3. After each rerun checks: every result table equal to the reference row for row (timestamps, compute
-   times and run ids left out; ``asset_versions`` by data version), no staging file left in the data folder,
-   no run left STARTED (or STARTING, NOT_STARTED) in the Dagster instance, and the killed run marked failed.
+   data folder: the reference, and its wall time T. Then reruns it unchanged (every step skipped after checking
+   its files against the manifest) and times `lookups verify` on it: what verification costs.
+2. Kills: N times, in a fresh data folder each, starts the same run and kills its whole process group with
+   SIGKILL after a seeded random delay in [1 s, 0.95 T]; with --kill-at-steps, once more per step, as that
+   step starts. Counts the staging files the kill left, then reruns to the end.
+3. Damage (--damage): on a copy of the reference per trial, deletes, truncates or flips three bits of one
+   table's files (every table, each way), checks that reading that table fails in one line, then reruns.
+4. A full disk (--full-disk, as root): the run on a 1.5 MB tmpfs, which must stop in one line; the tmpfs then
+   grown to 256 MB, and a rerun.
+After each rerun checks: every result table equal to the reference row for row (timestamps, compute times and
+run ids left out; ``asset_versions`` by data version), no staging file left in the data folder, no run left
+STARTED (or STARTING, NOT_STARTED) in the Dagster instance, nothing left pending, no damaged file.
 
-Prints a table of kill times and outcomes; exits 1 if any trial is not OK.
+Prints a table per kind of fault; exits 1 if any trial is not OK.
 
 Usage: python bench/fault_injection.py [N=5] [--seed 0] [--workdir DIR] [--explainer contrastive]
+                                       [--kill-at-steps] [--damage] [--full-disk]
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -30,8 +38,11 @@ from pathlib import Path
 import duckdb
 from tabulate import tabulate
 
+from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.common.files import STAGING_NAME
+from lookups.pipeline.steps.registry import STEPS
 from lookups.pipeline.store.sql_files import TABLES
+from lookups.pipeline.store.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 #: Left out of the comparison: when a row was written and how long it took, and which run wrote it.
@@ -80,60 +91,207 @@ def run_statuses(data: Path) -> dict[str, str]:
         return dict(con.execute("SELECT run_id, status FROM runs").fetchall())
 
 
-def table_select(con: duckdb.DuckDBPyConnection, data: Path, table: str) -> str | None:
-    files = f"{data}/lookups_tables/{table}/*.parquet"
-    if not list((data / "lookups_tables" / table).glob("*.parquet")):
-        return None
-    columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{files}', union_by_name = true)").fetchall()]
+def table_select(store: Store, table: str) -> str:
+    columns = [c for c in store.query(f"SELECT * FROM {table} LIMIT 0", require_results=False).columns]
     if table == "asset_versions":
         keep = ["asset", "scope", "data_version", "code_version", "complete"]  # stats hold timings and cache hits
     else:
         keep = [c for c in columns if c not in IGNORED]
-    return f"SELECT {', '.join(keep)} FROM read_parquet('{files}', union_by_name = true)"
+    return f"SELECT {', '.join(keep)} FROM {table}"
+
+
+def store_of(data: Path) -> Store:
+    return Store(data / "lookups.duckdb", lock_wait_s=10.0)
 
 
 def compare(reference: Path, data: Path) -> list[str]:
-    """The tables that differ from the reference's, each with how many rows are on one side only."""
-    con = duckdb.connect()
-    versions = "SELECT asset, scope, code_version FROM read_parquet('{}/lookups_tables/asset_versions/*.parquet', union_by_name = true)"
-    if (data / "lookups_tables" / "asset_versions").is_dir():
-        changed = con.execute(f"SELECT DISTINCT asset FROM ({versions.format(reference)} EXCEPT {versions.format(data)}) ORDER BY 1").fetchall()
-        if changed:  # not a fault: someone edited the code (a template, a step) while the bench ran
-            return [f"code changed during the bench ({', '.join(a for (a,) in changed)}): rerun it"]
+    """The tables that differ from the reference's (read through each store's published manifest, as every
+    reader reads them), each with how many rows are on one side only."""
+    ref, new = store_of(reference), store_of(data)
+    if not new.exists():
+        return ["no results"]
+    versions = "SELECT DISTINCT asset, code_version FROM asset_versions"
+    try:
+        changed = {tuple(r) for r in ref.query(versions).values.tolist()} - {tuple(r) for r in new.query(versions).values.tolist()}
+    except LookupsError:
+        changed = set()
+    if changed:  # not a fault: someone edited the code (a template, a step) while the bench ran
+        return [f"code changed during the bench ({', '.join(sorted(a for a, _ in changed))}): rerun it"]
     differences = []
+    con = duckdb.connect()
     for table in (*TABLES, "asset_versions"):
-        a, b = table_select(con, reference, table), table_select(con, data, table)
-        if a is None or b is None:
-            if a != b:
-                differences.append(f"{table}: {'missing' if b is None else 'unexpected'}")
+        try:
+            a, b = ref.query(table_select(ref, table)), new.query(table_select(new, table))
+        except LookupsError as err:
+            differences.append(f"{table}: {err}"[:80])
             continue
-        only_ref = con.execute(f"SELECT count(*) FROM ({a} EXCEPT ALL {b})").fetchone()[0]
-        only_new = con.execute(f"SELECT count(*) FROM ({b} EXCEPT ALL {a})").fetchone()[0]
+        con.register("a", a)
+        con.register("b", b)
+        only_ref = con.execute("SELECT count(*) FROM (SELECT * FROM a EXCEPT ALL SELECT * FROM b)").fetchall()[0][0]
+        only_new = con.execute("SELECT count(*) FROM (SELECT * FROM b EXCEPT ALL SELECT * FROM a)").fetchall()[0][0]
         if only_ref or only_new:
             differences.append(f"{table}: {only_ref} rows only in the reference, {only_new} only here")
     return differences
 
 
 def table_rows(data: Path) -> int:
-    con = duckdb.connect()
-    total = 0
-    for table in TABLES:
-        select = table_select(con, data, table)
-        total += con.execute(f"SELECT count(*) FROM ({select})").fetchone()[0] if select else 0
-    return total
+    store = store_of(data)
+    return sum(int(store.query(f"SELECT count(*) AS n FROM {table}")["n"][0]) for table in TABLES)
+
+
+def outcome(reference: Path, data: Path, code: int) -> dict:
+    """What a rerun left: its exit code, the tables against the reference, staging files, unfinished runs,
+    pending partitions, damaged files."""
+    differences = compare(reference, data) if code == 0 else ["rerun failed"]
+    verification = store_of(data).verify() if store_of(data).exists() else None
+    statuses = run_statuses(data)
+    found = {
+        "code": code, "differences": differences, "staging": len(staging_files(data)),
+        "unfinished": sum(s in UNFINISHED for s in statuses.values()),
+        "pending": len(verification.pending) if verification else 0, "damaged": len(verification.damaged) if verification else 0,
+    }
+    found["ok"] = code == 0 and not differences and not any(found[k] for k in ("staging", "unfinished", "pending", "damaged"))
+    return found
+
+
+def outcome_cells(found: dict) -> list:
+    tables = "equal" if not found["differences"] else "; ".join(found["differences"])[:80]
+    return [found["code"], tables, found["staging"], found["unfinished"], found["pending"], found["damaged"], "OK" if found["ok"] else "FAILED"]
+
+
+OUTCOME_HEADERS = ["rerun exit", "tables vs uninterrupted", "staging left", "runs unfinished", "pending", "damaged", "outcome"]
+
+
+def run_and_kill_at(data: Path, cache: Path, extra: list[str], log: Path, step: str, timeout: float) -> str:
+    """Start the run and SIGKILL its process group as ``step`` starts; what happened."""
+    marker = f'Started execution of step "{step}"'
+    with log.open("w") as out:
+        run = subprocess.Popen(command(extra), env=environment(data, cache), stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        started = time.monotonic()
+        while run.poll() is None and time.monotonic() - started < timeout:
+            if marker in log.read_text():
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+                return f"killed as {step} started"
+            time.sleep(0.05)
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+            return "killed at the timeout"
+    return "(finished before the step started)"
+
+
+def damage(store: Store, table: str, how: str) -> int:
+    """Damage every file of ``table`` the published manifest names; how many."""
+    entries = [e for e in store.manifests.published().values() if e.table == table]
+    for entry in entries:
+        path = Path(store.root) / entry.file
+        if how == "delete":
+            path.unlink()
+        elif how == "truncate":
+            path.write_bytes(path.read_bytes()[: entry.bytes // 2])
+        else:
+            data = bytearray(path.read_bytes())
+            for offset in (entry.bytes // 4, entry.bytes // 2, 3 * entry.bytes // 4):
+                data[offset] ^= 0x10
+            path.write_bytes(bytes(data))
+    return len(entries)
+
+
+def read_fails_in_one_line(data: Path, table: str) -> bool:
+    try:
+        store_of(data).query(f"SELECT count(*) FROM {table}")
+    except LookupsError as err:
+        return "\n" not in str(err) and "is damaged" in str(err)
+    return False
+
+
+def kill_trials(args, work: Path, reference: Path, cache: Path, extra: list[str], total: float) -> list[list]:
+    """Random kills, then (``--kill-at-steps``) one kill as each step starts; a row per trial."""
+    rng = random.Random(args.seed)
+    plans = [("random", rng.uniform(1.0, 0.95 * total)) for _ in range(args.n)]
+    if args.kill_at_steps:
+        plans += [("step", step) for step in STEPS]
+    rows = []
+    for trial, (kind, at) in enumerate(plans, 1):
+        data = work / f"kill{trial}"
+        log = work / f"kill{trial}.log"
+        if kind == "random":
+            what = f"{at:.1f} s: " + run_and_kill(data, cache, extra, log, at)
+        else:
+            what = run_and_kill_at(data, cache, extra, log, at, timeout=3 * total)
+        left_by_kill = len(staging_files(data))
+        code, rerun_s = run_to_end(data, cache, extra, log)
+        found = outcome(reference, data, code)
+        rows.append([trial, what[:60], left_by_kill, f"{rerun_s:.1f}", *outcome_cells(found)])
+        print(f"kill {trial}: {what[:60]}: {'OK' if found['ok'] else 'FAILED'}", flush=True)
+    return rows
+
+
+def damage_trials(work: Path, reference: Path, cache: Path, extra: list[str]) -> list[list]:
+    """Each table's files deleted, truncated or bit-flipped on a copy of the reference, then a rerun."""
+    rows = []
+    present = [t for t in (*TABLES, "asset_versions") if any(e.table == t for e in store_of(reference).manifests.published().values())]
+    for table in present:
+        for how in ("delete", "truncate", "flip"):
+            data = work / f"damage-{table}-{how}"
+            shutil.copytree(reference, data, ignore=shutil.ignore_patterns("dagster_home"))
+            files = damage(store_of(data), table, how)
+            one_line = read_fails_in_one_line(data, table)
+            code, rerun_s = run_to_end(data, cache, extra, work / f"damage-{table}-{how}.log")
+            found = outcome(reference, data, code)
+            found["ok"] &= one_line
+            rows.append([table, how, files, "yes" if one_line else "NO", f"{rerun_s:.1f}", *outcome_cells(found)])
+            print(f"damage {table} {how}: {'OK' if found['ok'] else 'FAILED'}", flush=True)
+            shutil.rmtree(data, ignore_errors=True)
+    return rows
+
+
+def full_disk_trial(work: Path, reference: Path, cache: Path, extra: list[str]) -> list[list]:
+    """The run on a 1.5 MB tmpfs (one line, non-zero exit), the tmpfs grown, a rerun."""
+    mount = work / "small-disk"
+    mount.mkdir(exist_ok=True)
+    if subprocess.call(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(mount)], stderr=subprocess.DEVNULL) != 0:
+        print("full disk: skipped (mounting a tmpfs needs root)", flush=True)
+        return []
+    try:
+        data, log = mount / "data", work / "full-disk.log"
+        code, _ = run_to_end(data, cache, extra, log)
+        lines = [line for line in log.read_text().splitlines() if line.startswith("lookups:")]
+        said = lines[-1][:70] if lines else "(no one-line message)"
+        subprocess.check_call(["mount", "-o", "remount,size=256m", str(mount)])
+        rerun, rerun_s = run_to_end(data, cache, extra, log)
+        found = outcome(reference, data, rerun)
+        found["ok"] &= code != 0 and "Traceback" not in log.read_text() and bool(lines)
+        print(f"full disk: {'OK' if found['ok'] else 'FAILED'}", flush=True)
+        return [[code, said, f"{rerun_s:.1f}", *outcome_cells(found)]]
+    finally:
+        subprocess.call(["umount", str(mount)])
+
+
+def verification_cost(reference: Path, cache: Path, extra: list[str], work: Path) -> str:
+    """An unchanged rerun's wall time, and what checking every file against the manifest takes."""
+    code, unchanged_s = run_to_end(reference, cache, extra, work / "unchanged.log")
+    started = time.perf_counter()
+    found = store_of(reference).verify()
+    verify_s = time.perf_counter() - started
+    return (f"unchanged rerun: {unchanged_s:.1f} s (exit {code}); `verify` of all {found.files} files ({found.bytes / 1e6:.2f} MB): "
+            f"{verify_s * 1000:.0f} ms, of which hashing {found.seconds * 1000:.0f} ms")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("n", nargs="?", type=int, default=5, help="Killed runs (default 5).")
+    parser.add_argument("n", nargs="?", type=int, default=5, help="Runs killed at random points (default 5).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the kill delays (default 0).")
     parser.add_argument("--workdir", help="Where the data folders go (default: a temporary folder, removed after).")
     parser.add_argument("--cache-dir", default=str(REPO / "data"), help="LOOKUPS_CACHE_DIR: the planted circuit and model caches, shared (default data/).")
     parser.add_argument("--explainer", help="Pass --explainer to every run (default: the run's own default).")
+    parser.add_argument("--kill-at-steps", action="store_true", help="Also kill one run as each step starts.")
+    parser.add_argument("--damage", action="store_true", help="Also delete, truncate and bit-flip each table's files, then rerun.")
+    parser.add_argument("--full-disk", action="store_true", help="Also run on a 1.5 MB tmpfs, then grow it and rerun (root only).")
     args = parser.parse_args()
     extra = ["--explainer", args.explainer] if args.explainer else []
     cache = Path(args.cache_dir).resolve()
-    rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="fault-injection-") as tmp:
         work = Path(args.workdir).resolve() if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -143,31 +301,18 @@ def main() -> int:
             print(f"The uninterrupted run failed (exit {code}): see {work / 'reference.log'}", file=sys.stderr)
             return 1
         print(f"uninterrupted run: {total:.1f} s, {table_rows(reference)} result rows in {len(TABLES)} tables", flush=True)
-        rows, all_ok = [], True
-        for trial in range(1, args.n + 1):
-            data = work / f"trial{trial}"
-            delay = rng.uniform(1.0, 0.95 * total)
-            last = run_and_kill(data, cache, extra, work / f"trial{trial}.log", delay)
-            left_by_kill = len(staging_files(data))
-            unfinished_after_kill = sum(s in UNFINISHED for s in run_statuses(data).values())
-            code, rerun_s = run_to_end(data, cache, extra, work / f"trial{trial}.log")
-            statuses = run_statuses(data)
-            differences = compare(reference, data) if code == 0 else ["rerun failed"]
-            leftovers = staging_files(data)
-            unfinished = [run_id for run_id, status in statuses.items() if status in UNFINISHED]
-            failed = sum(status == "FAILURE" for status in statuses.values())
-            ok = code == 0 and not differences and not leftovers and not unfinished
-            all_ok &= ok
-            rows.append([
-                trial, f"{delay:.1f}", last, left_by_kill, unfinished_after_kill, f"{rerun_s:.1f}", code,
-                "equal" if not differences else "; ".join(differences)[:80], len(leftovers), len(unfinished), failed, "OK" if ok else "FAILED",
-            ])
-            print(f"trial {trial}: killed at {delay:.1f} s, {'OK' if ok else 'FAILED'}", flush=True)
-        print()
-        print(tabulate(rows, headers=[
-            "trial", "kill at s", "last log line before the kill", "staging left by kill", "runs unfinished after kill",
-            "rerun s", "rerun exit", "tables vs uninterrupted", "staging after rerun", "runs STARTED after rerun", "runs marked FAILURE", "outcome",
-        ]))
+        print(verification_cost(reference, cache, extra, work), flush=True)
+        tables = [("kills", kill_trials(args, work, reference, cache, extra, total),
+                   ["trial", "kill", "staging left by kill", "rerun s", *OUTCOME_HEADERS])]
+        if args.damage:
+            tables.append(("damaged files", damage_trials(work, reference, cache, extra),
+                           ["table", "damage", "files", "read fails in one line", "rerun s", *OUTCOME_HEADERS]))
+        if args.full_disk:
+            tables.append(("full disk", full_disk_trial(work, reference, cache, extra), ["run exit", "what it said", "rerun s", *OUTCOME_HEADERS]))
+        all_ok = True
+        for title, rows, headers in tables:
+            print(f"\n{title}\n" + tabulate(rows, headers=headers))
+            all_ok &= all(row[-1] == "OK" for row in rows)
         if args.workdir is None and not all_ok:
             print("\n(logs were in a temporary folder: pass --workdir to keep them)")
     return 0 if all_ok else 1

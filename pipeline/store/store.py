@@ -50,6 +50,10 @@ class Verification:
         return [entry for entry, _ in self.damaged if not entry.step]
 
 
+#: Files found to hold what was written (or not), by (path, size, mtime), for every store of this process:
+#: a written file is never rewritten, so each is hashed once per process.
+VERIFIED: dict[tuple, bool] = {}
+
 #: How a view of a table with a damaged file reads: it fails, naming the file, and only when that table is read.
 DAMAGED = "is damaged"
 
@@ -84,7 +88,7 @@ class Store:
         self._typed: duckdb.DuckDBPyConnection | None = None
         self._reader: duckdb.DuckDBPyConnection | None = None
         self._reader_signature: tuple | None = None
-        self._hashed: dict = {}  # files verified against their entries, by (path, size, mtime)
+        self._hashed = VERIFIED
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ locations
@@ -252,13 +256,14 @@ class Store:
 
     # ------------------------------------------------------------ verifying
 
-    def problems(self, entries: dict[str, Entry] | None = None) -> dict[str, str]:
-        """Each damaged file's slot and what is wrong with it (missing, truncated, altered)."""
+    def problems(self, entries: dict[str, Entry] | None = None, hashed: dict | None = None) -> dict[str, str]:
+        """Each damaged file's slot and what is wrong with it (missing, truncated, altered). ``hashed``: the
+        verdicts to reuse (default: this process's)."""
         if self.manifests is None:
             return {}
         found = {}
         for slot, entry in (self.entries() if entries is None else entries).items():
-            problem = check_file(Path(self.root), entry, self._hashed)
+            problem = check_file(Path(self.root), entry, self._hashed if hashed is None else hashed)
             if problem:
                 found[slot] = problem
         return found
@@ -268,10 +273,10 @@ class Store:
         started = time.perf_counter()
         published = self.manifests.published() if self.manifests else {}
         pending = self.manifests.pending_partitions() if self.manifests else {}
-        self._hashed.clear()  # every file hashed now, not trusted from an earlier read
-        damaged = [(published[slot], problem) for slot, problem in self.problems(published).items()]
+        fresh: dict = {}  # every file hashed now, not trusted from an earlier read
+        damaged = [(published[slot], problem) for slot, problem in self.problems(published, fresh).items()]
         for entries in pending.values():
-            damaged += [(entries[slot], problem) for slot, problem in self.problems(entries).items()]
+            damaged += [(entries[slot], problem) for slot, problem in self.problems(entries, fresh).items()]
         everything = [*published.values(), *(e for entries in pending.values() for e in entries.values())]
         return Verification(
             files=len(everything), bytes=sum(e.bytes for e in everything), seconds=time.perf_counter() - started,
@@ -289,7 +294,7 @@ class Store:
             problems = self.problems(published)
             dropped = [published[slot] for slot in problems]
             owners = {(e.step, e.scope) for e in dropped if e.step}
-            stepless = any(not e.step for e in dropped if e.table != "asset_versions")
+            stepless = any(not e.step and TABLE_KEYS[e.table] for e in dropped if e.table != "asset_versions")  # a log's rows need nothing recomputed
             kept = {
                 slot: e for slot, e in published.items()
                 if slot not in problems and not (e.table == "asset_versions" and (stepless or (e.step, e.scope) in owners))
@@ -328,12 +333,16 @@ class Store:
         return ";\n".join(statements) + ";\n" + sql_text("views.sql")
 
     def _files_by_table(self, entries: dict[str, Entry]) -> tuple[dict[str, list[str]], dict[str, str]]:
-        """Each table's files (in slot order) and, for a table with a damaged file, the one-line reason."""
+        """Each table's files (in slot order) and, for a table with a damaged file, the one-line reason. A log's
+        (an append-only table's, e.g. the LLM calls) damaged file is left out instead: its rows are lost either
+        way, and a cache or a record of calls reads well without them (``lookups verify`` lists it)."""
         problems = self.problems(entries)
         by_table: dict[str, list[str]] = {}
         damaged: dict[str, str] = {}
         for slot in sorted(entries):
             entry = entries[slot]
+            if slot in problems and not TABLE_KEYS[entry.table]:
+                continue
             by_table.setdefault(entry.table, []).append(entry.file)
             if slot in problems and entry.table not in damaged:
                 more = sum(1 for s in problems if s.startswith(entry.table + "/")) - 1

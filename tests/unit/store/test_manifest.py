@@ -174,3 +174,18 @@ def test_manifests_name_partitions_of_any_shape(tmp_path):
     odd = "corpus with spaces/and:colons|model@/tmp/x y"
     manifests.record({}, odd)
     assert list(manifests.pending_partitions()) == [odd]
+
+
+def test_a_damaged_log_file_is_left_out_of_reads_listed_by_verify_and_dropped_by_repair_alone(tmp_path):
+    store = Store(tmp_path / "x.duckdb")
+    store.replace("documents", {"prompt_set_id": "a"}, doc_rows(3), AssetVersion("prompt_set", "a", "v1", "1", {}))
+    for key in ("k1", "k2"):
+        store.append("llm_calls", pd.DataFrame([{"cache_key": key, "run_id": "r", "backend": "b", "llm_model": "m", "template_version": "t",
+                                                 "purpose": "explain", "status": "ok", "prompt_tokens": 1, "completion_tokens": 1, "seconds": 0.1}]))
+    first = next(e for e in _entries(store, "llm_calls") if "k1" in pd.read_parquet(Path(store.root) / e.file)["cache_key"].tolist())
+    (Path(store.root) / first.file).unlink()
+    reader = Store(store.path)
+    assert reader.query("SELECT cache_key FROM llm_calls")["cache_key"].tolist() == ["k2"]  # a cache reads well without the lost rows
+    assert [entry.file for entry in reader.verify().unowned()] == [first.file]
+    reader.drop_damaged()
+    assert not Store(store.path).verify().damaged and Store(store.path).version("prompt_set", "a") is not None
