@@ -9,7 +9,9 @@ rerun that must end with the tables of a run never interrupted.
    step starts. Counts the staging files the kill left, then reruns to the end.
 3. Damage (--damage): on a copy of the reference per trial, deletes, truncates or flips three bits of one
    table's files (every table, each way), checks that reading that table fails in one line, then reruns.
-4. A full disk (--full-disk, as root): the run on a 1.5 MB tmpfs, which must stop in one line; the tmpfs then
+4. Bit flips (--bit-flips N): N single-bit flips of a neurons file, one at a time, each read as before
+   manifests (a plain DuckDB read of the file) and through the store: the store must never read different rows.
+5. A full disk (--full-disk, as root): the run on a 1.5 MB tmpfs, which must stop in one line; the tmpfs then
    grown to 256 MB, and a rerun.
 After each rerun checks: every result table equal to the reference row for row (timestamps, compute times and
 run ids left out; ``asset_versions`` by data version), no staging file left in the data folder, no run left
@@ -18,7 +20,7 @@ STARTED (or STARTING, NOT_STARTED) in the Dagster instance, nothing left pending
 Prints a table per kind of fault; exits 1 if any trial is not OK.
 
 Usage: python bench/fault_injection.py [N=5] [--seed 0] [--workdir DIR] [--explainer contrastive]
-                                       [--kill-at-steps] [--damage] [--full-disk]
+                                       [--kill-at-steps] [--damage] [--bit-flips N] [--full-disk]
 """
 
 from __future__ import annotations
@@ -269,6 +271,35 @@ def full_disk_trial(work: Path, reference: Path, cache: Path, extra: list[str]) 
         subprocess.call(["umount", str(mount)])
 
 
+def bit_flip_trials(reference: Path, work: Path, n: int, seed: int) -> list[list]:
+    """``n`` single-bit flips, one at a time, in the reference's ``neurons`` file (a copy): what a plain DuckDB
+    read of the file (as every read was before manifests) and a read through the store make of each."""
+    data = work / "bit-flips"
+    shutil.copytree(reference, data, ignore=shutil.ignore_patterns("dagster_home"))
+    entry = next(e for e in store_of(data).manifests.published().values() if e.table == "neurons")
+    path = Path(store_of(data).root) / entry.file
+    original = path.read_bytes()
+    readers = {
+        "plain DuckDB read of the file": lambda: duckdb.connect().sql(f"SELECT * FROM read_parquet('{path}') ORDER BY ALL").df().to_csv(),
+        "read through the store": lambda: store_of(data).query("SELECT * FROM neurons ORDER BY ALL").to_csv(),
+    }
+    wanted = {name: read() for name, read in readers.items()}
+    counts = {name: {"error": 0, "silently different": 0, "same": 0} for name in readers}
+    rng = random.Random(seed)
+    for _ in range(n):
+        flipped = bytearray(original)
+        flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(flipped))
+        for name, read in readers.items():
+            try:
+                counts[name]["same" if read() == wanted[name] else "silently different"] += 1
+            except Exception:
+                counts[name]["error"] += 1
+    shutil.rmtree(data, ignore_errors=True)
+    rows = [[name, n, found["error"], found["silently different"], found["same"]] for name, found in counts.items()]
+    return [[*row, "OK" if "store" not in row[0] or not row[3] else "FAILED"] for row in rows]
+
+
 def verification_cost(reference: Path, cache: Path, extra: list[str], work: Path) -> str:
     """An unchanged rerun's wall time, and what checking every file against the manifest takes."""
     code, unchanged_s = run_to_end(reference, cache, extra, work / "unchanged.log")
@@ -289,6 +320,7 @@ def main() -> int:
     parser.add_argument("--kill-at-steps", action="store_true", help="Also kill one run as each step starts.")
     parser.add_argument("--damage", action="store_true", help="Also delete, truncate and bit-flip each table's files, then rerun.")
     parser.add_argument("--full-disk", action="store_true", help="Also run on a 1.5 MB tmpfs, then grow it and rerun (root only).")
+    parser.add_argument("--bit-flips", type=int, default=0, metavar="N", help="Also flip N single bits of a neurons file, one at a time, and read it.")
     args = parser.parse_args()
     extra = ["--explainer", args.explainer] if args.explainer else []
     cache = Path(args.cache_dir).resolve()
@@ -307,6 +339,9 @@ def main() -> int:
         if args.damage:
             tables.append(("damaged files", damage_trials(work, reference, cache, extra),
                            ["table", "damage", "files", "read fails in one line", "rerun s", *OUTCOME_HEADERS]))
+        if args.bit_flips:
+            tables.append(("single-bit flips in a neurons file", bit_flip_trials(reference, work, args.bit_flips, args.seed),
+                           ["reader", "flips", "error", "silently different", "same rows", "outcome"]))
         if args.full_disk:
             tables.append(("full disk", full_disk_trial(work, reference, cache, extra), ["run exit", "what it said", "rerun s", *OUTCOME_HEADERS]))
         all_ok = True

@@ -136,3 +136,21 @@ def test_a_failed_run_leaves_readers_on_the_last_completed_run_and_the_next_run_
         assert not Store().verify().pending
         documents = Store().query("SELECT prompt_set_id, count(*) AS n FROM documents GROUP BY 1 ORDER BY n")
     assert documents["n"].tolist() == [30, 48]  # both prompt sets, each whole
+
+
+def test_a_copied_data_folders_views_file_names_the_copys_files_after_any_command_reads_it(finished, tmp_path):
+    import duckdb
+
+    _, data, _ = finished
+    copied = _copy(data, tmp_path)
+    env = {"LOOKUPS_DATA_DIR": str(copied), "PATH": str(Path(sys.executable).parent)}
+
+    def views_sql() -> str:
+        with duckdb.connect(str(copied / "lookups.duckdb"), read_only=True) as con:
+            return " ".join(sql for (sql,) in con.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall())
+
+    assert str(data) in views_sql()  # as copied: the original's files
+    query = subprocess.run([sys.executable, "-m", "lookups.pipeline.cli", "query", "SELECT count(*) AS n FROM neurons"],
+                           capture_output=True, text=True, env=env)
+    assert query.returncode == 0, query.stderr
+    assert str(data) + "/" not in views_sql() and str(copied) in views_sql()
