@@ -154,3 +154,27 @@ def test_a_copied_data_folders_views_file_names_the_copys_files_after_any_comman
                            capture_output=True, text=True, env=env)
     assert query.returncode == 0, query.stderr
     assert str(data) + "/" not in views_sql() and str(copied) in views_sql()
+
+
+def test_a_run_launched_without_lookups_run_is_published_by_the_run_status_sensor(finished, tmp_path):
+    """The UI and the automation sensor launch runs that `lookups run` does not wrap: the sensor publishes them."""
+    from lookups.assets.automation import publish_successful_runs
+    from lookups.assets.definitions import defs
+    from lookups.assets.runner import prepare_partition
+
+    circuit, data, _ = finished
+    copied = _copy(data, tmp_path)
+    with data_dir(copied), dg.DagsterInstance.ephemeral() as instance:
+        config = _config(circuit)
+        config["ops"]["prompt_set"]["config"]["max_documents"] = 20  # a new prompt set
+        run_config, key = prepare_partition(instance, config)
+        result = defs.resolve_job_def("lookups").execute_in_process(run_config=run_config, instance=instance, partition_key=key)
+        assert result.success
+        sizes = "SELECT count(DISTINCT prompt_set_id) AS n FROM documents"
+        assert Store().query(sizes)["n"][0] == 1  # not published yet: readers see the last completed run
+        [success] = [e.dagster_event for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)]
+        context = dg.build_run_status_sensor_context(
+            sensor_name="publish_successful_runs", dagster_event=success, dagster_instance=instance, dagster_run=result.dagster_run,
+        )
+        publish_successful_runs(context)
+        assert Store().query(sizes)["n"][0] == 2 and not Store().verify().pending
