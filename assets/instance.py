@@ -25,7 +25,7 @@ import sqlalchemy.exc
 from alembic.util.exc import CommandError
 from filelock import FileLock, Timeout
 
-from lookups.pipeline.common import files
+from lookups.pipeline.common import disk, files
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import cache_dir, dagster_home_dir, data_dir
 
@@ -81,19 +81,26 @@ def _open_checked(where: Path) -> dg.DagsterInstance:
 
 def _instance_error(where: Path, err: BaseException) -> InstanceError:
     cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if disk.is_full(err):  # full, not broken: the folder needs space, the instance nothing
+        return InstanceError(disk.full_message(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE")))
     if "database is locked" in cause:  # busy, not broken: moving it aside would lose history for nothing
         return InstanceError(f"The Dagster instance in {where} is busy ({cause}): another process is writing to it. Run again in a moment.")
     return InstanceError(f"The Dagster instance in {where} cannot be opened: {cause}\n{repair_hint(where)}")
 
 
 def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark failed the unfinished runs this machine executed in-process whose process is gone; their ids."""
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED, tags={NAMESPACE_TAG: files.process_namespace()}))
+    """Mark failed the unfinished runs this machine executed in-process whose process is gone (canceled, those
+    it was asked to stop: a runner killed while stopping); their ids."""
+    statuses = [*UNFINISHED, dg.DagsterRunStatus.CANCELING]
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=statuses, tags={NAMESPACE_TAG: files.process_namespace()}))
     failed = []
     for run in runs:
         pid = run.tags.get(PID_TAG, "")
         if pid.isdigit() and not files.process_alive(int(pid)):
-            instance.report_run_failed(run, f"Its process (pid {pid}) ended without finishing it (killed?): marked failed at the next start.")
+            if run.status == dg.DagsterRunStatus.CANCELING:
+                instance.report_run_canceled(run, f"Its process (pid {pid}) was stopped before it could mark it canceled: marked at the next start.")
+            else:
+                instance.report_run_failed(run, f"Its process (pid {pid}) ended without finishing it (killed?): marked failed at the next start.")
             failed.append(run.run_id)
     return failed
 

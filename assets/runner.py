@@ -3,22 +3,27 @@
 `lookups run` (pipeline/cli.py, which never imports Dagster) calls this as a subprocess:
 ``python -m lookups.assets.runner --run-config '<json>' --result out.json``. The run shows in the UI like
 any other; the terminal gets one line per event (no stack traces) and, on failure, each failed step's
-cause, the message the pipeline raised to say what to fix.
+cause, the message the pipeline raised to say what to fix. SIGINT and SIGTERM mark the run canceled and end
+the process (``stopping.py``); a full data folder ends it in one line (``pipeline/common/disk.py``).
 """
 
 import argparse
 import json
 import logging
+import os
 import sys
+from contextlib import suppress
 
 import dagster as dg
 
 from lookups.pipeline import steps
+from lookups.pipeline.common import disk
 from lookups.pipeline.common.errors import LookupsError
-from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, check_run_settings
+from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, cache_dir, check_run_settings, data_dir
 
+from . import stopping
 from .automation import add_partitions
-from .instance import open_instance, owner_tags
+from .instance import UNFINISHED, open_instance, owner_tags
 
 #: Dagster logs these at DEBUG; the terminal shows them anyway (step boundaries and results).
 SHOWN_EVENTS = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"}
@@ -30,6 +35,8 @@ class _ConciseFilter(logging.Filter):
         self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if stopping.MUTED.is_set():  # a stop began: `lookups run` says what happened, in one line
+            return False
         event = (getattr(record, "dagster_meta", None) or {}).get("dagster_event")
         return record.levelno >= self.level or (event is not None and event.event_type_value in SHOWN_EVENTS)
 
@@ -144,12 +151,24 @@ def reconstruct_main_job():
     return defs.resolve_job_def("lookups")
 
 
-def run_main_job(run_config: dict, log_level: str = "INFO") -> tuple[bool, dict]:
+def run_main_job(run_config: dict, log_level: str = "INFO", stopper: stopping.Stopper | None = None) -> tuple[bool, dict]:
     check_run_settings(run_config.get("ops", {}), steps.settings_of_steps())  # every bad field at once, before any step starts
     with open_instance() as instance:
-        result = run_partition(instance, run_config, log_level)
+        if stopper is not None:
+            stopper.instance = instance  # from now on a stop marks this process's runs canceled
+        try:
+            result = run_partition(instance, run_config, log_level)
+        except Exception as err:
+            if not looks_full(err):
+                raise
+            message = full_disk_message(err)  # Dagster could not record the run's end: marked failed here if it still fits
+            return False, {"disk_full": message, **fail_own_runs(instance, message)}
     if not result.success:
-        return False, {"run_id": result.run_id, "failures": step_failures(result)}
+        failures = step_failures(result)
+        full = next((message for _, message in failures if looks_full(message)), None)
+        if full is not None:
+            return False, {"run_id": result.run_id, "failures": failures, "disk_full": full_disk_message(full)}
+        return False, {"run_id": result.run_id, "failures": failures}
     return True, {
         "run_id": result.run_id,
         "model_id": result.output_for_node("model").model_id,
@@ -163,18 +182,82 @@ def config_error_message(err: dg.DagsterInvalidConfigError) -> str:
     return "Invalid run config:\n" + "\n".join(lines) + "\nFix it (docs/configuration.md lists every setting) and run again."
 
 
+def looks_full(err: BaseException | str) -> bool:
+    """Whether ``err`` says the data (or cache) folder is full (pipeline/common/disk.py)."""
+    try:
+        return disk.looks_full(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
+    except LookupsError:  # the folders themselves cannot be made
+        return disk.is_full(err)
+
+
+def full_disk_message(err: BaseException | str) -> str:
+    """The one line a full data (or cache) folder gets: which, how much is free, how much a run needs, what to do."""
+    return disk.full_message(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
+
+
+def fail_own_runs(instance: dg.DagsterInstance, message: str) -> dict:
+    """Mark failed this process's unfinished runs, if the instance can still be written (else the next start does):
+    with an event in its log, else (no room for one) the run's status alone, a row updated in place. The main
+    run's id and whether it is marked: ``{"run_id": ..., "marked": ...}``."""
+    outcome: dict = {"run_id": None, "marked": False}
+    with suppress(Exception):
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED, tags=owner_tags())):
+            if run.job_name == stopping.MAIN_JOB:
+                outcome["run_id"] = run.run_id
+            try:
+                instance.report_run_failed(run, message)
+            except Exception:  # noqa: BLE001 - the event log is full; its status may still fit
+                event = dg.DagsterEvent(event_type_value=dg.DagsterEventType.RUN_FAILURE.value, job_name=run.job_name, message=message)
+                with suppress(Exception):
+                    instance.run_storage.handle_run_event(run.run_id, event)
+        if outcome["run_id"]:
+            marked = instance.get_run_by_id(outcome["run_id"])
+            outcome["marked"] = marked is not None and marked.status == dg.DagsterRunStatus.FAILURE
+    return outcome
+
+
+class _WithoutFullDiskNoise:
+    """``sys.stderr`` less Dagster's "Exception while writing logger call to event log: ... database or disk is full"
+    (two lines per event it could not record): a full disk is said once, at the end, in one line."""
+
+    NOISE = "Exception while writing logger call to event log"
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith(self.NOISE) and looks_full(text):
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def _run(args: argparse.Namespace, stopper: stopping.Stopper) -> tuple[bool, dict]:
+    """The run and its outcome; a user error, invalid config or a full disk as one message."""
+    try:
+        return stopper.run(lambda: run_main_job(json.loads(args.run_config), args.log_level, stopper))
+    except LookupsError as err:  # refused before any step ran (a bad key, bad settings), or no room for the instance
+        return False, ({"disk_full": full_disk_message(err)} if looks_full(err) else {"error": str(err)})
+    except dg.DagsterInvalidConfigError as err:
+        return False, {"error": config_error_message(err)}
+    except Exception as err:
+        if not looks_full(err):
+            raise  # a bug: its traceback
+        return False, {"disk_full": full_disk_message(err)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-config", default="{}", help="Dagster run config as JSON.")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--result", help="Write the run's outcome as JSON here.")
+    parser.add_argument("--parent-pid", type=int, help="Stop (as on SIGTERM) when this process, `lookups run`, dies.")
     args = parser.parse_args()
-    try:
-        success, outcome = run_main_job(json.loads(args.run_config), args.log_level)
-    except LookupsError as err:  # refused before any step ran (a bad key, bad settings)
-        success, outcome = False, {"error": str(err)}
-    except dg.DagsterInvalidConfigError as err:
-        success, outcome = False, {"error": config_error_message(err)}
+    stopper = stopping.Stopper(args.result).start(args.parent_pid)  # SIGINT, SIGTERM: the run canceled, the process ended
+    sys.stderr = _WithoutFullDiskNoise(sys.stderr)
+    success, outcome = _run(args, stopper)
     if args.result:
         with open(args.result, "w") as fh:
             json.dump(outcome, fh)

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from lookups.pipeline.common import disk
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import (
     EMBEDDED_CORPUS,
     EMBEDDED_MODEL,
     GEMMA3_MODEL,
     FolderError,
+    cache_dir,
     check_run_settings,
     check_writable,
     dagster_home_dir,
@@ -85,21 +90,153 @@ def run_config_from_args(args: argparse.Namespace) -> dict:
     return {"ops": ops}
 
 
+#: After SIGINT or SIGTERM, how long the runner gets to mark its run canceled and exit (it gives the step in
+#: progress 5 s: assets/stopping.py) before `lookups run` kills its process group.
+STOP_KILL_AFTER_S = 10.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM ended the command; the message says what became of the run."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+class _RunnerSignals:
+    """SIGINT and SIGTERM while `lookups run` runs: forwarded to the runner while it runs (it marks its run
+    canceled and exits), a ``Stopped`` before it starts and after it ended."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.pid: int | None = None  # the runner's, from its start until it is reaped
+        self.started = False
+
+    def __enter__(self) -> _RunnerSignals:
+        self.previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.pid is None:
+            raise Stopped(signum, f"stopped by {name} {'after the run ended' if self.started else 'before the run started'}")
+        if self.signum is None:
+            self.signum = signum
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def start(self, cmd: list[str], env: dict) -> subprocess.Popen:
+        """The runner in its own session (its process group is all it starts, which `wait` kills at the end), with
+        SIGINT and SIGTERM blocked until its handlers are in place: one forwarded while it imports is not lost
+        (assets/stopping.py)."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:  # in the caller's folder: paths in messages are the ones the user gave
+            proc = subprocess.Popen([*cmd, "--parent-pid", str(os.getpid())], env=env, start_new_session=True)
+            self.pid, self.started = proc.pid, True
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a signal that came meanwhile is handled (forwarded) now
+        return proc
+
+    def wait(self, proc: subprocess.Popen) -> tuple[int, bool]:
+        """(exit code, killed): the runner's end; after a stop signal, its group killed if it outlives
+        ``STOP_KILL_AFTER_S``. Whatever it left in its group is killed before it is reaped (its group id stays its own)."""
+        deadline, killed = None, False
+        while not _exited(proc):
+            if self.signum is not None and not killed:
+                deadline = deadline or time.monotonic() + STOP_KILL_AFTER_S
+                if time.monotonic() > deadline:
+                    _kill_group(proc.pid)
+                    killed = True
+            time.sleep(0.1)
+        _kill_group(proc.pid)
+        self.pid = None
+        return proc.wait(), killed
+
+
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether the runner has exited, without reaping it where the OS allows (so its pid stays its group's id)."""
+    if hasattr(os, "waitid"):
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    return proc.poll() is not None
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _stopped_line(signum: int, outcome: dict, killed: bool) -> str:
+    """What a stop did, in one line."""
+    said = f"stopped by {signal.Signals(signum).name}"
+    kept = "results computed so far are kept, rerun to continue"
+    run_id, status = outcome.get("run_id"), outcome.get("status")
+    if "stopped" not in outcome:  # the runner wrote no stop outcome: killed, or it had ended the run just before
+        if killed:
+            return f"{said}; the run did not stop within {STOP_KILL_AFTER_S:.0f} s and was killed: the next start marks it failed; {kept}"
+        if run_id:
+            return f"{said} after the run {run_id} ended; its results are kept"
+        return f"{said}; the runner ended without saying how: the next start marks an unfinished run failed; {kept}"
+    if run_id is None:
+        return f"{said} before the run started; rerun to start it"
+    if status == "CANCELED":
+        return f"{said}; the run {run_id} is marked canceled; {kept}"
+    if status in ("SUCCESS", "FAILURE"):
+        return f"{said} after the run {run_id} ended ({status.lower()}); {kept}"
+    return f"{said}; the run {run_id} could not be marked canceled (status {status}): the next start marks it; {kept}"
+
+
+def looks_full(err: BaseException) -> bool:
+    try:
+        return disk.looks_full(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
+    except LookupsError:  # the folders themselves cannot be made
+        return disk.is_full(err)
+
+
+def full_disk_line(err: BaseException | str) -> str:
+    """The one line of a full data (or cache) folder (pipeline/common/disk.py)."""
+    return disk.full_message(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the main job through Dagster (the same definitions the UI uses), in a subprocess so that this
-    package never imports Dagster, then print the summary."""
-    run_config = run_config_from_args(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        result_path = Path(tmp) / "result.json"
-        cmd = [
-            sys.executable, "-m", "lookups.assets.runner", "--run-config", json.dumps(run_config),
-            "--log-level", args.log_level, "--result", str(result_path),
-        ]
-        code = subprocess.call(cmd, env=_dagster_env())  # in the caller's folder: paths in messages are the ones the user gave
-        outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
+    package never imports Dagster, then print the summary. SIGINT and SIGTERM stop the run: it is marked
+    canceled and every process it started ends (docs/operations.md, "Stopping a run, a full disk")."""
+    with _RunnerSignals() as signals:
+        run_config = run_config_from_args(args)
+        with tempfile.TemporaryDirectory() as tmp:
+            result_path = Path(tmp) / "result.json"
+            cmd = [
+                sys.executable, "-m", "lookups.assets.runner", "--run-config", json.dumps(run_config),
+                "--log-level", args.log_level, "--result", str(result_path),
+            ]
+            code, killed = signals.wait(signals.start(cmd, _dagster_env()))
+            outcome = json.loads(result_path.read_text()) if result_path.exists() else {}
+        if signals.signum is not None:
+            print(f"lookups: {_stopped_line(signals.signum, outcome, killed)}", file=sys.stderr)
+            return 128 + signals.signum
+        return _report_run(code, outcome)
+
+
+def _report_run(code: int, outcome: dict) -> int:
+    """What the runner's outcome says: a refusal, a full disk, the failed steps, or the summary."""
     if "error" in outcome:  # refused before any step ran: the message says what to fix
         print(f"lookups: {outcome['error']}", file=sys.stderr)
         return 2
+    if "disk_full" in outcome:  # one line, wherever it surfaced (a step, Dagster's instance, the runner)
+        run_id = outcome.get("run_id")
+        if run_id and outcome.get("marked", True):  # a step failed: Dagster ended the run; or the runner marked it
+            run = f"the run {run_id} is marked failed, "
+        elif run_id or "marked" in outcome:  # the instance had no room to record even that
+            run = f"the run {run_id + ' ' if run_id else ''}is marked failed at the next start, "
+        else:  # no run had started
+            run = ""
+        print(f"lookups: {outcome['disk_full']}; {run}results computed so far are kept", file=sys.stderr)
+        return 1
     if not outcome:
         print(f"lookups: the run stopped unexpectedly (exit code {code}); the lines above say why. Results so far stay in {database_path()}.", file=sys.stderr)
         return 1
@@ -340,9 +477,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Stopped as stop:
+        print(f"lookups: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        print("lookups: stopped by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
     except LookupsError as err:
-        print(f"lookups: {err}", file=sys.stderr)
+        print(f"lookups: {full_disk_line(err) if looks_full(err) else err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if not looks_full(err):
+            raise  # a bug: its traceback
+        print(f"lookups: {full_disk_line(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -119,7 +119,10 @@ def test_a_killed_run_is_marked_failed_at_the_next_start(data_folder):
         # A start while the run is alive leaves it alone.
         assert open_once(cli_env(data_folder)).returncode == 0
         assert run_statuses(home)[main_run] == "STARTED"
-        os.killpg(run.pid, signal.SIGKILL)
+        # The runner leads its own process group, and stops cleanly when `lookups run` dies: kill both at once.
+        runners = [int(pid) for pid in Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()]
+        for pgid in (*runners, run.pid):
+            os.killpg(pgid, signal.SIGKILL)
         run.wait(timeout=30)
     finally:
         if run.poll() is None:
