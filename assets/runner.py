@@ -24,6 +24,7 @@ from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, cache_dir, 
 from . import stopping
 from .automation import add_partitions
 from .instance import UNFINISHED, open_instance, owner_tags
+from .resources import LookupsStore
 
 #: Dagster logs these at DEBUG; the terminal shows them anyway (step boundaries and results).
 SHOWN_EVENTS = {"STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"}
@@ -118,9 +119,12 @@ def run_partition(instance: dg.DagsterInstance, run_config: dict, log_level: str
         run_config = {**run_config, "loggers": {"concise_console": {"config": {"log_level": log_level}}}}
         job = job.with_logger_defs({"concise_console": concise_console})
     keys = [dg.AssetKey(name) for name in selection] if selection else None
-    return job.execute_in_process(
+    result = job.execute_in_process(
         run_config=_selected(run_config, selection), instance=instance, partition_key=key, raise_on_error=False, tags=owner_tags(), asset_selection=keys,
     )
+    if result.success:  # readers see a run's results once it succeeded (docs/data.md, "What a reader sees")
+        LookupsStore().publish_run(result.dagster_run)
+    return result
 
 
 def _selected(run_config: dict, selection: list[str] | None) -> dict:
@@ -141,6 +145,8 @@ def run_partition_multiprocess(instance: dg.DagsterInstance, run_config: dict, s
     keys = [dg.AssetKey(name) for name in selection] if selection else None
     job = dg.reconstructable(reconstruct_main_job)
     with dg.execute_job(job, instance, run_config=_selected(run_config, selection), tags=tags, asset_selection=keys) as result:
+        if result.success:
+            LookupsStore().publish_run(result.dagster_run)
         return result.success, result.run_id
 
 

@@ -247,7 +247,8 @@ def _report_run(code: int, outcome: dict) -> int:
         if not outcome.get("failures"):
             print("  no step failed: the run itself did (the lines above and its logs say why)", file=sys.stderr)
         print(
-            f"\nFull logs: run {outcome.get('run_id', '?')} in the Dagster UI (`lookups ui`). Results computed so far stay in {database_path()}.",
+            f"\nFull logs: run {outcome.get('run_id', '?')} in the Dagster UI (`lookups ui`). The steps it finished are kept, and a rerun "
+            "continues from them; until a run succeeds, readers see the last completed run (`lookups query --pending` shows this one's rows).",
             file=sys.stderr,
         )
         return 1
@@ -277,7 +278,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     output = check_output(args.output) if args.output else None  # before the query: never into what the pipeline writes
-    frame = run_query(args.query, params, allow_files=args.allow_files)
+    frame = run_query(args.query, params, allow_files=args.allow_files, pending=args.pending)
     text = write_frame(frame, args.format, output)
     if text is not None:
         print(text, end="" if text.endswith("\n") else "\n")
@@ -343,6 +344,33 @@ def cmd_views_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check every result file against what was written; say what the next run computes again. Exit 1 when a
+    file is damaged (and ``--repair`` was not given)."""
+    store = Store()
+    if not store.exists():
+        print(f"Nothing to verify at {store.path} yet.")
+        return 0
+    found = store.verify()
+    print(f"{found.files} files ({found.bytes / 1e6:.1f} MB) checked against their recorded size and SHA-256 in {found.seconds:.2f} s: "
+          f"{len(found.damaged) or 'none'} damaged.")
+    for entry, problem in found.damaged:
+        print(f"  {entry.table}: {problem}")
+    if found.recomputed():
+        print("The next `lookups run` of each partition computes again: " + ", ".join(found.recomputed()) + ".")
+    if found.unowned():
+        print(f"{len(found.unowned())} of them no step rewrites (a log, or a file written before checksums were recorded): "
+              "`lookups verify --repair` drops them, and the version records that depend on them.")
+    for partition, count in found.pending.items():
+        print(f"Pending: {count} files of partition {partition}, from a run that did not complete (or one running now); "
+              "its next run continues from them, and readers see them once a run of it succeeds.")
+    if found.damaged and args.repair:
+        dropped = store.drop_damaged()
+        print(f"Dropped {len(dropped)} damaged files from the published results: the next `lookups run` computes what they held.")
+        return 0
+    return 1 if found.damaged else 0
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:
     """`lookups run`: the run config file, the flags over it (docs/configuration.md) and the terminal log level."""
     run = sub.add_parser("run", help="Materialize every asset through Dagster, then print a summary.")
@@ -406,6 +434,11 @@ def _add_query(sub: argparse._SubParsersAction) -> None:
         "--output", help="Write to this file instead of the terminal (outside the data folder, the results and the Dagster instance)."
     )
     query.add_argument(
+        "--pending", action="store_true",
+        help="Read the results of runs that have not completed too (a failed or stopped run's finished steps, a run in progress), "
+        "e.g. the rows a failed check names. Without it a query sees completed runs only.",
+    )
+    query.add_argument(
         "--allow-files", action="append", default=[], metavar="PATH",
         help="Let the SQL read this file, or the files under this folder, e.g. read_csv('PATH/labels.csv') to join with "
         "(repeatable; never the results folder). Without it a query reads the results and no other file.",
@@ -446,6 +479,19 @@ def _add_locations(sub: argparse._SubParsersAction) -> None:
         "then the views of sql/views.sql.",
     )
     views.set_defaults(func=cmd_views_sql)
+    verify = sub.add_parser(
+        "verify",
+        help="Check every result file against its recorded size and SHA-256, and say what the next run computes again.",
+        description="Every result file's size, row count and SHA-256 are recorded when it is written. `lookups verify` checks them all, "
+        "lists each missing, truncated or altered file, and says which steps the next `lookups run` computes again (a run checks a "
+        "step's files itself before it skips the step). Exit 1 when a file is damaged.",
+    )
+    verify.add_argument(
+        "--repair", action="store_true",
+        help="Drop the damaged files from the published results (and the version records of the steps that wrote them), "
+        "so that reads work again and the next run computes them.",
+    )
+    verify.set_defaults(func=cmd_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

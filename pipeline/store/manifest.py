@@ -35,6 +35,9 @@ LOCK_FILE = "_manifest.lock"
 #: manifest a moment before may still be reading it (and a duckdb client's views file names it until refreshed).
 UNREFERENCED_GRACE_S = 3600.0
 FORMAT = 1
+#: The partition of a reader that sees every pending write, e.g. to inspect the rows of a run whose checks failed
+#: (``lookups query --pending``).
+ALL_PENDING = "*"
 
 
 @dataclass(frozen=True)
@@ -126,12 +129,21 @@ class Manifests:
     def entries(self, partition: str | None = None) -> dict[str, Entry]:
         """What a reader of ``partition``'s run sees: the published entries, overlaid with the run's pending ones."""
         published = self.published()
+        if partition == ALL_PENDING:
+            pending = {}
+            for entries in self.pending_partitions().values():
+                pending.update(entries)
+            return {**published, **pending}
         return {**published, **self.pending(partition)} if partition else published
 
     def signature(self, partition: str | None = None) -> tuple:
         """Changes whenever what ``entries(partition)`` returns may have (every update renames a new file in)."""
         out = []
-        for path in [self.published_path, *([self.pending_path(partition)] if partition else [])]:
+        if partition == ALL_PENDING:
+            others = sorted(self.pending_folder.glob("*.json")) if self.pending_folder.is_dir() else []
+        else:
+            others = [self.pending_path(partition)] if partition else []
+        for path in [self.published_path, *others]:
             try:
                 found = path.stat()
                 out.append((found.st_ino, found.st_mtime_ns, found.st_size))

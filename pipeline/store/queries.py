@@ -17,6 +17,7 @@ import pandas as pd
 
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import dagster_home_dir, data_dir, database_path
+from lookups.pipeline.store.manifest import ALL_PENDING
 from lookups.pipeline.store.sql_files import named_queries
 from lookups.pipeline.store.store import Store
 from lookups.pipeline.store.warehouse import is_local
@@ -189,11 +190,12 @@ def _typed(name: str, value):
         raise QueryError(f"--param {name}={value!r}: ${name} is a whole number, e.g. --param {name}=3.") from None
 
 
-def run_query(text: str, params: dict[str, str] | None = None, store: Store | None = None, allow_files: list = ()) -> pd.DataFrame:
+def run_query(text: str, params: dict[str, str] | None = None, store: Store | None = None, allow_files: list = (), pending: bool = False) -> pd.DataFrame:
     """Run a named query or SQL on a read-only connection. ``params`` fills ``$name`` placeholders (text, but
     the ``NUMERIC_PARAMETERS`` given as text become numbers); only the placeholders the query uses are passed. ``allow_files``: files
-    or folders (outside the results) the SQL may read too, e.g. with ``read_csv``."""
-    store = store or Store(lock_wait_s=10.0)  # a person is waiting: a few seconds, then say why
+    or folders (outside the results) the SQL may read too, e.g. with ``read_csv``. ``pending``: read the writes of
+    runs that have not completed too (docs/data.md, "What a reader sees")."""
+    store = store or Store(lock_wait_s=10.0, partition=ALL_PENDING if pending else None)  # a person is waiting: a few seconds, then say why
     sql, name = resolve(text)
     check_read_only(sql)
     readable = readable_paths(list(allow_files), store)

@@ -129,7 +129,7 @@ class Store:
             return True
         published = self.manifests.published_path
         if published.exists():
-            return bool(self.manifests.published()) or bool(self.partition and self.manifests.pending(self.partition))
+            return bool(self.entries())
         return any(Path(self.root).glob("*/part-*.parquet"))
 
     # ------------------------------------------------------------ writing
@@ -391,7 +391,7 @@ class Store:
             if is_local(self.root):
                 self._typing()  # every table has its schema file, so an empty table reads as empty
                 self._refresh_views_file_quietly()  # e.g. a copied data folder's views file names the original's files
-                by_table, damaged = self._files_by_table(self.manifests.published())
+                by_table, damaged = self._files_by_table(self.entries())
                 for table in TABLE_KEYS:
                     if table in damaged:  # read as an error naming the file, and only when this table is read
                         con.register(f"_{table}_columns", self._dataset(table, []))
