@@ -4,8 +4,8 @@ rerun that must end with the tables of a run never interrupted.
 1. Runs the planted circuit (`lookups run --model planted --corpus planted`) once, uninterrupted, in its own
    data folder: the reference, and its wall time T. Then reruns it unchanged (every step skipped after checking
    its files against the manifest) and times `lookups verify` on it: what verification costs.
-2. Kills: N times, in a fresh data folder each, starts the same run and kills its whole process group with
-   SIGKILL after a seeded random delay in [1 s, 0.95 T]; with --kill-at-steps, once more per step, as that
+2. Kills: N times, in a fresh data folder each, starts the same run and kills it and its runner (each leads a
+   process group) with SIGKILL after a seeded random delay in [1 s, 0.95 T]; with --kill-at-steps, once more per step, as that
    step starts. Counts the staging files the kill left, then reruns to the end.
 3. Damage (--damage): on a copy of the reference per trial, deletes, truncates or flips three bits of one
    table's files (every table, each way), checks that reading that table fails in one line, then reruns.
@@ -75,10 +75,24 @@ def run_and_kill(data: Path, cache: Path, extra: list[str], log: Path, delay: fl
             run.wait(timeout=delay)
             return "(finished before the kill)"
         except subprocess.TimeoutExpired:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+            kill_everything(run)
     lines = [line for line in log.read_text().splitlines() if line.strip()]
     return lines[-1][:60] if lines else "(no output yet)"
+
+
+def kill_everything(run: subprocess.Popen) -> None:
+    """SIGKILL `lookups run` and its runner (which leads its own process group, and would otherwise stop cleanly
+    when `lookups run` dies) at once: a power cut or the OOM killer, not a stop."""
+    try:
+        runners = [int(pid) for pid in Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()]
+    except OSError:
+        runners = []
+    for group in (*runners, run.pid):
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    run.wait()
 
 
 def staging_files(data: Path) -> list[Path]:
@@ -172,13 +186,11 @@ def run_and_kill_at(data: Path, cache: Path, extra: list[str], log: Path, step: 
         started = time.monotonic()
         while run.poll() is None and time.monotonic() - started < timeout:
             if marker in log.read_text():
-                os.killpg(run.pid, signal.SIGKILL)
-                run.wait()
+                kill_everything(run)
                 return f"killed as {step} started"
             time.sleep(0.05)
         if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
+            kill_everything(run)
             return "killed at the timeout"
     return "(finished before the step started)"
 
