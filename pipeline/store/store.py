@@ -448,7 +448,7 @@ class Store:
         then computes again)."""
         path = self.key_file("asset_versions", {"asset": asset, "scope": scope})
         if self.manifests is not None:
-            entry = self.entries().get(f"asset_versions/{self.slot('asset_versions', {'asset': asset, 'scope': scope})}")
+            entry = self.entries().get(f"asset_versions/{Path(path).name.split('.')[0]}") if path else None
             if entry is None or check_file(Path(self.root), entry, self._hashed):
                 return None
         with connect() as con:
