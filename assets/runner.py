@@ -10,16 +10,14 @@ the process (``stopping.py``); a full data folder ends it in one line (``pipelin
 import argparse
 import json
 import logging
-import os
 import sys
 from contextlib import suppress
 
 import dagster as dg
 
 from lookups.pipeline import steps
-from lookups.pipeline.common import disk
 from lookups.pipeline.common.errors import LookupsError
-from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, cache_dir, check_run_settings, data_dir
+from lookups.pipeline.config import EMBEDDED_CORPUS, EMBEDDED_MODEL, check_run_settings, full_disk_message, looks_full
 
 from . import stopping
 from .automation import add_partitions
@@ -186,19 +184,6 @@ def config_error_message(err: dg.DagsterInvalidConfigError) -> str:
     """Dagster's config errors, one line each, without the schema dump it appends."""
     lines = [f"  {error.message.split(' Expected: ')[0]}" for error in err.errors] or [f"  {str(err).splitlines()[0]}"]
     return "Invalid run config:\n" + "\n".join(lines) + "\nFix it (docs/configuration.md lists every setting) and run again."
-
-
-def looks_full(err: BaseException | str) -> bool:
-    """Whether ``err`` says the data (or cache) folder is full (pipeline/common/disk.py)."""
-    try:
-        return disk.looks_full(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
-    except LookupsError:  # the folders themselves cannot be made
-        return disk.is_full(err)
-
-
-def full_disk_message(err: BaseException | str) -> str:
-    """The one line a full data (or cache) folder gets: which, how much is free, how much a run needs, what to do."""
-    return disk.full_message(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
 
 
 def fail_own_runs(instance: dg.DagsterInstance, message: str) -> dict:

@@ -16,20 +16,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from lookups.pipeline.common import disk
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import (
     EMBEDDED_CORPUS,
     EMBEDDED_MODEL,
     GEMMA3_MODEL,
     FolderError,
-    cache_dir,
     check_run_settings,
     check_writable,
     dagster_home_dir,
     data_dir,
     database_path,
+    full_disk_message,
     load_settings_file,
+    looks_full,
     not_writable,
     repo_root,
 )
@@ -188,18 +188,6 @@ def _stopped_line(signum: int, outcome: dict, killed: bool) -> str:
     if status in ("SUCCESS", "FAILURE"):
         return f"{said} after the run {run_id} ended ({status.lower()}); {kept}"
     return f"{said}; the run {run_id} could not be marked canceled (status {status}): the next start marks it; {kept}"
-
-
-def looks_full(err: BaseException) -> bool:
-    try:
-        return disk.looks_full(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
-    except LookupsError:  # the folders themselves cannot be made
-        return disk.is_full(err)
-
-
-def full_disk_line(err: BaseException | str) -> str:
-    """The one line of a full data (or cache) folder (pipeline/common/disk.py)."""
-    return disk.full_message(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -530,12 +518,12 @@ def main(argv: list[str] | None = None) -> int:
         print("lookups: stopped by SIGINT", file=sys.stderr)
         return 128 + signal.SIGINT
     except LookupsError as err:
-        print(f"lookups: {full_disk_line(err) if looks_full(err) else err}", file=sys.stderr)
+        print(f"lookups: {full_disk_message(err) if looks_full(err) else err}", file=sys.stderr)
         return 2
     except Exception as err:
         if not looks_full(err):
             raise  # a bug: its traceback
-        print(f"lookups: {full_disk_line(err)}", file=sys.stderr)
+        print(f"lookups: {full_disk_message(err)}", file=sys.stderr)
         return 1
 
 

@@ -130,6 +130,24 @@ def cache_dir() -> Path:
     return path
 
 
+def looks_full(err: BaseException | str) -> bool:
+    """Whether ``err`` says the data, cache or (local) results folder is full (pipeline/common/disk.py)."""
+    from lookups.pipeline.common import disk
+
+    try:
+        return disk.looks_full(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
+    except LookupsError:  # the folders themselves cannot be made
+        return disk.is_full(err)
+
+
+def full_disk_message(err: BaseException | str) -> str:
+    """The one line a full data (or cache, or results) folder gets: which, how much is free, how much a run
+    needs, what to do."""
+    from lookups.pipeline.common import disk
+
+    return disk.full_message(err, data_dir(), cache_dir(), os.environ.get("LOOKUPS_WAREHOUSE"))
+
+
 def database_path() -> Path:
     """The views file: DuckDB views over the Parquet files of the results (see pipeline/store/store.py)."""
     return data_dir() / "lookups.duckdb"

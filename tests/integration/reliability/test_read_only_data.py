@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from processes import tmpfs
 
 LOOKUPS = Path(sys.executable).with_name("lookups")
 
@@ -21,16 +22,8 @@ LOOKUPS = Path(sys.executable).with_name("lookups")
 def read_only(tmp_path):
     folder = tmp_path / "read-only"
     folder.mkdir()
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True, text=True)
-    except OSError as err:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({err}): run as root, or where mount is permitted")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({mounted.stderr.strip()}): run as root, or where mount is permitted")
-    try:
+    with tmpfs(folder, "ro,size=1m"):
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def _lookups(data: Path, *args: str) -> subprocess.CompletedProcess:

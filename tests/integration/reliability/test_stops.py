@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from processes import descendants, mount_tmpfs, running
 
 #: What the runner's terminal log prints: ``HH:MM:SS step: message``. Anything else on stderr is a message.
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d ")
@@ -35,31 +36,6 @@ def start_run(data: Path, log: Path) -> subprocess.Popen:
 def run_to_end(data: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "LOOKUPS_DATA_DIR": str(data)}
     return subprocess.run([sys.executable, *RUN], env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def children(pid: int) -> set[int]:
-    """Every process below ``pid`` (from /proc)."""
-    below: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            below.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in below.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def working_on(data: Path) -> set[int]:
@@ -117,7 +93,7 @@ def stop_during(data: Path, log: Path, step: str, signum: int) -> tuple[int, str
         while f'Started execution of step "{step}"' not in log.read_text():
             assert cli.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
-        tree = children(cli.pid)
+        tree = descendants(cli.pid)
         assert tree, "the runner is not running"
         sent = time.monotonic()
         cli.send_signal(signum)
@@ -172,12 +148,7 @@ def test_sigterm_then_ctrl_c_stop_the_run_cleanly_and_a_rerun_completes(data_fol
 def small_disk(data_folder):
     """The data folder on a 1.5 MB tmpfs (the planted run writes 4.3 MB there); yields the folder."""
     data_folder.mkdir(parents=True, exist_ok=True)
-    try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(data_folder)], capture_output=True, text=True)
-    except OSError as err:
-        pytest.skip(f"cannot mount a tmpfs here ({err}): run as root, or where mount is permitted")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): run as root, or where mount is permitted")
+    mount_tmpfs(data_folder, "size=1500k")
     try:
         yield data_folder
     finally:

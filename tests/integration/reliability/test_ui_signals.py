@@ -9,32 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from processes import descendants, running
 from servers import free_port, wait_until_serving
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (from /proc: children, grandchildren, ...)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def test_sigterm_stops_lookups_ui_and_everything_it_started(data_folder, tmp_path):
