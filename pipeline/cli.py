@@ -308,6 +308,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # Become `dagster dev` rather than wait on it: a SIGTERM (a service manager's stop) or Ctrl-C then reaches
     # the process that stops the webserver and the daemon, instead of ending this one and orphaning them.
     os.chdir(repo_root())
+    # `dagster dev` maps SIGTERM to its SIGINT handler. Started with SIGINT ignored (`lookups ui &` from a script,
+    # a service manager, a CI job: an ignored signal stays ignored across exec), it would ignore SIGTERM too.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
     os.execve(sys.executable, cmd, env)
 
 

@@ -9,16 +9,24 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from processes import descendants, running
 from servers import free_port, wait_until_serving
 
 
-def test_sigterm_stops_lookups_ui_and_everything_it_started(data_folder, tmp_path):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sigterm_stops_lookups_ui_and_everything_it_started(data_folder, tmp_path, sigint):
+    """Also when started with SIGINT ignored, as `lookups ui &` in a script or a CI job starts it: `dagster dev` maps
+    SIGTERM to its SIGINT handler, so an inherited ignored SIGINT would make it ignore SIGTERM."""
     port = free_port()
     log = (tmp_path / "ui.log").open("w+")
     ui = subprocess.Popen(
         [sys.executable, "-m", "lookups.pipeline.cli", "ui", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_ignore_sigint if sigint == "ignored" else None,
     )
     tree: set[int] = set()
     try:
