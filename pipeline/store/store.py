@@ -110,15 +110,6 @@ class Store:
             raise StoreError(f"{table} is written by key {TABLE_KEYS[table]}, not {tuple(keys)}.")
         return f"part-{stable_hash(table, [str(v) for v in keys.values()], length=24)}"
 
-    def key_file(self, table: str, keys: dict) -> str:
-        """The file that holds one (table, key) now: the manifest's (None if nothing holds it), or on an object
-        store the key's one file."""
-        slot = self.slot(table, keys)
-        if self.manifests is None:
-            return f"{self.table_dir(table)}/{slot}.parquet"
-        entry = self.entries().get(f"{table}/{slot}")
-        return f"{self.root}/{entry.file}" if entry else None
-
     def entries(self) -> dict[str, Entry]:
         """The manifest's entries this store reads: published, overlaid with its run's pending ones."""
         return self.manifests.entries(self.partition) if self.manifests else {}
@@ -446,11 +437,13 @@ class Store:
     def version(self, asset: str, scope: str) -> AssetVersion | None:
         """The version record a step wrote for ``scope``, or None (also when its file is damaged: the step
         then computes again)."""
-        path = self.key_file("asset_versions", {"asset": asset, "scope": scope})
+        slot = self.slot("asset_versions", {"asset": asset, "scope": scope})
+        path = f"{self.table_dir('asset_versions')}/{slot}.parquet"  # an object store's one file per key
         if self.manifests is not None:
-            entry = self.entries().get(f"asset_versions/{Path(path).name.split('.')[0]}") if path else None
+            entry = self.entries().get(f"asset_versions/{slot}")
             if entry is None or check_file(Path(self.root), entry, self._hashed):
                 return None
+            path = f"{self.root}/{entry.file}"
         with connect() as con:
             try:
                 row = con.execute(f"SELECT data_version, code_version, stats, complete FROM read_parquet({sql_string(path)})").fetchone()
