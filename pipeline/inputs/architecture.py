@@ -21,13 +21,15 @@ with a message, before any step computes a number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import dataclasses
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from lookups.pipeline.inputs import models
-from lookups.pipeline.inputs.capture import capture
+from lookups.pipeline.inputs.capture import capture, eager_attention
 from lookups.pipeline.inputs.checkpoints import ModelError
 
 #: Hugging Face ``model_type``s whose every step is tested exact on a tiny random checkpoint (tests/tiny_models.py).
@@ -127,6 +129,22 @@ class Layer:
     attention: str | None = None  # the attention module: with eager attention its output is (z projected, weights)
     value: str | None = None  # the projection whose output holds the values (v_proj, or the fused qkv)
     value_layout: str = "separate"  # 'separate' (v_proj), 'thirds' (GPT-2's c_attn: q|k|v), 'per_head' (NeoX: per head q|k|v)
+    # The query and key side (QK attribution), verified on the probe like the rest (``_describe_attention``). The
+    # fused layouts are ``value_layout``'s: q and k sit in the same module as the values.
+    attn_norm: Norm | None = None  # what the attention reads the stream through (None: the raw stream, OLMo 2)
+    query: str | None = None  # the projection whose output holds the queries (q_proj, or the fused qkv)
+    key: str | None = None
+    q_norm: Norm | None = None  # RMSNorm per head (Qwen3, Gemma 3: width d_head) or over the projection (OLMo 2)
+    k_norm: Norm | None = None
+    rotary_dim: int = 0  # the leading dims of each head the rotary embedding turns (0: none, GPT-2 and OPT)
+    rotary_interleaved: bool = False  # GPT-J turns pairs (0, 1), (2, 3)...; the others halves (i, i + rotary_dim / 2)
+    scaling: float = 0.0  # score = q·k·scaling (OPT scales its q_proj output inside the module: the same product)
+    softcap: float | None = None  # Gemma 2: scores are soft-capped, cap·tanh(score / cap), after the scaling
+    sliding_window: int | None = None  # query t sees key p when p <= t and t - p < sliding_window
+    # How the q/k norm's input and output are laid out: 'pos_heads' [batch, pos, heads, d_head] (Qwen3),
+    # 'heads_pos' [batch, heads, pos, d_head] (Gemma 3), 'flat' [batch, pos, heads * d_head] (OLMo 2's norm over
+    # the whole projection).
+    qk_norm_layout: str = "pos_heads"
 
 
 @dataclass(frozen=True)
@@ -144,6 +162,10 @@ class Architecture:
     model: torch.nn.Module = field(repr=False, compare=False)
     n_kv_heads: int = 0  # grouped-query attention: query head h reads value head h // (n_heads // n_kv_heads)
     clip_qkv: float | None = None  # OLMo: q, k and v are clamped after their projections
+    pos_embed: str | None = None  # learned absolute positions (GPT-2, OPT): the module whose output the embedding adds
+    # Why QK attribution cannot decompose this model's attention scores (its query/key description failed on the
+    # probe); None when it can. Only QK attribution refuses such a model: its MLP inputs are still exact.
+    qk_refusal: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -181,6 +203,32 @@ class Architecture:
             values = values.clamp(-self.clip_qkv, self.clip_qkv)
         return values
 
+    def kv_head(self, head: int) -> int:
+        """The key/value head query head ``head`` reads (grouped-query attention)."""
+        return head // (self.n_heads // (self.n_kv_heads or self.n_heads))
+
+    def qk_heads(self, layer: int, projected: torch.Tensor, side: str) -> torch.Tensor:
+        """The queries (``side`` 'query') or keys ('key') ``[batch, pos, heads, d_head]`` in the output ``[batch,
+        pos, ...]`` of their projection (or of a norm over it), before clamping, q/k norm and rotary; key heads are
+        not repeated for grouped-query attention (``kv_head``)."""
+        spec = self.layers[layer]
+        batch, pos = projected.shape[:2]
+        index = 0 if side == "query" else 1
+        if spec.value_layout == "thirds":
+            return projected.chunk(3, dim=-1)[index].reshape(batch, pos, self.n_heads, self.d_head)
+        if spec.value_layout == "per_head":
+            return projected.reshape(batch, pos, self.n_heads, 3 * self.d_head)[..., index * self.d_head: (index + 1) * self.d_head]
+        return projected.reshape(batch, pos, -1, self.d_head)
+
+    def qk_projection(self, layer: int, side: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The query or key projection of ``layer`` as ``(weight [d_model, heads, d_head], bias [heads, d_head] or
+        None)``: the columns of the fused module that ``qk_heads`` reads."""
+        spec = self.layers[layer]
+        path = spec.query if side == "query" else spec.key
+        weight, bias = self.weight(path), self.bias(path)
+        heads = self.qk_heads(layer, weight[None], side)[0]  # [d_model, heads, d_head]
+        return heads, (self.qk_heads(layer, bias[None, None], side)[0, 0] if bias is not None else None)
+
     def logits(self, final_hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits from the final (normed) hidden state, with the model's soft-capping."""
         logits = self.model.get_output_embeddings()(final_hidden).float()
@@ -217,6 +265,102 @@ class Architecture:
         if self.final_logit_softcap:
             parts.append(f"logits soft-capped at {self.final_logit_softcap:g}")
         return f"{SUPPORTED_FAMILIES.get(self.model_type, self.model_type)}: " + ", ".join(parts)
+
+
+#: The keyword argument through which a decoder layer hands its attention module the rotary tables (cos, sin), as
+#: every rotary family in ``transformers`` does; recorded by ``recording_rotary``.
+ROTARY_KWARG = "position_embeddings"
+#: Families whose rotary embedding turns interleaved pairs of dims (GPT-J), its tables a pair's half width.
+INTERLEAVED_ROTARY = {"gptj"}
+
+
+@contextlib.contextmanager
+def recording_rotary(model: torch.nn.Module, attention: dict[int, str]) -> Iterator[dict[int, tuple[torch.Tensor, ...]]]:
+    """Within the block, keep the rotary tables each attention module (``attention``: layer -> path) is handed
+    (``ROTARY_KWARG``), by layer: Gemma 3's local and global layers have their own."""
+    recorded: dict[int, tuple[torch.Tensor, ...]] = {}
+
+    def record(layer: int):
+        def hook(module, args, kwargs):
+            tables = kwargs.get(ROTARY_KWARG)
+            if tables is not None and layer not in recorded:
+                recorded[layer] = tuple(t.detach().clone() for t in tables)
+
+        return hook
+
+    handles = [model.get_submodule(path).register_forward_pre_hook(record(layer), with_kwargs=True) for layer, path in attention.items()]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def rotary_tables(spec: Layer, recorded: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)`` ``[pos, rotary_dim]`` from the tables a layer's attention was handed (positions are 0..n-1 in
+    every batch row: right padding). Which is which is read, not assumed: sin is 0 at position 0 (GPT-J hands
+    (sin, cos), the others (cos, sin)); GPT-J's tables hold one value per pair of dims."""
+    first, second = (t[0] if t.dim() == 3 else t for t in recorded)  # [pos, width]
+    cos, sin = (second, first) if bool((first[0] == 0).all()) else (first, second)
+    if spec.rotary_interleaved:
+        cos, sin = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
+    return cos, sin
+
+
+def rotate(spec: Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Queries or keys ``x`` ``[..., d_head]`` turned by the rotary embedding at their positions (``cos``, ``sin``
+    ``[..., rotary_dim]``, broadcast against ``x``'s leading dims): linear in ``x``, so it turns each component
+    alike. Dims past ``rotary_dim`` pass unchanged (partial rotary: NeoX, GPT-J, Phi)."""
+    if not spec.rotary_dim:
+        return x
+    d = spec.rotary_dim
+    part, rest = x[..., :d], x[..., d:]
+    if spec.rotary_interleaved:
+        turned = torch.stack((-part[..., 1::2], part[..., ::2]), dim=-1).flatten(-2)
+    else:
+        turned = torch.cat((-part[..., d // 2:], part[..., : d // 2]), dim=-1)
+    return torch.cat((part * cos.to(x) + turned * sin.to(x), rest), dim=-1)
+
+
+def qk_norm_scale(spec: Layer, norm: Norm, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A q or k norm's ``1/s`` from its input ``x`` and output ``y`` (``qk_norm_layout``), as ``[batch, pos, heads]``
+    (per-head norms) or ``[batch, pos, 1]`` (one over the whole projection: the same for every head)."""
+    scale = norm.inverse_scale(x, y)
+    if spec.qk_norm_layout == "flat":
+        return scale[..., None]
+    return scale.transpose(1, 2) if spec.qk_norm_layout == "heads_pos" else scale
+
+
+def qk_norm_heads(spec: Layer, value: torch.Tensor, d_head: int) -> torch.Tensor:
+    """A q or k norm's input or output (``qk_norm_layout``) as ``[batch, pos, heads, d_head]``."""
+    if spec.qk_norm_layout == "flat":
+        return value.reshape(*value.shape[:2], -1, d_head)
+    return value.transpose(1, 2) if spec.qk_norm_layout == "heads_pos" else value
+
+
+def qk_norm_gain(norm: Norm, d_head: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A q or k norm's gain and bias as ``[heads or 1, d_head]`` (one row per head for a norm over the projection)."""
+    bias = norm.bias.reshape(-1, d_head) if norm.bias is not None else None
+    return norm.gain.reshape(-1, d_head), bias
+
+
+def seen(spec: Layer, query_positions: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """``[..., n_keys]``: which key positions each query (positions ``[...]``) attends to: causal, and within the
+    layer's sliding window."""
+    keys = torch.arange(n_keys, device=query_positions.device)
+    t = query_positions[..., None]
+    allowed = keys <= t
+    if spec.sliding_window:
+        allowed = allowed & (t - keys < spec.sliding_window)
+    return allowed
+
+
+def attention_weights(spec: Layer, scores: torch.Tensor, query_positions: torch.Tensor) -> torch.Tensor:
+    """The attention pattern ``[..., keys]`` from pre-softmax scores ``q·k·scaling`` ``[..., keys]`` of queries at
+    ``query_positions`` ``[...]``: the layer's soft-capping, causal mask and sliding window, softmax."""
+    if spec.softcap:
+        scores = torch.tanh(scores / spec.softcap) * spec.softcap
+    return torch.softmax(scores.masked_fill(~seen(spec, query_positions, scores.shape[-1]), float("-inf")), dim=-1)
 
 
 def _join(*names: str | None) -> str:
@@ -410,6 +554,170 @@ def _verify(arch: Architecture, got: dict[str, torch.Tensor]) -> None:
         _check_activation(arch, got, i)
 
 
+def _qk_paths(bridge) -> list[dict[str, str | None]]:
+    """Per layer, the Hugging Face paths of the attention module, the norm before it, the projections holding its
+    queries and keys (the fused qkv where there is one) and its q/k norms, from the bridge's mapping."""
+    raw = []
+    for block in bridge.blocks:
+        attention = _join(block.name, block.attn.name)
+        fused, ln1 = _component(block.attn, "qkv"), _component(block, "ln1")
+
+        def path(part: str, attention=attention, block=block) -> str | None:
+            found = _component(block.attn, part)
+            return _join(attention, found.name) if found else None
+
+        raw.append(
+            {
+                "attention": attention, "attn_norm": _join(block.name, ln1.name) if ln1 else None,
+                "query": _join(attention, fused.name) if fused else path("q"), "key": _join(attention, fused.name) if fused else path("k"),
+                "q_norm": path("q_norm"), "k_norm": path("k_norm"),
+            }
+        )
+    return raw
+
+
+def _attention_hooks(arch: Architecture, raw: list[dict[str, str | None]]) -> dict[str, tuple[str, str]]:
+    """What the attention probe captures: the embedding (and learned positions), what each layer adds to the stream,
+    and per layer its attention's input (and its norm's), q and k projections, q/k norms and eager pattern."""
+    wanted = {"embed": (arch.first_block, "input")}
+    if arch.pos_embed:
+        wanted["pos_embed"] = (arch.pos_embed, "output")
+    for i, (layer, paths) in enumerate(zip(arch.layers, raw, strict=True)):
+        wanted[f"attn{i}"] = (layer.post_attn_norm.path if layer.post_attn_norm else layer.attn_out, "output")
+        wanted[f"mlp{i}"] = (layer.post_mlp_norm.path if layer.post_mlp_norm else layer.mlp_out, "output")
+        wanted[f"attn_read{i}"] = (paths["attention"], "input")
+        wanted[f"query{i}"], wanted[f"key{i}"] = (paths["query"], "output"), (paths["key"], "output")
+        wanted[f"pattern{i}"] = (paths["attention"], "weights")
+        for kind in ("attn_norm", "q_norm", "k_norm"):
+            if paths[kind]:
+                wanted[f"{kind}_in{i}"], wanted[f"{kind}_out{i}"] = (paths[kind], "input"), (paths[kind], "output")
+    return wanted
+
+
+def _qk_norm(arch: Architecture, i: int, side: str, path: str, got: dict[str, torch.Tensor]) -> tuple[Norm, str]:
+    """Layer ``i``'s q or k norm fitted on the probe, and its layout (``Layer.qk_norm_layout``), found by matching its
+    input to the projection's output."""
+    kind = f"{side[0]}_norm"
+    x = got[f"{kind}_in{i}"]
+    norm = _fit_norm(arch.model_type, path, arch.module(path), x, got[f"{kind}_out{i}"])
+    if norm.centered:
+        raise _refuse(arch.model_type, f"the {side} norm {path} is a LayerNorm: only RMSNorms over q and k are described")
+    heads = arch.qk_heads(i, got[f"{side}{i}"], side)  # [batch, pos, heads, d_head]
+    for layout, view in (("flat", heads.flatten(2)), ("pos_heads", heads), ("heads_pos", heads.transpose(1, 2))):
+        if x.shape == view.shape and torch.equal(x, view):
+            return norm, layout
+    raise _refuse(arch.model_type, f"the {side} norm {path} does not read the {side} projection's output")
+
+
+def _attention_fields(arch: Architecture, i: int, paths: dict[str, str | None], got: dict, tables: tuple | None) -> dict:
+    """Layer ``i``'s query and key side (``Layer``'s fields), read from its attention module and fitted on the probe."""
+    module = arch.module(paths["attention"])
+    scaling = getattr(module, "scaling", None)
+    if scaling is None:
+        raise _refuse(arch.model_type, f"the attention module {paths['attention']} has no 'scaling'")
+    config = arch.model.config
+    window = module.sliding_window if hasattr(module, "sliding_window") else getattr(config, "sliding_window", None)
+    fields = {
+        "query": paths["query"], "key": paths["key"], "scaling": float(scaling), "sliding_window": int(window) if window else None,
+        "softcap": getattr(module, "attn_logit_softcapping", None) or None,
+    }
+    if paths["attn_norm"]:
+        fields["attn_norm"] = _fit_norm(arch.model_type, paths["attn_norm"], arch.module(paths["attn_norm"]), got[f"attn_norm_in{i}"], got[f"attn_norm_out{i}"])
+    layouts = set()
+    for side in ("query", "key"):
+        path = paths[f"{side[0]}_norm"]
+        if path:
+            fields[f"{side[0]}_norm"], layout = _qk_norm(arch, i, side, path, got)
+            layouts.add(layout)
+    if len(layouts) > 1:
+        raise _refuse(arch.model_type, f"layer {i}'s q and k norms read their projections differently")
+    fields["qk_norm_layout"] = layouts.pop() if layouts else "pos_heads"
+    if tables is not None:
+        interleaved = arch.model_type in INTERLEAVED_ROTARY
+        fields["rotary_interleaved"] = interleaved
+        fields["rotary_dim"] = int(tables[0].shape[-1]) * (2 if interleaved else 1)
+        if fields["rotary_dim"] > arch.d_head:
+            raise _refuse(arch.model_type, f"layer {i}'s rotary tables are wider than a head")
+    return fields
+
+
+def _probe_pattern(arch: Architecture, i: int, got: dict, recorded: dict) -> torch.Tensor:
+    """Layer ``i``'s attention pattern ``[batch, heads, query, key]`` on the probe from its description: the captured
+    projections, clamped, through the q/k norms at their fitted scales, turned, scaled, capped, masked."""
+    spec = arch.layers[i]
+    sides = []
+    for side in ("query", "key"):
+        x = arch.qk_heads(i, got[f"{side}{i}"].double(), side)  # [batch, pos, heads, d_head]
+        if arch.clip_qkv:
+            x = x.clamp(-arch.clip_qkv, arch.clip_qkv)
+        norm = spec.q_norm if side == "query" else spec.k_norm
+        if norm:
+            gain, bias = qk_norm_gain(norm, arch.d_head)
+            kind = f"{side[0]}_norm"
+            x = x * gain.to(x) * qk_norm_scale(spec, norm, got[f"{kind}_in{i}"], got[f"{kind}_out{i}"])[..., None] + (bias.to(x) if bias is not None else 0.0)
+        if spec.rotary_dim:
+            cos, sin = rotary_tables(spec, recorded[i])
+            x = rotate(spec, x, cos[None, :, None], sin[None, :, None])
+        sides.append(x)
+    q, k = sides
+    k = k.repeat_interleave(arch.n_heads // k.shape[2], dim=2)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * spec.scaling
+    return attention_weights(spec, scores, torch.arange(q.shape[1], device=q.device))
+
+
+def _check_attention(arch: Architecture, got: dict, recorded: dict, probe: torch.Tensor) -> None:
+    """Refuse unless, on the probe, each layer's attention input is the embedding plus what earlier layers add, the
+    attention reads its norm's output, the learned positions split off the embedding leave the token embedding
+    (scaled), and the description reproduces every attention weight the model computed (eager)."""
+    embed = got["embed"].double()
+    if arch.pos_embed:
+        tokens = (embed - got["pos_embed"].double()).flatten(1)
+        looked_up = arch.model.get_input_embeddings()(probe.to(arch.device)).double().flatten(1)
+        scale = (tokens * looked_up).sum() / (looked_up * looked_up).sum()
+        if float((tokens - scale * looked_up).norm() / tokens.norm()) > PROBE_TOLERANCE:
+            raise _refuse(arch.model_type, f"the embedding less {arch.pos_embed} is not the token embedding")
+    for i, spec in enumerate(arch.layers):
+        stream = got[f"attn_norm_in{i}" if spec.attn_norm else f"attn_read{i}"].double()
+        total = embed + sum(got[f"attn{s}"].double() + got[f"mlp{s}"].double() for s in range(i))
+        error = float((total - stream).norm() / stream.norm().clamp_min(1e-30))
+        if error > PROBE_TOLERANCE:
+            raise _refuse(arch.model_type, f"layer {i}'s attention input is not the embedding plus the earlier layers' outputs (relative error {error:.2g})")
+        if spec.attn_norm and not torch.equal(got[f"attn_norm_out{i}"], got[f"attn_read{i}"]):
+            raise _refuse(arch.model_type, f"layer {i}'s attention does not read its norm's output directly")
+        error = float((_probe_pattern(arch, i, got, recorded) - got[f"pattern{i}"].double()).abs().max())
+        if error > PROBE_TOLERANCE:
+            raise _refuse(arch.model_type, f"layer {i}'s attention pattern is not the softmax of its described q·k scores (error {error:.2g})")
+
+
+def _describe_attention(arch: Architecture, bridge, probe: torch.Tensor) -> Architecture:
+    """``arch`` with each layer's query and key side described (``Layer``'s fields) and checked on one eager probe pass."""
+    raw = _qk_paths(bridge)
+    pos = _component(bridge, "pos_embed")
+    arch = dataclasses.replace(arch, pos_embed=pos.name if pos else None)
+    for path in [p for layer in raw for p in layer.values() if p] + ([arch.pos_embed] if arch.pos_embed else []):
+        try:
+            arch.module(path)
+        except AttributeError:
+            raise _refuse(arch.model_type, f"the module {path} named by TransformerLens is not in the Hugging Face model") from None
+    with eager_attention(arch.model), recording_rotary(arch.model, {i: paths["attention"] for i, paths in enumerate(raw)}) as recorded:
+        got = capture(arch.model, probe, _attention_hooks(arch, raw))
+    layers = tuple(dataclasses.replace(layer, **_attention_fields(arch, i, raw[i], got, recorded.get(i))) for i, layer in enumerate(arch.layers))
+    arch = dataclasses.replace(arch, layers=layers)
+    _check_attention(arch, got, recorded, probe)
+    return arch
+
+
+def _with_attention(arch: Architecture, bridge, probe: torch.Tensor) -> Architecture:
+    """``arch`` with its query and key side described and verified on the probe or, where that fails, with
+    ``qk_refusal`` saying why: only QK attribution refuses such a model, the MLP-input description stands."""
+    try:
+        return _describe_attention(arch, bridge, probe)
+    except UnsupportedModel as error:
+        return dataclasses.replace(arch, qk_refusal=str(error))
+    except Exception as error:  # noqa: BLE001 - an unforeseen module layout must not stop the steps that do not read q and k
+        return dataclasses.replace(arch, qk_refusal=str(_refuse(arch.model_type, f"its attention could not be described ({type(error).__name__}: {error})")))
+
+
 def describe(bridge, model: torch.nn.Module) -> Architecture:
     """Build the description from the bridge's component mapping and verify it on one probe forward pass of
     the plain Hugging Face ``model``. Raises ``UnsupportedModel`` with what is supported otherwise."""
@@ -438,7 +746,7 @@ def describe(bridge, model: torch.nn.Module) -> Architecture:
         n_kv_heads=int(getattr(cfg, "n_key_value_heads", None) or n_heads), clip_qkv=getattr(config, "clip_qkv", None) or None,
     )
     _verify(arch, got)
-    return arch
+    return _with_attention(arch, bridge, probe)
 
 
 def load_architecture(local_dir: str, device: str = "cpu") -> Architecture:
