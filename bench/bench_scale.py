@@ -104,7 +104,7 @@ def ablate(model_dir: str, device: str, rows, bos_id: int, pad_id: int, settings
     from lookups.pipeline.inputs import architecture
     from lookups.pipeline.science import ablation
 
-    return ablation.ablate_pairs(ablation.HeadAblator(architecture.load_architecture(model_dir, device)), rows, settings, bos_id, pad_id)
+    return ablation.ablate_pairs(ablation.Intervener(architecture.load_architecture(model_dir, device)), rows, settings, bos_id, pad_id)
 
 
 # ------------------------------------------------------------------ the model, its tokenizer, the corpus

@@ -2,12 +2,19 @@
 the last needed value is read (nothing after it, and never the unembedding, is computed). Every step that reads
 activations, attention patterns or components of the residual stream does it through ``capture``: see
 docs/method.md, "Every model family".
+
+An intervention (a head zero-ablated, an attention edge knocked out) changes nothing below the layer it edits,
+so ``capture`` can also *resume* a forward pass at a block from the stream a clean pass cached there
+(``Resume``): the blocks below are not run. With ``edits`` a module's input is rewritten on the way (the
+intervention itself). Both are tested equal to the full forward pass on every model family
+(tests/integration/science/test_resume.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -21,6 +28,61 @@ def batch_positions(value: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor
     return value.view(*shape, -1) if value.dim() == 2 and value.shape[0] == shape[0] * shape[1] else value
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Start a forward pass at block ``layer`` of the block list at module path ``blocks`` (``model.layers``,
+    ``transformer.h``), with ``hidden`` ``[batch, pos, d_model]`` as that block's input: the stream a pass over the
+    same tokens cached there (``block_input``). The blocks below are not run; the embedding, masks and rotary
+    tables are still formed from the tokens (they cost almost nothing)."""
+
+    blocks: str
+    layer: int
+    hidden: torch.Tensor
+
+    @staticmethod
+    def blocks_of(first_block: str) -> str:
+        """The block list's path from its first block's (``model.layers.0`` -> ``model.layers``)."""
+        return first_block.rsplit(".", 1)[0]
+
+    def block(self, layer: int) -> str:
+        return f"{self.blocks}.{layer}"
+
+
+def block_input(blocks: str, layer: int) -> tuple[str, str]:
+    """What ``capture`` reads to cache a ``Resume`` point: block ``layer``'s input, every position."""
+    return (f"{blocks}.{layer}", "input")
+
+
+@contextlib.contextmanager
+def _resumed(model: torch.nn.Module, resume: Resume) -> Iterator[None]:
+    """The model with its blocks below ``resume.layer`` taken out, and the first block left fed ``resume.hidden``.
+    Families that look up a block's attention kind by its index (``config.layer_types``: Qwen2/3, Gemma 2/3)
+    get that list cut the same way; both are restored after."""
+    parent_path, _, name = resume.blocks.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    blocks = getattr(parent, name)
+    config = model.config
+    layer_types = getattr(config, "layer_types", None)
+    first = blocks[resume.layer]
+
+    def feed(module, args, kwargs):
+        if args:
+            return (resume.hidden.to(args[0]),) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": resume.hidden.to(kwargs["hidden_states"])}
+
+    handle = first.register_forward_pre_hook(feed, with_kwargs=True, prepend=True)  # before any capture of its input
+    setattr(parent, name, torch.nn.ModuleList(list(blocks)[resume.layer:]))
+    if isinstance(layer_types, list):
+        config.layer_types = layer_types[resume.layer:]
+    try:
+        yield
+    finally:
+        setattr(parent, name, blocks)
+        if isinstance(layer_types, list):
+            config.layer_types = layer_types
+        handle.remove()
+
+
 def capture(
     model: torch.nn.Module,
     tokens: torch.Tensor,
@@ -28,16 +90,27 @@ def capture(
     stop_after: str | None = None,
     pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
     picks: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    resume: Resume | None = None,
+    edits: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``tokens`` ``[batch, pos]`` through the Hugging Face model's base (no unembedding) and keep, for each
     ``key: (module path, 'input' | 'output' | 'weights')``, ``pick(value)`` (default: the whole ``[batch, pos,
     ...]``; ``picks[key]`` for that key instead). 'weights' is an attention module's second output, its
     pattern ``[batch, heads, query, key]`` (eager attention only: see ``eager_attention``). The forward
-    stops once the key ``stop_after`` has been captured."""
+    stops once the key ``stop_after`` has been captured. ``resume`` starts it at a block from a cached stream;
+    ``edits`` maps a module path to a function of its first input that replaces it (an intervention, applied
+    before any capture of that input)."""
     pick = pick or (lambda value: value)
     picks = picks or {}
     captured: dict[str, torch.Tensor] = {}
     handles = []
+    for path, edit in (edits or {}).items():
+        def edit_hook(module, args, kwargs, edit=edit):
+            if args:
+                return (edit(args[0]),) + tuple(args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
+
+        handles.append(model.get_submodule(path).register_forward_pre_hook(edit_hook, with_kwargs=True))
 
     def keep(key: str, value: torch.Tensor) -> None:
         if value is None:
@@ -60,7 +133,7 @@ def capture(
 
             handles.append(module.register_forward_hook(hook))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _resumed(model, resume) if resume else contextlib.nullcontext():
             model.base_model(tokens.to(next(model.parameters()).device), use_cache=False)
     except StopForward:
         pass

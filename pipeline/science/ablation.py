@@ -8,12 +8,17 @@ zero), as zeroing ``hook_z`` in TransformerLens with value biases folded does. W
 attention (SmolLM2: 9 query heads share 3 key/value heads) this removes exactly the one head's use of its
 values and leaves the other heads that share them untouched.
 
-Rows of any (prompt, head, neuron) mix run in the same batch: per-row masks on each layer's output
-projection, right padding (causal: real positions never see it), the neuron read at each row's last real
-position and the token's probability from the final logits there.
+A head of layer l changes nothing below l, so each prompt runs once clean, caching the stream entering every
+layer that holds an ablated head, and each ablated row *resumes* there (``capture.Resume``): the layers below are
+never recomputed (tested equal to the full forward pass on every family: tests/integration/science/test_resume.py;
+``bench/bench_interventions.py`` prints the saving). Rows of one layer and any (prompt, head, neuron) mix run in
+the same batch: per-row masks on the layer's output projection, right padding (causal: real positions never see
+it), the neuron read at each row's last real position and the token's probability from the final logits there.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,7 +27,7 @@ import torch
 from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.config import AblationSettings
 from lookups.pipeline.inputs.architecture import Architecture
-from lookups.pipeline.inputs.capture import batch_positions
+from lookups.pipeline.inputs.capture import Resume, block_input, capture
 from lookups.pipeline.science.batching import pack_batches, pad_right
 
 ABLATION_COLUMNS = [
@@ -31,92 +36,112 @@ ABLATION_COLUMNS = [
 ]
 
 
-class HeadAblator:
-    """Runs prompts through a plain Hugging Face model with at most one head zero-ablated per row."""
+@dataclass
+class Pass:
+    """One forward pass's reads at each row's last real position: the neuron's activation and, when asked, the
+    probability of the row's token ``[rows]``; and the stream cached entering the layers asked for
+    (``{layer: [rows, pos, d_model]}``), where interventions on those rows resume."""
 
-    def __init__(self, arch: Architecture):
+    acts: np.ndarray
+    probs: np.ndarray
+    streams: dict[int, torch.Tensor]
+
+
+class Intervener:
+    """Runs prompts through a plain Hugging Face model, clean or with one layer's attention output edited per row,
+    reading each row's neuron (and token probability) at its last position. Edited passes resume at the edited
+    layer from the clean pass's cached stream (``resume``; without it they run from the embedding: the
+    reference the benchmark and the tests compare with)."""
+
+    def __init__(self, arch: Architecture, resume: bool = True):
         self.arch = arch
-        self.model = arch.model
         self.device = arch.device
-        self.attention = [arch.module(layer.attn_out) for layer in arch.layers]
-        self.mlp_out = [arch.module(layer.mlp_out) for layer in arch.layers]
+        self.blocks = Resume.blocks_of(arch.first_block)
+        self.resume = resume
         self.n_heads, self.d_head = arch.n_heads, arch.d_head
 
     @torch.no_grad()
-    def run_batch(self, tokens: torch.Tensor, lengths: torch.Tensor, ablate: np.ndarray, read: np.ndarray, token_ids: np.ndarray):
-        """tokens ``[batch, pos]`` right-padded, lengths ``[batch]``; ablate ``[batch, 2]`` (head layer, head; -1
-        for a clean row); read ``[batch, 2]`` (layer, neuron); token_ids ``[batch]``.
-        Returns (activation, token probability), each ``[batch]``, at each row's last real position."""
-        batch = tokens.shape[0]
+    def run(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, read: np.ndarray, token_ids: np.ndarray | None,
+        cache: tuple[int, ...] = (), start: tuple[int, torch.Tensor] | None = None, edit=None,
+    ) -> Pass:
+        """tokens ``[batch, pos]`` right-padded, lengths ``[batch]``; read ``[batch, 2]`` (layer, neuron);
+        token_ids ``[batch]`` (None: the pass stops at the deepest neuron's layer, no probability). ``cache``:
+        the layers whose input stream to keep; ``start``: (layer, cached stream ``[batch, pos, d_model]``) to
+        resume at; ``edit``: a function of that layer's concatenated head outputs ``z`` ``[batch, pos,
+        n_heads * d_head]`` (applied with or without resuming)."""
+        arch, batch = self.arch, tokens.shape[0]
+        at = torch.arange(batch, device=self.device)
         last = (lengths - 1).to(self.device)
-        acts = torch.full((batch,), float("nan"), device=self.device)  # copied to the host once, at the end
-        handles = []
-
-        def ablation_hook(mask, value_bias):
-            def hook(module, args):  # the head's z -> its value bias alone (see architecture.Layer.value_bias)
-                return (args[0] * mask + value_bias * (1 - mask),) + tuple(args[1:])
-
-            return hook
-
-        for layer in np.unique(ablate[ablate[:, 0] >= 0, 0]):
-            mask = torch.ones(batch, self.n_heads, self.d_head)  # built on the host, moved once
-            rows = np.nonzero(ablate[:, 0] == layer)[0]
-            mask[torch.as_tensor(rows), torch.as_tensor(ablate[rows, 1])] = 0.0
-            mask = mask.reshape(batch, 1, -1).to(self.device)
-            value_bias = self.arch.layers[int(layer)].value_bias.to(self.device)
-            handles.append(self.attention[int(layer)].register_forward_pre_hook(ablation_hook(mask, value_bias)))
-
-        def read_hook(rows, neurons):
-            def hook(module, args):  # args[0]: the MLP post-activation [batch, pos, d_mlp]
-                acts[rows] = batch_positions(args[0], tokens.shape)[rows, last[rows], neurons].float()
-
-            return hook
-
-        for layer in np.unique(read[:, 0]):
+        layers = sorted(set(read[:, 0].tolist()))
+        wanted = {f"act{layer}": (arch.layers[layer].mlp_out, "input") for layer in layers}
+        picks = {}
+        for layer in cache:
+            wanted[f"stream{layer}"] = block_input(self.blocks, layer)
+            picks[f"stream{layer}"] = lambda value: value
+        if token_ids is not None:
+            wanted["final"] = (arch.final_norm.path, "output")
+        edits = {arch.layers[start[0]].attn_out: edit} if edit is not None else None
+        resume = Resume(self.blocks, start[0], start[1]) if start is not None and self.resume else None
+        stop = None if token_ids is not None else f"act{max(layers)}"
+        got = capture(arch.model, tokens, wanted, stop_after=stop, pick=lambda value: value[at, last], picks=picks, resume=resume, edits=edits)
+        acts = torch.empty(batch, dtype=torch.float64)
+        for layer in layers:
             rows = np.nonzero(read[:, 0] == layer)[0]
-            handles.append(
-                self.mlp_out[int(layer)].register_forward_pre_hook(
-                    read_hook(torch.as_tensor(rows, device=self.device), torch.as_tensor(read[rows, 1], device=self.device))
-                )
-            )
-        try:
-            hidden = self.model.base_model(tokens.to(self.device), use_cache=False).last_hidden_state  # final norm applied
-        finally:
-            for handle in handles:
-                handle.remove()
-        final = hidden[torch.arange(batch, device=self.device), last]  # [batch, d_model]
-        logits = self.arch.logits(final)  # soft-capped where the model caps them
-        probs = torch.softmax(logits, dim=-1)[torch.arange(batch, device=self.device), torch.as_tensor(token_ids, device=self.device)]
-        return acts.cpu().numpy(), probs.cpu().numpy()
+            acts[rows] = got[f"act{layer}"][torch.as_tensor(rows, device=self.device), torch.as_tensor(read[rows, 1], device=self.device)].double().cpu()
+        probs = np.full(batch, np.nan)
+        if token_ids is not None:
+            logits = arch.logits(got["final"])  # soft-capped where the model caps them
+            probs = torch.softmax(logits, dim=-1)[at, torch.as_tensor(token_ids, device=self.device)].double().cpu().numpy()
+        return Pass(acts.numpy(), probs, {layer: got[f"stream{layer}"] for layer in cache})
+
+    def zero_heads(self, layer: int, heads: np.ndarray):
+        """The edit that zero-ablates head ``heads[r]`` on row r at every position: its z -> its value bias alone
+        (see architecture.Layer.value_bias)."""
+        mask = torch.ones(len(heads), self.n_heads, self.d_head)  # built on the host, moved once
+        mask[torch.arange(len(heads)), torch.as_tensor(heads)] = 0.0
+        mask = mask.reshape(len(heads), 1, -1).to(self.device)
+        value_bias = self.arch.layers[layer].value_bias.to(self.device)
+        return lambda z: z * mask + value_bias.to(z) * (1 - mask)
 
 
 def ablate_pairs(
-    ablator: HeadAblator, rows: pd.DataFrame, settings: AblationSettings, bos_id: int, pad_id: int, progress: Progress | None = None,
+    intervener: Intervener, rows: pd.DataFrame, settings: AblationSettings, bos_id: int, pad_id: int, progress: Progress | None = None,
 ) -> pd.DataFrame:
     """rows: one per (pair, prompt): layer, neuron, doc_id, split, head_layer, head, active, prompt_token_ids,
-    next_token_id. Each distinct (neuron, prompt) also runs once clean, in batches of ``settings.batch_tokens``.
-    Returns ABLATION_COLUMNS."""
-    batch_tokens = settings.batch_tokens
+    next_token_id. Each distinct (neuron, prompt) runs once clean, in batches of ``settings.batch_tokens``, and
+    its rows' ablations resume from that pass, layer by layer. Returns ABLATION_COLUMNS."""
     rows = rows.reset_index(drop=True)
-    clean_keys = rows.drop_duplicates(["layer", "neuron", "doc_id"])[["layer", "neuron", "doc_id", "prompt_token_ids", "next_token_id"]].reset_index(drop=True)
-    n_clean = len(clean_keys)
-    prompts = [np.concatenate([[bos_id], np.asarray(ids, dtype=np.int64)]) for ids in list(clean_keys["prompt_token_ids"]) + list(rows["prompt_token_ids"])]
-    ablate = np.concatenate([np.full((n_clean, 2), -1), rows[["head_layer", "head"]].to_numpy()]).astype(np.int64)
-    read = np.concatenate([clean_keys[["layer", "neuron"]].to_numpy(), rows[["layer", "neuron"]].to_numpy()]).astype(np.int64)
-    token_ids = np.concatenate([clean_keys["next_token_id"].to_numpy(), rows["next_token_id"].to_numpy()]).astype(np.int64)
-    acts = np.empty(len(prompts), dtype=np.float64)
-    probs = np.empty(len(prompts), dtype=np.float64)
-    done = 0
-    for batch in pack_batches([len(p) for p in prompts], batch_tokens):
+    keys = ["layer", "neuron", "doc_id"]
+    clean_keys = rows.drop_duplicates(keys)[[*keys, "prompt_token_ids", "next_token_id"]].reset_index(drop=True)
+    key_of_row = rows[keys].merge(clean_keys[keys].reset_index(), on=keys, how="left")["index"].to_numpy()
+    prompts = [np.concatenate([[bos_id], np.asarray(ids, dtype=np.int64)]) for ids in clean_keys["prompt_token_ids"]]
+    read = clean_keys[["layer", "neuron"]].to_numpy().astype(np.int64)
+    token_ids = clean_keys["next_token_id"].to_numpy().astype(np.int64)
+    clean_act, clean_prob = np.empty(len(prompts)), np.empty(len(prompts))
+    ablated_act, ablated_prob = np.empty(len(rows)), np.empty(len(rows))
+    done, total = 0, len(prompts) + len(rows)
+    head_layers = rows["head_layer"].to_numpy()
+    for batch in pack_batches([len(p) for p in prompts], settings.batch_tokens):
         batch = np.asarray(batch)
         tokens, lengths = pad_right([prompts[i] for i in batch], pad_id)
-        acts[batch], probs[batch] = ablator.run_batch(tokens, lengths, ablate[batch], read[batch], token_ids[batch])
-        done += len(batch)
+        members = np.nonzero(np.isin(key_of_row, batch))[0]
+        local = {int(k): b for b, k in enumerate(batch)}
+        clean = intervener.run(tokens, lengths, read[batch], token_ids[batch], cache=tuple(sorted(set(head_layers[members].tolist()))))
+        clean_act[batch], clean_prob[batch] = clean.acts, clean.probs
+        for layer, stream in clean.streams.items():
+            of_layer = members[head_layers[members] == layer]
+            for chunk in np.array_split(of_layer, -(-len(of_layer) * tokens.shape[1] // settings.batch_tokens)):
+                b = np.array([local[int(k)] for k in key_of_row[chunk]])
+                edit = intervener.zero_heads(layer, rows["head"].to_numpy()[chunk])
+                out = intervener.run(tokens[b], lengths[b], read[batch][b], token_ids[batch][b], start=(layer, stream[b]), edit=edit)
+                ablated_act[chunk], ablated_prob[chunk] = out.acts, out.probs
+        done += len(batch) + len(members)
         if progress:
-            progress("ablate", done, len(prompts))
-    clean = clean_keys[["layer", "neuron", "doc_id"]].assign(clean_act=acts[:n_clean], clean_prob=probs[:n_clean])
-    out = rows[["layer", "neuron", "doc_id", "split", "head_layer", "head", "active"]].assign(ablated_act=acts[n_clean:], ablated_prob=probs[n_clean:])
-    out = out.merge(clean, on=["layer", "neuron", "doc_id"], how="left")
+            progress("ablate", done, total)
+    out = rows[["layer", "neuron", "doc_id", "split", "head_layer", "head", "active"]].assign(
+        ablated_act=ablated_act, ablated_prob=ablated_prob, clean_act=clean_act[key_of_row], clean_prob=clean_prob[key_of_row],
+    )
     out["act_drop"] = out["clean_act"] - out["ablated_act"]
     out["prob_drop"] = out["clean_prob"] - out["ablated_prob"]
     return out[ABLATION_COLUMNS]

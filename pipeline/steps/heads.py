@@ -100,7 +100,7 @@ def run_ablations(
         frame = pd.DataFrame(columns=ablation.ABLATION_COLUMNS)
         if len(rows):
             runtime = model.runtime()
-            frame = ablation.ablate_pairs(ablation.HeadAblator(runtime.arch), rows, settings, runtime.bos_id, runtime.pad_id, progress)
+            frame = ablation.ablate_pairs(ablation.Intervener(runtime.arch), rows, settings, runtime.bos_id, runtime.pad_id, progress)
         tests = ablation.ks_summary(frame)
         return Computed([("head_ablations", keys, frame), ("ablation_tests", keys, tests)], ablation.summary(frame, tests))
 
@@ -143,7 +143,8 @@ HEAD_NEURON_SCORES = register(Step(
 ))
 HEAD_ABLATIONS = register(Step(
     name="head_ablations", run=run_ablations, settings=AblationSettings, inputs=("model", "head_neuron_scores"),
-    code_version="2",  # 2: probabilities from soft-capped logits
+    # 2: probabilities from soft-capped logits; 3: ablated passes resume at the head's layer (equal to fp32 rounding of another batch shape)
+    code_version="3",
     tables=("head_ablations", "ablation_tests"), checks=(checks.ABLATIONS_VALID,), kinds=frozenset({"pytorch", "duckdb"}),
     previews=(Preview("active vs inactive (KS test)", "preview_ablation_comparison", 10),),
     description="Each consistent pair's head zero-ablated on the neuron's prompts: the neuron's activation and its token's probability "

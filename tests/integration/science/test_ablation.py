@@ -13,7 +13,7 @@ from lookups.pipeline.science import ablation, attribution
 
 def test_batched_ablation_equals_zeroing_z_in_transformer_lens(planted_circuit):
     bridge = models.load_bridge(planted_circuit.model_dir)
-    ablator = ablation.HeadAblator(architecture.load_architecture(planted_circuit.model_dir))
+    ablator = ablation.Intervener(architecture.load_architecture(planted_circuit.model_dir))
     tok = bridge.tokenizer
     texts = ["people wizard walked near town", "old spell street", "river wizard quiet", "green spell"]
     token_id = tok.convert_tokens_to_ids("Ġmagic")

@@ -199,7 +199,7 @@ def test_batched_ablation_equals_zeroing_z_in_transformer_lens(family):
             for i, ids in enumerate(prompts) for hl, h in [(0, 1), (last - 1, 2)]
         ]
     )
-    out = ablation.ablate_pairs(ablation.HeadAblator(arch), rows, AblationSettings(batch_tokens=40), bos_id=0, pad_id=0)
+    out = ablation.ablate_pairs(ablation.Intervener(arch), rows, AblationSettings(batch_tokens=40), bos_id=0, pad_id=0)
     # Two implementations of one fp32 forward pass (HF with hooks, the TransformerLens bridge): the activations may
     # differ by the rounding of their pre-activations, through the activation function (tests/numerics.py).
     totals = attribution.attribute_exemplars(arch, rows.drop_duplicates("doc_id"), 0, AttributionSettings()).totals
