@@ -345,7 +345,7 @@ class _Reader:
             score=(q * k).sum(-1) * spec.scaling, magnitude=q.norm(dim=-1) * k.norm(dim=-1) * abs(spec.scaling),
             attention=got[f"pattern{layer}"][b, heads, j].double(), described_attention=weights[rows_index, j],
             margin=score_margin(scores, described.seen(spec, t, scores.shape[1]), j, (q * k).sum(-1) * spec.scaling),
-            token_id=tokens[row_b, rows["position"].to_numpy(np.int64)].numpy(),
+            token_id=tokens[torch.as_tensor(row_b), j.cpu()].numpy(),
         )
 
 
