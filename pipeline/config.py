@@ -375,6 +375,42 @@ class InterventionSettings(BaseModel):
     batch_tokens: int = tuning(4096, "Tokens per intervention forward batch (padding included).", ge=1)
 
 
+class KnockoutSettings(BaseModel):
+    """Attention knockout of a look-up (docs/method.md, "Why the head looks there"): in the pair's head only, the edge
+    from the last position to the looked-up position is blocked and the head's other weights renormalised."""
+
+    pairs: Literal["explained", "all"] = Field(
+        "explained", description="Which pairs: 'explained' (those the explanations step explained) or 'all' consistent pairs of both cohorts."
+    )
+    untruncated: bool = Field(
+        True,
+        description="Also knock out the same edge on the untruncated window each exemplar came from (the document up to the exemplar's "
+        "last token, at most max_window_tokens), where most tokens do not matter.",
+    )
+    max_window_tokens: int = Field(256, ge=8, le=4096, description="The untruncated window: at most this many tokens before the exemplar's end.")
+    fdr: float = Field(0.05, gt=0.0, lt=1.0, description="False discovery rate of the Benjamini-Hochberg procedure over a cohort's pairs.")
+    batch_tokens: int = tuning(4096, "Tokens per knockout forward batch (padding included).", ge=1)
+
+
+class QKSettings(BaseModel):
+    """QK attribution (docs/method.md, "Why the head looks there"): each looked-up edge's pre-softmax attention score
+    split into (query-side, key-side) component terms."""
+
+    pairs: Literal["explained", "all"] = Field(
+        "explained", description="Which pairs: 'explained' (those the explanations step explained) or 'all' consistent pairs of both cohorts."
+    )
+    positions: int = Field(1, ge=1, le=8, description="Decompose the edges to the top this many looked-up positions of each (pair, prompt).")
+    top_components: int = Field(5, ge=1, le=50, description="Stored per edge: the top this many query-side, key-side and (query, key) terms.")
+    identity_tolerance: float = tuning(
+        1e-4,
+        "The QK check fails when an edge's terms miss the score formed from the same pass's query and key by more than this, relative to "
+        "|q| x |k| / sqrt(d_head) (float64 terms: rounding is ~1e-7 of it on any hardware; docs/quality.md#tolerances).",
+        gt=0.0,
+        lt=1.0,
+    )
+    batch_tokens: int = tuning(4096, "Tokens per QK forward batch (padding included).", ge=1)
+
+
 class AtlasSettings(BaseModel):
     """The static HTML atlas of heads and neurons."""
 

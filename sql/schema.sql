@@ -322,6 +322,66 @@ CREATE TABLE IF NOT EXISTS lookup_tests (  -- written per: model_id, prompt_set_
     PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head)
 );
 
+-- The attention knockout (docs/method.md, "Why the head looks there"): on each tested pair's active prompts, the edge
+-- from the last position to the top looked-up position blocked in the pair's head (its other weights renormalised),
+-- and two controls: a control position of the same head, the looked-up position in a control head of the layer. On
+-- the truncated prompt and the untruncated window it came from; one row per (pair, prompt, prompt kind, site).
+CREATE TABLE IF NOT EXISTS lookup_knockouts (  -- written per: model_id, prompt_set_id
+    model_id         VARCHAR NOT NULL,
+    prompt_set_id    VARCHAR NOT NULL,
+    cohort           VARCHAR NOT NULL,
+    layer            INTEGER NOT NULL,
+    neuron           INTEGER NOT NULL,
+    head_layer       INTEGER NOT NULL,
+    head             INTEGER NOT NULL,
+    doc_id           VARCHAR NOT NULL,
+    split            VARCHAR NOT NULL,
+    prompt_kind      VARCHAR NOT NULL,  -- truncated (the exemplar's prompt) | untruncated (the document up to its end)
+    site             VARCHAR NOT NULL,  -- lookup | control_position (same head) | control_head (same position)
+    knocked_head     INTEGER NOT NULL,  -- the head whose edge was blocked (the pair's head but for control_head)
+    position         INTEGER NOT NULL,  -- the blocked key position in this window (BOS at 0)
+    distance         INTEGER NOT NULL,  -- tokens from it to the last position
+    attention        DOUBLE NOT NULL,   -- the knocked head's weight on it, clean
+    clean_act        DOUBLE NOT NULL,
+    knocked_act      DOUBLE NOT NULL,
+    act_drop         DOUBLE NOT NULL,
+    clean_score      DOUBLE NOT NULL,   -- the pair's head's attribution
+    knocked_score    DOUBLE NOT NULL,
+    score_drop       DOUBLE NOT NULL,
+    score_drop_share DOUBLE,            -- score_drop / clean_score
+    clean_prob       DOUBLE NOT NULL,   -- probability of the neuron's token after the prompt
+    knocked_prob     DOUBLE NOT NULL,
+    prob_drop        DOUBLE NOT NULL,
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head, doc_id, prompt_kind, site)
+);
+
+-- Per (tested pair, prompt kind): one-sided paired Wilcoxon tests of the activation drop at the looked-up edge against
+-- each control, Benjamini-Hochberg q-values within the (cohort, prompt kind); confirmed when both controls are beaten.
+CREATE TABLE IF NOT EXISTS knockout_tests (  -- written per: model_id, prompt_set_id
+    model_id                               VARCHAR NOT NULL,
+    prompt_set_id                          VARCHAR NOT NULL,
+    cohort                                 VARCHAR NOT NULL,
+    layer                                  INTEGER NOT NULL,
+    neuron                                 INTEGER NOT NULL,
+    head_layer                             INTEGER NOT NULL,
+    head                                   INTEGER NOT NULL,
+    prompt_kind                            VARCHAR NOT NULL,
+    n_prompts                              INTEGER NOT NULL,
+    mean_act_drop_lookup                   DOUBLE NOT NULL,
+    mean_act_drop_control_position         DOUBLE,   -- NULL: no control position could be formed
+    mean_act_drop_control_head             DOUBLE,   -- NULL: every head of the layer is consistent for the neuron
+    mean_score_drop_share_lookup           DOUBLE,
+    mean_score_drop_share_control_position DOUBLE,
+    mean_score_drop_share_control_head     DOUBLE,
+    mean_prob_drop_lookup                  DOUBLE NOT NULL,
+    p_value_position                       DOUBLE,   -- NULL: fewer than 2 prompts or no difference
+    p_value_head                           DOUBLE,
+    q_value_position                       DOUBLE NOT NULL,  -- an untestable pair counts as p = 1
+    q_value_head                           DOUBLE NOT NULL,
+    confirmed                              BOOLEAN NOT NULL, -- both q-values <= the false discovery rate
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head, prompt_kind)
+);
+
 -- step 6 of docs/method.md: one explanation per (pair, explainer); the contrastive reference always, an LLM's where run.
 CREATE TABLE IF NOT EXISTS explanations (  -- written per: model_id, prompt_set_id, explainer
     explanation_id    VARCHAR NOT NULL,   -- hash of (model, prompt set, pair, explainer, template version)

@@ -229,6 +229,15 @@ WITH runs AS (
            avg(confirmed::INTEGER) FILTER (WHERE cohort = 'random')          AS lookup_share_confirmed_random
     FROM lookup_tests
     GROUP BY ALL
+), knockouts AS (  -- the attention knockout of the look-ups (docs/method.md, "Why the head looks there")
+    SELECT model_id, prompt_set_id,
+           count(*) FILTER (WHERE cohort = 'next_token' AND prompt_kind = 'truncated')                AS knockout_pairs_tested,
+           avg(confirmed::INTEGER) FILTER (WHERE cohort = 'next_token' AND prompt_kind = 'truncated')   AS knockout_share_confirmed,
+           avg(confirmed::INTEGER) FILTER (WHERE cohort = 'random' AND prompt_kind = 'truncated')       AS knockout_share_confirmed_random,
+           avg(confirmed::INTEGER) FILTER (WHERE cohort = 'next_token' AND prompt_kind = 'untruncated') AS knockout_share_confirmed_untruncated,
+           avg(confirmed::INTEGER) FILTER (WHERE cohort = 'random' AND prompt_kind = 'untruncated')     AS knockout_share_confirmed_untruncated_random
+    FROM knockout_tests
+    GROUP BY ALL
 )
 SELECT m.model_id, r.prompt_set_id, m.n_layers, m.d_mlp,
        coalesce(c.selected, 0)              AS selected,
@@ -245,7 +254,9 @@ SELECT m.model_id, r.prompt_set_id, m.n_layers, m.d_mlp,
        e.mean_simulation_r, e.mean_simulation_r_random, e.simulation_p_vs_random,
        a.act_drop_active, a.act_drop_inactive, a.act_drop_ks, a.act_drop_p,
        a.prob_drop_active, a.prob_drop_inactive, a.prob_drop_ks, a.prob_drop_p,
-       coalesce(l.lookup_pairs_tested, 0)  AS lookup_pairs_tested, l.lookup_share_confirmed, l.lookup_share_confirmed_random
+       coalesce(l.lookup_pairs_tested, 0)  AS lookup_pairs_tested, l.lookup_share_confirmed, l.lookup_share_confirmed_random,
+       coalesce(k.knockout_pairs_tested, 0) AS knockout_pairs_tested, k.knockout_share_confirmed, k.knockout_share_confirmed_random,
+       k.knockout_share_confirmed_untruncated, k.knockout_share_confirmed_untruncated_random
 FROM models m
 LEFT JOIN runs r ON r.model_id = m.model_id
 LEFT JOIN catalog c ON c.model_id = m.model_id
@@ -253,7 +264,8 @@ LEFT JOIN shared sh ON sh.model_id = m.model_id
 LEFT JOIN heads h ON h.model_id = m.model_id AND h.prompt_set_id = r.prompt_set_id
 LEFT JOIN ablation a ON a.model_id = m.model_id AND a.prompt_set_id = r.prompt_set_id
 LEFT JOIN scores e ON e.model_id = m.model_id AND e.prompt_set_id = r.prompt_set_id
-LEFT JOIN lookups l ON l.model_id = m.model_id AND l.prompt_set_id = r.prompt_set_id;
+LEFT JOIN lookups l ON l.model_id = m.model_id AND l.prompt_set_id = r.prompt_set_id
+LEFT JOIN knockouts k ON k.model_id = m.model_id AND k.prompt_set_id = r.prompt_set_id;
 
 -- docs/method.md, "Look-ups": per consistent pair, what its head reads on its active prompts (both splits): the
 -- tokens read most (by total contribution), the concentration (median share of the head's score from its top
@@ -308,4 +320,22 @@ SELECT model_id, prompt_set_id, cohort,
        median(mean_score_drop_share_lookup) AS median_score_drop_share_lookup,
        median(mean_score_drop_share_control) AS median_score_drop_share_control
 FROM lookup_tests
+GROUP BY ALL;
+
+-- The attention knockout per model, prompt set, cohort and prompt kind (truncated or untruncated): the share of tested pairs confirmed (blocking the
+-- edge to the looked-up position in the pair's head lowers the neuron more than blocking a control position of the
+-- same head and the same position in a control head; both BH q <= the run's false discovery rate), next to the
+-- substitution test's share (lookup_confirmation) on the same pairs.
+CREATE OR REPLACE VIEW knockout_confirmation AS
+SELECT k.model_id, k.prompt_set_id, k.cohort, k.prompt_kind,
+       count(*) AS pairs_tested,
+       count(*) FILTER (WHERE k.confirmed) AS pairs_confirmed,
+       avg(k.confirmed::INTEGER) AS share_confirmed,
+       avg(t.confirmed::INTEGER) AS substitution_share_confirmed,
+       median(k.mean_act_drop_lookup) AS median_act_drop_lookup,
+       median(k.mean_act_drop_control_position) AS median_act_drop_control_position,
+       median(k.mean_act_drop_control_head) AS median_act_drop_control_head,
+       median(k.mean_score_drop_share_lookup) AS median_score_drop_share_lookup
+FROM knockout_tests k
+LEFT JOIN lookup_tests t USING (model_id, prompt_set_id, cohort, layer, neuron, head_layer, head)
 GROUP BY ALL;

@@ -150,6 +150,16 @@ class InterventionsHandle(PartitionHandle):
 
 
 @dataclass(frozen=True, kw_only=True)
+class KnockoutsHandle(PartitionHandle):
+    fdr: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class QKHandle(PartitionHandle):
+    identity_tolerance: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExplanationsHandle(PartitionHandle):
     settings: dict  # ExplanationSettings as run (no endpoint, no key: those live in the environment only)
     explainers: tuple

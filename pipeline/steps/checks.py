@@ -129,6 +129,16 @@ def _lookups(handle, db: Store, run_id: str) -> Outcome:
     })
 
 
+def _knockouts(handle, db: Store, run_id: str) -> Outcome:
+    keys = _partition(handle)
+    return Outcome(quality.merge(
+        "lookup_knockouts",
+        quality.validate(db.rows("lookup_knockouts", **keys), "lookup_knockouts", head_suites.knockouts_suite()),
+        quality.validate(db.rows("knockout_tests", **keys), "knockout_tests", head_suites.knockout_tests_suite()),
+        _references(db, "lookup_knockouts", **keys),
+    ), {})
+
+
 def _interventions(handle, db: Store, run_id: str) -> Outcome:
     keys = _partition(handle)
     return Outcome(quality.merge(
@@ -219,6 +229,12 @@ INTERVENTIONS_VALID = Check(
     "interventions_valid", "Keys unique, sites known, activations finite, probabilities in [0, 1]; every "
     "replaced position a stored look-up; the tests' p- and q-values in [0, 1].",
     _interventions,
+)
+KNOCKOUTS_VALID = Check(
+    "knockouts_valid", "Keys unique, windows and sites known, activations finite, weights and probabilities in [0, 1]; every "
+    "blocked position of a truncated prompt a stored look-up position, every untruncated window's pair knocked out on its truncated prompt; "
+    "the tests' p- and q-values in [0, 1].",
+    _knockouts,
 )
 EXPLANATIONS_VALID = Check(
     "explanations_valid", "Ids unique, statuses known, text wherever the status is ok, every explanation of a consistent "

@@ -9,15 +9,16 @@ import numpy as np
 import pandas as pd
 
 from lookups.pipeline.common.progress import Progress
-from lookups.pipeline.config import InterventionSettings, LookupSettings, result_settings
+from lookups.pipeline.config import InterventionSettings, KnockoutSettings, LookupSettings, result_settings
 from lookups.pipeline.inputs.runtime import ModelRuntime
 from lookups.pipeline.llm.pairs import pair_ids
-from lookups.pipeline.science import counterfactual, head_reads
+from lookups.pipeline.science import counterfactual, exemplars, head_reads, knockout
 from lookups.pipeline.steps import checks
 from lookups.pipeline.steps.base import (
     Computed,
     HeadScoresHandle,
     InterventionsHandle,
+    KnockoutsHandle,
     LookupsHandle,
     ModelHandle,
     StepResult,
@@ -69,9 +70,7 @@ def run_interventions(
     ``pairs: explained`` the pairs are those the explanations step wrote (it runs first: ``after``)."""
     looked_up = head_lookups
     keys = looked_up.keys
-    # Which pairs is part of the fingerprint (not the explanations' data version: a new template changes no pair).
-    chosen = store.read("explained_pairs", **keys) if settings.pairs == "explained" else None
-    ids = pair_ids(chosen) if chosen is not None else ["-"]
+    chosen, ids = _tested_pairs(store, keys, settings.pairs)
 
     def compute() -> Computed:
         started = time.perf_counter()
@@ -101,6 +100,50 @@ def run_interventions(
     return run_step(store, "lookup_interventions", looked_up.scope, fingerprint, compute, handle, yields=yields)
 
 
+def _tested_pairs(store: Store, keys: dict, pairs: str) -> tuple[pd.DataFrame | None, list[str]]:
+    """The pairs a test runs on: with ``pairs: explained`` those the explanations step wrote (and their ids, part of
+    the fingerprint: a new template changes no pair), else all consistent pairs (``['-']``)."""
+    chosen = store.read("explained_pairs", **keys) if pairs == "explained" else None
+    return chosen, pair_ids(chosen) if chosen is not None else ["-"]
+
+
+def run_knockouts(
+    model: ModelHandle, head_lookups: LookupsHandle, settings: KnockoutSettings, store: Store, progress: Progress | None = None,
+) -> StepResult:
+    """Block each tested pair's top look-up edge (and two controls) on its active prompts, truncated and, by
+    ``settings.untruncated``, on the window each exemplar came from (docs/method.md, "Why the head looks there")."""
+    looked_up = head_lookups
+    keys = looked_up.keys
+    chosen, ids = _tested_pairs(store, keys, settings.pairs)
+
+    def compute() -> Computed:
+        started = time.perf_counter()
+        prompts = store.read("intervention_prompts", **keys, pairs=ids, all_pairs=settings.pairs == "all")
+        frame = pd.DataFrame(columns=knockout.KNOCKOUT_COLUMNS)
+        if len(prompts):
+            runtime = model.runtime()
+            if settings.untruncated:
+                documents = store.read("prompt_set_documents", prompt_set_id=looked_up.prompt_set_id)
+                documents = documents[documents["doc_id"].isin(set(prompts["doc_id"]))]
+                tokens = exemplars.tokenize_documents(runtime.tokenizer, documents["text"].tolist())
+                prompts = knockout.with_untruncated(prompts, dict(zip(documents["doc_id"], tokens)), settings.max_window_tokens)
+            else:
+                prompts = prompts.assign(prompt_kind="truncated")
+            frame = knockout.knock_out(runtime.arch, prompts, settings, runtime.bos_id, runtime.pad_id, progress)
+        tests = knockout.pair_tests(frame, settings.fdr)
+        return Computed([("lookup_knockouts", keys, frame), ("knockout_tests", keys, tests)], knockout.summary(tests, frame, started))
+
+    def handle(data_version: str, stats: dict) -> KnockoutsHandle:
+        return KnockoutsHandle(data_version=data_version, stats=stats, **keys, fdr=settings.fdr)
+
+    fingerprint = (looked_up.data_version, tuple(ids), result_settings(settings))
+    yields = Yield(
+        "knockout_rows", "knockouts", "the explanations settings (pairs_per_neuron, max_pairs) or lookup_knockouts.pairs",
+        inputs_empty=not looked_up.stats.get("lookup_rows") or (chosen is not None and not len(chosen)),
+    )
+    return run_step(store, "lookup_knockouts", looked_up.scope, fingerprint, compute, handle, yields=yields)
+
+
 # ---------------------------------------------------------------- registry rows
 
 HEAD_LOOKUPS = register(Step(
@@ -114,16 +157,28 @@ HEAD_LOOKUPS = register(Step(
 ))
 
 
-def _interventions_metadata(result: StepResult) -> dict:
+def _confirmed_shares(result: StepResult) -> dict:
     return {k: v for k, v in result.handle.stats.items() if k.endswith("share_confirmed") and v is not None}
 
 
 LOOKUP_INTERVENTIONS = register(Step(
     name="lookup_interventions", run=run_interventions, settings=InterventionSettings, inputs=("model", "head_lookups"), after=("explanations",),
     code_version="1", tables=("lookup_interventions", "lookup_tests"), checks=(checks.INTERVENTIONS_VALID,), kinds=frozenset({"pytorch", "duckdb"}),
-    previews=(Preview("share of pairs confirmed", "preview_lookup_confirmation", 4),), metadata=_interventions_metadata,
+    previews=(Preview("share of pairs confirmed", "preview_lookup_confirmation", 4),), metadata=_confirmed_shares,
     description="The counterfactual test of each explained pair's look-up: the token its head reads most, and a control position, "
     "replaced by substitutes from the prompt set's unigram distribution on the active prompts; the neuron's activation, the head's "
     "attribution and the token's probability before and after; a paired Wilcoxon test per pair and the share confirmed at a 5% "
     "false discovery rate (Benjamini-Hochberg), against the random-baseline pairs.",
+))
+
+
+LOOKUP_KNOCKOUTS = register(Step(
+    name="lookup_knockouts", run=run_knockouts, settings=KnockoutSettings, inputs=("model", "head_lookups"), after=("explanations",),
+    code_version="1", tables=("lookup_knockouts", "knockout_tests"), checks=(checks.KNOCKOUTS_VALID,), kinds=frozenset({"pytorch", "duckdb"}),
+    previews=(Preview("share of pairs confirmed by knockout", "preview_knockout_confirmation", 4),), metadata=_confirmed_shares,
+    description="The attention knockout of each explained pair's look-up: the edge from the last position to the position its head "
+    "reads most blocked in that head only (its other weights renormalised), against the same knockout at a control position of the "
+    "head and at the looked-up position in a control head of the layer, on the truncated prompts and the untruncated windows; the "
+    "neuron's activation, the head's attribution and the token's probability before and after; one-sided paired Wilcoxon tests and "
+    "the share confirmed at a 5% false discovery rate (docs/method.md, \"Why the head looks there\").",
 ))

@@ -157,3 +157,34 @@ def lookup_tests_suite() -> list:
         gx.expectations.ExpectColumnValuesToNotBeNull(column="q_value"),
         gx.expectations.ExpectColumnValuesToBeBetween(column="n_prompts", min_value=1),
     ]
+
+
+def knockouts_suite() -> list:
+    """Per (pair, prompt, prompt_kind, site): keys unique, windows and sites known, activations finite, weights and
+    probabilities in [0, 1], the blocked position after BOS."""
+    import great_expectations as gx
+
+    return (
+        keys_expected(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head", "doc_id", "prompt_kind", "site"])
+        + finite(["clean_act", "knocked_act", "act_drop", "clean_score", "knocked_score", "score_drop"])
+        + [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0 + 2**-23) for c in ("clean_prob", "knocked_prob", "attention")]
+        + [
+            gx.expectations.ExpectColumnValuesToBeInSet(column="prompt_kind", value_set=["truncated", "untruncated"]),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="site", value_set=["lookup", "control_position", "control_head"]),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="position", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="distance", min_value=0),  # a head may read its own position
+        ]
+    )
+
+
+def knockout_tests_suite() -> list:
+    """Per (tested pair, prompt_kind): keys unique, p- and q-values in [0, 1], q-values present."""
+    import great_expectations as gx
+
+    return keys_expected(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head", "prompt_kind"]) + [
+        *(gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=0.0, max_value=1.0)
+          for c in ("p_value_position", "p_value_head", "q_value_position", "q_value_head")),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="q_value_position"),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="q_value_head"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="n_prompts", min_value=1),
+    ]

@@ -18,6 +18,7 @@ REFERENCES = {
     "head_ablations": ("pair_found", "pair_consistent", "exemplar_found"),
     "head_lookups": ("attribution_found", "pair_consistent"),
     "lookup_interventions": ("lookup_found",),
+    "lookup_knockouts": ("lookup_found",),
     "explanations": ("pair_found", "pair_consistent", "cohort_matches"),
     "explanation_scores": ("explanation_found", "pair_matches"),
 }

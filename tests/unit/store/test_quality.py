@@ -182,6 +182,13 @@ def db():
             attribution_abs_error=0.0, attribution_rel_error=0.0,
         )
     lookup(con, "a", position=1)
+    for kind in ("truncated", "untruncated"):
+        insert(
+            con, "lookup_knockouts", model_id=M, prompt_set_id=P, cohort="next_token", layer=1, neuron=5, head_layer=0, head=0, doc_id="a",
+            split="explain", prompt_kind=kind, site="lookup", knocked_head=0, position=1, distance=0, attention=0.5, clean_act=1.0,
+            knocked_act=0.2, act_drop=0.8, clean_score=0.1, knocked_score=0.0, score_drop=0.1, score_drop_share=1.0, clean_prob=0.2,
+            knocked_prob=0.1, prob_drop=0.1,
+        )
     for explanation_id, neuron, cohort in (("x5", 5, "next_token"), ("x6", 6, "random")):
         explanation(con, explanation_id, neuron, 0, cohort)
         score(con, explanation_id, neuron, 0)
