@@ -382,6 +382,39 @@ CREATE TABLE IF NOT EXISTS knockout_tests (  -- written per: model_id, prompt_se
     PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head, prompt_kind)
 );
 
+-- QK attribution (docs/method.md, "Why the head looks there"): each tested pair's looked-up edges (last position t ->
+-- position j) with the head's pre-softmax score split into (query component at t, key component at j) terms; per edge
+-- the top query-side terms (q_c . k), key-side terms (q . k_c; the key side's token embedding always) and (query, key)
+-- terms, with the edge's score, weight, margin and identity repeated on each row.
+CREATE TABLE IF NOT EXISTS qk_attributions (  -- written per: model_id, prompt_set_id
+    model_id            VARCHAR NOT NULL,
+    prompt_set_id       VARCHAR NOT NULL,
+    cohort              VARCHAR NOT NULL,
+    layer               INTEGER NOT NULL,
+    neuron              INTEGER NOT NULL,
+    head_layer          INTEGER NOT NULL,
+    head                INTEGER NOT NULL,
+    doc_id              VARCHAR NOT NULL,
+    split               VARCHAR NOT NULL,
+    active              BOOLEAN NOT NULL,
+    position            INTEGER NOT NULL,  -- j, the looked-up key position (BOS at 0, never decomposed)
+    lookup_rank         INTEGER NOT NULL,  -- 1 = the position the head reads most (BOS excluded)
+    token_id            BIGINT NOT NULL,   -- the token at j
+    attention           DOUBLE NOT NULL,   -- the head's weight on j from t
+    score               DOUBLE NOT NULL,   -- s(t, j) = q_t . k_j x scaling, before any soft-cap
+    margin              DOUBLE,            -- s minus the best other non-BOS position's score; NULL: no other
+    side                VARCHAR NOT NULL,  -- query | key | pair
+    component           VARCHAR NOT NULL,  -- embed | pos_embed | L{s}H{h} | MLP{s} | bias (the query side's, for pairs)
+    key_component       VARCHAR,           -- pairs only: the key side's component
+    term                DOUBLE NOT NULL,
+    share               DOUBLE,            -- term / score
+    rank                INTEGER NOT NULL,  -- 1 = the largest |term| on this side of the edge
+    identity_abs_error  DOUBLE NOT NULL,   -- |sum of every term - s from this pass's q and k|
+    identity_rel_error  DOUBLE NOT NULL,   -- that over |q| |k| x scaling
+    attention_abs_error DOUBLE NOT NULL,   -- |softmax of the decomposed scores at j - the model's weight|
+    PRIMARY KEY (model_id, prompt_set_id, layer, neuron, head_layer, head, doc_id, position, side, rank)
+);
+
 -- step 6 of docs/method.md: one explanation per (pair, explainer); the contrastive reference always, an LLM's where run.
 CREATE TABLE IF NOT EXISTS explanations (  -- written per: model_id, prompt_set_id, explainer
     explanation_id    VARCHAR NOT NULL,   -- hash of (model, prompt set, pair, explainer, template version)

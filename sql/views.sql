@@ -339,3 +339,70 @@ SELECT k.model_id, k.prompt_set_id, k.cohort, k.prompt_kind,
 FROM knockout_tests k
 LEFT JOIN lookup_tests t USING (model_id, prompt_set_id, cohort, layer, neuron, head_layer, head)
 GROUP BY ALL;
+
+-- Why each pair's head looks where it does (docs/method.md, "Why the head looks there"), over its active prompts' top
+-- looked-up edges (QK attribution): the components that most often carry the key side at the looked-up position and
+-- the query side at the last position (rank 1 of their side), how often, and whether the look-up is lexical: the key
+-- side's largest component is the looked-up token's own embedding on at least half of the edges (else the head finds
+-- the position by context written into it by earlier layers).
+CREATE OR REPLACE VIEW pair_qk AS
+WITH edges AS (
+    SELECT model_id, prompt_set_id, cohort, layer, neuron, head_layer, head, doc_id, position,
+           any_value(score) AS score, any_value(attention) AS attention, any_value(margin) AS margin,
+           any_value(component) FILTER (WHERE side = 'key' AND rank = 1) AS key_top,
+           any_value(component) FILTER (WHERE side = 'query' AND rank = 1) AS query_top,
+           any_value(share) FILTER (WHERE side = 'key' AND component = 'embed') AS lexical_share
+    FROM qk_attributions
+    WHERE lookup_rank = 1 AND active
+    GROUP BY ALL
+), key_counts AS (
+    SELECT model_id, prompt_set_id, layer, neuron, head_layer, head, key_top AS component, count(*) AS n
+    FROM edges GROUP BY ALL
+), query_counts AS (
+    SELECT model_id, prompt_set_id, layer, neuron, head_layer, head, query_top AS component, count(*) AS n
+    FROM edges GROUP BY ALL
+), key_lists AS (
+    SELECT model_id, prompt_set_id, layer, neuron, head_layer, head,
+           list(component ORDER BY n DESC, component)[1:3] AS key_components,
+           list(n ORDER BY n DESC, component)[1:3] AS key_component_edges
+    FROM key_counts GROUP BY ALL
+), query_lists AS (
+    SELECT model_id, prompt_set_id, layer, neuron, head_layer, head,
+           list(component ORDER BY n DESC, component)[1:3] AS query_components,
+           list(n ORDER BY n DESC, component)[1:3] AS query_component_edges
+    FROM query_counts GROUP BY ALL
+)
+SELECT e.model_id, e.prompt_set_id, e.cohort, e.layer, e.neuron, e.head_layer, e.head,
+       count(*) AS n_edges,
+       k.key_components, k.key_component_edges, q.query_components, q.query_component_edges,
+       avg((e.key_top = 'embed')::INTEGER) AS lexical_edges_share,
+       median(e.lexical_share) AS median_lexical_share,
+       avg((e.key_top = 'embed')::INTEGER) >= 0.5 AS lexical,
+       median(e.score) AS median_score, median(e.margin) AS median_margin, median(e.attention) AS median_attention
+FROM edges e
+JOIN key_lists k USING (model_id, prompt_set_id, layer, neuron, head_layer, head)
+JOIN query_lists q USING (model_id, prompt_set_id, layer, neuron, head_layer, head)
+GROUP BY e.model_id, e.prompt_set_id, e.cohort, e.layer, e.neuron, e.head_layer, e.head,
+         k.key_components, k.key_component_edges, q.query_components, q.query_component_edges;
+
+-- QK attribution per model, prompt set and cohort: the share of tested pairs whose look-up is lexical, the most
+-- frequent query-side and key-side components over all their edges, and the identity's worst case.
+CREATE OR REPLACE VIEW qk_summary AS
+WITH edges AS (
+    SELECT model_id, prompt_set_id, cohort, layer, neuron, head_layer, head, doc_id, position,
+           any_value(component) FILTER (WHERE side = 'key' AND rank = 1) AS key_top,
+           any_value(component) FILTER (WHERE side = 'query' AND rank = 1) AS query_top,
+           max(identity_rel_error) AS identity_rel_error
+    FROM qk_attributions
+    WHERE lookup_rank = 1 AND active
+    GROUP BY ALL
+)
+SELECT model_id, prompt_set_id, cohort,
+       count(DISTINCT (layer, neuron, head_layer, head)) AS pairs,
+       count(*) AS edges,
+       avg((key_top = 'embed')::INTEGER) AS lexical_edges_share,
+       mode(query_top) AS most_frequent_query_component,
+       mode(key_top) AS most_frequent_key_component,
+       max(identity_rel_error) AS identity_max_rel_error
+FROM edges
+GROUP BY ALL;

@@ -17,6 +17,7 @@ from lookups.pipeline.config import (
     LookupSettings,
     ModelSettings,
     PromptSetSettings,
+    QKSettings,
     ScoringSettings,
 )
 from lookups.pipeline.inputs import planted
@@ -83,12 +84,13 @@ def run_every_named_query(circuit, store) -> dict:
 
 def explain(model, head_scores, store):
     """The chain's consistent pairs' look-ups, their contrastive and lookup explanations and scores, and the
-    counterfactual test and the attention knockout of the explained pairs."""
+    counterfactual test, the attention knockout and the QK attribution of the explained pairs."""
     looked_up = steps.run_lookups(model, head_scores, LookupSettings(), store).handle
     explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store, head_lookups=looked_up)
     steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
     steps.run_interventions(model, looked_up, InterventionSettings(), store)
     steps.run_knockouts(model, looked_up, KnockoutSettings(), store)
+    steps.run_qk(model, looked_up, QKSettings(), store)
 
 
 def explained_store(folder):

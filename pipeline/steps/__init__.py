@@ -5,7 +5,7 @@ registry (``registry.STEPS``, rows beside their code). The only layer that joins
 # Imported in the graph's order: each module registers its steps, after the steps they take.
 from lookups.pipeline.steps.inputs import run_catalog, run_corpus, run_model, run_prompt_set  # isort: skip
 from lookups.pipeline.steps.heads import run_ablations, run_attributions, run_exemplars, run_head_scores  # isort: skip
-from lookups.pipeline.steps.lookups import run_interventions, run_knockouts, run_lookups  # isort: skip
+from lookups.pipeline.steps.lookups import run_interventions, run_knockouts, run_lookups, run_qk  # isort: skip
 from lookups.pipeline.steps.explanations import run_explanation_scores, run_explanations  # isort: skip
 from lookups.pipeline.steps.atlas import run_atlas  # isort: skip
 from lookups.pipeline.steps.base import (
@@ -24,6 +24,7 @@ from lookups.pipeline.steps.base import (
     LookupsHandle,
     ModelHandle,
     PromptSetHandle,
+    QKHandle,
     StepResult,
     code_version,
 )
@@ -37,9 +38,9 @@ def settings_of_steps() -> dict:
 
 __all__ = [
     "STEPS", "AblationsHandle", "AtlasHandle", "AttributionsHandle", "CatalogHandle", "Check", "CorpusHandle", "ExemplarsHandle",
-    "ExplanationScoresHandle", "ExplanationsHandle", "Handle", "HeadScoresHandle", "InterventionsHandle", "KnockoutsHandle", "LookupsHandle", "ModelHandle",
-    "Outcome", "PartitionKey", "Preview", "PromptSetHandle", "Step", "StepResult",
+    "ExplanationScoresHandle", "ExplanationsHandle", "Handle", "HeadScoresHandle", "InterventionsHandle", "KnockoutsHandle", "LookupsHandle",
+    "ModelHandle", "Outcome", "PartitionKey", "Preview", "PromptSetHandle", "QKHandle", "Step", "StepResult",
     "code_version", "run_ablations", "run_atlas", "run_attributions", "run_catalog", "run_corpus", "run_exemplars",
-    "run_explanation_scores", "run_explanations", "run_head_scores", "run_interventions", "run_knockouts", "run_lookups", "run_model", "run_prompt_set",
-    "settings_of_steps",
+    "run_explanation_scores", "run_explanations", "run_head_scores", "run_interventions", "run_knockouts", "run_lookups", "run_model",
+    "run_prompt_set", "run_qk", "settings_of_steps",
 ]

@@ -139,6 +139,24 @@ def _knockouts(handle, db: Store, run_id: str) -> Outcome:
     ), {})
 
 
+def _edge_name(row) -> str:
+    return f"{_pair_prompt_name(row)}, position {row['position']}"
+
+
+def _qk(handle, db: Store, run_id: str) -> Outcome:
+    keys = _partition(handle)
+    frame = db.rows("qk_attributions", **keys)
+    # The errors are per edge, repeated on each of its rows.
+    per_edge = frame.drop_duplicates(["layer", "neuron", "head_layer", "head", "doc_id", "position"]) if len(frame) else frame
+    outcome = quality.merge(
+        "qk_attributions",
+        quality.validate(frame, "qk_attributions", head_suites.qk_suite()),
+        _within(head_suites.QK_IDENTITY, per_edge, handle.identity_tolerance, "edges (a pair's look-up on a prompt)", _edge_name),
+        _references(db, "qk_attributions", **keys),
+    )
+    return Outcome(outcome, {**_worst(per_edge, "identity_rel_error", _edge_name), "identity_tolerance": handle.identity_tolerance})
+
+
 def _interventions(handle, db: Store, run_id: str) -> Outcome:
     keys = _partition(handle)
     return Outcome(quality.merge(
@@ -235,6 +253,13 @@ KNOCKOUTS_VALID = Check(
     "blocked position of a truncated prompt a stored look-up position, every untruncated window's pair knocked out on its truncated prompt; "
     "the tests' p- and q-values in [0, 1].",
     _knockouts,
+)
+QK_IDENTITY = Check(
+    "qk_identity",
+    "For every looked-up edge, the (query component, key component) terms sum to the head's pre-softmax score formed from the same "
+    "pass's query and key, within the tolerance relative to |q| |k| x scaling; keys unique, sides known, weights in [0, 1], every edge "
+    "a stored look-up position.",
+    _qk,
 )
 EXPLANATIONS_VALID = Check(
     "explanations_valid", "Ids unique, statuses known, text wherever the status is ok, every explanation of a consistent "

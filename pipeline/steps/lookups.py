@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from lookups.pipeline.common.progress import Progress
-from lookups.pipeline.config import InterventionSettings, KnockoutSettings, LookupSettings, result_settings
+from lookups.pipeline.config import InterventionSettings, KnockoutSettings, LookupSettings, QKSettings, result_settings
 from lookups.pipeline.inputs.runtime import ModelRuntime
 from lookups.pipeline.llm.pairs import pair_ids
-from lookups.pipeline.science import counterfactual, exemplars, head_reads, knockout
+from lookups.pipeline.science import counterfactual, exemplars, head_reads, knockout, qk_attribution
 from lookups.pipeline.steps import checks
 from lookups.pipeline.steps.base import (
     Computed,
@@ -21,6 +21,7 @@ from lookups.pipeline.steps.base import (
     KnockoutsHandle,
     LookupsHandle,
     ModelHandle,
+    QKHandle,
     StepResult,
     Yield,
     run_step,
@@ -144,6 +145,34 @@ def run_knockouts(
     return run_step(store, "lookup_knockouts", looked_up.scope, fingerprint, compute, handle, yields=yields)
 
 
+def run_qk(model: ModelHandle, head_lookups: LookupsHandle, settings: QKSettings, store: Store, progress: Progress | None = None) -> StepResult:
+    """Split each tested pair's looked-up edges' attention scores into query-side and key-side component terms
+    (docs/method.md, "Why the head looks there")."""
+    looked_up = head_lookups
+    keys = looked_up.keys
+    chosen, ids = _tested_pairs(store, keys, settings.pairs)
+
+    def compute() -> Computed:
+        edges = store.read("qk_edges", **keys, pairs=ids, all_pairs=settings.pairs == "all", positions=settings.positions)
+        frame = pd.DataFrame(columns=qk_attribution.QK_COLUMNS)
+        stats = {"edges": 0, "rows": 0}
+        if len(edges):
+            runtime = model.runtime()
+            result = qk_attribution.qk_attributions(runtime.arch, edges, settings, runtime.bos_id, runtime.pad_id, progress)
+            frame, stats = result.rows, result.stats
+        return Computed([("qk_attributions", keys, frame)], stats)
+
+    def handle(data_version: str, stats: dict) -> QKHandle:
+        return QKHandle(data_version=data_version, stats=stats, **keys, identity_tolerance=settings.identity_tolerance)
+
+    fingerprint = (looked_up.data_version, tuple(ids), result_settings(settings))
+    yields = Yield(
+        "edges", "QK edges", "the explanations settings (pairs_per_neuron, max_pairs) or qk_attributions.pairs",
+        inputs_empty=not looked_up.stats.get("lookup_rows") or (chosen is not None and not len(chosen)),
+    )
+    return run_step(store, "qk_attributions", looked_up.scope, fingerprint, compute, handle, yields=yields)
+
+
 # ---------------------------------------------------------------- registry rows
 
 HEAD_LOOKUPS = register(Step(
@@ -181,4 +210,19 @@ LOOKUP_KNOCKOUTS = register(Step(
     "head and at the looked-up position in a control head of the layer, on the truncated prompts and the untruncated windows; the "
     "neuron's activation, the head's attribution and the token's probability before and after; one-sided paired Wilcoxon tests and "
     "the share confirmed at a 5% false discovery rate (docs/method.md, \"Why the head looks there\").",
+))
+
+
+def _qk_metadata(result: StepResult) -> dict:
+    return {k: v for k, v in result.handle.stats.items() if k.startswith(("identity_max", "attention_max")) or k in ("edges", "qk_seconds")}
+
+
+QK_ATTRIBUTIONS = register(Step(
+    name="qk_attributions", run=run_qk, settings=QKSettings, inputs=("model", "head_lookups"), after=("explanations",),
+    code_version="1", tables=("qk_attributions",), checks=(checks.QK_IDENTITY,), kinds=frozenset({"pytorch", "duckdb"}),
+    previews=(Preview("why heads look where they do", "preview_qk_summary", 4),), metadata=_qk_metadata,
+    description="Why each explained pair's head looks where it does: the head's pre-softmax score from the last position to each "
+    "looked-up position split exactly into (query component, key component) terms, over the token and position embeddings, every "
+    "earlier head and MLP and the biases, through the norms with their cached scales, W_Q / W_K, q/k norms and the rotary embedding; per "
+    "edge the top query-side, key-side and pair terms (docs/method.md, \"Why the head looks there\").",
 ))

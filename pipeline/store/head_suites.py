@@ -26,6 +26,12 @@ LOOKUP_IDENTITY = Tolerance(
 )
 
 
+QK_IDENTITY = Tolerance(
+    "identity_rel_error", "qk_attributions.identity_tolerance", "do not sum to the head's score from the same pass", "|q| |k| x scaling",
+    _NOT_ROUNDING,
+)
+
+
 LOOKUP_AGREEMENT = Tolerance(
     "attribution_rel_error", "head_lookups.attribution_tolerance", "differ from the head's stored attribution", "the head's magnitude",
     "Two forward passes differ by rounding only, far less than this, so the stored attribution was computed from other weights or "
@@ -188,3 +194,21 @@ def knockout_tests_suite() -> list:
         gx.expectations.ExpectColumnValuesToNotBeNull(column="q_value_head"),
         gx.expectations.ExpectColumnValuesToBeBetween(column="n_prompts", min_value=1),
     ]
+
+
+def qk_suite() -> list:
+    """Per (edge, side, rank): keys unique, sides known, terms and scores finite, weights in [0, 1], the decomposed
+    position after BOS (the identity is ``QK_IDENTITY``, checked per edge)."""
+    import great_expectations as gx
+
+    return (
+        keys_expected(["model_id", "prompt_set_id", "layer", "neuron", "head_layer", "head", "doc_id", "position", "side", "rank"])
+        + finite(["score", "term", "identity_abs_error", "attention_abs_error"])
+        + [
+            gx.expectations.ExpectColumnValuesToBeBetween(column="attention", min_value=0.0, max_value=1.0 + 2**-23),
+            gx.expectations.ExpectColumnValuesToBeInSet(column="side", value_set=["query", "key", "pair"]),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="position", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="lookup_rank", min_value=1),
+            gx.expectations.ExpectColumnValuesToBeBetween(column="rank", min_value=1),
+        ]
+    )

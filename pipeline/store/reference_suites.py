@@ -19,6 +19,7 @@ REFERENCES = {
     "head_lookups": ("attribution_found", "pair_consistent"),
     "lookup_interventions": ("lookup_found",),
     "lookup_knockouts": ("lookup_found",),
+    "qk_attributions": ("lookup_found",),
     "explanations": ("pair_found", "pair_consistent", "cohort_matches"),
     "explanation_scores": ("explanation_found", "pair_matches"),
 }

@@ -26,8 +26,8 @@ def test_job_and_assets_are_defined():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
-        "head_lookups", "lookup_interventions", "lookup_knockouts", "explanations", "explanation_scores", "atlas_report", "model_weights",
-        "corpus_files",
+        "head_lookups", "lookup_interventions", "lookup_knockouts", "qk_attributions", "explanations", "explanation_scores", "atlas_report",
+        "model_weights", "corpus_files",
     }
     assert defs.resolve_job_def("lookups").partitions_def is not None
     assert {s.name for s in defs.schedules} == {"refresh_models", "refresh_corpora"}

@@ -70,7 +70,7 @@ def test_every_table_is_written_by_a_step_and_every_check_named_once():
     shared = {t for t in written if written.count(t) > 1}
     assert shared == {"llm_calls"}  # appended by both LLM steps, never replaced
     names = [check.name for step in REGISTERED for check in step.checks]
-    assert len(names) == len(set(names)) == 13
+    assert len(names) == len(set(names)) == 14
 
 
 def test_an_incomplete_step_is_found():

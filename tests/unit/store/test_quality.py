@@ -189,6 +189,12 @@ def db():
             knocked_act=0.2, act_drop=0.8, clean_score=0.1, knocked_score=0.0, score_drop=0.1, score_drop_share=1.0, clean_prob=0.2,
             knocked_prob=0.1, prob_drop=0.1,
         )
+    for side, component in (("query", "embed"), ("key", "embed")):
+        insert(
+            con, "qk_attributions", model_id=M, prompt_set_id=P, cohort="next_token", layer=1, neuron=5, head_layer=0, head=0, doc_id="a",
+            split="explain", active=True, position=1, lookup_rank=1, token_id=3, attention=0.5, score=1.0, margin=0.5, side=side,
+            component=component, term=1.0, share=1.0, rank=1, identity_abs_error=0.0, identity_rel_error=0.0, attention_abs_error=0.0,
+        )
     for explanation_id, neuron, cohort in (("x5", 5, "next_token"), ("x6", 6, "random")):
         explanation(con, explanation_id, neuron, 0, cohort)
         score(con, explanation_id, neuron, 0)
