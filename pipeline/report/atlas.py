@@ -127,7 +127,46 @@ def _lookup_summary(pair_lookups: pd.DataFrame, layer: int, neuron: int, head_la
             f"{float(r['mean_score_drop_share_lookup']):.0%}; a control position {float(r['mean_act_drop_control']):.3g} and "
             f"{float(r['mean_score_drop_share_control']):.0%}</p>"
         )
+    out.extend(_knockout_line(r) + _why_line(r))
     return out
+
+
+def _verdict(confirmed) -> str:
+    return "<b class='on'>confirmed</b>" if bool(confirmed) else "<b class='off'>not confirmed</b>"
+
+
+def _knockout_line(r: pd.Series) -> list[str]:
+    """The attention knockout's verdict against both controls, truncated and (where run) untruncated."""
+    if pd.isna(r.get("knockout_prompts")):
+        return []
+    def drop(value) -> str:
+        return "n/a" if pd.isna(value) else f"{float(value):.3g}"
+
+    line = (
+        f"<p class='lookup'><b>knockout</b> {_verdict(r['knockout_confirmed'])} (q {float(r['knockout_q_position']):.2g} against a control "
+        f"position, {float(r['knockout_q_head']):.2g} against a control head; {int(r['knockout_prompts'])} prompts): blocking the edge to the "
+        f"position it reads most, in this head only, lowers the neuron by {drop(r['knockout_act_drop'])} and the head's attribution by "
+        f"{float(r['knockout_score_drop_share']):.0%}; the control position {drop(r['knockout_act_drop_position'])}, the control head "
+        f"{drop(r['knockout_act_drop_head'])}"
+    )
+    if pd.notna(r.get("untruncated_prompts")):
+        line += f"; on the untruncated windows {_verdict(r['untruncated_confirmed'])} (drop {drop(r['untruncated_act_drop'])})"
+    return [line + "</p>"]
+
+
+def _why_line(r: pd.Series) -> list[str]:
+    """Why the head looks there (QK attribution): the components that most often carry the key and the query side."""
+    if pd.isna(r.get("qk_edges")):
+        return []
+    def listed(names, counts) -> str:
+        return ", ".join(f"{_e(str(n))} ({int(c)})" for n, c in zip(list(names), list(counts)))
+
+    kind = "lexical: the token itself" if bool(r["lexical"]) else "by context written into that position"
+    return [
+        f"<p class='lookup'><b>why it looks there</b> ({int(r['qk_edges'])} edges, {kind}; median share of the token's own embedding "
+        f"{float(r['median_lexical_share']):.0%}): key side {listed(r['key_components'], r['key_component_edges'])}; query side "
+        f"{listed(r['query_components'], r['query_component_edges'])}</p>"
+    ]
 
 
 STYLE = """

@@ -13,7 +13,9 @@ from lookups.pipeline.steps.base import (
     Computed,
     ExplanationScoresHandle,
     InterventionsHandle,
+    KnockoutsHandle,
     ModelHandle,
+    QKHandle,
     StepResult,
     figure_path,
     report_path,
@@ -46,6 +48,7 @@ def load_atlas_data(store: Store, model_id: str, prompt_set_id: str) -> AtlasDat
 def run_atlas(
     model: ModelHandle, head_ablations: AblationsHandle, settings: AtlasSettings, store: Store,
     explanation_scores: ExplanationScoresHandle | None = None, lookup_interventions: InterventionsHandle | None = None,
+    lookup_knockouts: KnockoutsHandle | None = None, qk_attributions: QKHandle | None = None,
 ) -> StepResult:
     """Write the static HTML atlas of this model and prompt set under the store's ``atlas/`` folder, its figures
     under ``figures/``."""
@@ -80,7 +83,7 @@ def run_atlas(
         shown = {name.replace("_", " "): str(p) for name, p in figure_files.items() if p.exists()}
         return AtlasHandle(data_version=data_version, stats=stats, **keys, path=str(path), figures=shown)
 
-    upstream = (ablations.data_version, explained.data_version if explained else None, tested.data_version if tested else None)
+    upstream = tuple(h.data_version if h else None for h in (ablations, explained, tested, lookup_knockouts, qk_attributions))
     fingerprint = (upstream, result_settings(settings))
     return run_step(store, "atlas_report", ablations.scope, fingerprint, compute, handle, outputs_present=path.exists, is_report=True)
 
@@ -93,10 +96,12 @@ def _atlas_metadata(result: StepResult) -> dict:
 
 
 ATLAS_REPORT = register(Step(
-    name="atlas_report", run=run_atlas, settings=AtlasSettings, inputs=("model", "head_ablations", "explanation_scores", "lookup_interventions"),
-    code_version="4",  # 2: each pair's explanations and scores; 3: E histogram, look-ups; 4: every scorer's figures
+    name="atlas_report", run=run_atlas, settings=AtlasSettings,
+    inputs=("model", "head_ablations", "explanation_scores", "lookup_interventions", "lookup_knockouts", "qk_attributions"),
+    code_version="5",  # 2: each pair's explanations and scores; 3: E histogram, look-ups; 4: every scorer's figures; 5: knockout, why
     kinds=frozenset({"html"}), metadata=_atlas_metadata,
     description="One static HTML page per model and prompt set: neurons and tokens, head x layer heatmaps, each consistent pair's "
-    "look-up summary and counterfactual test, explanations and scores E, prompts shaded by the head's signed contribution per token "
-    "(attention on a toggle, the token it reads most boxed), the findings' figures with the score histograms. Opens from disk, no server, no internet.",
+    "look-up summary, counterfactual test, attention knockout and why its head looks there (QK attribution), explanations and scores "
+    "E, prompts shaded by the head's signed contribution per token (attention on a toggle, the token it reads most boxed), the "
+    "findings' figures with the score histograms. Opens from disk, no server, no internet.",
 ))

@@ -19,7 +19,7 @@ def test_the_planted_pair_is_in_the_atlas_with_the_trigger_boxed(tmp_path):
     """Each prompt shaded by the head's contribution from each token (stored by the look-up step), the token it
     reads most boxed, its attention kept for the toggle; the look-up summary and the counterfactual test shown."""
     from lookups.pipeline import steps
-    from lookups.pipeline.config import InterventionSettings, LookupSettings
+    from lookups.pipeline.config import InterventionSettings, KnockoutSettings, LookupSettings, QKSettings
 
     circuit, store, model, attributions, head_scores, ablations = run_chain(tmp_path / "planted", plant=True)
     looked_up = steps.run_lookups(model, head_scores, LookupSettings(), store).handle
@@ -52,6 +52,16 @@ def test_the_planted_pair_is_in_the_atlas_with_the_trigger_boxed(tmp_path):
     assert not result.skipped
     page = open(result.handle.path, encoding="utf-8").read()
     assert "<b>counterfactual</b> <b class='on'>confirmed</b>" in page
+    assert "<b>knockout</b>" not in page and "why it looks there" not in page  # neither run yet
+    knocked = steps.run_knockouts(model, looked_up, KnockoutSettings(), store).handle
+    why = steps.run_qk(model, looked_up, QKSettings(), store).handle
+    result = steps.run_atlas(model, ablations, AtlasSettings(prompts_per_pair=40), store, lookup_interventions=tested, lookup_knockouts=knocked,
+                             qk_attributions=why)
+    assert not result.skipped
+    page = open(result.handle.path, encoding="utf-8").read()
+    pair = page[page.index(f"head L{circuit.head_layer}H{circuit.head}:") :].split("</details>")[0]
+    assert "<b>knockout</b> <b class='on'>confirmed</b>" in pair and "on the untruncated windows <b class='on'>confirmed</b>" in pair
+    assert "<b>why it looks there</b>" in pair and "lexical: the token itself" in pair and "key side embed" in pair
 
 
 def test_once_explanations_are_scored_the_atlas_shows_them_with_the_score_histograms_and_cis(tmp_path):
