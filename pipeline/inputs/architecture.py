@@ -17,6 +17,13 @@ pass fits every norm (centred or not, gain ``w`` or ``1 + w``, bias) to the modu
 checks that the named components sum to each MLP's input and that the activation function reproduces the
 MLP's activation. A model that fails any of it, or whose family is not among those tested, is refused here
 with a message, before any step computes a number.
+
+It also describes each attention's query and key side, for QK attribution: the norm the attention reads the stream
+through (fitted like the MLP's), the q and k projections (separate or fused), q/k norms, the rotary embedding (its
+tables are recorded from what each layer hands its attention module), the scaling, soft-capping and sliding window.
+A second, eager probe pass checks that each attention input is the embedding plus what earlier layers add and that
+the description reproduces every attention weight. Where it does not, only QK attribution refuses the model
+(``Architecture.qk_refusal``): the MLP-input description, which every other step reads, stands.
 """
 
 from __future__ import annotations

@@ -123,7 +123,8 @@ def test_qk_terms_recomputed_from_raw_transformers_weights(bridge, arch, hf_mode
             elif row.side == "key":
                 expected = q @ raw.side(raw.component(row.component, position), position, query=False)
             else:
-                expected = raw.side(raw.component(row.component, t), t, query=True) @ raw.side(raw.component(row.key_component, position), position, query=False)
+                key = raw.side(raw.component(row.key_component, position), position, query=False)
+                expected = raw.side(raw.component(row.component, t), t, query=True) @ key
             assert abs(row.term - float(expected) * raw.scaling) <= allowed, (doc_id, head_layer, head, position, row.side, row.component, row.term)
             checked += 1
     assert checked > 3 * len(edges)
