@@ -27,12 +27,12 @@ def check_evaluations(result) -> list:
 #: Every asset check of the main job: a whole run evaluates each.
 ALL_CHECK_NAMES = {
     "models_valid", "neurons_valid", "documents_valid", "exemplars_valid", "exemplar_coverage", "attribution_identity", "head_scores_valid", "ablations_valid",
-    "lookups_identity", "interventions_valid", "explanations_valid", "explanation_scores_valid",
+    "lookups_identity", "interventions_valid", "knockouts_valid", "qk_identity", "explanations_valid", "explanation_scores_valid",
 }
 #: The assets of the main job, and those that depend on the model alone.
 ASSETS = [
     "model", "neuron_catalog", "corpus", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
-    "head_lookups", "lookup_interventions", "explanations", "explanation_scores", "atlas_report",
+    "head_lookups", "lookup_interventions", "lookup_knockouts", "qk_attributions", "explanations", "explanation_scores", "atlas_report",
 ]
 MODEL_ONLY = {"model", "neuron_catalog"}
 #: Every step's function, by name (what ``StepCounter`` logs).
@@ -150,7 +150,8 @@ def recomputes_exactly_what_changed(tmp_path, monkeypatch, settings_defs, explai
             materialize(defs, instance, wanted)
             made = counter.take()
             assert set(made["step"]) == {"run_corpus", "run_prompt_set", "run_exemplars", "run_attributions", "run_head_scores", "run_ablations",
-                                         "run_lookups", "run_interventions", "run_explanations", "run_explanation_scores", "run_atlas"}
+                                         "run_lookups", "run_interventions", "run_knockouts", "run_qk", "run_explanations", "run_explanation_scores",
+                                         "run_atlas"}
             assert {"run_corpus", "run_prompt_set", "run_exemplars", "run_attributions"} <= computed(made)
             assert made.set_index("step").loc["run_exemplars", "forwards"] > 0
             cursor, wanted = requested(defs, instance, cursor)
@@ -183,7 +184,10 @@ def recomputes_exactly_what_changed(tmp_path, monkeypatch, settings_defs, explai
                 )
             )
             cursor, wanted = requested(changed, instance, cursor)
-            downstream = {"head_neuron_scores", "head_ablations", "head_lookups", "lookup_interventions", "explanations", "explanation_scores", "atlas_report"}
+            downstream = {
+                "head_neuron_scores", "head_ablations", "head_lookups", "lookup_interventions", "lookup_knockouts", "qk_attributions", "explanations",
+                "explanation_scores", "atlas_report",
+            }
             assert wanted == {(a, p) for a in downstream for p in (one, two)}
             materialize(changed, instance, wanted)
             made = counter.take()

@@ -77,6 +77,19 @@ def print_summary(store, model_id: str | None = None, prompt_set_id: str | None 
             f"{_num(r.bos_share, '.0%')}, previous token {_num(r.previous_token_share, '.0%')}, copying {_num(r.copying_share, '.0%')}; "
             f"read most: {_tokens(r.most_read_tokens, 6)}"
         )
+    for r in store.named_query("why_summary", **keys).itertuples():
+        cohort = "next-token pairs" if r.cohort == "next_token" else "random-baseline pairs"
+        knockout = (
+            f"knockout {_count(r.knockout_pairs_confirmed)}/{_count(r.knockout_pairs_tested)} confirmed ({_num(r.knockout_share_confirmed, '.0%')}; "
+            f"untruncated {_num(r.untruncated_share_confirmed, '.0%')}; substitution {_num(r.substitution_share_confirmed, '.0%')})"
+            if not _missing(r.knockout_pairs_tested) else "knockout not run"
+        )
+        why = (
+            f"{_num(r.lexical_edges_share, '.0%')} of {_count(r.qk_edges)} looked-up edges lexical, query side mostly "
+            f"{r.most_frequent_query_component}, key side mostly {r.most_frequent_key_component}"
+            if not _missing(r.qk_edges) else "QK attribution not run"
+        )
+        print(f"why          {cohort}: {knockout}; {why}")
     print_explanation_findings(store.named_query("explanation_findings", **keys))
     print_comparison(store)
     print(f"\nresults      {store.path}")

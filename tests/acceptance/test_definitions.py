@@ -67,7 +67,7 @@ def test_materialize_tiny_graph_then_nothing_recomputes(tmp_path, monkeypatch):
         assert calls == {"forward": 0, "catalog": 0}
         for key in (
             "model", "neuron_catalog", "prompt_set", "neuron_exemplars", "head_attributions", "head_neuron_scores", "head_ablations",
-            "head_lookups", "lookup_interventions", "explanations", "explanation_scores", "atlas_report",
+            "head_lookups", "lookup_interventions", "lookup_knockouts", "qk_attributions", "explanations", "explanation_scores", "atlas_report",
         ):
             materialization = second.asset_materializations_for_node(key)[0]
             assert materialization.metadata["skipped (unchanged inputs)"].value is True

@@ -48,7 +48,9 @@ def test_webserver_serves_the_asset_graph(tmp_path):
             "explanations": {"model", "head_neuron_scores", "head_lookups"},
             "lookup_interventions": {"model", "head_lookups", "explanations"},
             "explanation_scores": {"model", "explanations"},
-            "atlas_report": {"model", "head_ablations", "explanation_scores", "lookup_interventions"},
+            "lookup_knockouts": {"model", "head_lookups", "explanations"},
+            "qk_attributions": {"model", "head_lookups", "explanations"},
+            "atlas_report": {"model", "head_ablations", "explanation_scores", "lookup_interventions", "lookup_knockouts", "qk_attributions"},
         }
     finally:
         server.terminate()
