@@ -40,6 +40,9 @@ def two_models(tmp_path_factory):
 def test_one_model_has_no_side_by_side_block(two_models):
     *_, one_model = two_models
     assert "strongest next-token neurons" in one_model and "side by side" not in one_model
+    # Why the planted head looks there: its knockout confirmed beside the substitution test, the look-up lexical.
+    assert "why          next-token pairs: knockout 1/1 confirmed (100%; untruncated 100%; substitution 100%)" in one_model, one_model
+    assert "100% of" in one_model and "looked-up edges lexical, query side mostly embed, key side mostly embed" in one_model
 
 
 def test_the_planted_neuron_is_a_prediction_neuron_and_the_catalog_passes_its_checks(two_models):
