@@ -43,13 +43,41 @@ def ablation_resumed_against_full(store, keys: dict, pairs, arch, bos: int, pad:
           f"  (largest activation difference {difference:.2g})")
 
 
+def knockout_and_qk_against_lookups(store, keys: dict, pairs, runtime) -> None:
+    """The look-up step, the knockout (truncated, then untruncated windows) and the QK attribution on the same pairs."""
+    from lookups.pipeline.config import KnockoutSettings, LookupSettings, QKSettings
+    from lookups.pipeline.science import exemplars, head_reads, knockout, qk_attribution
+
+    arch, bos, pad = runtime.arch, runtime.bos_id, runtime.pad_id
+    pair_keys = ["layer", "neuron", "head_layer", "head"]
+    rows = store.read("lookup_prompts", **keys).merge(pairs[pair_keys])
+    ids = [":".join(str(v) for v in p) for p in pairs[pair_keys].itertuples(index=False)]
+    prompts = store.read("intervention_prompts", **keys, pairs=ids, all_pairs=False)
+    documents = store.read("prompt_set_documents", prompt_set_id=keys["prompt_set_id"])
+    documents = documents[documents["doc_id"].isin(set(prompts["doc_id"]))]
+    tokens = dict(zip(documents["doc_id"], exemplars.tokenize_documents(runtime.tokenizer, documents["text"].tolist())))
+    windows = knockout.with_untruncated(prompts, tokens, KnockoutSettings().max_window_tokens)
+    edges = store.read("qk_edges", **keys, pairs=ids, all_pairs=False, positions=QKSettings().positions)
+    looked_up, lookup_s = _timed(head_reads.head_lookups, arch, rows, LookupSettings(), bos, pad)
+    truncated, truncated_s = _timed(knockout.knock_out, arch, windows[windows["prompt_kind"] == "truncated"], KnockoutSettings(), bos, pad)
+    untruncated, untruncated_s = _timed(knockout.knock_out, arch, windows[windows["prompt_kind"] == "untruncated"], KnockoutSettings(), bos, pad)
+    qk, qk_s = _timed(qk_attribution.qk_attributions, arch, edges, QKSettings(), bos, pad)
+    n = len(pairs)
+    print(f"look-ups: {lookup_s:.2f} s for {n} pairs ({len(looked_up.rows):,} position rows): {lookup_s / n:.2f} s per pair")
+    for name, frame, seconds in (("truncated", truncated, truncated_s), ("untruncated", untruncated, untruncated_s)):
+        print(f"knockout, {name}: {seconds:.2f} s ({len(frame):,} knockouts): {seconds / n:.2f} s per pair, {seconds / lookup_s:.2f} x the look-ups")
+    print(f"QK attribution: {qk_s:.2f} s for {qk.stats['edges']:,} edges: {qk_s / lookup_s:.2f} x the look-ups "
+          f"(identity {qk.stats['identity_max_rel_error']:.2g})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=30)
     parser.add_argument("--database", type=Path, default=Path("data/lookups.duckdb"))
     args = parser.parse_args()
 
-    from lookups.pipeline.inputs import architecture, checkpoints, models
+    from lookups.pipeline.inputs import checkpoints
+    from lookups.pipeline.inputs.runtime import load_runtime
     from lookups.pipeline.store.store import Store
 
     if not args.database.exists():
@@ -61,13 +89,12 @@ def main() -> None:
     keys = latest.iloc[0].to_dict()
     pairs = store.read("lookup_prompts", **keys)[["cohort", "layer", "neuron", "head_layer", "head"]].drop_duplicates()
     pairs = pairs.sample(n=min(args.pairs, len(pairs)), random_state=0)
-    recorded = store.query("SELECT name, bos_token_id FROM models WHERE model_id = ?", [keys["model_id"]]).iloc[0]
+    recorded = store.query("SELECT name FROM models WHERE model_id = ?", [keys["model_id"]]).iloc[0]
     local_dir = str(checkpoints.resolve_model(recorded["name"]).local_dir)
-    bos = int(recorded["bos_token_id"])
-    arch = architecture.load_architecture(local_dir, "cpu")
-    pad = models.pad_token_id(models.load_bridge(local_dir, "cpu").tokenizer, bos)
+    runtime = load_runtime(local_dir, "cpu")
     print(f"{keys['model_id']} / {keys['prompt_set_id']}: {len(pairs)} pairs")
-    ablation_resumed_against_full(store, keys, pairs, arch, bos, pad)
+    ablation_resumed_against_full(store, keys, pairs, runtime.arch, runtime.bos_id, runtime.pad_id)
+    knockout_and_qk_against_lookups(store, keys, pairs, runtime)
 
 
 if __name__ == "__main__":
