@@ -13,7 +13,14 @@ variant resumes at that layer from the stream a clean pass cached there (``captu
 reference is the same resumed pass without the edit, so a drop measures the knockout and nothing else.
 
 Weights and values come from one eager pass per prompt; the resumed passes use the model's own attention kernel
-and replace only the knocked-out head's output at t. Per pair, one-sided paired Wilcoxon signed-rank tests ask
+and replace only the knocked-out head's output at t. Since only position t changes, every earlier position of
+every layer from the head's up equals the clean pass's: each variant runs position t alone (``_Run.cached``),
+the earlier positions' keys and values taken from the clean pass's key/value cache (``transformers``'
+``DynamicCache`` kept whole, without sliding-window trimming, so the masks count positions from it as in the
+full pass), rows of equal length together (no padding). The pass over every position (``_Run.full``) stays the
+reference: in 'auto' a probe on the first batch runs its first variants both ways and falls back to it where
+they differ beyond fp32 rounding (``PROBE_TOLERANCE``) or the forward refuses the cache. Both paths agree
+within 1e-5 on all 15 tiny families (tests/integration/science/test_knockout.py): none falls back. Per pair, one-sided paired Wilcoxon signed-rank tests ask
 whether the activation drops more at the looked-up edge than at each control; p-values are adjusted by
 Benjamini-Hochberg within each (cohort, prompt kind); a pair is *confirmed* when both controls are beaten.
 """
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from transformers import DynamicCache
 
 from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.config import KnockoutSettings
@@ -116,9 +124,11 @@ def with_untruncated(prompts: pd.DataFrame, doc_tokens: dict[str, np.ndarray], m
     return pd.concat([truncated, pd.DataFrame(windows)], ignore_index=True) if windows else truncated
 
 
-def _clean_pass(arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor, layers: list[int]) -> dict[str, torch.Tensor]:
+def _clean_pass(arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor, layers: list[int], cached: bool) -> dict:
     """One eager pass: per head layer its weights at each row's last query ``pattern{l}`` ``[batch, heads, pos]``,
-    its value vectors ``values{l}`` ``[batch, pos, heads, d_head]`` (float64) and the stream entering it ``stream{l}``."""
+    its value vectors ``values{l}`` ``[batch, pos, heads, d_head]`` (float64) and the stream entering it ``stream{l}``.
+    With ``cached`` the pass runs every layer and keeps the model's key/value cache ``cache`` (every position;
+    the layers below the lowest head layer cut to one row: they are never run again, see ``_prefix_cache``)."""
     blocks = Resume.blocks_of(arch.first_block)
     last = (lengths - 1).to(arch.device)
     at = torch.arange(tokens.shape[0], device=arch.device)
@@ -128,12 +138,28 @@ def _clean_pass(arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor,
         wanted[f"v{layer}"] = (arch.layers[layer].value, "output")
         wanted[f"pattern{layer}"] = (arch.layers[layer].attention, "weights")
         picks[f"pattern{layer}"] = lambda value: value[at, :, last]
+    cache = DynamicCache() if cached else None  # no config: every layer keeps every position (no sliding-window trim)
     with eager_attention(arch.model):
-        got = capture(arch.model, tokens, wanted, stop_after=f"pattern{max(layers)}", picks=picks)
+        got: dict = capture(arch.model, tokens, wanted, stop_after=None if cached else f"pattern{max(layers)}", picks=picks, cache=cache)
     for layer in layers:
         got[f"values{layer}"] = arch.head_values(layer, got.pop(f"v{layer}").double())
         got[f"pattern{layer}"] = got[f"pattern{layer}"].double()
+    if cached:
+        for below in cache.layers[:min(layers)]:
+            below.keys, below.values = below.keys[:1], below.values[:1]
+        got["cache"] = cache
     return got
+
+
+def _prefix_cache(clean: DynamicCache, b: torch.Tensor, t: int, layer: int) -> DynamicCache:
+    """The key/value cache of positions ``0..t-1`` of the clean pass's rows ``b``, for a pass resumed at
+    ``layer`` that runs position ``t``: a new cache (the pass appends to it, the clean one is kept). The
+    layers below are never run; they keep one row, only to tell the model how many positions came before (its
+    positions and masks count from the first layer's cache)."""
+    return DynamicCache([
+        (keys[b if index >= layer else slice(0, 1), :, :t], values[b if index >= layer else slice(0, 1), :, :t])
+        for index, (keys, values, _) in enumerate(clean)
+    ])
 
 
 def _edit(arch: Architecture, last: torch.Tensor, edges: list[Edge]):
@@ -153,32 +179,40 @@ def _edit(arch: Architecture, last: torch.Tensor, edges: list[Edge]):
 
 def knock_out(
     arch: Architecture, prompts: pd.DataFrame, settings: KnockoutSettings, bos_id: int, pad_id: int, progress: Progress | None = None,
+    path: str = "auto",
 ) -> pd.DataFrame:
     """prompts: one per (pair, active prompt, prompt kind): ``PAIR``, doc_id, split, prompt_kind, prompt_token_ids (BOS not
     included), next_token_id, lookup_position (BOS-prepended), consistent_heads (this neuron's consistent heads
-    of the pair's layer). Returns ``KNOCKOUT_COLUMNS``, one row per (pair, prompt, prompt kind, knocked-out site)."""
+    of the pair's layer). Returns ``KNOCKOUT_COLUMNS``, one row per (pair, prompt, prompt kind, knocked-out site).
+    ``path``: 'cached' (each variant runs its last position only), 'full' (every position: the reference) or
+    'auto' (cached once a probe on the first batch finds it equal to full, else full)."""
     if not len(prompts):
         return pd.DataFrame(columns=KNOCKOUT_COLUMNS)
     prompts = prompts.reset_index(drop=True)
     sequences = [np.concatenate([[bos_id], np.asarray(ids, dtype=np.int64)]) for ids in prompts["prompt_token_ids"]]
     weights = Weights(arch)
+    state = _Path(path)
     out, batches = [], pack_batches([len(s) for s in sequences], settings.batch_tokens)
     for done, batch in enumerate(batches, start=1):
         tokens, lengths = pad_right([sequences[i] for i in batch], pad_id)
         members = prompts.iloc[batch].reset_index(drop=True)
-        clean = _clean_pass(arch, tokens, lengths, sorted(set(members["head_layer"].tolist())))
+        clean = _clean_pass(arch, tokens, lengths, sorted(set(members["head_layer"].tolist())), cached=state.mode != "full")
         for layer, group in members.groupby("head_layer", sort=True):
-            out.append(_knock_out_layer(arch, weights, int(layer), group, tokens, lengths, clean, settings.batch_tokens))
+            frame, edges, b_of = _plan_variants(layer, group, lengths, clean)
+            run = _Run(arch, weights, int(layer), frame, edges, b_of, tokens, lengths, clean, settings.batch_tokens)
+            state.decide(run)
+            act, score, prob = run.cached() if state.mode == "cached" else run.full()
+            out.append(frame.assign(act=act, score=score, prob=prob))
         if progress:
             progress("knockouts", done, len(batches))
-    return _drops(pd.concat(out, ignore_index=True))
+    result = _drops(pd.concat(out, ignore_index=True))
+    result.attrs["knockout_path"] = state.mode  # which way the variants ran ('auto' decided by its probe)
+    return result
 
 
-def _knock_out_layer(
-    arch: Architecture, weights: Weights, layer: int, group: pd.DataFrame, tokens: torch.Tensor, lengths: torch.Tensor,
-    clean: dict[str, torch.Tensor], batch_tokens: int,
-) -> pd.DataFrame:
-    """The variants (``SITES``) of one batch's rows whose head sits in ``layer``, each resumed at that layer."""
+def _plan_variants(layer: int, group: pd.DataFrame, lengths: torch.Tensor, clean: dict) -> tuple[pd.DataFrame, list[Edge], np.ndarray]:
+    """The variants (``SITES``) of one batch's rows whose head sits in ``layer``: their frame, their edges and
+    each one's row in the batch."""
     variants, edges, b_of = [], [], []
     for b, row in zip(group.index, group.itertuples(index=False)):
         length = int(lengths[b])
@@ -191,23 +225,86 @@ def _knock_out_layer(
                              "distance": length - 1 - edge.position if edge.position >= 0 else -1})
             edges.append(edge)
             b_of.append(b)
-    frame = pd.DataFrame(variants)
-    b_of = np.asarray(b_of)
-    act, score, prob = np.empty(len(frame)), np.empty(len(frame)), np.empty(len(frame))
-    blocks = Resume.blocks_of(arch.first_block)
-    chunks = -(-len(frame) * tokens.shape[1] // batch_tokens)
-    for chunk in np.array_split(np.arange(len(frame)), chunks):
-        b = torch.as_tensor(b_of[chunk])
-        last = (lengths[b] - 1).to(arch.device)
-        resume = Resume(blocks, layer, clean[f"stream{layer}"][b])
-        edits = {arch.layers[layer].attn_out: _edit(arch, last, [edges[i] for i in chunk])}
-        rows = frame.iloc[chunk]
+    return pd.DataFrame(variants), edges, np.asarray(b_of)
+
+
+#: The probe of the cached path ('auto'): its first variants, run both ways, must agree within fp32 rounding of
+#: two passes: activation and head score within this share of max(1, |value|), probability within it absolutely.
+PROBE_VARIANTS = 8
+PROBE_TOLERANCE = 1e-4
+
+
+class _Path:
+    """Which way the variants run: 'cached', 'full', or 'auto' until the first batch's probe decides."""
+
+    def __init__(self, mode: str):
+        if mode not in ("auto", "cached", "full"):
+            raise ValueError(f"knockout path {mode!r}: expected 'auto', 'cached' or 'full'")
+        self.mode = mode
+
+    def decide(self, run: _Run) -> None:
+        """In 'auto', run the first variants both ways: 'cached' where they agree, else 'full' from here on (a family
+        whose forward does not take the cache this way, or masks it otherwise)."""
+        if self.mode != "auto":
+            return
+        probe = np.arange(min(len(run.frame), PROBE_VARIANTS))
+        full = run.full(probe)  # [3, variants]: act, score, prob
+        try:
+            cached = run.cached(probe)
+        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):
+            self.mode = "full"
+            return
+        scale = np.maximum(1.0, np.abs(full))
+        scale[2] = 1.0
+        self.mode = "cached" if bool(np.all(np.abs(cached - full) <= PROBE_TOLERANCE * scale)) else "full"
+
+
+class _Run:
+    """The variants of one batch's rows whose head sits in ``layer``, each resumed at that layer with the head's
+    output at the last position edited. ``full`` runs every position of each prompt (the reference); ``cached``
+    runs only the last one, the earlier positions' keys and values taken from the clean pass (they do not
+    change: only the last position is edited), rows of equal length together (no padding, one position)."""
+
+    def __init__(self, arch: Architecture, weights: Weights, layer: int, frame: pd.DataFrame, edges: list[Edge], b_of: np.ndarray,
+                 tokens: torch.Tensor, lengths: torch.Tensor, clean: dict, batch_tokens: int):
+        self.arch, self.weights, self.layer, self.frame, self.edges, self.b_of = arch, weights, layer, frame, edges, b_of
+        self.tokens, self.lengths, self.clean, self.batch_tokens = tokens, lengths, clean, batch_tokens
+        self.blocks = Resume.blocks_of(arch.first_block)
+
+    def full(self, variants: np.ndarray | None = None) -> np.ndarray:
+        """``[3, variants]``: act, head score, probability, every position run from the head's layer."""
+        variants = np.arange(len(self.frame)) if variants is None else variants
+        out = np.empty((3, len(variants)))
+        for part in np.array_split(np.arange(len(variants)), -(-len(variants) * self.tokens.shape[1] // self.batch_tokens)):
+            b = torch.as_tensor(self.b_of[variants[part]])
+            out[:, part] = self._read(variants[part], self.tokens[b], self.lengths[b], self.clean[f"stream{self.layer}"][b])
+        return out
+
+    def cached(self, variants: np.ndarray | None = None) -> np.ndarray:
+        """``[3, variants]`` as ``full``, each variant running its last position t only (``position`` t, the keys
+        and values of 0..t-1 from the clean pass's cache); at most ``batch_tokens`` cached positions a chunk."""
+        variants = np.arange(len(self.frame)) if variants is None else variants
+        out = np.empty((3, len(variants)))
+        t_of = self.lengths.numpy()[self.b_of[variants]] - 1
+        for t in np.unique(t_of).tolist():
+            same = np.nonzero(t_of == t)[0]
+            for part in np.array_split(same, -(-len(same) * max(1, t) // self.batch_tokens)):
+                b = torch.as_tensor(self.b_of[variants[part]])
+                cache = _prefix_cache(self.clean["cache"], b, t, self.layer)
+                stream = self.clean[f"stream{self.layer}"][b, t:t + 1]  # [rows, 1, d_model]
+                out[:, part] = self._read(variants[part], self.tokens[b, t:t + 1], torch.ones(len(part), dtype=torch.long), stream, cache)
+        return out
+
+    def _read(self, chunk: np.ndarray, tokens: torch.Tensor, lengths: torch.Tensor, stream: torch.Tensor, cache: DynamicCache | None = None) -> np.ndarray:
+        """``[3, chunk]`` of one pass resumed at the head's layer from ``stream`` over ``tokens`` ``[rows, pos]``."""
+        last = (lengths - 1).to(self.arch.device)
+        edits = {self.arch.layers[self.layer].attn_out: _edit(self.arch, last, [self.edges[i] for i in chunk])}
+        rows = self.frame.iloc[chunk]
         terms = source_terms(
-            arch, tokens[b], lengths[b], rows, np.arange(len(chunk)), weights, np.array(rows["next_token_id"], dtype=np.int64), by_position=False,
-            resume=resume, edits=edits,
+            self.arch, tokens, lengths, rows, np.arange(len(chunk)), self.weights, np.array(rows["next_token_id"], dtype=np.int64),
+            by_position=False, resume=Resume(self.blocks, self.layer, stream), edits=edits, cache=cache,
         )
-        act[chunk], score[chunk], prob[chunk] = (t.cpu().numpy() for t in (terms.act, terms.head_score, terms.prob))
-    return frame.assign(act=act, score=score, prob=prob)
+        return np.stack([t.cpu().numpy() for t in (terms.act, terms.head_score, terms.prob)])
 
 
 def _drops(variants: pd.DataFrame) -> pd.DataFrame:

@@ -4,6 +4,8 @@
   rebuilt from its other weights) equals a hand-written one with plain ``transformers``: the full forward pass in
   eager attention with the edge's score masked to -inf in that head only, through the attention mask;
 - batched equal to one prompt at a time;
+- the cached path (each variant runs its last position only, the earlier keys and values from the clean pass)
+  equal to the full-sequence path, on prompts of several lengths in one call, and chosen by the 'auto' probe;
 - on the planted circuit, blocking the trigger edge removes the head's attribution and lowers the neuron while both
   controls change it by less than 5%: the pair is confirmed, and no pair of the control model is.
 """
@@ -100,6 +102,32 @@ def test_batched_knockouts_equal_one_prompt_at_a_time(arch):
     for column in ("knocked_act", "clean_act", "knocked_score", "knocked_prob"):
         scale = max(1.0, float(alone[column].abs().max()))
         np.testing.assert_allclose(batched[column], alone[column], rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("batch_tokens", [40, 4096])
+def test_cached_knockouts_equal_the_full_sequence_path(arch, batch_tokens):
+    """Prompts of five lengths (two shared by two prompts each), several batches (40) or one (4096): the same rows, and
+    every value within fp32 rounding (1e-5 of max(1, |clean value|)); 'auto' probes and takes the cached path."""
+    prompts = _prompts(arch)
+    rng = np.random.default_rng(4)
+    more = prompts[prompts["doc_id"] != "d0"].copy()
+    more["prompt_token_ids"] = [rng.integers(3, arch.model.config.vocab_size, size=len(ids)).tolist() for ids in more["prompt_token_ids"]]
+    more["doc_id"] = more["doc_id"].map({"d1": "d3", "d2": "d4"})
+    longer = prompts[prompts["doc_id"] == "d0"].assign(doc_id="d5", prompt_token_ids=[rng.integers(3, arch.model.config.vocab_size, size=17).tolist()] * 3)
+    prompts = pd.concat([prompts, more, longer], ignore_index=True)
+    settings = KnockoutSettings(batch_tokens=batch_tokens)
+    cached = knockout.knock_out(arch, prompts, settings, bos_id=0, pad_id=0, path="cached")
+    full = knockout.knock_out(arch, prompts, settings, bos_id=0, pad_id=0, path="full")
+    auto = knockout.knock_out(arch, prompts, settings, bos_id=0, pad_id=0)
+    assert (cached.attrs["knockout_path"], full.attrs["knockout_path"], auto.attrs["knockout_path"]) == ("cached", "full", "cached")
+    pd.testing.assert_frame_equal(auto, cached)
+    assert len(cached) == len(full) and cached["doc_id"].nunique() == 6
+    keys = ["layer", "neuron", "head_layer", "head", "doc_id", "prompt_kind", "site", "knocked_head", "position", "distance", "attention"]
+    pd.testing.assert_frame_equal(cached[keys], full[keys])
+    for column, clean in (("knocked_act", "clean_act"), ("clean_act", "clean_act"), ("knocked_score", "clean_score"),
+                          ("clean_score", "clean_score"), ("knocked_prob", None), ("clean_prob", None)):
+        scale = np.maximum(1.0, full[clean].abs()) if clean else 1.0
+        assert ((cached[column] - full[column]).abs() <= 1e-5 * scale).all(), column
 
 
 def test_untruncated_windows_move_the_looked_up_position_to_the_same_token():
