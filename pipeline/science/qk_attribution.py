@@ -132,8 +132,9 @@ def edge_terms(
         got, recorded = _capture(arch, tokens, lengths, layers)
         for layer in layers:
             sel = np.nonzero(head_layers[members] == layer)[0]
+            everywhere = reader.keys_everywhere(got, recorded, layer, np.unique(row_b[sel]), lengths)  # once per pass and layer
             for chunk in np.array_split(sel, max(1, -(-len(sel) // EDGE_CHUNK))):  # bounds the [rows, components, d_model] parts
-                yield reader.terms(got, recorded, layer, members[chunk], row_b[chunk], edges.iloc[members[chunk]], tokens, lengths)
+                yield reader.terms(got, recorded, layer, members[chunk], row_b[chunk], edges.iloc[members[chunk]], tokens, lengths, everywhere)
         if progress:
             progress("qk attribution", done, len(grouped.batches))
 
@@ -209,25 +210,28 @@ class _Reader:
         attention on batch rows ``b`` at positions ``p``, each through its post-norm at its cached scale."""
         arch = self.arch
         embed = got["embed"][b, p].double()
-        parts = []
+        names = component_names(arch, layer)
+        parts = embed.new_empty(len(b), len(names), embed.shape[-1])  # filled in place: no concatenation of ~300 slices
         if arch.pos_embed:
             positions = got["pos_embed"]
             positions = positions[b if positions.shape[0] > 1 else torch.zeros_like(b), p].double()  # GPT-2: [1, pos, d_model]
-            parts += [(embed - positions)[:, None], positions[:, None]]
+            parts[:, 0], parts[:, 1] = embed - positions, positions
         else:
-            parts.append(embed[:, None])
+            parts[:, 0] = embed
+        at = 2 if arch.pos_embed else 1
         bias = torch.zeros_like(embed)
         for source in range(layer):
             heads, constant = self._heads(got, source, got[f"z{source}"][b, p].double(), b, p)
-            parts += [heads, got[f"mlp{source}"][b, p].double()[:, None]]
+            parts[:, at: at + arch.n_heads], parts[:, at + arch.n_heads] = heads, got[f"mlp{source}"][b, p]
+            at += arch.n_heads + 1
             bias = bias + constant
-        parts.append(bias[:, None])
-        return torch.cat(parts, dim=1)
+        parts[:, at] = bias
+        return parts
 
-    def _heads(self, got: dict, source: int, z: torch.Tensor, b: torch.Tensor | None, p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer ``source``'s heads as added to the stream, ``[..., n_heads, d_model]`` from ``z`` ``[..., n_heads *
-        d_head]``, and the constant it adds ``[..., d_model]`` (output bias, value bias through W_O, post-norm bias);
-        at batch rows ``b``, positions ``p`` (both None: every row and position, ``z`` ``[batch, pos, ...]``)."""
+    def _heads(self, got: dict, source: int, z: torch.Tensor, b: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``source``'s heads as added to the stream, ``[rows, n_heads, d_model]`` from ``z`` ``[rows, n_heads *
+        d_head]`` at batch rows ``b``, positions ``p``, and the constant it adds ``[rows, d_model]`` (output bias,
+        value bias through W_O, post-norm bias)."""
         arch = self.arch
         spec = arch.layers[source]
         w_o = self.weights.weight(spec.attn_out)  # [n_heads * d_head, d_model]
@@ -239,72 +243,95 @@ class _Reader:
             constant = constant + self.weights.bias(spec.attn_out)
         post = spec.post_attn_norm
         if post:
-            scale = got[f"post_attn_scale{source}"]
-            scale = scale if b is None else scale[b, p]
+            scale = got[f"post_attn_scale{source}"][b, p]
             heads, constant = _normed(post, heads, scale[..., None]), _normed(post, constant, scale)
             if post.bias is not None:
                 constant = constant + post.bias.to(constant)
         return heads, constant
 
-    def stream_total(self, got: dict, layer: int) -> torch.Tensor:
-        """``[batch, pos, d_model]``: the components of the stream entering ``layer``'s attention summed, at every
-        position (what the decomposed keys of the agreement check are read from)."""
-        total = got["embed"].double()
+    def stream_total(self, got: dict, layer: int, b: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``[rows, d_model]``: the components of the stream entering ``layer``'s attention summed, at batch rows
+        ``b``, positions ``p`` (what the decomposed keys of the agreement check are read from). The heads of
+        a layer are summed inside one product with W_O: ``Σ_h (z_h - b_v,h) W_O,h`` plus the constant is ``z W_O +
+        b_O`` (and so through a post-norm, linear at its frozen scale)."""
+        total = got["embed"][b, p].double()
         for source in range(layer):
-            heads, constant = self._heads(got, source, got[f"z{source}"].double(), None, None)
-            total = total + heads.sum(-2) + constant + got[f"mlp{source}"].double()
+            spec = self.arch.layers[source]
+            added = got[f"z{source}"][b, p].double() @ self.weights.weight(spec.attn_out)
+            if self.weights.bias(spec.attn_out) is not None:
+                added = added + self.weights.bias(spec.attn_out)
+            if spec.post_attn_norm:
+                added = _normed(spec.post_attn_norm, added, got[f"post_attn_scale{source}"][b, p])
+                if spec.post_attn_norm.bias is not None:
+                    added = added + spec.post_attn_norm.bias.to(added)
+            total = total + added + got[f"mlp{source}"][b, p].double()
         return total
 
-    def side(
-        self, got: dict, recorded: dict, layer: int, parts: torch.Tensor, b: torch.Tensor, p: torch.Tensor, heads: torch.Tensor, side: str
-    ) -> torch.Tensor:
-        """Stream parts ``[rows, n, d_model]`` (the last one the constant) at batch rows ``b``, positions ``p`` ->
-        their part of the query (``side`` 'query') or key ('key') of head ``heads`` ``[rows]`` (key heads for keys),
-        ``[rows, n, d_head]``: through the attention norm, the projection, any q/k norm and the rotary embedding."""
+    def side(self, got: dict, recorded: dict, layer: int, b: torch.Tensor, p: torch.Tensor, heads: torch.Tensor, side: str) -> torch.Tensor:
+        """``[rows, n, d_head]``: the part of the query (``side`` 'query') or key ('key') of head ``heads`` ``[rows]``
+        (key heads for keys) at batch rows ``b``, positions ``p`` that each stream component carries: through the
+        attention norm, the projection, any q/k norm and the rotary embedding. The components are read once per
+        distinct position and projected once per distinct (position, head): edges of one prompt share them."""
         spec = self.arch.layers[layer]
-        rows = torch.arange(len(b), device=parts.device)
-        weight, proj_bias = self.projection(layer, side)
-        by_row = weight[:, heads].transpose(0, 1)  # [rows, d_model, d_head]
-        constant = torch.zeros(len(b), weight.shape[-1], dtype=torch.float64, device=parts.device)  # [rows, d_head]
+        positions, at = _distinct(b, p)
+        ub, up = positions[:, 0], positions[:, 1]
+        parts = self.stream_parts(got, layer, ub, up)  # [positions, n, d_model], the last one the constant
         if spec.attn_norm:
-            parts = _normed(spec.attn_norm, parts, got[f"attn_norm_scale{layer}"][b, p][:, None])
-            if spec.attn_norm.bias is not None:
-                constant = constant + torch.einsum("m,rmd->rd", spec.attn_norm.bias.to(by_row), by_row)
+            parts = _normed(spec.attn_norm, parts, got[f"attn_norm_scale{layer}"][ub, up][:, None])
+        pairs, of_row = _distinct(at, heads)
+        where, head = pairs[:, 0], pairs[:, 1]
+        weight, proj_bias = self.projection(layer, side)  # [d_model, heads, d_head]
+        x = parts.new_empty(len(pairs), parts.shape[1], weight.shape[-1])
+        for h in head.unique().tolist():
+            sel = torch.nonzero(head == h)[:, 0]
+            x[sel] = parts[where[sel]] @ weight[:, h]
+        constant = torch.zeros(len(pairs), weight.shape[-1], dtype=torch.float64, device=parts.device)  # [pairs, d_head]
+        if spec.attn_norm and spec.attn_norm.bias is not None:
+            constant = constant + torch.einsum("m,rmd->rd", spec.attn_norm.bias.to(weight), weight[:, head].transpose(0, 1))
         if proj_bias is not None:
-            constant = constant + proj_bias[heads]
-        x = torch.einsum("rnm,rmd->rnd", parts, by_row)
+            constant = constant + proj_bias[head]
+        pb, pp = ub[where], up[where]
         norm = spec.q_norm if side == "query" else spec.k_norm
         if norm:
             gain, norm_bias = described.qk_norm_gain(norm, self.arch.d_head)  # [heads or 1, d_head]
-            scale = got[f"{side[0]}_norm_scale{layer}"][b, p]  # [rows, heads or 1]
-            factor = gain.to(x)[heads if gain.shape[0] > 1 else 0 * heads] * scale[rows, heads if scale.shape[-1] > 1 else 0 * heads][:, None]
+            scale = got[f"{side[0]}_norm_scale{layer}"][pb, pp]  # [pairs, heads or 1]
+            rows = torch.arange(len(pairs), device=parts.device)
+            factor = gain.to(x)[head if gain.shape[0] > 1 else 0 * head] * scale[rows, head if scale.shape[-1] > 1 else 0 * head][:, None]
             x, constant = x * factor[:, None], constant * factor
             if norm_bias is not None:
-                constant = constant + norm_bias.to(x)[heads if norm_bias.shape[0] > 1 else 0 * heads]
+                constant = constant + norm_bias.to(x)[head if norm_bias.shape[0] > 1 else 0 * head]
         x = torch.cat([x[:, :-1], x[:, -1:] + constant[:, None]], dim=1)
         if spec.rotary_dim:
             cos, sin = described.rotary_tables(spec, recorded[layer])
-            x = described.rotate(spec, x, cos[p][:, None], sin[p][:, None])
-        return x
+            x = described.rotate(spec, x, cos[pp][:, None], sin[pp][:, None])
+        return x[of_row]
 
-    def keys_everywhere(self, got: dict, recorded: dict, layer: int) -> torch.Tensor:
-        """``[batch, pos, key heads, d_head]``: every position's keys rebuilt from the decomposition (the stream's
-        components summed, through the same maps as ``side``), for the agreement check."""
+    def keys_everywhere(self, got: dict, recorded: dict, layer: int, rows: np.ndarray, lengths: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+        """``(rows, [rows, pos, key heads, d_head])``: the keys of batch rows ``rows`` (sorted) rebuilt from the
+        decomposition (the stream's components summed, through the same maps as ``side``), for the agreement check;
+        once per pass and head layer, whatever the number of edge chunks. Only each row's real positions (``lengths``)
+        are computed: the padding after them, which no query of the row sees, is left 0."""
         spec = self.arch.layers[layer]
-        x = self.stream_total(got, layer)  # [batch, pos, d_model]
+        device = self.arch.device
+        n = lengths[torch.as_tensor(rows)].to(device)
+        b = torch.as_tensor(rows, device=device).repeat_interleave(n)
+        p = torch.arange(int(n.sum()), device=device) - (n.cumsum(0) - n).repeat_interleave(n)  # 0..n-1 on each row
+        x = self.stream_total(got, layer, b, p)  # [real positions, d_model]
         if spec.attn_norm:
-            x = _normed(spec.attn_norm, x, got[f"attn_norm_scale{layer}"])
+            x = _normed(spec.attn_norm, x, got[f"attn_norm_scale{layer}"][b, p])
             if spec.attn_norm.bias is not None:
                 x = x + spec.attn_norm.bias.to(x)
         weight, proj_bias = self.projection(layer, "key")
-        keys = torch.einsum("bpm,mhd->bphd", x, weight) + (proj_bias if proj_bias is not None else 0.0)
+        keys = (x @ weight.flatten(1)).unflatten(-1, weight.shape[1:]) + (proj_bias if proj_bias is not None else 0.0)
         if spec.k_norm:
             gain, norm_bias = described.qk_norm_gain(spec.k_norm, self.arch.d_head)
-            keys = keys * gain.to(keys) * got[f"k_norm_scale{layer}"][..., None].to(keys) + (norm_bias.to(keys) if norm_bias is not None else 0.0)
+            keys = keys * gain.to(keys) * got[f"k_norm_scale{layer}"][b, p][..., None].to(keys) + (norm_bias.to(keys) if norm_bias is not None else 0.0)
         if spec.rotary_dim:
             cos, sin = described.rotary_tables(spec, recorded[layer])
-            keys = described.rotate(spec, keys, cos[: keys.shape[1], None], sin[: keys.shape[1], None])
-        return keys
+            keys = described.rotate(spec, keys, cos[p][:, None], sin[p][:, None])
+        padded = keys.new_zeros(len(rows), int(n.max()), *keys.shape[1:])
+        padded[torch.searchsorted(torch.as_tensor(rows, device=device), b), p] = keys
+        return rows, padded
 
     def captured(self, got: dict, recorded: dict, layer: int, b: torch.Tensor, p: torch.Tensor, heads: torch.Tensor, side: str) -> torch.Tensor:
         """``[rows, d_head]``: the query or key this pass computed at batch rows ``b``, positions ``p``, head ``heads``
@@ -323,8 +350,9 @@ class _Reader:
         return x
 
     def terms(self, got: dict, recorded: dict, layer: int, index: np.ndarray, row_b: np.ndarray, rows: pd.DataFrame,
-              tokens: torch.Tensor, lengths: torch.Tensor) -> EdgeTerms:
-        """The edges ``rows`` (indices ``index`` into the edges frame) of head layer ``layer``, on batch rows ``row_b``."""
+              tokens: torch.Tensor, lengths: torch.Tensor, everywhere: tuple[np.ndarray, torch.Tensor]) -> EdgeTerms:
+        """The edges ``rows`` (indices ``index`` into the edges frame) of head layer ``layer``, on batch rows ``row_b``;
+        ``everywhere``: ``keys_everywhere`` of this layer on (at least) those batch rows."""
         arch, spec = self.arch, self.arch.layers[layer]
         device = arch.device
         b = torch.as_tensor(row_b, device=device)
@@ -334,13 +362,14 @@ class _Reader:
         kv = torch.as_tensor([arch.kv_head(int(h)) for h in rows["head"]], dtype=torch.long, device=device)
         if bool((j < 1).any() or (j > t).any()):
             raise ValueError("QK attribution: an edge's position is outside 1..t of its BOS-prefixed prompt")
-        queries = self.side(got, recorded, layer, self.stream_parts(got, layer, b, t), b, t, heads, "query")  # [rows, n, d_head]
-        keys = self.side(got, recorded, layer, self.stream_parts(got, layer, b, j), b, j, kv, "key")
-        terms = torch.einsum("rad,rbd->rab", queries, keys) * spec.scaling
+        queries = self.side(got, recorded, layer, b, t, heads, "query")  # [rows, n, d_head]
+        keys = self.side(got, recorded, layer, b, j, kv, "key")
+        terms = torch.bmm(queries, keys.transpose(1, 2)) * spec.scaling
         q, k = self.captured(got, recorded, layer, b, t, heads, "query"), self.captured(got, recorded, layer, b, j, kv, "key")
         # Agreement: the decomposed query against every position's decomposed key, softmaxed as the model does.
-        everywhere = self.keys_everywhere(got, recorded, layer)[b, :, kv]  # [rows, pos, d_head]
-        scores = torch.einsum("rd,rpd->rp", queries.sum(1), everywhere) * spec.scaling
+        known, keys_at = everywhere
+        keys_at = keys_at[torch.as_tensor(np.searchsorted(known, row_b), device=device), :, kv]  # [rows, pos, d_head]
+        scores = torch.einsum("rd,rpd->rp", queries.sum(1), keys_at) * spec.scaling
         weights = described.attention_weights(spec, scores, t)
         rows_index = torch.arange(len(b), device=device)
         return EdgeTerms(
@@ -350,6 +379,12 @@ class _Reader:
             margin=score_margin(scores, described.seen(spec, t, scores.shape[1]), j, (q * k).sum(-1) * spec.scaling),
             token_id=tokens[torch.as_tensor(row_b), j.cpu()].numpy(),
         )
+
+
+def _distinct(*columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows ``[distinct, columns]`` of the integer ``columns`` ``[rows]`` side by side, and each row's
+    index among them ``[rows]``."""
+    return torch.unique(torch.stack(columns, dim=1), dim=0, return_inverse=True)
 
 
 def score_margin(scores: torch.Tensor, seen: torch.Tensor, position: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
