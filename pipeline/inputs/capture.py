@@ -92,7 +92,7 @@ def capture(
     picks: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     resume: Resume | None = None,
     edits: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-    cache: object | None = None,
+    forward: dict | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``tokens`` ``[batch, pos]`` through the Hugging Face model's base (no unembedding) and keep, for each
     ``key: (module path, 'input' | 'output' | 'weights')``, ``pick(value)`` (default: the whole ``[batch, pos,
@@ -100,9 +100,9 @@ def capture(
     pattern ``[batch, heads, query, key]`` (eager attention only: see ``eager_attention``). The forward
     stops once the key ``stop_after`` has been captured. ``resume`` starts it at a block from a cached stream;
     ``edits`` maps a module path to a function of its first input that replaces it (an intervention, applied
-    before any capture of that input). ``cache`` (a ``transformers`` ``Cache``) runs the pass with the model's
-    key/value cache: filled in place, or holding the keys and values of positions before ``tokens`` (which then
-    take the positions after them); without it no cache is kept."""
+    before any capture of that input). ``forward`` adds keyword arguments of the model's forward: ``cache`` (a
+    ``transformers`` ``Cache``: filled in place, or holding the keys and values of positions before ``tokens``),
+    with it ``attention_mask`` (``[batch, cached + pos]``) and ``position_ids``; without a cache none is kept."""
     pick = pick or (lambda value: value)
     picks = picks or {}
     captured: dict[str, torch.Tensor] = {}
@@ -137,8 +137,8 @@ def capture(
             handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad(), _resumed(model, resume) if resume else contextlib.nullcontext():
-            with_cache = {"cache": cache, "use_cache": True} if cache is not None else {"use_cache": False}
-            model.base_model(tokens.to(next(model.parameters()).device), **with_cache)
+            extra = forward or {}
+            model.base_model(tokens.to(next(model.parameters()).device), use_cache="cache" in extra, **extra)
     except StopForward:
         pass
     finally:

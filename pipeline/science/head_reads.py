@@ -115,7 +115,7 @@ def source_terms(
     by_position: bool = True,
     resume: Resume | None = None,
     edits: dict | None = None,
-    cache: object | None = None,
+    forward: dict | None = None,
 ) -> SourceTerms:
     """Run the batch ``tokens`` ``[batch, pos]`` (right-padded) once and split, for each row (``layer``,
     ``neuron``, ``head_layer``, ``head``; on batch row ``row_b``), the head's direct contribution to the neuron
@@ -123,10 +123,10 @@ def source_terms(
     probability of each row's token is returned too. Without ``by_position`` only the head's total is formed
     (one "position": its z), with the model's own attention kernel: what the counterfactual test needs.
     ``resume`` and ``edits`` are ``capture``'s: the pass starts at a cached stream, with a module's input
-    rewritten (the knockout; the head's total then reads the rewritten z); ``cache`` is ``capture``'s too (the
-    keys and values of earlier positions: ``tokens`` are then the positions after them)."""
+    rewritten (the knockout; the head's total then reads the rewritten z); ``forward`` is ``capture``'s too (a
+    key/value cache of earlier positions: ``tokens`` are then the positions after them)."""
     weights = weights or Weights(arch)
-    values, got = _capture(arch, tokens, lengths, rows, next_token_ids is not None, by_position, resume, edits, cache)
+    values, got = _capture(arch, tokens, lengths, rows, next_token_ids is not None, by_position, resume, edits, forward)
     n = len(rows)
     n_pos = tokens.shape[1] if by_position else 1
     attention = torch.zeros(n, n_pos, dtype=torch.float64, device=arch.device)
@@ -162,7 +162,7 @@ def source_terms(
 
 def _capture(
     arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor, rows: pd.DataFrame, to_logits: bool, by_position: bool,
-    resume: Resume | None = None, edits: dict | None = None, cache: object | None = None,
+    resume: Resume | None = None, edits: dict | None = None, forward: dict | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One forward pass: at each row's last position, what the terms read (float64: the norms' 1/scales, the
     MLPs' pre-activations and activations, each source layer's ``z``), and per source layer the attention
@@ -195,7 +195,7 @@ def _capture(
     stop = None if to_logits else f"act{max(layers)}"
     with eager_attention(arch.model) if by_position else contextlib.nullcontext():
         got = capture(arch.model, tokens, wanted, stop_after=stop, pick=lambda value: value[at_last, last], picks=picks, resume=resume, edits=edits,
-                      cache=cache)
+                      forward=forward)
     values = with_norm_scales(arch, {k: v.double() for k, v in got.items() if not k.startswith(("v", "final"))})
     for source in sources:
         if by_position:

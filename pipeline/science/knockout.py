@@ -16,13 +16,16 @@ Weights and values come from one eager pass per prompt; the resumed passes use t
 and replace only the knocked-out head's output at t. Since only position t changes, every earlier position of
 every layer from the head's up equals the clean pass's: each variant runs position t alone (``_Run.cached``),
 the earlier positions' keys and values taken from the clean pass's key/value cache (``transformers``'
-``DynamicCache`` kept whole, without sliding-window trimming, so the masks count positions from it as in the
-full pass), rows of equal length together (no padding). The pass over every position (``_Run.full``) stays the
-reference: in 'auto' a probe on the first batch runs its first variants both ways and falls back to it where
-they differ beyond fp32 rounding (``PROBE_TOLERANCE``) or the forward refuses the cache. Both paths agree
-within 1e-5 on all 15 tiny families (tests/integration/science/test_knockout.py): none falls back. Per pair, one-sided paired Wilcoxon signed-rank tests ask
-whether the activation drops more at the looked-up edge than at each control; p-values are adjusted by
-Benjamini-Hochberg within each (cohort, prompt kind); a pair is *confirmed* when both controls are beaten.
+``DynamicCache`` kept whole, without sliding-window trimming), left-padded to a pass's longest prefix under an
+attention mask (left padding keeps each key's distance to the query, so sliding windows stay exact). The pass
+over every position (``_Run.full``) stays the reference: in 'auto' a probe on the first batch runs its first
+variants both ways and falls back to it where they differ beyond fp32 rounding (``PROBE_TOLERANCE``) or the
+forward refuses the cache. Both agree within 1e-5 on all 15 tiny families
+(tests/integration/science/test_knockout.py): none falls back.
+
+Per pair, one-sided paired Wilcoxon signed-rank tests ask whether the activation drops more at the looked-up
+edge than at each control; p-values are adjusted by Benjamini-Hochberg within each (cohort, prompt kind); a pair
+is *confirmed* when both controls are beaten.
 """
 
 from __future__ import annotations
@@ -140,7 +143,8 @@ def _clean_pass(arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor,
         picks[f"pattern{layer}"] = lambda value: value[at, :, last]
     cache = DynamicCache() if cached else None  # no config: every layer keeps every position (no sliding-window trim)
     with eager_attention(arch.model):
-        got: dict = capture(arch.model, tokens, wanted, stop_after=None if cached else f"pattern{max(layers)}", picks=picks, cache=cache)
+        got: dict = capture(arch.model, tokens, wanted, stop_after=None if cached else f"pattern{max(layers)}", picks=picks,
+                           forward={"cache": cache} if cached else None)
     for layer in layers:
         got[f"values{layer}"] = arch.head_values(layer, got.pop(f"v{layer}").double())
         got[f"pattern{layer}"] = got[f"pattern{layer}"].double()
@@ -151,15 +155,26 @@ def _clean_pass(arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor,
     return got
 
 
-def _prefix_cache(clean: DynamicCache, b: torch.Tensor, t: int, layer: int) -> DynamicCache:
-    """The key/value cache of positions ``0..t-1`` of the clean pass's rows ``b``, for a pass resumed at
-    ``layer`` that runs position ``t``: a new cache (the pass appends to it, the clean one is kept). The
-    layers below are never run; they keep one row, only to tell the model how many positions came before (its
-    positions and masks count from the first layer's cache)."""
-    return DynamicCache([
-        (keys[b if index >= layer else slice(0, 1), :, :t], values[b if index >= layer else slice(0, 1), :, :t])
-        for index, (keys, values, _) in enumerate(clean)
-    ])
+def _prefix_cache(clean: DynamicCache, b: torch.Tensor, t: torch.Tensor, layer: int) -> dict:
+    """The forward arguments of a pass resumed at ``layer`` that runs position ``t[r]`` of the clean pass's row
+    ``b[r]``: a new cache (the pass appends to it; the clean one is kept) holding the keys and values of that
+    row's positions ``0..t[r]-1``, left-padded to the longest (zeros, masked out by ``attention_mask``
+    ``[rows, width + 1]``), and ``position_ids`` ``[rows, 1]``. Left padding keeps every key's distance to the
+    query, so sliding windows (Mistral, Gemma 2/3), which the model counts from cache slots, stay exact. The
+    layers below ``layer`` are never run; they keep one row, only to tell the model the cache's width."""
+    width = int(t.max())
+    slot = torch.arange(width)[None] - (width - t)[:, None]  # [rows, width]: the prefix position in each slot, < 0: padding
+    valid = slot >= 0
+
+    def take(states: torch.Tensor) -> torch.Tensor:  # [batch, kv_heads, pos, d_head] -> [rows, kv_heads, width, d_head]
+        picked = states[b[:, None].to(states.device), :, slot.clamp_min(0).to(states.device)]  # [rows, width, kv_heads, d_head]
+        return picked.transpose(1, 2) * valid.to(states.device)[:, None, :, None].to(states.dtype)
+
+    layers = [(take(keys), take(values)) if index >= layer else (keys[:1, :, :width], values[:1, :, :width])
+              for index, (keys, values, _) in enumerate(clean)]
+    device = clean.layers[layer].keys.device
+    mask = torch.cat([valid, torch.ones(len(b), 1, dtype=torch.bool)], dim=1).long()
+    return {"cache": DynamicCache(layers), "attention_mask": mask.to(device), "position_ids": t[:, None].to(device)}
 
 
 def _edit(arch: Architecture, last: torch.Tensor, edges: list[Edge]):
@@ -263,7 +278,7 @@ class _Run:
     """The variants of one batch's rows whose head sits in ``layer``, each resumed at that layer with the head's
     output at the last position edited. ``full`` runs every position of each prompt (the reference); ``cached``
     runs only the last one, the earlier positions' keys and values taken from the clean pass (they do not
-    change: only the last position is edited), rows of equal length together (no padding, one position)."""
+    change: only the last position is edited)."""
 
     def __init__(self, arch: Architecture, weights: Weights, layer: int, frame: pd.DataFrame, edges: list[Edge], b_of: np.ndarray,
                  tokens: torch.Tensor, lengths: torch.Tensor, clean: dict, batch_tokens: int):
@@ -281,28 +296,28 @@ class _Run:
         return out
 
     def cached(self, variants: np.ndarray | None = None) -> np.ndarray:
-        """``[3, variants]`` as ``full``, each variant running its last position t only (``position`` t, the keys
-        and values of 0..t-1 from the clean pass's cache); at most ``batch_tokens`` cached positions a chunk."""
+        """``[3, variants]`` as ``full``, each variant running its last position t only (the keys and values of
+        0..t-1 from the clean pass's cache, ``_prefix_cache``); rows of any lengths together, sorted by length,
+        at most ``batch_tokens`` cached slots a pass (one pass reads every weight from the head's layer up and
+        the unembedding, so fewer, larger passes are faster)."""
         variants = np.arange(len(self.frame)) if variants is None else variants
         out = np.empty((3, len(variants)))
         t_of = self.lengths.numpy()[self.b_of[variants]] - 1
-        for t in np.unique(t_of).tolist():
-            same = np.nonzero(t_of == t)[0]
-            for part in np.array_split(same, -(-len(same) * max(1, t) // self.batch_tokens)):
-                b = torch.as_tensor(self.b_of[variants[part]])
-                cache = _prefix_cache(self.clean["cache"], b, t, self.layer)
-                stream = self.clean[f"stream{self.layer}"][b, t:t + 1]  # [rows, 1, d_model]
-                out[:, part] = self._read(variants[part], self.tokens[b, t:t + 1], torch.ones(len(part), dtype=torch.long), stream, cache)
+        for part in pack_batches(np.maximum(t_of, 1).tolist(), self.batch_tokens):
+            b, t = torch.as_tensor(self.b_of[variants[part]]), torch.as_tensor(t_of[part])
+            stream = self.clean[f"stream{self.layer}"][b, t][:, None]  # [rows, 1, d_model]
+            out[:, part] = self._read(variants[part], self.tokens[b, t][:, None], torch.ones(len(part), dtype=torch.long), stream,
+                                      _prefix_cache(self.clean["cache"], b, t, self.layer))
         return out
 
-    def _read(self, chunk: np.ndarray, tokens: torch.Tensor, lengths: torch.Tensor, stream: torch.Tensor, cache: DynamicCache | None = None) -> np.ndarray:
+    def _read(self, chunk: np.ndarray, tokens: torch.Tensor, lengths: torch.Tensor, stream: torch.Tensor, forward: dict | None = None) -> np.ndarray:
         """``[3, chunk]`` of one pass resumed at the head's layer from ``stream`` over ``tokens`` ``[rows, pos]``."""
         last = (lengths - 1).to(self.arch.device)
         edits = {self.arch.layers[self.layer].attn_out: _edit(self.arch, last, [self.edges[i] for i in chunk])}
         rows = self.frame.iloc[chunk]
         terms = source_terms(
             self.arch, tokens, lengths, rows, np.arange(len(chunk)), self.weights, np.array(rows["next_token_id"], dtype=np.int64),
-            by_position=False, resume=Resume(self.blocks, self.layer, stream), edits=edits, cache=cache,
+            by_position=False, resume=Resume(self.blocks, self.layer, stream), edits=edits, forward=forward,
         )
         return np.stack([t.cpu().numpy() for t in (terms.act, terms.head_score, terms.prob)])
 
