@@ -123,7 +123,10 @@ def edge_terms(
         raise UnsupportedModel(arch.qk_refusal)
     pad_id = bos_id if pad_id is None else pad_id
     head_layers = edges["head_layer"].to_numpy()
-    grouped = group_prompts(edges["prompt_token_ids"].tolist(), head_layers, bos_id, batch_tokens)
+    # Batched by length alone (not by head layer first): a pass runs to its deepest head layer either way, and the
+    # heads that look up sit in few, late layers, while grouping by layer first padded every group to its longest
+    # prompt (2.4x the real tokens on the default run).
+    grouped = group_prompts(edges["prompt_token_ids"].tolist(), np.zeros(len(edges), dtype=np.int64), bos_id, batch_tokens)
     reader = _Reader(arch)
     for done, batch in enumerate(grouped.batches, start=1):
         tokens, lengths = pad_right([grouped.prompts[p] for p in batch], pad_id)
