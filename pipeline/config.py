@@ -383,9 +383,10 @@ class KnockoutSettings(BaseModel):
         "explained", description="Which pairs: 'explained' (those the explanations step explained) or 'all' consistent pairs of both cohorts."
     )
     untruncated: bool = Field(
-        True,
+        False,
         description="Also knock out the same edge on the untruncated window each exemplar came from (the document up to the exemplar's "
-        "last token, at most max_window_tokens), where most tokens do not matter.",
+        "last token, at most max_window_tokens), where most tokens do not matter. Off by default: on the default run it costs about "
+        "2.8 more minutes on a 2-core CPU, more than `make demo`'s budget allows (docs/measurements.md).",
     )
     max_window_tokens: int = Field(256, ge=8, le=4096, description="The untruncated window: at most this many tokens before the exemplar's end.")
     fdr: float = Field(0.05, gt=0.0, lt=1.0, description="False discovery rate of the Benjamini-Hochberg procedure over a cohort's pairs.")

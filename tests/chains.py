@@ -89,7 +89,7 @@ def explain(model, head_scores, store):
     explained = steps.run_explanations(model, head_scores, ExplanationSettings(backend="contrastive"), store, head_lookups=looked_up)
     steps.run_explanation_scores(model, explained.handle, ScoringSettings(), store)
     steps.run_interventions(model, looked_up, InterventionSettings(), store)
-    steps.run_knockouts(model, looked_up, KnockoutSettings(), store)
+    steps.run_knockouts(model, looked_up, KnockoutSettings(untruncated=True), store)
     steps.run_qk(model, looked_up, QKSettings(), store)
 
 

@@ -53,7 +53,7 @@ def test_the_planted_pair_is_in_the_atlas_with_the_trigger_boxed(tmp_path):
     page = open(result.handle.path, encoding="utf-8").read()
     assert "<b>counterfactual</b> <b class='on'>confirmed</b>" in page
     assert "<b>knockout</b>" not in page and "why it looks there" not in page  # neither run yet
-    knocked = steps.run_knockouts(model, looked_up, KnockoutSettings(), store).handle
+    knocked = steps.run_knockouts(model, looked_up, KnockoutSettings(untruncated=True), store).handle
     why = steps.run_qk(model, looked_up, QKSettings(), store).handle
     result = steps.run_atlas(model, ablations, AtlasSettings(prompts_per_pair=40), store, lookup_interventions=tested, lookup_knockouts=knocked,
                              qk_attributions=why)
