@@ -112,6 +112,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_harvest.py
 	$(BIN)/python bench/bench_attribution.py
 	$(BIN)/python bench/bench_lookups.py
+	$(BIN)/python bench/bench_interventions.py
 	$(BIN)/python bench/bench_explanations.py
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_scale.py --config gpt2 --docs 4 --neurons 2

@@ -76,21 +76,13 @@ def main() -> None:
     parser.add_argument("--database", type=Path, default=Path("data/lookups.duckdb"))
     args = parser.parse_args()
 
-    from lookups.pipeline.inputs import checkpoints
-    from lookups.pipeline.inputs.runtime import load_runtime
-    from lookups.pipeline.store.store import Store
+    from latest_run import open_latest
 
-    if not args.database.exists():
-        raise SystemExit(f"No results at {args.database}: run `make demo` first.")
-    store = Store(args.database)
-    latest = store.query("SELECT model_id, prompt_set_id FROM head_lookups LIMIT 1")
-    if not len(latest):
-        raise SystemExit(f"No look-ups in {args.database}: run `make demo` first.")
-    keys = latest.iloc[0].to_dict()
+    from lookups.pipeline.inputs.runtime import load_runtime
+
+    store, keys, local_dir = open_latest(args.database)
     pairs = store.read("lookup_prompts", **keys)[["cohort", "layer", "neuron", "head_layer", "head"]].drop_duplicates()
     pairs = pairs.sample(n=min(args.pairs, len(pairs)), random_state=0)
-    recorded = store.query("SELECT name FROM models WHERE model_id = ?", [keys["model_id"]]).iloc[0]
-    local_dir = str(checkpoints.resolve_model(recorded["name"]).local_dir)
     runtime = load_runtime(local_dir, "cpu")
     print(f"{keys['model_id']} / {keys['prompt_set_id']}: {len(pairs)} pairs")
     ablation_resumed_against_full(store, keys, pairs, runtime.arch, runtime.bos_id, runtime.pad_id)

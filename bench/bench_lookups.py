@@ -26,25 +26,18 @@ def main() -> None:
     parser.add_argument("--database", type=Path, default=Path("data/lookups.duckdb"))
     args = parser.parse_args()
 
-    from lookups.pipeline.config import AttributionSettings, InterventionSettings, LookupSettings
-    from lookups.pipeline.inputs import architecture, checkpoints, models
-    from lookups.pipeline.science import attribution, counterfactual, head_reads
-    from lookups.pipeline.store.store import Store
+    from latest_run import open_latest
 
-    if not args.database.exists():
-        raise SystemExit(f"No results at {args.database}: run `make demo` first.")
-    store = Store(args.database)
-    latest = store.query("SELECT model_id, prompt_set_id FROM head_lookups LIMIT 1")
-    if not len(latest):
-        raise SystemExit(f"No look-ups in {args.database}: run `make demo` first.")
-    keys = latest.iloc[0].to_dict()
+    from lookups.pipeline.config import AttributionSettings, InterventionSettings, LookupSettings
+    from lookups.pipeline.inputs import architecture, models
+    from lookups.pipeline.science import attribution, counterfactual, head_reads
+
+    store, keys, local_dir = open_latest(args.database)
     rows = store.read("lookup_prompts", **keys)
     pairs = rows[["cohort", "layer", "neuron", "head_layer", "head"]].drop_duplicates().head(args.pairs)
     rows = rows.merge(pairs, on=list(pairs.columns))
     exemplars = rows[["layer", "neuron", "doc_id", "split", "prompt_token_ids"]].drop_duplicates(["layer", "neuron", "doc_id"])
-    recorded = store.query("SELECT name, bos_token_id FROM models WHERE model_id = ?", [keys["model_id"]]).iloc[0]
-    local_dir = str(checkpoints.resolve_model(recorded["name"]).local_dir)
-    bos = int(recorded["bos_token_id"])
+    bos = int(store.query("SELECT bos_token_id FROM models WHERE model_id = ?", [keys["model_id"]]).iloc[0, 0])
     arch = architecture.load_architecture(local_dir, "cpu")
     tokenizer = models.load_bridge(local_dir, "cpu").tokenizer
     pad = models.pad_token_id(tokenizer, bos)

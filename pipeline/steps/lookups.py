@@ -4,6 +4,7 @@ source position), and the counterfactual test that the token it reads drives the
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -64,6 +65,34 @@ def run_lookups(
     return run_step(store, "head_lookups", scores.scope, fingerprint, compute, handle, yields=yields)
 
 
+@dataclass(frozen=True)
+class TestedPairs:
+    """The pairs a test of the look-ups runs on (``pairs: explained``: those the explanations step wrote, which runs
+    first; ``all``: every consistent pair), with what its fingerprint and its empty-result message take from them."""
+
+    chosen: pd.DataFrame | None
+    ids: list[str]  # 'layer:neuron:head_layer:head', or ['-'] for all pairs (part of the fingerprint, not the
+    # explanations' data version: a new template changes no pair)
+
+    @classmethod
+    def read(cls, store: Store, keys: dict, pairs: str) -> TestedPairs:
+        chosen = store.read("explained_pairs", **keys) if pairs == "explained" else None
+        return cls(chosen, pair_ids(chosen) if chosen is not None else ["-"])
+
+    @property
+    def all_pairs(self) -> bool:
+        return self.chosen is None
+
+    def fingerprint(self, looked_up: LookupsHandle, settings) -> tuple:
+        return (looked_up.data_version, tuple(self.ids), result_settings(settings))
+
+    def yields(self, looked_up: LookupsHandle, counted: str, what: str, step: str) -> Yield:
+        return Yield(
+            counted, what, f"the explanations settings (pairs_per_neuron, max_pairs) or {step}.pairs",
+            inputs_empty=not looked_up.stats.get("lookup_rows") or (self.chosen is not None and not len(self.chosen)),
+        )
+
+
 def run_interventions(
     model: ModelHandle, head_lookups: LookupsHandle, settings: InterventionSettings, store: Store, progress: Progress | None = None,
 ) -> StepResult:
@@ -71,11 +100,11 @@ def run_interventions(
     ``pairs: explained`` the pairs are those the explanations step wrote (it runs first: ``after``)."""
     looked_up = head_lookups
     keys = looked_up.keys
-    chosen, ids = _tested_pairs(store, keys, settings.pairs)
+    tested = TestedPairs.read(store, keys, settings.pairs)
 
     def compute() -> Computed:
         started = time.perf_counter()
-        prompts = store.read("intervention_prompts", **keys, pairs=ids, all_pairs=settings.pairs == "all")
+        prompts = store.read("intervention_prompts", **keys, pairs=tested.ids, all_pairs=tested.all_pairs)
         frame = pd.DataFrame(columns=counterfactual.INTERVENTION_COLUMNS)
         if len(prompts):
             runtime = model.runtime()
@@ -93,19 +122,8 @@ def run_interventions(
     def handle(data_version: str, stats: dict) -> InterventionsHandle:
         return InterventionsHandle(data_version=data_version, stats=stats, **keys, fdr=settings.fdr)
 
-    fingerprint = (looked_up.data_version, tuple(ids), result_settings(settings))
-    yields = Yield(
-        "intervention_rows", "interventions", "the explanations settings (pairs_per_neuron, max_pairs) or lookup_interventions.pairs",
-        inputs_empty=not looked_up.stats.get("lookup_rows") or (chosen is not None and not len(chosen)),
-    )
-    return run_step(store, "lookup_interventions", looked_up.scope, fingerprint, compute, handle, yields=yields)
-
-
-def _tested_pairs(store: Store, keys: dict, pairs: str) -> tuple[pd.DataFrame | None, list[str]]:
-    """The pairs a test runs on: with ``pairs: explained`` those the explanations step wrote (and their ids, part of
-    the fingerprint: a new template changes no pair), else all consistent pairs (``['-']``)."""
-    chosen = store.read("explained_pairs", **keys) if pairs == "explained" else None
-    return chosen, pair_ids(chosen) if chosen is not None else ["-"]
+    yields = tested.yields(looked_up, "intervention_rows", "interventions", "lookup_interventions")
+    return run_step(store, "lookup_interventions", looked_up.scope, tested.fingerprint(looked_up, settings), compute, handle, yields=yields)
 
 
 def run_knockouts(
@@ -115,11 +133,11 @@ def run_knockouts(
     ``settings.untruncated``, on the window each exemplar came from (docs/method.md, "Why the head looks there")."""
     looked_up = head_lookups
     keys = looked_up.keys
-    chosen, ids = _tested_pairs(store, keys, settings.pairs)
+    tested = TestedPairs.read(store, keys, settings.pairs)
 
     def compute() -> Computed:
         started = time.perf_counter()
-        prompts = store.read("intervention_prompts", **keys, pairs=ids, all_pairs=settings.pairs == "all")
+        prompts = store.read("intervention_prompts", **keys, pairs=tested.ids, all_pairs=tested.all_pairs)
         frame = pd.DataFrame(columns=knockout.KNOCKOUT_COLUMNS)
         if len(prompts):
             runtime = model.runtime()
@@ -137,12 +155,8 @@ def run_knockouts(
     def handle(data_version: str, stats: dict) -> KnockoutsHandle:
         return KnockoutsHandle(data_version=data_version, stats=stats, **keys, fdr=settings.fdr)
 
-    fingerprint = (looked_up.data_version, tuple(ids), result_settings(settings))
-    yields = Yield(
-        "knockout_rows", "knockouts", "the explanations settings (pairs_per_neuron, max_pairs) or lookup_knockouts.pairs",
-        inputs_empty=not looked_up.stats.get("lookup_rows") or (chosen is not None and not len(chosen)),
-    )
-    return run_step(store, "lookup_knockouts", looked_up.scope, fingerprint, compute, handle, yields=yields)
+    yields = tested.yields(looked_up, "knockout_rows", "knockouts", "lookup_knockouts")
+    return run_step(store, "lookup_knockouts", looked_up.scope, tested.fingerprint(looked_up, settings), compute, handle, yields=yields)
 
 
 def run_qk(model: ModelHandle, head_lookups: LookupsHandle, settings: QKSettings, store: Store, progress: Progress | None = None) -> StepResult:
@@ -150,10 +164,10 @@ def run_qk(model: ModelHandle, head_lookups: LookupsHandle, settings: QKSettings
     (docs/method.md, "Why the head looks there")."""
     looked_up = head_lookups
     keys = looked_up.keys
-    chosen, ids = _tested_pairs(store, keys, settings.pairs)
+    tested = TestedPairs.read(store, keys, settings.pairs)
 
     def compute() -> Computed:
-        edges = store.read("qk_edges", **keys, pairs=ids, all_pairs=settings.pairs == "all", positions=settings.positions)
+        edges = store.read("qk_edges", **keys, pairs=tested.ids, all_pairs=tested.all_pairs, positions=settings.positions)
         frame = pd.DataFrame(columns=qk_attribution.QK_COLUMNS)
         stats = {"edges": 0, "rows": 0}
         if len(edges):
@@ -165,12 +179,8 @@ def run_qk(model: ModelHandle, head_lookups: LookupsHandle, settings: QKSettings
     def handle(data_version: str, stats: dict) -> QKHandle:
         return QKHandle(data_version=data_version, stats=stats, **keys, identity_tolerance=settings.identity_tolerance)
 
-    fingerprint = (looked_up.data_version, tuple(ids), result_settings(settings))
-    yields = Yield(
-        "edges", "QK edges", "the explanations settings (pairs_per_neuron, max_pairs) or qk_attributions.pairs",
-        inputs_empty=not looked_up.stats.get("lookup_rows") or (chosen is not None and not len(chosen)),
-    )
-    return run_step(store, "qk_attributions", looked_up.scope, fingerprint, compute, handle, yields=yields)
+    yields = tested.yields(looked_up, "edges", "QK edges", "qk_attributions")
+    return run_step(store, "qk_attributions", looked_up.scope, tested.fingerprint(looked_up, settings), compute, handle, yields=yields)
 
 
 # ---------------------------------------------------------------- registry rows
