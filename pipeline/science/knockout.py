@@ -388,10 +388,11 @@ def pair_tests(knockouts: pd.DataFrame, fdr: float) -> pd.DataFrame:
 
 
 def summary(tests: pd.DataFrame, knockouts: pd.DataFrame, started: float) -> dict:
-    """The stats: per cohort and prompt kind the pairs tested and the share confirmed, and the cost per pair."""
+    """The stats: per cohort and prompt kind the pairs tested and the share confirmed, the cost per pair, and which
+    way the variants ran (``knockout_path``: 'cached', or 'full' where the probe found the cached path apart)."""
     seconds = time.perf_counter() - started
     stats = {"knockout_rows": len(knockouts), "tested_pairs": int(tests[[*PAIR]].drop_duplicates().shape[0]) if len(tests) else 0,
-             "knockout_seconds": round(seconds, 3)}
+             "knockout_seconds": round(seconds, 3), "knockout_path": knockouts.attrs.get("knockout_path")}
     for cohort, name in (("next_token", "next_token"), ("random", "random_baseline")):
         for kind in PROMPT_KINDS:
             part = tests[(tests["cohort"] == cohort) & (tests["prompt_kind"] == kind)] if len(tests) else tests
