@@ -154,6 +154,12 @@ def _knockout_line(r: pd.Series) -> list[str]:
     return [line + "</p>"]
 
 
+def _percent(value) -> str:
+    """A share as a percentage, two significant digits below 10% (shares near 0 are common: '0.05%', not '-0%')."""
+    percent = float(value) * 100
+    return f"{percent:.0f}%" if abs(percent) >= 10 else f"{percent:.2g}%"
+
+
 def _why_line(r: pd.Series) -> list[str]:
     """Why the head looks there (QK attribution): the components that most often carry the key and the query side."""
     if pd.isna(r.get("qk_edges")):
@@ -164,7 +170,7 @@ def _why_line(r: pd.Series) -> list[str]:
     kind = "lexical: the token itself" if bool(r["lexical"]) else "by context written into that position"
     return [
         f"<p class='lookup'><b>why it looks there</b> ({int(r['qk_edges'])} edges, {kind}; median share of the token's own embedding "
-        f"{float(r['median_lexical_share']):.0%}): key side {listed(r['key_components'], r['key_component_edges'])}; query side "
+        f"{_percent(r['median_lexical_share'])}): key side {listed(r['key_components'], r['key_component_edges'])}; query side "
         f"{listed(r['query_components'], r['query_component_edges'])}</p>"
     ]
 
