@@ -74,3 +74,19 @@ def test_ablation_resumed_equals_ablation_from_the_embedding(arch):
     for column in ("clean_act", "ablated_act", "clean_prob", "ablated_prob"):
         np.testing.assert_allclose(resumed[column], full[column], rtol=1e-6, atol=1e-7)
     assert (resumed["act_drop"].abs() > 0).any()
+
+
+def test_a_pass_without_the_probability_stops_at_the_neuron_and_reads_the_same(arch):
+    """Without token ids the resumed pass stops at the deepest neuron's layer (nothing after it, no logits) and
+    reads the same activations as the pass that runs to the logits."""
+    from lookups.pipeline.science import ablation
+
+    tokens, lengths = _tokens(arch)
+    intervener = ablation.Intervener(arch)
+    read = np.array([[1, 5], [1, 9], [1, 40]])
+    clean = intervener.run(tokens, lengths, read, np.array([3, 4, 5]), cache=(1,))
+    edit = intervener.zero_heads(1, np.array([0, 1, 2]))
+    with_prob = intervener.run(tokens, lengths, read, np.array([3, 4, 5]), start=(1, clean.streams[1]), edit=edit)
+    stopped = intervener.run(tokens, lengths, read, None, start=(1, clean.streams[1]), edit=edit)
+    np.testing.assert_allclose(stopped.acts, with_prob.acts, rtol=1e-6, atol=1e-7)
+    assert np.isnan(stopped.probs).all() and not np.isnan(with_prob.probs).any()
