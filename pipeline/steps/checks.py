@@ -129,14 +129,24 @@ def _lookups(handle, db: Store, run_id: str) -> Outcome:
     })
 
 
-def _knockouts(handle, db: Store, run_id: str) -> Outcome:
-    keys = _partition(handle)
-    return Outcome(quality.merge(
-        "lookup_knockouts",
-        quality.validate(db.rows("lookup_knockouts", **keys), "lookup_knockouts", head_suites.knockouts_suite()),
-        quality.validate(db.rows("knockout_tests", **keys), "knockout_tests", head_suites.knockout_tests_suite()),
-        _references(db, "lookup_knockouts", **keys),
-    ), {})
+def _rows_and_tests(table: str, suite, tests_table: str, tests_suite):
+    """The check of a step that writes rows and per-pair tests (the substitution test, the knockout): both against
+    their suites, and the rows' references."""
+
+    def evaluate(handle, db: Store, run_id: str) -> Outcome:
+        keys = _partition(handle)
+        return Outcome(quality.merge(
+            table,
+            quality.validate(db.rows(table, **keys), table, suite()),
+            quality.validate(db.rows(tests_table, **keys), tests_table, tests_suite()),
+            _references(db, table, **keys),
+        ), {})
+
+    return evaluate
+
+
+_knockouts = _rows_and_tests("lookup_knockouts", head_suites.knockouts_suite, "knockout_tests", head_suites.knockout_tests_suite)
+_interventions = _rows_and_tests("lookup_interventions", head_suites.interventions_suite, "lookup_tests", head_suites.lookup_tests_suite)
 
 
 def _edge_name(row) -> str:
@@ -155,16 +165,6 @@ def _qk(handle, db: Store, run_id: str) -> Outcome:
         _references(db, "qk_attributions", **keys),
     )
     return Outcome(outcome, {**_worst(per_edge, "identity_rel_error", _edge_name), "identity_tolerance": handle.identity_tolerance})
-
-
-def _interventions(handle, db: Store, run_id: str) -> Outcome:
-    keys = _partition(handle)
-    return Outcome(quality.merge(
-        "lookup_interventions",
-        quality.validate(db.rows("lookup_interventions", **keys), "lookup_interventions", head_suites.interventions_suite()),
-        quality.validate(db.rows("lookup_tests", **keys), "lookup_tests", head_suites.lookup_tests_suite()),
-        _references(db, "lookup_interventions", **keys),
-    ), {})
 
 
 def _explanations(handle, db: Store, run_id: str) -> Outcome:
