@@ -134,11 +134,30 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     return false_discovery_control(p, method="bh") if len(p) else p
 
 
+def paired_one_sided(lookup: np.ndarray, control: np.ndarray) -> tuple[float, float]:
+    """(W, p) of the one-sided paired Wilcoxon signed-rank test lookup > control over the prompts where both exist;
+    (NaN, NaN) when untestable (fewer than 2 prompts, or no difference)."""
+    from scipy.stats import wilcoxon
+
+    keep = ~(np.isnan(lookup) | np.isnan(control))
+    lookup, control = lookup[keep], control[keep]
+    if len(lookup) < 2 or not np.any(lookup != control):
+        return float("nan"), float("nan")
+    test = wilcoxon(lookup, control, alternative="greater")
+    return float(test.statistic), float(test.pvalue)
+
+
+def adjusted_within(tests: pd.DataFrame, groups: list[str], p_column: str) -> np.ndarray:
+    """Benjamini-Hochberg q-values of ``p_column``, adjusted within each group of ``groups`` (a cohort, a prompt kind)."""
+    q = np.full(len(tests), np.nan)
+    for _, index in tests.groupby(groups).indices.items():
+        q[index] = benjamini_hochberg(tests[p_column].to_numpy(float)[index])
+    return q
+
+
 def pair_tests(interventions: pd.DataFrame, fdr: float) -> pd.DataFrame:
     """Per pair: the drops at the looked-up position and the control, the one-sided paired Wilcoxon test of the
     activation drop (looked-up > control), BH q-values within each cohort, and whether it is confirmed."""
-    from scipy.stats import wilcoxon
-
     if not len(interventions):
         return pd.DataFrame(columns=TEST_COLUMNS)
     wide = interventions.pivot_table(
@@ -147,10 +166,7 @@ def pair_tests(interventions: pd.DataFrame, fdr: float) -> pd.DataFrame:
     rows = []
     for pair, group in wide.groupby(level=list(range(len(PAIR))), sort=True):
         lookup, control = group[("act_drop", "lookup")].to_numpy(float), group[("act_drop", "control")].to_numpy(float)
-        w = p = np.nan
-        if len(lookup) >= 2 and np.any(lookup != control):
-            test = wilcoxon(lookup, control, alternative="greater")
-            w, p = float(test.statistic), float(test.pvalue)
+        w, p = paired_one_sided(lookup, control)
         rows.append(
             {
                 **dict(zip(PAIR, pair)), "n_prompts": len(group),
@@ -162,9 +178,7 @@ def pair_tests(interventions: pd.DataFrame, fdr: float) -> pd.DataFrame:
             }
         )
     tests = pd.DataFrame(rows)
-    tests["q_value"] = np.nan
-    for _, index in tests.groupby("cohort").groups.items():
-        tests.loc[index, "q_value"] = benjamini_hochberg(tests.loc[index, "p_value"].to_numpy(float))
+    tests["q_value"] = adjusted_within(tests, ["cohort"], "p_value")
     tests["confirmed"] = tests["q_value"] <= fdr
     return tests[TEST_COLUMNS]
 

@@ -44,7 +44,7 @@ from lookups.pipeline.inputs.architecture import Architecture
 from lookups.pipeline.inputs.capture import Resume, block_input, capture, eager_attention
 from lookups.pipeline.science.attribution import Weights
 from lookups.pipeline.science.batching import pack_batches, pad_right
-from lookups.pipeline.science.counterfactual import PAIR, benjamini_hochberg
+from lookups.pipeline.science.counterfactual import PAIR, adjusted_within, paired_one_sided
 from lookups.pipeline.science.head_reads import source_terms
 
 #: The variants of each (pair, prompt): the clean resumed pass and the three knockouts.
@@ -338,17 +338,6 @@ def _drops(variants: pd.DataFrame) -> pd.DataFrame:
     return knocked[KNOCKOUT_COLUMNS].reset_index(drop=True)
 
 
-def _one_sided(lookup: np.ndarray, control: np.ndarray) -> float:
-    """p of the one-sided paired Wilcoxon test lookup > control; NaN when untestable."""
-    from scipy.stats import wilcoxon
-
-    keep = ~(np.isnan(lookup) | np.isnan(control))
-    lookup, control = lookup[keep], control[keep]
-    if len(lookup) < 2 or not np.any(lookup != control):
-        return float("nan")
-    return float(wilcoxon(lookup, control, alternative="greater").pvalue)
-
-
 def _column(group: pd.DataFrame, metric: str, site: str) -> np.ndarray:
     """One (metric, site) column of a pair's wide frame; NaN where that site was never formed."""
     return group[(metric, site)].to_numpy(float) if (metric, site) in group else np.full(len(group), np.nan)
@@ -375,14 +364,12 @@ def pair_tests(knockouts: pd.DataFrame, fdr: float) -> pd.DataFrame:
             **{f"mean_act_drop_{site}": _mean(_column(group, "act_drop", site)) for site in SITES[1:]},
             **{f"mean_score_drop_share_{site}": _mean(_column(group, "score_drop_share", site)) for site in SITES[1:]},
             "mean_prob_drop_lookup": _mean(_column(group, "prob_drop", "lookup")),
-            "p_value_position": _one_sided(lookup, _column(group, "act_drop", "control_position")),
-            "p_value_head": _one_sided(lookup, _column(group, "act_drop", "control_head")),
+            "p_value_position": paired_one_sided(lookup, _column(group, "act_drop", "control_position"))[1],
+            "p_value_head": paired_one_sided(lookup, _column(group, "act_drop", "control_head"))[1],
         })
     tests = pd.DataFrame(rows)
     for control in ("position", "head"):
-        tests[f"q_value_{control}"] = np.nan
-        for _, index in tests.groupby(["cohort", "prompt_kind"]).groups.items():
-            tests.loc[index, f"q_value_{control}"] = benjamini_hochberg(tests.loc[index, f"p_value_{control}"].to_numpy(float))
+        tests[f"q_value_{control}"] = adjusted_within(tests, ["cohort", "prompt_kind"], f"p_value_{control}")
     tests["confirmed"] = (tests["q_value_position"] <= fdr) & (tests["q_value_head"] <= fdr)
     return tests[KNOCKOUT_TEST_COLUMNS]
 
