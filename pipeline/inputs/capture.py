@@ -44,9 +44,6 @@ class Resume:
         """The block list's path from its first block's (``model.layers.0`` -> ``model.layers``)."""
         return first_block.rsplit(".", 1)[0]
 
-    def block(self, layer: int) -> str:
-        return f"{self.blocks}.{layer}"
-
 
 def block_input(blocks: str, layer: int) -> tuple[str, str]:
     """What ``capture`` reads to cache a ``Resume`` point: block ``layer``'s input, every position."""
