@@ -109,3 +109,24 @@ def add_control_model(folder):
         control, store, model, _, head_scores, _ = run_chain(folder / "control", plant=False)
         explain(model, head_scores, store)
     return control, model.model_id
+
+
+def run_bench(folder, script: str, *args: str) -> str:
+    """Run ``bench/<script>`` on the planted chain's explained store in ``folder/data`` (the benchmarks' end-to-end
+    tests: they must not rot); its stdout. Figures are printed, never asserted."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lookups.pipeline.config import database_path
+
+    explained_store(folder)
+    with data_folder(folder):
+        database = database_path()
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "bench" / script), "--database", str(database), *args],
+        capture_output=True, text=True, timeout=300, cwd=folder, env={**os.environ, "LOOKUPS_DATA_DIR": str(folder / "data")},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

@@ -1,25 +1,9 @@
 """The look-up benchmark runs end to end on the planted circuit's store (seconds), so it cannot rot: it prints the
 look-up/attribution time ratio and the counterfactual cost per pair. Its figures are printed, never asserted."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-from chains import data_folder, explained_store
-
-from lookups.pipeline.config import database_path
-
-ROOT = Path(__file__).resolve().parents[3]
+from chains import run_bench
 
 
 def test_bench_lookups_runs_on_a_real_store(tmp_path):
-    explained_store(tmp_path)
-    with data_folder(tmp_path):
-        database = database_path()
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "bench_lookups.py"), "--database", str(database), "--pairs", "3"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**os.environ, "LOOKUPS_DATA_DIR": str(tmp_path / "data")},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "look-up / attribution time:" in done.stdout and "s per pair" in done.stdout, done.stdout
+    out = run_bench(tmp_path, "bench_lookups.py", "--pairs", "3")
+    assert "look-up / attribution time:" in out and "s per pair" in out, out
