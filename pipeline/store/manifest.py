@@ -13,6 +13,9 @@ the run succeeds its entries are published with one rename; a failed or stopped 
 run of the partition continues from them (its finished steps are skipped) while every other reader keeps
 seeing the last completed run. Manifest updates are read-modify-write under an advisory file lock, so runs
 of several partitions may publish at once.
+
+This is the manifest of a local warehouse folder; an object store's (no rename, no lock) is a commit log with
+the same guarantees, ``object_manifest.py``.
 """
 
 from __future__ import annotations
@@ -191,6 +194,10 @@ class Manifests:
             self.pending_path(partition).unlink(missing_ok=True)
             self.remove_unreferenced()
         return len(pending)
+
+    def check(self, entry: Entry, hashed: dict) -> str | None:
+        """Why ``entry``'s file does not hold what was written, or None (``check_file``)."""
+        return check_file(self.root, entry, hashed)
 
     def referenced(self) -> set[str]:
         """Every file a manifest names (call under the lock)."""

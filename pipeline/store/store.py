@@ -9,6 +9,7 @@ docs/data.md ("What a reader sees").
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import threading
@@ -25,7 +26,9 @@ from lookups.pipeline.common.hashing import stable_hash
 from lookups.pipeline.config import database_path
 from lookups.pipeline.store.asset_versions import AssetVersion, version_from_row, version_write
 from lookups.pipeline.store.errors import StoreError
-from lookups.pipeline.store.manifest import Entry, Manifests, check_file, staged_entry
+from lookups.pipeline.store.location import Location
+from lookups.pipeline.store.manifest import Entry, Manifests, staged_entry
+from lookups.pipeline.store.object_manifest import ObjectManifests
 from lookups.pipeline.store.sql_files import SCHEMA_FILE, TABLE_KEYS, sql_text, sql_with_parameters
 from lookups.pipeline.store.warehouse import connect, is_local, lock_down, sql_string, warehouse_root
 
@@ -71,9 +74,15 @@ class Store:
     checked against its recorded size and SHA-256 (plus ``sql/views.sql``); ``<name>.duckdb``, the views
     file, holds the same views for the duckdb CLI and notebooks, refreshed when they change.
 
-    An object-store warehouse (``LOOKUPS_WAREHOUSE=s3://...``) has no manifest yet: each key's file is put
-    whole and views read every file (docs/operations.md).
+    An object-store warehouse (``LOOKUPS_WAREHOUSE=s3://...``, ``location.py``) has the same guarantees through a
+    commit log instead of a renamed manifest (``object_manifest.py``): each file is staged locally, uploaded
+    whole under its content name, then named by a new commit; reads go through Arrow datasets on pyarrow's S3
+    file system. The files the steps hand each other (handles, the parsed corpus, the atlas) live there too,
+    under ``_files/`` (``put_file``/``get_file``). See docs/object_store.md.
     """
+
+    #: An object store's folder of the files the steps hand each other (handles, corpora, atlas pages, figures).
+    FILES = "_files"
 
     #: Only the views file has a lock (taken for a moment when the schema changes); a reader that finds
     #: it held by a client that writes to it waits this long.
@@ -84,7 +93,10 @@ class Store:
         self.root = warehouse_root(self.path)
         self.lock_wait_s = self.LOCK_WAIT_S if lock_wait_s is None else lock_wait_s
         self.partition = partition or None
-        self.manifests = Manifests(self.root) if is_local(self.root) else None
+        self.location = Location(self.root)
+        self.manifests = Manifests(self.root) if is_local(self.root) else ObjectManifests(self.location)
+        self._scratch: tempfile.TemporaryDirectory | None = None  # an object store's staged files and schema files
+        self._query_lock = threading.Lock()  # an object store's reader holds Arrow datasets: one query at a time
         self._typed: duckdb.DuckDBPyConnection | None = None
         self._reader: duckdb.DuckDBPyConnection | None = None
         self._reader_signature: tuple | None = None
@@ -99,6 +111,59 @@ class Store:
         under it, so a store pointed elsewhere carries everything with it."""
         return self.path.parent
 
+    # ------------------------------------------------------------ the files the steps hand each other
+
+    def file_url(self, name: str) -> str:
+        """Where the file ``name`` (e.g. ``corpora/<key>.parquet``, ``handles/<asset>/<key>.pkl``) lives: under the
+        store's folder, or, for an object-store warehouse, ``<warehouse>/_files/<name>``, so that a step on
+        another machine finds it. ``read_url`` reads it back."""
+        return str(self.folder / name) if self.location.local else self.location.url(f"{self.FILES}/{name}")
+
+    def put_file(self, name: str, data: bytes | str, local_copy: bool = False) -> None:
+        """Write ``name`` whole (readers see the old file or the new one). ``local_copy``: with an object store, a
+        copy under the store's folder too (a page a person opens)."""
+        if self.location.local or local_copy:
+            files.write_atomically(self.folder / name, data)
+        if not self.location.local:
+            self.location.write_bytes(f"{self.FILES}/{name}", data)
+
+    def get_file(self, name: str) -> bytes | None:
+        """The file's bytes, or None when there is none."""
+        try:
+            if self.location.local:
+                return (self.folder / name).read_bytes()
+            return self.location.read_bytes(f"{self.FILES}/{name}")
+        except FileNotFoundError:
+            return None
+
+    def has_file(self, name: str) -> bool:
+        if self.location.local:
+            return (self.folder / name).exists()
+        return self.location.exists(f"{self.FILES}/{name}")
+
+    def remove_file(self, name: str) -> None:
+        """Remove the file (and an object store's local copy)."""
+        (self.folder / name).unlink(missing_ok=True)
+        if not self.location.local:
+            self.location.delete(f"{self.FILES}/{name}")
+
+    def list_files(self, folder: str) -> list[str]:
+        """The names of the files in ``folder`` (e.g. ``atlas``), as ``<folder>/<file>``."""
+        if self.location.local:
+            found = self.folder / folder
+            return [f"{folder}/{p.name}" for p in sorted(found.iterdir()) if p.is_file()] if found.is_dir() else []
+        prefix = f"{self.FILES}/{folder}/"
+        return [key[len(self.FILES) + 1:] for key, _ in self.location.list(prefix.rstrip("/")) if "/" not in key[len(prefix):]]
+
+    def read_url(self, url: str) -> bytes:
+        """The bytes of a ``file_url`` (a local path, or an object in this or another S3 prefix)."""
+        if is_local(url):
+            return Path(url).read_bytes()
+        if url.startswith(self.root + "/"):
+            return self.location.read_bytes(url[len(self.root) + 1:])
+        bucket, _, key = url.split("://", 1)[1].partition("/")
+        return Location(f"s3://{bucket}").read_bytes(key)
+
     def table_dir(self, table: str) -> str:
         return f"{self.root}/{table}"
 
@@ -112,11 +177,13 @@ class Store:
 
     def entries(self) -> dict[str, Entry]:
         """The manifest's entries this store reads: published, overlaid with its run's pending ones."""
-        return self.manifests.entries(self.partition) if self.manifests else {}
+        return self.manifests.entries(self.partition)
 
     def exists(self) -> bool:
         """Whether anything has been written."""
-        if self.path.exists() or not is_local(self.root):
+        if not self.location.local:
+            return bool(self.entries())
+        if self.path.exists():
             return True
         published = self.manifests.published_path
         if published.exists():
@@ -136,9 +203,21 @@ class Store:
                 self._write_schema_file(con, table)
         return self._typed
 
+    def _scratch_dir(self) -> Path:
+        """An object store's local folder of staged files and schema files, removed with the store."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="lookups-staging-")
+        return Path(self._scratch.name)
+
+    def _schema_file(self, table: str) -> str:
+        """The table's schema file as a local path (an object store's: its copy in the scratch folder)."""
+        if self.location.local:
+            return f"{self.table_dir(table)}/{SCHEMA_FILE}"
+        return str(self._scratch_dir() / table / SCHEMA_FILE)
+
     def _remove_stale_staging(self) -> None:
         """Before this store's first write: the staged files a killed writer left (never a live writer's)."""
-        if is_local(self.root):
+        if self.location.local:
             for table in TABLE_KEYS:
                 files.remove_stale_staging(Path(self.table_dir(table)), recursive=False)
 
@@ -146,8 +225,8 @@ class Store:
         """An empty file with the table's columns, so a table nothing has been written to reads as empty."""
         target = f"{self.table_dir(table)}/{SCHEMA_FILE}"
         columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
-        if not is_local(self.root):
-            con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {sql_string(target)} (FORMAT parquet)")
+        if not self.location.local:
+            self._put_schema_file(con, table)
             return
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         if Path(target).exists():
@@ -161,19 +240,38 @@ class Store:
         con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {sql_string(str(tmp))} (FORMAT parquet)")
         os.replace(tmp, target)
 
+    def _put_schema_file(self, con, table: str) -> None:
+        """An object store's schema file: written to the scratch folder (the writes' types) and put in the store
+        unless the store's holds the same schema already."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        local = Path(self._schema_file(table))
+        local.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY (SELECT * FROM {table} LIMIT 0) TO {sql_string(str(local))} (FORMAT parquet)")
+        relative = f"{table}/{SCHEMA_FILE}"
+        try:
+            if pq.read_schema(pa.BufferReader(self.location.read_bytes(relative))).equals(pq.read_schema(local)):
+                return
+        except (FileNotFoundError, pa.ArrowInvalid):
+            pass
+        self.location.write_bytes(relative, local.read_bytes())
+
     def _conform(self, table: str, keys: dict, frame: pd.DataFrame, target: str) -> str:
         """Write ``frame`` (key columns added) through the table's constraints to a temporary file next to
-        ``target``; returns that file (the target itself for object stores, whose puts are atomic). Local
-        files carry Parquet page checksums (DuckDB does not write them: pyarrow does, in the schema file's types)."""
+        ``target`` (an object store's: in the scratch folder); returns that file. The files carry Parquet page
+        checksums (DuckDB does not write them: pyarrow does, in the schema file's types)."""
         import pyarrow.parquet as pq
 
         con = self._typing()
         frame = frame.copy()
         for column, value in keys.items():
             frame[column] = value
-        staged = target if not is_local(self.root) else str(files.staging_path(Path(target)))
-        if is_local(self.root):
+        if self.location.local:
+            staged = str(files.staging_path(Path(target)))
             Path(target).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            staged = str(files.staging_path(self._scratch_dir() / table / target.rsplit("/", 1)[-1]))
         with self._lock:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -181,12 +279,9 @@ class Store:
                     con.register("incoming", frame)
                     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming")
                     con.unregister("incoming")
-                if is_local(self.root):
-                    rows = con.sql(f"SELECT * FROM {table}").to_arrow_table()
-                    schema = pq.read_schema(f"{self.table_dir(table)}/{SCHEMA_FILE}")
-                    pq.write_table(rows.cast(schema), staged, write_page_checksum=True)
-                else:
-                    con.execute(f"COPY {table} TO {sql_string(staged)} (FORMAT parquet)")
+                rows = con.sql(f"SELECT * FROM {table}").to_arrow_table()
+                schema = pq.read_schema(self._schema_file(table))
+                pq.write_table(rows.cast(schema), staged, write_page_checksum=True)
             finally:
                 con.execute("ROLLBACK")  # the typing tables stay empty
         return staged
@@ -225,13 +320,20 @@ class Store:
                 if tmp != target:
                     Path(tmp).unlink(missing_ok=True)
             raise
-        if self.manifests is None:  # an object store's put is whole already
-            return
         entries = {}
-        for table, slot, rows, tmp, _ in staged:
-            final, entry = staged_entry(Path(self.root), Path(tmp), table, slot, rows, step, scope)
-            os.replace(tmp, final)
-            entries[f"{table}/{slot}"] = entry
+        try:
+            for table, slot, rows, tmp, _ in staged:
+                if self.location.local:
+                    final, entry = staged_entry(Path(self.root), Path(tmp), table, slot, rows, step, scope)
+                    os.replace(tmp, final)
+                else:  # uploaded whole under its content name before any commit names it
+                    _, entry = staged_entry(self._scratch_dir(), Path(tmp), table, slot, rows, step, scope)
+                    self.location.upload(entry.file, Path(tmp))
+                entries[f"{table}/{slot}"] = entry
+        finally:
+            if not self.location.local:
+                for _, _, _, tmp, _ in staged:
+                    Path(tmp).unlink(missing_ok=True)
         self.manifests.record(entries, self.partition)
         if not self.partition:
             self._refresh_views_file_quietly()
@@ -239,7 +341,7 @@ class Store:
     def publish(self) -> int:
         """Publish this run's pending writes (``partition``) in one rename, so that every reader sees them; the
         number of files published. Called when the run succeeded (assets/runner.py, the run-status sensor)."""
-        if self.manifests is None or not self.partition:
+        if not self.partition:
             return 0
         count = self.manifests.publish(self.partition)
         self._refresh_views_file_quietly()
@@ -250,11 +352,9 @@ class Store:
     def problems(self, entries: dict[str, Entry] | None = None, hashed: dict | None = None) -> dict[str, str]:
         """Each damaged file's slot and what is wrong with it (missing, truncated, altered). ``hashed``: the
         verdicts to reuse (default: this process's)."""
-        if self.manifests is None:
-            return {}
         found = {}
         for slot, entry in (self.entries() if entries is None else entries).items():
-            problem = check_file(Path(self.root), entry, self._hashed if hashed is None else hashed)
+            problem = self.manifests.check(entry, self._hashed if hashed is None else hashed)
             if problem:
                 found[slot] = problem
         return found
@@ -262,8 +362,8 @@ class Store:
     def verify(self) -> Verification:
         """Check every file the published and the pending manifests name (``lookups verify``)."""
         started = time.perf_counter()
-        published = self.manifests.published() if self.manifests else {}
-        pending = self.manifests.pending_partitions() if self.manifests else {}
+        published = self.manifests.published()
+        pending = self.manifests.pending_partitions()
         fresh: dict = {}  # every file hashed now, not trusted from an earlier read
         damaged = [(published[slot], problem) for slot, problem in self.problems(published, fresh).items()]
         for entries in pending.values():
@@ -278,8 +378,18 @@ class Store:
         """Take the damaged files out of the published manifest (``lookups verify --repair``), with the version
         record of each step that wrote one, so that the next run computes it again; a damaged file no step wrote
         (a log, or a file from before manifests) takes every version record with it: everything is computed again."""
-        if self.manifests is None:
-            return []
+        if not self.location.local:  # a commit that drops each slot only while it names the damaged file
+            published = self.manifests.published()
+            problems = self.problems(published)
+            dropped = [published[slot] for slot in problems]
+            owners = {(e.step, e.scope) for e in dropped if e.step}
+            stepless = any(not e.step and TABLE_KEYS[e.table] for e in dropped if e.table != "asset_versions")
+            self.manifests.drop({
+                slot: e for slot, e in published.items()
+                if slot in problems or (e.table == "asset_versions" and (stepless or (e.step, e.scope) in owners))
+            })
+            self._refresh_views_file_quietly()
+            return dropped
         with self.manifests.locked():
             published = self.manifests.published_locked()
             problems = self.problems(published)
@@ -305,12 +415,6 @@ class Store:
         """The views as SQL: one per table over the files the published manifest names (``entries``: these
         instead), then ``sql/views.sql``. Run it in any DuckDB (a MotherDuck database, a notebook) to query
         the same results. A table with a damaged file reads as an error that names the file."""
-        if self.manifests is None:
-            statements = [
-                f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({sql_string(self.table_dir(table) + '/*.parquet')}, union_by_name = true)"
-                for table in TABLE_KEYS
-            ]
-            return ";\n".join(statements) + ";\n" + sql_text("views.sql")
         entries = self.manifests.published() if entries is None else entries
         by_table, damaged = self._files_by_table(entries)
         statements = []
@@ -348,12 +452,15 @@ class Store:
         if require_results and not self.exists():
             raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
         with self._lock:
-            signature = self.manifests.signature(self.partition) if self.manifests else None
+            signature = self.manifests.signature(self.partition)
             if self._reader is None or signature != self._reader_signature:
                 first = self._reader is None
                 self._typing()  # every table has its schema file, so an empty table reads as empty
                 con = connect()
-                con.execute(self.views_sql(self.entries() if self.manifests else None))
+                if self.location.local:
+                    con.execute(self.views_sql(self.entries()))
+                else:  # DuckDB reads no s3:// URL here (no httpfs offline): Arrow datasets on pyarrow's S3
+                    self._register_tables(con, self.entries())
                 self._reader, self._reader_signature = con, signature
                 if first and not self.partition:
                     self._refresh_views_file_quietly()  # e.g. a copied data folder's views file names the original's files
@@ -363,7 +470,11 @@ class Store:
         """Run SQL over every table and view. ``require_results``: with nothing written yet, say so (a
         person's query) rather than read empty tables (a step's read). No file lock is taken: parallel
         writers and readers are fine."""
-        cursor = self._reading(require_results).cursor()
+        reader = self._reading(require_results)
+        if not self.location.local:  # registered datasets are the connection's own: no cursor sees them
+            with self._query_lock, damaged_as_store_error():
+                return reader.execute(sql, params or []).df()
+        cursor = reader.cursor()
         try:
             with damaged_as_store_error():
                 return cursor.execute(sql, params or []).df()
@@ -371,31 +482,31 @@ class Store:
             cursor.close()
 
     def query_read_only(self, sql: str, params: list | dict | None = None, allow_files: list[str] = ()) -> pd.DataFrame:
-        """Run a person's SQL (``lookups query``) on a connection that cannot write. Locally, the tables are Arrow
-        datasets over the Parquet files, so DuckDB itself opens no file at all: nothing it runs can write one, and
-        ``allow_files`` (resolved paths, folders ending in '/') are the only files it may read. On an object store
-        it reads the warehouse prefix through its own file system; only the statement check of ``queries.py``
-        keeps writes out there. Built per query, so it sees every file written so far."""
+        """Run a person's SQL (``lookups query``) on a connection that cannot write. The tables are Arrow datasets
+        over the Parquet files (local, or on the object store through pyarrow's file system), so DuckDB itself
+        opens no file at all: nothing it runs can write one, and ``allow_files`` (resolved paths, folders ending
+        in '/') are the only files it may read. Built per query, so it sees every file written so far."""
         if not self.exists():
             raise StoreError(f"No results yet at {self.path}: run `make demo` (or `lookups run`) first.")
         with tempfile.TemporaryDirectory(prefix="lookups-query-") as scratch, connect() as con:  # setup SQL (credentials) runs before the lock
-            if is_local(self.root):
-                self._typing()  # every table has its schema file, so an empty table reads as empty
-                self._refresh_views_file_quietly()  # e.g. a copied data folder's views file names the original's files
-                by_table, damaged = self._files_by_table(self.entries())
-                for table in TABLE_KEYS:
-                    if table in damaged:  # read as an error naming the file, and only when this table is read
-                        con.register(f"_{table}_columns", self._dataset(table, []))
-                        con.execute(failing_view(table, f"_{table}_columns", damaged[table]))
-                    else:
-                        con.register(table, self._dataset(table, by_table.get(table, [])))
-                con.execute(sql_text("views.sql"))
-                lock_down(con, list(allow_files), scratch)
-            else:
-                con.execute(self.views_sql())
-                lock_down(con, [self.root.rstrip("/") + "/", *allow_files], scratch)
+            self._typing()  # every table has its schema file, so an empty table reads as empty
+            self._refresh_views_file_quietly()  # e.g. a copied data folder's views file names the original's files
+            self._register_tables(con, self.entries())
+            lock_down(con, list(allow_files), scratch)
             with damaged_as_store_error():
                 return con.execute(sql, params or []).df()
+
+    def _register_tables(self, con: duckdb.DuckDBPyConnection, entries: dict[str, Entry]) -> None:
+        """Each table as an Arrow dataset over the files ``entries`` name (a table with a damaged file: a view that
+        fails naming it, and only when that table is read), then ``sql/views.sql``."""
+        by_table, damaged = self._files_by_table(entries)
+        for table in TABLE_KEYS:
+            if table in damaged:  # read as an error naming the file, and only when this table is read
+                con.register(f"_{table}_columns", self._dataset(table, []))
+                con.execute(failing_view(table, f"_{table}_columns", damaged[table]))
+            else:
+                con.register(table, self._dataset(table, by_table.get(table, [])))
+        con.execute(sql_text("views.sql"))
 
     def _dataset(self, table: str, names: list[str]):
         """These files of a table (paths under the warehouse folder) as an Arrow dataset with its schema file's
@@ -404,9 +515,11 @@ class Store:
         import pyarrow.dataset as ds
         import pyarrow.parquet as pq
 
-        folder = Path(self.table_dir(table))
         checked = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True))
-        return ds.dataset([f"{self.root}/{name}" for name in names], schema=pq.read_schema(folder / SCHEMA_FILE), format=checked)
+        schema = pq.read_schema(self._schema_file(table))
+        if not self.location.local:
+            return ds.dataset([self.location.path(name) for name in names], schema=schema, format=checked, filesystem=self.location.fs)
+        return ds.dataset([f"{self.root}/{name}" for name in names], schema=schema, format=checked)
 
     def read(self, name: str, **params) -> pd.DataFrame:
         """A named read, ``sql/reads/<name>.sql``, with its ``$parameters`` (a step's or an asset's input:
@@ -438,16 +551,21 @@ class Store:
         """The version record a step wrote for ``scope``, or None (also when its file is damaged: the step
         then computes again)."""
         slot = self.slot("asset_versions", {"asset": asset, "scope": scope})
-        path = f"{self.table_dir('asset_versions')}/{slot}.parquet"  # an object store's one file per key
-        if self.manifests is not None:
-            entry = self.entries().get(f"asset_versions/{slot}")
-            if entry is None or check_file(Path(self.root), entry, self._hashed):
-                return None
-            path = f"{self.root}/{entry.file}"
+        entry = self.entries().get(f"asset_versions/{slot}")
+        if entry is None or self.manifests.check(entry, self._hashed):
+            return None
+        columns = "data_version, code_version, stats, complete"
         with connect() as con:
             try:
-                row = con.execute(f"SELECT data_version, code_version, stats, complete FROM read_parquet({sql_string(path)})").fetchone()
-            except duckdb.IOException:
+                if self.location.local:
+                    row = con.execute(f"SELECT {columns} FROM read_parquet({sql_string(f'{self.root}/{entry.file}')})").fetchone()
+                else:
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    con.register("version_file", pq.read_table(pa.BufferReader(self.location.read_bytes(entry.file))))
+                    row = con.execute(f"SELECT {columns} FROM version_file").fetchone()
+            except (duckdb.IOException, FileNotFoundError):
                 return None
         if row is None:
             return None
@@ -482,8 +600,15 @@ class Store:
         """Write the views over the Parquet files into the views file (idempotent)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._typing()
+        if not self.location.local and not httpfs_available():
+            raise StoreError(
+                f"The views file {self.path} names s3:// objects, which DuckDB reads with its httpfs extension: not installed here. "
+                "`lookups views-sql` prints the views for a DuckDB that has it (or MotherDuck); `lookups query` needs none."
+            )
         con = self._open_views_file(self.lock_wait_s if wait_s is None else wait_s)
         try:
+            if not self.location.local:
+                con.execute("LOAD httpfs")
             con.execute(self.views_sql())
         finally:
             con.close()
@@ -491,6 +616,8 @@ class Store:
 
     def _refresh_views_file_quietly(self) -> None:
         """After a write: refresh the views file if it is missing or stale, unless a client holds it."""
+        if not self.location.local and not httpfs_available():
+            return  # the views file of an object store needs httpfs (refresh_views_file says so)
         stamp = self._views_stamp()
         if stamp.exists() and stamp.read_text() == self._views_version() and self.path.exists():
             return
@@ -508,6 +635,20 @@ class Store:
             return True
         except StoreError:
             return False
+
+
+@functools.cache
+def httpfs_available() -> bool:
+    """Whether DuckDB's httpfs extension loads here without installing anything (no download is ever tried)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("LOAD httpfs")
+        return True
+    except duckdb.Error:
+        return False
+    finally:
+        con.close()
 
 
 def failing_view(table: str, columns_from: str, reason: str) -> str:
