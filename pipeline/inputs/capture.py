@@ -8,6 +8,11 @@ so ``capture`` can also *resume* a forward pass at a block from the stream a cle
 (``Resume``): the blocks below are not run. With ``edits`` a module's input is rewritten on the way (the
 intervention itself). Both are tested equal to the full forward pass on every model family
 (tests/integration/science/test_resume.py).
+
+An intervention at position j changes nothing *before* j either: a pass can run only the positions from j on, the
+earlier positions' keys and values taken from a clean pass's key/value cache (``prefix_cache``): the knockout
+(one position) and the substitution test (the positions after the substituted token) do, each tested equal to its
+full-sequence pass on every family.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 
 class StopForward(Exception):
@@ -48,6 +54,34 @@ class Resume:
 def block_input(blocks: str, layer: int) -> tuple[str, str]:
     """What ``capture`` reads to cache a ``Resume`` point: block ``layer``'s input, every position."""
     return (f"{blocks}.{layer}", "input")
+
+
+def prefix_cache(clean: DynamicCache, b: torch.Tensor, start: torch.Tensor, queries: torch.Tensor | None = None, layer: int = 0) -> dict:
+    """The forward arguments of a pass that runs positions ``start[r]..start[r] + queries[r] - 1`` (default: one) of
+    the clean pass's row ``b[r]`` (``clean``: its whole ``DynamicCache``), the tokens right-padded to the most
+    queries: a new cache (the pass appends to it; the clean one is kept) holding the keys and values of that row's
+    positions ``0..start[r]-1``, left-padded to the longest (zeros, masked out by ``attention_mask`` ``[rows,
+    width + queries]``), and ``position_ids`` ``[rows, queries]``. Left padding keeps every key's distance to the
+    query, so sliding windows (Mistral, Gemma 2/3), which the model counts from cache slots, stay exact. Padding
+    queries come after a row's last one, so causality hides them from it, as ``pad_right``'s; they repeat its last
+    position id (learned position tables stay in range) and attend to the row (no query is fully masked: no NaN).
+    The layers below ``layer`` (a pass resumed there) are never run; they keep one row, only to tell the model the
+    cache's width."""
+    queries = torch.ones_like(start) if queries is None else queries
+    width, n_queries = int(start.max()), int(queries.max())
+    slot = torch.arange(width)[None] - (width - start)[:, None]  # [rows, width]: the prefix position in each slot, < 0: padding
+    valid = slot >= 0
+
+    def take(states: torch.Tensor) -> torch.Tensor:  # [batch, kv_heads, pos, d_head] -> [rows, kv_heads, width, d_head]
+        picked = states[b[:, None].to(states.device), :, slot.clamp_min(0).to(states.device)]  # [rows, width, kv_heads, d_head]
+        return picked.transpose(1, 2) * valid.to(states.device)[:, None, :, None].to(states.dtype)
+
+    layers = [(take(keys), take(values)) if index >= layer else (keys[:1, :, :width], values[:1, :, :width])
+              for index, (keys, values, _) in enumerate(clean)]
+    device = clean.layers[layer].keys.device
+    mask = torch.cat([valid, torch.ones(len(b), n_queries, dtype=torch.bool)], dim=1).long()
+    positions = start[:, None] + torch.minimum(torch.arange(n_queries)[None], (queries - 1)[:, None])
+    return {"cache": DynamicCache(layers), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
 
 
 @contextlib.contextmanager

@@ -125,6 +125,40 @@ def run_interventions(
     return mean[INTERVENTION_COLUMNS].sort_values([*keys, "site"], ascending=[True] * len(keys) + [False]).reset_index(drop=True)
 
 
+#: The probe of a cached path ('auto'): its first variants, run both ways, must agree within fp32 rounding of
+#: two passes: activation and head score within this share of max(1, |value|), probability within it absolutely.
+PROBE_VARIANTS = 8
+PROBE_TOLERANCE = 1e-4
+
+
+class CachedPath:
+    """Which way the variants of an intervention run (the substitution test, the knockout): 'cached' (only the
+    positions the intervention changes, the others' keys and values from the clean pass), 'full' (every position:
+    the reference), or 'auto' until the first batch's probe decides."""
+
+    def __init__(self, mode: str):
+        if mode not in ("auto", "cached", "full"):
+            raise ValueError(f"intervention path {mode!r}: expected 'auto', 'cached' or 'full'")
+        self.mode = mode
+
+    def decide(self, run, probe: np.ndarray | None = None) -> None:
+        """In 'auto', run ``probe`` (default: the first variants) of ``run`` (its ``frame``, ``full`` and ``cached``)
+        both ways: 'cached' where they agree, else 'full' from here on (a family whose forward does not take the
+        cache this way, or masks it otherwise)."""
+        if self.mode != "auto":
+            return
+        probe = np.arange(min(len(run.frame), PROBE_VARIANTS)) if probe is None else probe
+        full = run.full(probe)  # [3, variants]: act, score, prob
+        try:
+            cached = run.cached(probe)
+        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):
+            self.mode = "full"
+            return
+        scale = np.maximum(1.0, np.abs(full))
+        scale[2] = 1.0
+        self.mode = "cached" if bool(np.all(np.abs(cached - full) <= PROBE_TOLERANCE * scale)) else "full"
+
+
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     """BH-adjusted q-values; an untestable pair (NaN) counts as p = 1, so it is never confirmed and still
     counts in the number of tests."""

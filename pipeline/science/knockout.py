@@ -19,7 +19,7 @@ the earlier positions' keys and values taken from the clean pass's key/value cac
 ``DynamicCache`` kept whole, without sliding-window trimming), left-padded to a pass's longest prefix under an
 attention mask (left padding keeps each key's distance to the query, so sliding windows stay exact). The pass
 over every position (``_Run.full``) stays the reference: in 'auto' a probe on the first batch runs its first
-variants both ways and falls back to it where they differ beyond fp32 rounding (``PROBE_TOLERANCE``) or the
+variants both ways and falls back to it where they differ beyond fp32 rounding (``counterfactual.CachedPath``) or the
 forward refuses the cache. Both agree within 1e-5 on all 15 tiny families
 (tests/integration/science/test_knockout.py): none falls back.
 
@@ -41,10 +41,10 @@ from transformers import DynamicCache
 from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.config import KnockoutSettings
 from lookups.pipeline.inputs.architecture import Architecture
-from lookups.pipeline.inputs.capture import Resume, block_input, capture, eager_attention
+from lookups.pipeline.inputs.capture import Resume, block_input, capture, eager_attention, prefix_cache
 from lookups.pipeline.science.attribution import Weights
 from lookups.pipeline.science.batching import pack_batches, pad_right
-from lookups.pipeline.science.counterfactual import PAIR, adjusted_within, paired_one_sided
+from lookups.pipeline.science.counterfactual import PAIR, CachedPath, adjusted_within, paired_one_sided
 from lookups.pipeline.science.head_reads import source_terms
 
 #: The variants of each (pair, prompt): the clean resumed pass and the three knockouts.
@@ -131,7 +131,7 @@ def _clean_pass(arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor,
     """One eager pass: per head layer its weights at each row's last query ``pattern{l}`` ``[batch, heads, pos]``,
     its value vectors ``values{l}`` ``[batch, pos, heads, d_head]`` (float64) and the stream entering it ``stream{l}``.
     With ``cached`` the pass runs every layer and keeps the model's key/value cache ``cache`` (every position;
-    the layers below the lowest head layer cut to one row: they are never run again, see ``_prefix_cache``)."""
+    the layers below the lowest head layer cut to one row: they are never run again, see ``capture.prefix_cache``)."""
     blocks = Resume.blocks_of(arch.first_block)
     last = (lengths - 1).to(arch.device)
     at = torch.arange(tokens.shape[0], device=arch.device)
@@ -153,28 +153,6 @@ def _clean_pass(arch: Architecture, tokens: torch.Tensor, lengths: torch.Tensor,
             below.keys, below.values = below.keys[:1], below.values[:1]
         got["cache"] = cache
     return got
-
-
-def _prefix_cache(clean: DynamicCache, b: torch.Tensor, t: torch.Tensor, layer: int) -> dict:
-    """The forward arguments of a pass resumed at ``layer`` that runs position ``t[r]`` of the clean pass's row
-    ``b[r]``: a new cache (the pass appends to it; the clean one is kept) holding the keys and values of that
-    row's positions ``0..t[r]-1``, left-padded to the longest (zeros, masked out by ``attention_mask``
-    ``[rows, width + 1]``), and ``position_ids`` ``[rows, 1]``. Left padding keeps every key's distance to the
-    query, so sliding windows (Mistral, Gemma 2/3), which the model counts from cache slots, stay exact. The
-    layers below ``layer`` are never run; they keep one row, only to tell the model the cache's width."""
-    width = int(t.max())
-    slot = torch.arange(width)[None] - (width - t)[:, None]  # [rows, width]: the prefix position in each slot, < 0: padding
-    valid = slot >= 0
-
-    def take(states: torch.Tensor) -> torch.Tensor:  # [batch, kv_heads, pos, d_head] -> [rows, kv_heads, width, d_head]
-        picked = states[b[:, None].to(states.device), :, slot.clamp_min(0).to(states.device)]  # [rows, width, kv_heads, d_head]
-        return picked.transpose(1, 2) * valid.to(states.device)[:, None, :, None].to(states.dtype)
-
-    layers = [(take(keys), take(values)) if index >= layer else (keys[:1, :, :width], values[:1, :, :width])
-              for index, (keys, values, _) in enumerate(clean)]
-    device = clean.layers[layer].keys.device
-    mask = torch.cat([valid, torch.ones(len(b), 1, dtype=torch.bool)], dim=1).long()
-    return {"cache": DynamicCache(layers), "attention_mask": mask.to(device), "position_ids": t[:, None].to(device)}
 
 
 def _edit(arch: Architecture, last: torch.Tensor, edges: list[Edge]):
@@ -206,7 +184,7 @@ def knock_out(
     prompts = prompts.reset_index(drop=True)
     sequences = [np.concatenate([[bos_id], np.asarray(ids, dtype=np.int64)]) for ids in prompts["prompt_token_ids"]]
     weights = Weights(arch)
-    state = _Path(path)
+    state = CachedPath(path)
     out, batches = [], pack_batches([len(s) for s in sequences], settings.batch_tokens)
     for done, batch in enumerate(batches, start=1):
         tokens, lengths = pad_right([sequences[i] for i in batch], pad_id)
@@ -243,37 +221,6 @@ def _plan_variants(layer: int, group: pd.DataFrame, lengths: torch.Tensor, clean
     return pd.DataFrame(variants), edges, np.asarray(b_of)
 
 
-#: The probe of the cached path ('auto'): its first variants, run both ways, must agree within fp32 rounding of
-#: two passes: activation and head score within this share of max(1, |value|), probability within it absolutely.
-PROBE_VARIANTS = 8
-PROBE_TOLERANCE = 1e-4
-
-
-class _Path:
-    """Which way the variants run: 'cached', 'full', or 'auto' until the first batch's probe decides."""
-
-    def __init__(self, mode: str):
-        if mode not in ("auto", "cached", "full"):
-            raise ValueError(f"knockout path {mode!r}: expected 'auto', 'cached' or 'full'")
-        self.mode = mode
-
-    def decide(self, run: _Run) -> None:
-        """In 'auto', run the first variants both ways: 'cached' where they agree, else 'full' from here on (a family
-        whose forward does not take the cache this way, or masks it otherwise)."""
-        if self.mode != "auto":
-            return
-        probe = np.arange(min(len(run.frame), PROBE_VARIANTS))
-        full = run.full(probe)  # [3, variants]: act, score, prob
-        try:
-            cached = run.cached(probe)
-        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError):
-            self.mode = "full"
-            return
-        scale = np.maximum(1.0, np.abs(full))
-        scale[2] = 1.0
-        self.mode = "cached" if bool(np.all(np.abs(cached - full) <= PROBE_TOLERANCE * scale)) else "full"
-
-
 class _Run:
     """The variants of one batch's rows whose head sits in ``layer``, each resumed at that layer with the head's
     output at the last position edited. ``full`` runs every position of each prompt (the reference); ``cached``
@@ -297,7 +244,7 @@ class _Run:
 
     def cached(self, variants: np.ndarray | None = None) -> np.ndarray:
         """``[3, variants]`` as ``full``, each variant running its last position t only (the keys and values of
-        0..t-1 from the clean pass's cache, ``_prefix_cache``); rows of any lengths together, sorted by length,
+        0..t-1 from the clean pass's cache, ``capture.prefix_cache``); rows of any lengths together, sorted by length,
         at most ``batch_tokens`` cached slots a pass (one pass reads every weight from the head's layer up and
         the unembedding, so fewer, larger passes are faster)."""
         variants = np.arange(len(self.frame)) if variants is None else variants
@@ -307,7 +254,7 @@ class _Run:
             b, t = torch.as_tensor(self.b_of[variants[part]]), torch.as_tensor(t_of[part])
             stream = self.clean[f"stream{self.layer}"][b, t][:, None]  # [rows, 1, d_model]
             out[:, part] = self._read(variants[part], self.tokens[b, t][:, None], torch.ones(len(part), dtype=torch.long), stream,
-                                      _prefix_cache(self.clean["cache"], b, t, self.layer))
+                                      prefix_cache(self.clean["cache"], b, t, layer=self.layer))
         return out
 
     def _read(self, chunk: np.ndarray, tokens: torch.Tensor, lengths: torch.Tensor, stream: torch.Tensor, forward: dict | None = None) -> np.ndarray:
