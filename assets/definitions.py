@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from lookups.pipeline.config import DEFAULT_QUEUE, GPU_QUEUE, celery_settings
 from lookups.pipeline.steps import STEPS
 
 from .automation import (
@@ -54,24 +55,60 @@ def main_job(assets: list) -> dg.UnresolvedAssetJobDefinition:
     )
 
 
+#: Celery queues (docs/workers.md): the steps that load the model go to ``gpu``, the others to dagster-celery's
+#: default queue, ``dagster``; a worker takes the queues it is started with (``lookups worker --queue gpu``).
+QUEUE_TAG = "dagster-celery/queue"
+
+
+def step_queue(name: str) -> str:
+    return GPU_QUEUE if STEPS[name].loads_model else DEFAULT_QUEUE
+
+
+def with_queue(asset: dg.AssetsDefinition, queue: str) -> dg.AssetsDefinition:
+    """``asset`` with its op tagged ``dagster-celery/queue: queue`` (the tag the Celery executor routes by;
+    ``dg.asset`` takes it as ``op_tags``, which assets/core.py does not pass)."""
+    op = asset.op
+    tagged = dg.OpDefinition(
+        compute_fn=op.compute_fn, name=op.name, ins={d.name: dg.In.from_definition(d) for d in op.input_defs},
+        outs={d.name: dg.Out.from_definition(d) for d in op.output_defs}, description=op.description, config_schema=op.config_schema,
+        required_resource_keys=op.required_resource_keys, tags={**op.tags, QUEUE_TAG: queue}, retry_policy=op.retry_policy,
+        code_version=op.version, pool=op.pool,
+    )
+    return dg.AssetsDefinition(**{**asset.get_attributes_dict(), "node_def": tagged})
+
+
+def celery_executor() -> dg.ExecutorDefinition:
+    """Dagster's Celery executor on the broker and backend of the settings (pipeline/config.py:celery_settings),
+    as every worker reads them."""
+    from dagster_celery import celery_executor as executor_def
+
+    return executor_def.configured(celery_settings(), name="celery")
+
+
 #: How a run's steps execute (``LOOKUPS_EXECUTOR``): each in its own process (Dagster's default; a step's
-#: failure cannot take the others down) or all in the run's one process (faster to start: one torch import).
+#: failure cannot take the others down), all in the run's one process (faster to start: one torch import), or
+#: each as a Celery task taken by a worker (``lookups worker``, maybe on another machine: docs/workers.md).
 EXECUTOR_ENV = "LOOKUPS_EXECUTOR"
-EXECUTORS = {"multiprocess": dg.multiprocess_executor, "in_process": dg.in_process_executor}
+EXECUTORS = {"multiprocess": lambda: dg.multiprocess_executor, "in_process": lambda: dg.in_process_executor, "celery": celery_executor}
 
 
-def executor() -> dg.ExecutorDefinition:
+def executor_name() -> str:
     """The executor ``LOOKUPS_EXECUTOR`` names (default: multiprocess); an unknown name is a clear error."""
     name = os.environ.get(EXECUTOR_ENV) or "multiprocess"
     if name not in EXECUTORS:
         raise ValueError(f"{EXECUTOR_ENV}={name!r} is not an executor: use one of {', '.join(EXECUTORS)}.")
-    return EXECUTORS[name]
+    return name
+
+
+def executor() -> dg.ExecutorDefinition:
+    return EXECUTORS[executor_name()]()
 
 
 def build_definitions(assets: list | None = None, settings: dict | None = None) -> dg.Definitions:
     """The code location's definitions. ``settings``: the settings file's ops (``settings_file_ops()``), the
     defaults of every run's config; ``assets`` replaces the lookups assets (e.g. with other code versions)."""
     assets = assets or build_assets(config_classes(settings))
+    assets = [with_queue(a, step_queue(a.key.to_user_string())) if a.key.to_user_string() in STEPS else a for a in assets]
     store = LookupsStore()
     return dg.Definitions(
         assets=[*SOURCES, *assets],

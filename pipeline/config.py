@@ -158,6 +158,53 @@ def dagster_home_dir() -> Path:
     return data_dir() / "dagster_home"
 
 
+#: Steps on Celery workers (``LOOKUPS_EXECUTOR=celery``, docs/workers.md): the broker (Redis), the result
+#: backend (default: the broker), and how long a step taken by a worker that vanished waits before the broker
+#: hands it to another (Redis's visibility timeout: longer than the longest step, or a step still running is
+#: handed out twice).
+CELERY_BROKER_ENV = "LOOKUPS_CELERY_BROKER"
+CELERY_BACKEND_ENV = "LOOKUPS_CELERY_BACKEND"
+CELERY_REDELIVER_ENV = "LOOKUPS_CELERY_VISIBILITY_TIMEOUT"
+DEFAULT_CELERY_BROKER = "redis://127.0.0.1:6379/0"
+#: The Celery queues: the steps that load the model (``Step.loads_model``) and the others (dagster-celery's default).
+GPU_QUEUE, DEFAULT_QUEUE = "gpu", "dagster"
+DEFAULT_CELERY_VISIBILITY_TIMEOUT_S = 6 * 3600
+
+
+def celery_broker() -> str:
+    return os.environ.get(CELERY_BROKER_ENV) or DEFAULT_CELERY_BROKER
+
+
+def celery_settings() -> dict:
+    """The Celery executor's config (``broker``, ``backend``, ``config_source``), the same for the process that
+    launches a run and for every worker (``lookups worker`` writes it for ``dagster-celery worker start``)."""
+    raw = os.environ.get(CELERY_REDELIVER_ENV) or str(DEFAULT_CELERY_VISIBILITY_TIMEOUT_S)
+    if not raw.isdigit() or int(raw) < 1:
+        raise LookupsError(f"{CELERY_REDELIVER_ENV}={raw!r} is not a number of seconds: give one above the longest step's duration, e.g. 21600.")
+    timeout = int(raw)
+    broker = celery_broker()
+    transport = {
+        "visibility_timeout": timeout,
+        # sweep for the steps of vanished workers a few times per timeout (Celery's default: every 100 s)
+        "unacked_restore_interval": max(1, min(10, timeout // 4)), "unacked_restore_throttle": 1,
+        # dagster-celery's defaults (replaced, not merged, by this block)
+        "max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+    }
+    return {
+        "broker": broker,
+        "backend": os.environ.get(CELERY_BACKEND_ENV) or broker,
+        "config_source": {
+            # A task is acknowledged when its step has ended, not when a worker takes it: a worker killed
+            # mid-step puts it back (its pool process: at once; the whole worker: after the visibility timeout).
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,  # a worker holds no step it has not started
+            "broker_transport_options": transport,
+            "result_backend_transport_options": {"visibility_timeout": timeout},
+        },
+    }
+
+
 class ModelRunSettings(BaseModel):
     """How the model runs (which model: ``ModelSettings.name``, in Dagster the partition's model key)."""
 
@@ -373,6 +420,12 @@ class InterventionSettings(BaseModel):
     fdr: float = Field(0.05, gt=0.0, lt=1.0, description="False discovery rate of the Benjamini-Hochberg procedure over a cohort's pairs.")
     seed: int = Field(0, ge=0, description="Seed of the substitutes and of the control positions.")
     batch_tokens: int = tuning(4096, "Tokens per intervention forward batch (padding included).", ge=1)
+    path: Literal["auto", "cached", "full"] = tuning(
+        "auto",
+        "How each substituted variant runs: 'cached' (only the positions from the substituted token on, the earlier keys and values "
+        "from the clean prompt's pass), 'full' (every position: the reference), or 'auto' (cached once a probe on the first batch "
+        "agrees with full within fp32 rounding, else full). Equal within fp32 rounding (docs/method.md, \"Look-ups\").",
+    )
 
 
 class KnockoutSettings(BaseModel):

@@ -81,6 +81,14 @@ class Step:
     source: str | None = None  # the observable source asset it reads ('model_weights', 'corpus_files')
     template_settings: tuple[str, ...] = ()  # an LLM step: the ExplanationSettings fields naming its prompt templates
     run_config: type[BaseModel] | None = field(default=None)  # the run-config settings, when ``key`` fills one
+    needs_model: bool | None = None  # loads the model (a GPU step); None: it takes the model handle or is the model step
+
+    @property
+    def loads_model(self) -> bool:
+        """Whether the step loads the model's weights (runs on a GPU worker: docs/workers.md)."""
+        if self.needs_model is not None:
+            return self.needs_model
+        return "model" in self.inputs or (self.key is not None and self.key.dimension == "model")
 
     @property
     def config_settings(self) -> type[BaseModel]:
