@@ -11,6 +11,9 @@ import argparse
 import json
 import logging
 import sys
+import threading
+import time
+import warnings
 from contextlib import suppress
 
 import dagster as dg
@@ -148,11 +151,107 @@ def run_partition_multiprocess(instance: dg.DagsterInstance, run_config: dict, s
         return result.success, result.run_id
 
 
+def run_partition_celery(instance: dg.DagsterInstance, run_config: dict, log_level: str = "INFO"):
+    """Materialize one partition with the Celery executor: each step a task that a worker takes (``lookups
+    worker``, docs/workers.md); this process only orchestrates. The terminal gets the lines it gets in-process,
+    read from the run's event log (the steps log on the workers); Dagster's own console is silenced, on the
+    workers too. (The result of ``execute_job``, {"model_id": ..., "prompt_set_id": ...} when it succeeded.)"""
+    from .definitions import defs
+
+    run_config, key = prepare_partition(instance, run_config)
+    run_config = {**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    tags = {**defs.resolve_job_def("lookups").partitions_def.get_tags_for_partition_key(key), **owner_tags()}
+    tail = _EventTail(instance, log_level)
+    tail.start()
+    # dagster-celery makes its task again for every step it submits; Celery warns each time that it keeps the first
+    warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
+    try:
+        # By module, not by file: this module runs as __main__ here, and the workers import it as a package.
+        job = dg.build_reconstructable_job("lookups.assets.runner", "reconstruct_main_job")
+        with dg.execute_job(job, instance, run_config=run_config, tags=tags) as result:
+            if not result.success:
+                return result, None
+            LookupsStore().publish_run(result.dagster_run)
+            return result, _ids_of(instance, str(key))
+    finally:
+        tail.close()
+
+
+class _EventTail(threading.Thread):
+    """Prints the concise lines (``concise_console``'s filter and format) of this process's main run as the
+    workers write them to the event log, about every half second."""
+
+    def __init__(self, instance: dg.DagsterInstance, log_level: str):
+        super().__init__(daemon=True)
+        self.instance, self.level = instance, logging.getLevelName(log_level)
+        self.stopped = threading.Event()
+        self.run_id: str | None = None
+        self.cursor: str | None = None
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            with suppress(Exception):  # a busy SQLite file: the next poll reads it
+                self.poll()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+        with suppress(Exception):
+            self.poll()  # what came after the last poll
+
+    def poll(self) -> None:
+        if self.run_id is None:
+            runs = self.instance.get_runs(filters=dg.RunsFilter(job_name=stopping.MAIN_JOB, tags=owner_tags()), limit=1)
+            if not runs:
+                return
+            self.run_id = runs[0].run_id
+        while True:
+            connection = self.instance.get_records_for_run(self.run_id, cursor=self.cursor)
+            for record in connection.records:
+                self.show(record.event_log_entry)
+            self.cursor = connection.cursor
+            if not connection.has_more:
+                return
+
+    def show(self, entry) -> None:
+        if stopping.MUTED.is_set():
+            return
+        event = entry.dagster_event
+        level = entry.level if isinstance(entry.level, int) else logging.getLevelName(entry.level)
+        if not (level >= self.level or (event is not None and event.event_type_value in SHOWN_EVENTS)):
+            return
+        if event is not None and event.event_type_value == "ENGINE_EVENT" and level < logging.WARNING:
+            return  # the Celery executor's bookkeeping ("Executing steps ... in celery worker"): the UI has it
+        message = str(entry.user_message or (event.message if event else "") or "").strip().split("\n")[0]
+        step = entry.step_key or ""
+        print(f"{time.strftime('%H:%M:%S', time.localtime(entry.timestamp))} {step + ': ' if step else ''}{message}", file=sys.stderr, flush=True)
+
+
+def run_failure(result) -> str | None:
+    """Why a run failed that no step's failure explains (a worker lost mid-step, the broker gone): the run's
+    failure message, its first line."""
+    for event in result.all_events:
+        if event.event_type_value == "RUN_FAILURE":
+            data = event.event_specific_data
+            error = getattr(data, "error", None)
+            while error is not None and error.cause is not None:
+                error = error.cause
+            text = (error.message if error is not None else event.message) or ""
+            return " ".join(text.split()) or None
+    return None
+
+
 def reconstruct_main_job():
     """The main job as each step's process rebuilds it (``dg.reconstructable`` needs a module-level function)."""
     from .definitions import defs
 
     return defs.resolve_job_def("lookups")
+
+
+def executor_name() -> str:
+    from .definitions import executor_name as name
+
+    return name()
 
 
 def run_main_job(run_config: dict, log_level: str = "INFO", stopper: stopping.Stopper | None = None) -> tuple[bool, dict]:
@@ -161,7 +260,10 @@ def run_main_job(run_config: dict, log_level: str = "INFO", stopper: stopping.St
         if stopper is not None:
             stopper.instance = instance  # from now on a stop marks this process's runs canceled
         try:
-            result = run_partition(instance, run_config, log_level)
+            if executor_name() == "celery":
+                result, ids = run_partition_celery(instance, run_config, log_level)
+            else:
+                result, ids = run_partition(instance, run_config, log_level), None
         except Exception as err:
             if not looks_full(err):
                 raise
@@ -172,12 +274,31 @@ def run_main_job(run_config: dict, log_level: str = "INFO", stopper: stopping.St
         full = next((message for _, message in failures if looks_full(message)), None)
         if full is not None:
             return False, {"run_id": result.run_id, "failures": failures, "disk_full": full_disk_message(full)}
+        if not failures and (why := run_failure(result)):
+            failures = [("run", why)]
         return False, {"run_id": result.run_id, "failures": failures}
-    return True, {
-        "run_id": result.run_id,
-        "model_id": result.output_for_node("model").model_id,
-        "prompt_set_id": result.output_for_node("prompt_set").prompt_set_id,
-    }
+    return True, {"run_id": result.run_id, **(ids or _ids(result))}
+
+
+def _ids_of(instance: dg.DagsterInstance, partition: str) -> dict:
+    """``_ids`` from the handles the workers stored (``output_for_node`` of a job run elsewhere builds an input
+    context without the asset, which the IO manager needs)."""
+    from .automation import lookups_partitions
+    from .resources import HandleIOManager
+
+    manager = HandleIOManager(store=LookupsStore())
+
+    def load(name: str):
+        context = dg.build_input_context(asset_key=dg.AssetKey(name), partition_key=partition, asset_partitions_def=lookups_partitions, instance=instance)
+        with context:
+            return manager.load_input(context)
+
+    return {"model_id": load("model").model_id, "prompt_set_id": load("prompt_set").prompt_set_id}
+
+
+def _ids(result) -> dict:
+    """The model and prompt set a successful run analysed (the summary's keys)."""
+    return {"model_id": result.output_for_node("model").model_id, "prompt_set_id": result.output_for_node("prompt_set").prompt_set_id}
 
 
 def config_error_message(err: dg.DagsterInvalidConfigError) -> str:
