@@ -18,10 +18,15 @@ from pathlib import Path
 
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import (
+    CELERY_BACKEND_ENV,
+    CELERY_BROKER_ENV,
+    DEFAULT_QUEUE,
     EMBEDDED_CORPUS,
     EMBEDDED_MODEL,
     GEMMA3_MODEL,
+    GPU_QUEUE,
     FolderError,
+    celery_settings,
     check_run_settings,
     check_writable,
     dagster_home_dir,
@@ -190,12 +195,65 @@ def _stopped_line(signum: int, outcome: dict, killed: bool) -> str:
     return f"{said}; the run {run_id} could not be marked canceled (status {status}): the next start marks it; {kept}"
 
 
+def _redacted(url: str) -> str:
+    """``url`` without its password (``redis://:secret@host`` -> ``redis://:***@host``)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def check_broker(url: str, what: str) -> None:
+    """A Celery broker (or result backend) that cannot be reached is one line naming it and the fix, before anything
+    starts: otherwise a worker retries it forever and a run waits on it."""
+    import redis
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise LookupsError(f"{CELERY_BROKER_ENV}={_redacted(url)} is not a Redis URL: workers use Redis, e.g. redis://127.0.0.1:6379/0 (docs/workers.md).")
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3) as client:
+            client.ping()
+    except (redis.exceptions.RedisError, OSError, ValueError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise LookupsError(
+            f"The Celery {what} {_redacted(url)} cannot be reached ({reason}): start Redis there (`redis-server`) "
+            f"or set {CELERY_BROKER_ENV} to a broker that runs (docs/workers.md)."
+        ) from err
+
+
+def check_celery(settings: dict) -> None:
+    """The broker and the result backend answer (one line each when not)."""
+    check_broker(settings["broker"], "broker")
+    if settings["backend"] != settings["broker"]:
+        check_broker(settings["backend"], f"result backend ({CELERY_BACKEND_ENV})")
+
+
+def warn_missing_workers(settings: dict) -> None:
+    """Say, in one line, which queue no worker takes yet: the run waits for one, it does not fail."""
+    from celery import Celery
+
+    with contextlib.suppress(Exception):
+        app = Celery(broker=settings["broker"], backend=settings["backend"])
+        answers = app.control.inspect(timeout=1.0).active_queues() or {}
+        taken = {queue["name"] for queues in answers.values() for queue in queues}
+        missing = [q for q in (GPU_QUEUE, DEFAULT_QUEUE) if q not in taken]
+        if missing:
+            print(f"lookups: no worker takes the queue {' or '.join(missing)} yet; the run waits until one does "
+                  f"(`lookups worker --queue {missing[0]}`, docs/workers.md)", file=sys.stderr, flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the main job through Dagster (the same definitions the UI uses), in a subprocess so that this
     package never imports Dagster, then print the summary. SIGINT and SIGTERM stop the run: it is marked
     canceled and every process it started ends (docs/operations.md, "Stopping a run, a full disk")."""
     with _RunnerSignals() as signals:
         run_config = run_config_from_args(args)
+        if os.environ.get("LOOKUPS_EXECUTOR") == "celery":  # steps on workers: the broker first (docs/workers.md)
+            settings = celery_settings()
+            check_celery(settings)
+            warn_missing_workers(settings)
         with tempfile.TemporaryDirectory() as tmp:
             result_path = Path(tmp) / "result.json"
             cmd = [
@@ -311,6 +369,34 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # `dagster dev` maps SIGTERM to its SIGINT handler. Started with SIGINT ignored (`lookups ui &` from a script,
     # a service manager, a CI job: an ignored signal stays ignored across exec), it would ignore SIGTERM too.
     for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+    os.execve(sys.executable, cmd, env)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Become a Celery worker of the project (`dagster-celery worker start` on the settings' broker and backend,
+    the queues asked for): it takes the steps of runs launched with LOOKUPS_EXECUTOR=celery (docs/workers.md).
+    An unreachable broker is one line, exit 2, before anything starts."""
+    if args.concurrency < 1:
+        raise LookupsError(f"--concurrency {args.concurrency} is not a number of steps at once: give 1 or more.")
+    if args.broker:
+        os.environ[CELERY_BROKER_ENV] = args.broker
+    settings = celery_settings()
+    check_celery(settings)
+    env = _dagster_env()  # the instance and the data folder: the same (shared) ones as the runs'
+    env.update({"LOOKUPS_EXECUTOR": "celery", CELERY_BROKER_ENV: settings["broker"]})
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # dagster-celery starts `celery` from the PATH
+    fd, config = tempfile.mkstemp(prefix="lookups-worker-", suffix=".yaml")  # this machine's temporary folder; JSON is YAML
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"execution": {"config": settings}}, fh)
+    queues = args.queue or [GPU_QUEUE, DEFAULT_QUEUE]
+    cmd = [sys.executable, "-m", "dagster_celery.cli", "worker", "start", "-A", "dagster_celery.app", "-y", config, "-l", args.log_level]
+    cmd += [arg for queue in queues for arg in ("-q", queue)]
+    cmd += ["-n", args.name] if args.name else []
+    cmd += ["--", f"--concurrency={args.concurrency}"]
+    print(f"lookups worker: queues {', '.join(queues)} on {_redacted(settings['broker'])}, {args.concurrency} at a time "
+          f"(DAGSTER_HOME={env['DAGSTER_HOME']})", flush=True)
+    for signum in STOP_SIGNALS:  # as `lookups ui`: a service manager's SIGTERM reaches the worker
         signal.signal(signum, signal.SIG_DFL)
     os.execve(sys.executable, cmd, env)
 
@@ -447,6 +533,26 @@ def _add_ui(sub: argparse._SubParsersAction) -> None:
     ui.set_defaults(func=cmd_ui)
 
 
+def _add_worker(sub: argparse._SubParsersAction) -> None:
+    """`lookups worker`: a Celery worker for the steps of runs launched with LOOKUPS_EXECUTOR=celery."""
+    worker = sub.add_parser(
+        "worker",
+        help="Start a Celery worker that runs steps of runs launched with LOOKUPS_EXECUTOR=celery (docs/workers.md).",
+        description="A Celery worker (dagster-celery) on the broker of LOOKUPS_CELERY_BROKER (default redis://127.0.0.1:6379/0). "
+        "Steps that load the model go to the queue 'gpu', the others to 'dagster'; a worker without --queue takes both. Every worker "
+        "must see the same data folder (LOOKUPS_DATA_DIR) and Dagster instance as the process that launches the run.",
+    )
+    worker.add_argument(
+        "--queue", action="append", choices=[GPU_QUEUE, DEFAULT_QUEUE], metavar="{gpu,dagster}",
+        help="A queue to take steps from: 'gpu' (the steps that load the model) or 'dagster' (the others); repeatable (default: both).",
+    )
+    worker.add_argument("--concurrency", type=int, default=1, help="Steps at once, each in its own process (default 1: one model in memory).")
+    worker.add_argument("--broker", help="The broker's URL (default: $LOOKUPS_CELERY_BROKER, else redis://127.0.0.1:6379/0).")
+    worker.add_argument("--name", help="The worker's name (default: dagster-<random>); shown with its host in the run's events.")
+    worker.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Celery's log level (default INFO).")
+    worker.set_defaults(func=cmd_worker)
+
+
 def _add_keys(sub: argparse._SubParsersAction) -> None:
     """`lookups keys`: list the registered model and corpus keys, or remove some."""
     keys = sub.add_parser(
@@ -502,11 +608,12 @@ def build_parser() -> argparse.ArgumentParser:
         "  lookups query consistent_pairs --limit 10     # which heads switch on which neurons\n"
         "  lookups ui --config my_run.yaml               # the Dagster UI, launchpad prefilled\n"
         "  lookups keys                                  # registered model and corpus keys; `keys remove` drops stale ones\n"
+        "  lookups worker --queue gpu                    # a Celery worker for the model's steps (LOOKUPS_EXECUTOR=celery)\n"
         "See `lookups <command> --help` for each command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_summary, _add_query, _add_ui, _add_keys, _add_locations):
+    for add in (_add_run, _add_summary, _add_query, _add_ui, _add_worker, _add_keys, _add_locations):
         add(sub)
     return parser
 

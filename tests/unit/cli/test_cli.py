@@ -24,7 +24,7 @@ def test_flags_become_run_config(tmp_path):
 def test_every_subcommand_has_complete_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(sub.choices) == {"run", "summary", "query", "ui", "keys", "paths", "views-sql", "verify"}
+    assert set(sub.choices) == {"run", "summary", "query", "ui", "worker", "keys", "paths", "views-sql", "verify"}
     for name, subparser in sub.choices.items():
         for action in subparser._actions:
             if action.dest != "help":
