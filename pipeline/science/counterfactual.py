@@ -8,6 +8,13 @@ sum of its look-up terms) and the probability of the neuron's token, averaged ov
 against the clean prompt. Per pair, a one-sided paired Wilcoxon signed-rank test asks whether the
 activation drops more at the looked-up position than at the control; over a cohort's pairs the p-values
 are adjusted by Benjamini-Hochberg and a pair is *confirmed* at the chosen false discovery rate.
+
+A substitution at position j changes nothing before j, at any layer: each substituted variant runs only positions
+j..last (``_Substituted.cached``), the keys and values of 0..j-1 taken from the clean prompt's pass, which keeps its
+whole key/value cache (``capture.prefix_cache``). The pass over every position (``_Substituted.full``) stays the
+reference: ``settings.path`` 'auto' probes the first batch both ways and falls back to it where they differ
+beyond fp32 rounding (``CachedPath``); both agree within 1e-5 on all 15 tiny families
+(tests/integration/science/test_substitution_cache.py).
 """
 
 from __future__ import annotations
@@ -16,11 +23,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
+from transformers import DynamicCache
 
 from lookups.pipeline.common.progress import Progress
 from lookups.pipeline.config import InterventionSettings
 from lookups.pipeline.inputs.architecture import Architecture
-from lookups.pipeline.science.head_reads import run_batches
+from lookups.pipeline.inputs.capture import prefix_cache
+from lookups.pipeline.science.attribution import Weights
+from lookups.pipeline.science.batching import group_prompts, pack_batches, pad_right
+from lookups.pipeline.science.head_reads import run_batches, source_terms
 
 PAIR = ["cohort", "layer", "neuron", "head_layer", "head"]
 INTERVENTION_COLUMNS = [
@@ -93,20 +105,70 @@ def run_interventions(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Every variant's activation, head score and token probability; one row per (pair, prompt, site), the
-    substitutes averaged (``INTERVENTION_COLUMNS``)."""
-    batch_tokens = settings.batch_tokens
+    substitutes averaged (``INTERVENTION_COLUMNS``). ``settings.path``: 'cached' (each substituted variant runs
+    the positions from its substituted token on), 'full' (every position: the reference) or 'auto' (cached once
+    a probe on the first batch finds it equal to full, else full); ``attrs['intervention_path']`` says which ran."""
     if not len(variants):
         return pd.DataFrame(columns=INTERVENTION_COLUMNS)
     variants = variants.reset_index(drop=True)
-    act = np.zeros(len(variants))
-    score = np.zeros(len(variants))
-    prob = np.zeros(len(variants))
+    state = CachedPath(settings.path)
+    if state.mode == "full":
+        act, score, prob = _every_position(arch, variants, settings.batch_tokens, bos_id, pad_id, progress)
+    else:
+        act, score, prob = _from_clean_passes(arch, variants, settings.batch_tokens, bos_id, pad_id, state, progress)
+    result = _averaged(variants.assign(act=act, score=score, prob=prob))
+    result.attrs["intervention_path"] = state.mode
+    return result
+
+
+def _every_position(
+    arch: Architecture, variants: pd.DataFrame, batch_tokens: int, bos_id: int, pad_id: int | None, progress: Progress | None,
+) -> np.ndarray:
+    """``[3, variants]``: act, head score, probability, each distinct sequence run whole (the reference)."""
+    out = np.empty((3, len(variants)))
     runs = run_batches(arch, variants, bos_id, batch_tokens, pad_id, with_prob=True, progress=progress, phase="interventions", by_position=False)
     for batch in runs:
-        act[batch.members] = batch.terms.act.cpu().numpy()
-        score[batch.members] = batch.terms.head_score.cpu().numpy()
-        prob[batch.members] = batch.terms.prob.cpu().numpy()
-    variants = variants.assign(act=act, score=score, prob=prob)
+        out[:, batch.members] = np.stack([t.cpu().numpy() for t in (batch.terms.act, batch.terms.head_score, batch.terms.prob)])
+    return out
+
+
+def _from_clean_passes(
+    arch: Architecture, variants: pd.DataFrame, batch_tokens: int, bos_id: int, pad_id: int | None, state: CachedPath,
+    progress: Progress | None,
+) -> np.ndarray:
+    """``[3, variants]`` as ``_every_position``: per batch of distinct clean prompts one pass gives the clean rows'
+    values and (unless the path is 'full') the key/value cache its substituted variants continue from."""
+    pad_id = bos_id if pad_id is None else pad_id
+    weights = Weights(arch)
+    out = np.empty((3, len(variants)))
+    clean_rows = np.flatnonzero((variants["site"] == "clean").to_numpy())
+    clean = variants.iloc[clean_rows]
+    keys = [*PAIR, "doc_id"]
+    clean_of = pd.Series(np.arange(len(clean_rows)), index=pd.MultiIndex.from_frame(clean[keys]))
+    changed_rows = np.flatnonzero((variants["site"] != "clean").to_numpy())
+    changed_clean = clean_of.reindex(pd.MultiIndex.from_frame(variants.iloc[changed_rows][keys])).to_numpy()  # each one's clean row
+    grouped = group_prompts(clean["prompt_token_ids"].tolist(), clean["layer"].to_numpy(), bos_id, batch_tokens)
+    for done, batch in enumerate(grouped.batches, start=1):
+        tokens, lengths = pad_right([grouped.prompts[p] for p in batch], pad_id)
+        members, row_b = grouped.rows(batch)
+        cache = DynamicCache() if state.mode != "full" else None  # no config: every layer keeps every position (no sliding-window trim)
+        terms = source_terms(arch, tokens, lengths, clean.iloc[members], row_b, weights, clean["next_token_id"].to_numpy()[members],
+                             by_position=False, forward={"cache": cache} if cache is not None else None)
+        out[:, clean_rows[members]] = np.stack([t.cpu().numpy() for t in (terms.act, terms.head_score, terms.prob)])
+        b_of_clean = dict(zip(members.tolist(), row_b.tolist()))
+        mine = np.flatnonzero(np.isin(changed_clean, members))
+        if len(mine):
+            run = _Substituted(arch, weights, variants.iloc[changed_rows[mine]], np.array([b_of_clean[c] for c in changed_clean[mine]]),
+                               lengths, cache, batch_tokens, bos_id, pad_id)
+            state.decide(run, probe=np.unique(np.linspace(0, len(mine) - 1, PROBE_VARIANTS).round().astype(int)))
+            out[:, changed_rows[mine]] = run.cached() if state.mode == "cached" else run.full()
+        if progress:
+            progress("interventions", done, len(grouped.batches))
+    return out
+
+
+def _averaged(variants: pd.DataFrame) -> pd.DataFrame:
+    """The substitutes of each (pair, prompt, site) averaged, against the clean prompt."""
     keys = [*PAIR, "doc_id"]
     clean = variants[variants["site"] == "clean"].set_index(keys)[["split", "act", "score", "prob"]]
     changed = variants[variants["site"] != "clean"]
@@ -123,6 +185,64 @@ def run_interventions(
         mean["score_drop_share"] = np.where(mean["clean_score"] != 0, mean["score_drop"] / mean["clean_score"], np.nan)
     mean["prob_drop"] = mean["clean_prob"] - mean["substituted_prob"]
     return mean[INTERVENTION_COLUMNS].sort_values([*keys, "site"], ascending=[True] * len(keys) + [False]).reset_index(drop=True)
+
+
+class _Substituted:
+    """The substituted variants of one batch of clean prompts (``b_of``: each one's row in that batch, of
+    ``lengths``). ``full`` runs every position of each variant's own sequence (the reference); ``cached`` only
+    the positions from the substituted one on, the earlier keys and values from the clean pass's ``cache``."""
+
+    def __init__(self, arch: Architecture, weights: Weights, frame: pd.DataFrame, b_of: np.ndarray, lengths: torch.Tensor,
+                 cache: DynamicCache | None, batch_tokens: int, bos_id: int, pad_id: int):
+        self.arch, self.weights, self.frame, self.b_of, self.cache = arch, weights, frame.reset_index(drop=True), b_of, cache
+        self.batch_tokens, self.pad_id = batch_tokens, pad_id
+        self.sequences = [np.concatenate([[bos_id], np.asarray(ids, dtype=np.int64)]) for ids in self.frame["prompt_token_ids"]]
+        self.start = self.frame["position"].to_numpy(np.int64)  # the substituted token's position (BOS-prepended)
+        self.queries = lengths.numpy()[b_of] - self.start  # the positions from it to the last
+
+    def full(self, variants: np.ndarray | None = None) -> np.ndarray:
+        """``[3, variants]``: act, head score, probability, every position of each variant run."""
+        variants = np.arange(len(self.frame)) if variants is None else variants
+        out = np.empty((3, len(variants)))
+        for part in pack_batches([len(self.sequences[v]) for v in variants], self.batch_tokens):
+            tokens, lengths = pad_right([self.sequences[v] for v in variants[part]], self.pad_id)
+            out[:, part] = self._read(variants[part], tokens, lengths)
+        return out
+
+    def cached(self, variants: np.ndarray | None = None) -> np.ndarray:
+        """``[3, variants]`` as ``full``, each variant running its positions j..last only (right-padded to the pass's
+        most), after the clean keys and values of 0..j-1 (left-padded to its longest prefix)."""
+        variants = np.arange(len(self.frame)) if variants is None else variants
+        out = np.empty((3, len(variants)))
+        for part in _passes(self.start[variants], self.queries[variants], self.batch_tokens):
+            v = variants[part]
+            tokens, lengths = pad_right([self.sequences[i][self.start[i]:] for i in v], self.pad_id)
+            start, b = torch.as_tensor(self.start[v]), torch.as_tensor(self.b_of[v])
+            out[:, part] = self._read(v, tokens, lengths, prefix_cache(self.cache, b, start, lengths))
+        return out
+
+    def _read(self, chunk: np.ndarray, tokens: torch.Tensor, lengths: torch.Tensor, forward: dict | None = None) -> np.ndarray:
+        """``[3, chunk]`` of one pass over ``tokens`` ``[rows, pos]`` (each row its own variant)."""
+        rows = self.frame.iloc[chunk]
+        terms = source_terms(self.arch, tokens, lengths, rows, np.arange(len(chunk)), self.weights, np.array(rows["next_token_id"], dtype=np.int64),
+                             by_position=False, forward=forward)
+        return np.stack([t.cpu().numpy() for t in (terms.act, terms.head_score, terms.prob)])
+
+
+def _passes(start: np.ndarray, queries: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """The cached variants in passes: sorted by queries, then prefix, so little of a pass is padding; at most
+    ``batch_tokens`` slots (rows x (longest prefix + most queries)) a pass, so the gathered cache stays as large as
+    a full pass's (a longer row forms a pass of its own)."""
+    order = np.lexsort((start, queries))
+    passes, current, width, most = [], [], 0, 0
+    for i in order:
+        w, q = max(width, int(start[i])), max(most, int(queries[i]))
+        if current and (len(current) + 1) * (w + q) > batch_tokens:
+            passes.append(np.asarray(current))
+            current, w, q = [], int(start[i]), int(queries[i])
+        current.append(i)
+        width, most = w, q
+    return passes + [np.asarray(current)] if current else passes
 
 
 #: The probe of a cached path ('auto'): its first variants, run both ways, must agree within fp32 rounding of
@@ -218,8 +338,10 @@ def pair_tests(interventions: pd.DataFrame, fdr: float) -> pd.DataFrame:
 
 
 def summary(tests: pd.DataFrame, interventions: pd.DataFrame, seconds: float) -> dict:
-    """The stats: per cohort the pairs tested and the share confirmed, and the cost per pair."""
-    stats = {"intervention_rows": len(interventions), "tested_pairs": len(tests), "intervention_seconds": round(seconds, 3)}
+    """The stats: per cohort the pairs tested and the share confirmed, the cost per pair, and which way the variants
+    ran (``intervention_path``: 'cached', or 'full' where the probe found the cached path apart)."""
+    stats = {"intervention_rows": len(interventions), "tested_pairs": len(tests), "intervention_seconds": round(seconds, 3),
+             "intervention_path": interventions.attrs.get("intervention_path")}
     for cohort, name in (("next_token", "next_token"), ("random", "random_baseline")):
         part = tests[tests["cohort"] == cohort]
         stats[f"{name}_pairs_tested"] = len(part)

@@ -202,6 +202,7 @@ def _confirmed_shares(result: StepResult) -> dict:
 
 LOOKUP_INTERVENTIONS = register(Step(
     name="lookup_interventions", run=run_interventions, settings=InterventionSettings, inputs=("model", "head_lookups"), after=("explanations",),
+    # 1 still: the cached path (settings.path, a tuning setting) equals the full one within fp32 rounding, verdicts unchanged
     code_version="1", tables=("lookup_interventions", "lookup_tests"), checks=(checks.INTERVENTIONS_VALID,), kinds=frozenset({"pytorch", "duckdb"}),
     previews=(Preview("share of pairs confirmed", "preview_lookup_confirmation", 4),), metadata=_confirmed_shares,
     description="The counterfactual test of each explained pair's look-up: the token its head reads most, and a control position, "
