@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from pathlib import Path
 
 import dagster as dg
 
-from lookups.pipeline.common.files import write_atomically
 from lookups.pipeline.config import check_run_settings, database_path, load_settings_file
 from lookups.pipeline.steps import STEPS, Step, settings_of_steps
 from lookups.pipeline.store.store import Store
@@ -39,29 +37,31 @@ class LookupsStore(dg.ConfigurableResource):
 
 class HandleIOManager(dg.ConfigurableIOManager):
     """The assets' outputs are small handles (ids, data versions, stats; the rows live in the store), pickled
-    under the store's folder, ``handles/<asset>/<hash of the partition key>.pkl``. Partition keys are paths and
-    names of any shape, so they never become file paths themselves."""
+    as the store's files, ``handles/<asset>/<hash of the partition key>.pkl``: under the store's folder, or in an
+    object-store warehouse (``_files/handles/...``), where a step on another machine finds them. Partition keys
+    are paths and names of any shape, so they never become file paths themselves."""
 
     store: LookupsStore
 
-    def _path(self, asset_key: dg.AssetKey, partition: str | None) -> Path:
+    @staticmethod
+    def _name(asset_key: dg.AssetKey, partition: str | None) -> str:
         name = hashlib.sha256(str(partition).encode()).hexdigest()[:24] if partition is not None else "unpartitioned"
-        return self.store.store().folder / "handles" / "__".join(asset_key.path) / f"{name}.pkl"
+        return f"handles/{'__'.join(asset_key.path)}/{name}.pkl"
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        path = self._path(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
-        write_atomically(path, pickle.dumps(obj))
+        name = self._name(context.asset_key, context.asset_partition_key if context.has_asset_partitions else None)
+        self.store.store().put_file(name, pickle.dumps(obj))
 
     def load_input(self, context: dg.InputContext):
         partition = context.asset_partition_key if context.has_asset_partitions else None
-        path = self._path(context.asset_key, partition)
-        if not path.exists():
+        data = self.store.store().get_file(self._name(context.asset_key, partition))
+        if data is None:
             raise dg.Failure(
                 f"{context.asset_key.to_user_string()} has not been materialized for partition {partition}: materialize it first "
                 "(select it too, or run `lookups run` for this model and corpus).",
                 allow_retries=False,
             )
-        return pickle.loads(path.read_bytes())
+        return pickle.loads(data)
 
 
 def config_class(step: Step, defaults: dict | None = None) -> type:

@@ -17,8 +17,8 @@ from lookups.pipeline.steps.base import (
     ModelHandle,
     QKHandle,
     StepResult,
-    figure_path,
-    report_path,
+    figure_name,
+    report_name,
     run_step,
 )
 from lookups.pipeline.steps.registry import Step, register
@@ -54,8 +54,9 @@ def run_atlas(
     under ``figures/``."""
     ablations, explained, tested = head_ablations, explanation_scores, lookup_interventions
     keys = ablations.keys
-    path = report_path(store, model.model_id, ablations.prompt_set_id)
-    figure_files = {name: figure_path(store, model.model_id, ablations.prompt_set_id, name) for name in ("heads_by_layer", "ablation")}
+    page_name = report_name(model.model_id, ablations.prompt_set_id)
+    figure_names = {name: figure_name(model.model_id, ablations.prompt_set_id, name) for name in ("heads_by_layer", "ablation")}
+    path, figure_files = store.folder / page_name, {name: store.folder / file for name, file in figure_names.items()}
 
     def compute() -> Computed:
         data = load_atlas_data(store, model.model_id, ablations.prompt_set_id)
@@ -68,10 +69,10 @@ def run_atlas(
         }
         pngs = {name: png for name, png in pngs.items() if png}
         page = render_atlas(data, runtime.decode_each, settings, pngs)
-        files.write_atomically(path, page)
+        store.put_file(page_name, page, local_copy=True)  # the page a person opens is local; a shared store's is in it too
         for name, png in pngs.items():
-            if name in figure_files:  # the score histograms' file is explanation_scores' own
-                files.write_atomically(figure_files[name], png)
+            if name in figure_names:  # the score histograms' file is explanation_scores' own
+                store.put_file(figure_names[name], png, local_copy=True)
         n_consistent = int(data.scores["consistent"].sum()) if len(data.scores) else 0
         stats = {
             "neurons": len(data.neurons), "pairs_shown": int(min(n_consistent, settings.pairs_per_neuron * len(data.neurons))),
@@ -85,7 +86,21 @@ def run_atlas(
 
     upstream = tuple(h.data_version if h else None for h in (ablations, explained, tested, lookup_knockouts, qk_attributions))
     fingerprint = (upstream, result_settings(settings))
-    return run_step(store, "atlas_report", ablations.scope, fingerprint, compute, handle, outputs_present=path.exists, is_report=True)
+    present = lambda: _present(store, [page_name, *figure_names.values()])  # noqa: E731
+    return run_step(store, "atlas_report", ablations.scope, fingerprint, compute, handle, outputs_present=present, is_report=True)
+
+
+def _present(store: Store, names: list[str]) -> bool:
+    """Whether the page (the first name) is in the store; if so, its files are copied to the store's folder where
+    missing (an object-store warehouse's page, built on another machine)."""
+    if not store.has_file(names[0]):
+        return False
+    for name in names:
+        if not (store.folder / name).exists():
+            data = store.get_file(name)
+            if data is not None:
+                files.write_atomically(store.folder / name, data)
+    return True
 
 
 # ---------------------------------------------------------------- registry row

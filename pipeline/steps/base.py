@@ -12,6 +12,7 @@ See docs/architecture.md.
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -265,9 +266,15 @@ def run_step(
     return StepResult(handle(data_version, stats), False, time.perf_counter() - started, computed.complete, warning)
 
 
+def report_name(model_id: str, prompt_set_id: str) -> str:
+    """The atlas page of a model and prompt set, as one of the store's files (``Store.put_file``)."""
+    return f"atlas/{_file_part(model_id)}__{prompt_set_id}.html"
+
+
 def report_path(store: Store, model_id: str, prompt_set_id: str) -> Path:
-    """The atlas page of a model and prompt set: ``atlas/<model>__<prompt set>.html`` in the store's folder."""
-    return store.folder / "atlas" / f"{_file_part(model_id)}__{prompt_set_id}.html"
+    """The atlas page of a model and prompt set: ``atlas/<model>__<prompt set>.html`` in the store's folder (with an
+    object-store warehouse, a copy of ``<warehouse>/_files/atlas/...`` on the machine that built or checked it)."""
+    return store.folder / report_name(model_id, prompt_set_id)
 
 
 def _file_part(model_id: str) -> str:
@@ -278,19 +285,21 @@ def remove_stale_reports(store: Store, scope: str) -> None:
     """Remove the atlas pages built on the results of ``scope`` (a model id, a prompt set id or both), which
     are about to change: a page is rebuilt by the atlas step, never left contradicting the tables."""
     model_id, _, prompt_set_id = scope.partition("/")
-    folder = store.folder / "atlas"
-    if not folder.is_dir():
-        return
     if prompt_set_id:
-        pages = [report_path(store, model_id, prompt_set_id)]
-    elif scope.startswith("ps-"):  # a prompt set's id (pipeline/inputs/corpora.py); a model's id has no such prefix
-        pages = list(folder.glob(f"*__{scope}.html"))
-    else:  # a model's id
-        pages = list(folder.glob(f"{_file_part(model_id)}__*.html"))
+        pages = [report_name(model_id, prompt_set_id)]
+    else:
+        # a prompt set's id (pipeline/inputs/corpora.py); a model's id has no such prefix
+        pattern = f"atlas/*__{scope}.html" if scope.startswith("ps-") else f"atlas/{_file_part(model_id)}__*.html"
+        pages = [name for name in store.list_files("atlas") if fnmatch.fnmatchcase(name, pattern)]
     for page in pages:
-        page.unlink(missing_ok=True)
+        store.remove_file(page)
+
+
+def figure_name(model_id: str, prompt_set_id: str, name: str) -> str:
+    """One of a step's figures, as one of the store's files (``Store.put_file``)."""
+    return f"figures/{_file_part(model_id)}__{prompt_set_id}__{name}.png"
 
 
 def figure_path(store: Store, model_id: str, prompt_set_id: str, name: str) -> Path:
     """Where a step writes one of its figures: ``figures/<model>__<prompt set>__<name>.png`` in the store's folder."""
-    return store.folder / "figures" / f"{_file_part(model_id)}__{prompt_set_id}__{name}.png"
+    return store.folder / figure_name(model_id, prompt_set_id, name)

@@ -3,13 +3,12 @@ corpus (parsed once into Parquet) and the prompt set (passages, splits, content 
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import time
 
 import pandas as pd
 
-from lookups.pipeline.common import files
 from lookups.pipeline.config import (
     CatalogSettings,
     CorpusReadSettings,
@@ -88,35 +87,34 @@ def run_catalog(model: ModelHandle, settings: CatalogSettings, store: Store) -> 
 
 
 def run_corpus(settings: CorpusSettings, store: Store) -> StepResult:
-    """Read the source into a Parquet file of source documents, under the store's folder. The one step with no
-    table: a parsed corpus is an input cache keyed by the source's fingerprint (its files' content)."""
+    """Read the source into a Parquet file of source documents, under the store's folder (an object-store
+    warehouse's ``_files/``, so that the next step finds it on any machine). The one step with no table: a parsed
+    corpus is an input cache keyed by the source's fingerprint (its files' content)."""
     started = time.perf_counter()
     key = version_hash(CORPUS.code_version, settings.model_dump(), corpora.source_fingerprint(settings))
-    folder = store.folder / "corpora"
-    path = folder / f"{key}.parquet"
-    meta_path = folder / f"{key}.json"
-    skipped = path.exists() and meta_path.exists()
+    name, meta_name = f"corpora/{key}.parquet", f"corpora/{key}.json"
+    found = store.get_file(meta_name) if store.has_file(name) else None
+    skipped = found is not None
     if skipped:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(found)
     else:
         counts = corpora.ReadCounts()
         docs = pd.DataFrame([d.__dict__ for d in corpora.read_source(settings, counts)], columns=["source_id", "title", "text"])
-        folder.mkdir(parents=True, exist_ok=True)
-        staged = files.staging_path(path)
-        docs.to_parquet(staged)
-        os.replace(staged, path)
+        buffer = io.BytesIO()
+        docs.to_parquet(buffer)
+        store.put_file(name, buffer.getvalue())
         meta = {"corpus_hash": corpora.corpus_content_hash(docs), "counts": counts.as_dict()}
-        files.write_atomically(meta_path, json.dumps(meta))
+        store.put_file(meta_name, json.dumps(meta))
     handle = CorpusHandle(
         data_version=version_hash(CORPUS.code_version, meta["corpus_hash"]), stats={"corpus_hash": meta["corpus_hash"], **meta["counts"]},
-        source=settings.source, parquet_path=str(path), corpus_hash=meta["corpus_hash"], counts=meta["counts"],
+        source=settings.source, parquet_path=store.file_url(name), corpus_hash=meta["corpus_hash"], counts=meta["counts"],
     )
     return StepResult(handle, skipped, time.perf_counter() - started)
 
 
 def run_prompt_set(corpus: CorpusHandle, settings: PromptSetSettings, store: Store) -> StepResult:
     # The prompt set's id is a hash of its content, so it is built (cheaply, from the parsed corpus) first.
-    prompt_set = corpora.build_prompt_set(pd.read_parquet(corpus.parquet_path), settings)
+    prompt_set = corpora.build_prompt_set(pd.read_parquet(io.BytesIO(store.read_url(corpus.parquet_path))), settings)
     stats = {**prompt_set.counts, **{f"skipped_{k}": v for k, v in corpus.counts.items() if k != "read"}}
     read_keys, read = corpus_read(corpus, settings, prompt_set)
 
