@@ -183,23 +183,6 @@ def test_a_file_outside_the_results_reads_only_when_allowed(filled, tmp_path, mo
         run_query("SELECT 1", None, store, allow_files=[tmp_path / "nope"])
 
 
-def test_on_an_object_store_the_warehouse_prefix_is_all_it_reads(copy_of_store, monkeypatch):
-    """A warehouse URL (s3://...) cannot be read through Arrow here: DuckDB reads the prefix itself, and no other
-    file. Played with the local copy standing in for the prefix."""
-    from lookups.pipeline.store import store as store_module
-
-    store, values, watched = copy_of_store
-    monkeypatch.setattr(store_module, "is_local", lambda root: False)
-    assert len(run_query("consistent_pairs", {}, store)) > 0
-    before = _snapshot(*watched)
-    for probe in ["read-text-passwd", "read-csv-tmp", "copy-outside", "attach-new-file", "set-external-access"]:
-        with pytest.raises(duckdb.Error):
-            store.query_read_only(HOSTILE[probe].format(**values))
-    with pytest.raises(QueryError, match="only reads"):  # inside the prefix, the statement check is what refuses
-        run_query(HOSTILE["explain-analyze-copy-over-part"].format(**values), None, store)
-    assert _snapshot(*watched) == before
-
-
 def test_the_command_line_refuses_in_one_line(filled, tmp_path):
     _, store = filled
     data = tmp_path / "data"
