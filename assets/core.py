@@ -12,12 +12,27 @@ import pandas as pd
 from lookups.pipeline import steps
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.common.progress import PhaseProgress
+from lookups.pipeline.config import DEFAULT_QUEUE, GPU_QUEUE, k8s_step_gpus
 from lookups.pipeline.steps import STEPS, Step
 
 from .automation import LOOKUPS_AUTOMATION, corpus_files, keys_of, lookups_partitions, model_weights
 from .resources import LookupsStore
 
 GROUP = "lookups"
+#: The op tags executors place steps by: the Celery queue (docs/workers.md: the steps that load the model on
+#: ``gpu``, the others on dagster-celery's default ``dagster``) and, for the Kubernetes step executor, the GPUs
+#: of a model step's pod (``LOOKUPS_K8S_STEP_GPUS``). Other executors ignore them.
+QUEUE_TAG = "dagster-celery/queue"
+K8S_TAG = "dagster-k8s/config"
+
+
+def op_tags(step: Step) -> dict:
+    """Where ``step``'s op runs: its Celery queue and, if it loads the model, its pod's GPUs."""
+    if not step.loads_model:
+        return {QUEUE_TAG: DEFAULT_QUEUE}
+    gpus = k8s_step_gpus()
+    pod = {K8S_TAG: {"container_config": {"resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}}} if gpus else {}
+    return {QUEUE_TAG: GPU_QUEUE, **pod}
 #: The observable sources a step may read (``Step.source``).
 SOURCES = {"model_weights": model_weights, "corpus_files": corpus_files}
 
@@ -103,7 +118,7 @@ def build_asset(step: Step, config_class: type, explanation_settings=None) -> dg
     return dg.asset(
         name=step.name, description=step.description, group_name=GROUP, partitions_def=lookups_partitions,
         automation_condition=LOOKUPS_AUTOMATION, code_version=steps.code_version(step.name, explanation_settings),
-        kinds=set(step.kinds), deps=deps,
+        kinds=set(step.kinds), deps=deps, op_tags=op_tags(step),
     )(compute)
 
 

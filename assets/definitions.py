@@ -6,7 +6,8 @@ import os
 
 import dagster as dg
 
-from lookups.pipeline.config import DEFAULT_QUEUE, GPU_QUEUE, celery_settings
+from lookups.pipeline.common.errors import LookupsError
+from lookups.pipeline.config import celery_settings
 from lookups.pipeline.steps import STEPS
 
 from .automation import (
@@ -55,28 +56,6 @@ def main_job(assets: list) -> dg.UnresolvedAssetJobDefinition:
     )
 
 
-#: Celery queues (docs/workers.md): the steps that load the model go to ``gpu``, the others to dagster-celery's
-#: default queue, ``dagster``; a worker takes the queues it is started with (``lookups worker --queue gpu``).
-QUEUE_TAG = "dagster-celery/queue"
-
-
-def step_queue(name: str) -> str:
-    return GPU_QUEUE if STEPS[name].loads_model else DEFAULT_QUEUE
-
-
-def with_queue(asset: dg.AssetsDefinition, queue: str) -> dg.AssetsDefinition:
-    """``asset`` with its op tagged ``dagster-celery/queue: queue`` (the tag the Celery executor routes by;
-    ``dg.asset`` takes it as ``op_tags``, which assets/core.py does not pass)."""
-    op = asset.op
-    tagged = dg.OpDefinition(
-        compute_fn=op.compute_fn, name=op.name, ins={d.name: dg.In.from_definition(d) for d in op.input_defs},
-        outs={d.name: dg.Out.from_definition(d) for d in op.output_defs}, description=op.description, config_schema=op.config_schema,
-        required_resource_keys=op.required_resource_keys, tags={**op.tags, QUEUE_TAG: queue}, retry_policy=op.retry_policy,
-        code_version=op.version, pool=op.pool,
-    )
-    return dg.AssetsDefinition(**{**asset.get_attributes_dict(), "node_def": tagged})
-
-
 def celery_executor() -> dg.ExecutorDefinition:
     """Dagster's Celery executor on the broker and backend of the settings (pipeline/config.py:celery_settings),
     as every worker reads them."""
@@ -85,11 +64,25 @@ def celery_executor() -> dg.ExecutorDefinition:
     return executor_def.configured(celery_settings(), name="celery")
 
 
+def k8s_executor() -> dg.ExecutorDefinition:
+    """Dagster's Kubernetes step executor: each step a pod of its own, a model step's with its GPUs (core.op_tags);
+    it needs the instance's ``K8sRunLauncher`` (deploy/kubernetes/dagster.yaml)."""
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError as err:
+        raise LookupsError(f"LOOKUPS_EXECUTOR=k8s needs dagster-k8s: pip install -e '.[k8s]' in the image ({err}).") from None
+    return k8s_job_executor
+
+
 #: How a run's steps execute (``LOOKUPS_EXECUTOR``): each in its own process (Dagster's default; a step's
 #: failure cannot take the others down), all in the run's one process (faster to start: one torch import), or
-#: each as a Celery task taken by a worker (``lookups worker``, maybe on another machine: docs/workers.md).
+#: each as a Celery task taken by a worker (``lookups worker``, maybe on another machine: docs/workers.md), or
+#: each as a Kubernetes pod (docs/operations.md, "Scale-out").
 EXECUTOR_ENV = "LOOKUPS_EXECUTOR"
-EXECUTORS = {"multiprocess": lambda: dg.multiprocess_executor, "in_process": lambda: dg.in_process_executor, "celery": celery_executor}
+EXECUTORS = {
+    "multiprocess": lambda: dg.multiprocess_executor, "in_process": lambda: dg.in_process_executor, "celery": celery_executor,
+    "k8s": k8s_executor,
+}
 
 
 def executor_name() -> str:
@@ -108,7 +101,6 @@ def build_definitions(assets: list | None = None, settings: dict | None = None) 
     """The code location's definitions. ``settings``: the settings file's ops (``settings_file_ops()``), the
     defaults of every run's config; ``assets`` replaces the lookups assets (e.g. with other code versions)."""
     assets = assets or build_assets(config_classes(settings))
-    assets = [with_queue(a, step_queue(a.key.to_user_string())) if a.key.to_user_string() in STEPS else a for a in assets]
     store = LookupsStore()
     return dg.Definitions(
         assets=[*SOURCES, *assets],

@@ -171,6 +171,18 @@ GPU_QUEUE, DEFAULT_QUEUE = "gpu", "dagster"
 DEFAULT_CELERY_VISIBILITY_TIMEOUT_S = 6 * 3600
 
 
+#: GPUs each pod of a step that loads the model requests under the Kubernetes step executor
+#: (``LOOKUPS_EXECUTOR=k8s``, docs/operations.md): its op's ``dagster-k8s/config`` tag; 0 requests none.
+K8S_STEP_GPUS_ENV = "LOOKUPS_K8S_STEP_GPUS"
+
+
+def k8s_step_gpus() -> int:
+    raw = os.environ.get(K8S_STEP_GPUS_ENV) or "1"
+    if not raw.isdigit() or int(raw) > 16:
+        raise LookupsError(f"{K8S_STEP_GPUS_ENV}={raw!r} is not a number of GPUs from 0 to 16: give the GPUs each model step's pod requests, e.g. 1.")
+    return int(raw)
+
+
 def celery_broker() -> str:
     return os.environ.get(CELERY_BROKER_ENV) or DEFAULT_CELERY_BROKER
 

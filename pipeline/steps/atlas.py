@@ -111,7 +111,7 @@ def _atlas_metadata(result: StepResult) -> dict:
 
 
 ATLAS_REPORT = register(Step(
-    name="atlas_report", run=run_atlas, settings=AtlasSettings,
+    name="atlas_report", run=run_atlas, settings=AtlasSettings, needs_model=False,  # only the tokenizer: no GPU queue
     inputs=("model", "head_ablations", "explanation_scores", "lookup_interventions", "lookup_knockouts", "qk_attributions"),
     code_version="5",  # 2: each pair's explanations and scores; 3: E histogram, look-ups; 4: every scorer's figures; 5: knockout, why
     kinds=frozenset({"html"}), metadata=_atlas_metadata,

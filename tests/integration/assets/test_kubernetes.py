@@ -124,3 +124,35 @@ def test_a_run_gets_a_gpu_pod_with_the_warehouse_settings(api_server, monkeypatc
     # The credentials stay in the secret: not in the job sent to the cluster, not in the run's tags.
     assert SECRET not in json.dumps(body)
     assert SECRET not in json.dumps(stored.tags)
+
+
+def test_under_the_k8s_executor_a_model_steps_pod_gets_a_gpu_and_the_others_none(monkeypatch):
+    """``LOOKUPS_EXECUTOR=k8s``: each step a pod (dagster-k8s's ``k8s_job_executor``); the pod spec of a step is
+    built from its op's tags as the executor's step handler builds it."""
+    from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
+
+    from lookups.assets import definitions
+    from lookups.assets.automation import MAIN_JOB
+
+    monkeypatch.setenv("LOOKUPS_EXECUTOR", "k8s")
+    job = definitions.build_definitions(definitions.ALL_ASSETS).resolve_job_def(MAIN_JOB)
+    assert job.executor_def is dagster_k8s.k8s_job_executor
+    launcher = yaml.safe_load(DEPLOY.read_text())["run_launcher"]["config"]
+    job_config = DagsterK8sJobConfig(
+        job_image=launcher["job_image"], dagster_home=launcher["dagster_home"], instance_config_map=launcher["instance_config_map"],
+        env_secrets=launcher["env_secrets"],
+    )
+    nodes = {node.name: node for node in job.nodes}
+
+    def limits(step: str) -> dict | None:
+        spec = construct_dagster_k8s_job(
+            job_config, ["dagster", "api", "execute_step"], f"step-{step}".replace("_", "-"),
+            user_defined_k8s_config=get_user_defined_k8s_config(nodes[step].tags), component="step_worker",
+        ).to_dict()
+        (container,) = spec["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == launcher["job_image"]
+        return (container["resources"] or {}).get("limits")
+
+    assert limits("neuron_exemplars") == {"nvidia.com/gpu": "1"}
+    assert limits("explanations") == {"nvidia.com/gpu": "1"}
+    assert limits("corpus") is None and limits("head_neuron_scores") is None

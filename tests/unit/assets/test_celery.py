@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lookups.assets import definitions
+from lookups.assets import core, definitions
 from lookups.pipeline.common.errors import LookupsError
 from lookups.pipeline.config import celery_settings
 from lookups.pipeline.steps import STEPS
@@ -13,7 +13,7 @@ from lookups.pipeline.steps import STEPS
 
 def test_the_steps_that_load_the_model_go_to_the_gpu_queue_and_the_others_to_dagster():
     job = definitions.defs.resolve_job_def("lookups")
-    queues = {node.name: node.tags.get(definitions.QUEUE_TAG) for node in job.nodes}
+    queues = {node.name: node.tags.get(core.QUEUE_TAG) for node in job.nodes}
     assert {name: queues[name] for name in STEPS} == {name: "gpu" if step.loads_model else "dagster" for name, step in STEPS.items()}
     assert {"model", "neuron_exemplars", "head_attributions", "explanations"} <= {n for n, q in queues.items() if q == "gpu"}
     assert {"corpus", "prompt_set", "head_neuron_scores"} <= {n for n, q in queues.items() if q == "dagster"}
@@ -24,9 +24,22 @@ def test_the_steps_that_load_the_model_go_to_the_gpu_queue_and_the_others_to_dag
 def test_needs_model_overrides_what_the_inputs_say():
     import dataclasses
 
-    atlas = STEPS["atlas_report"]
-    assert atlas.loads_model and not dataclasses.replace(atlas, needs_model=False).loads_model
+    lookups = STEPS["head_lookups"]
+    assert lookups.loads_model and not dataclasses.replace(lookups, needs_model=False).loads_model
+    assert not STEPS["atlas_report"].loads_model  # it takes the model handle for the tokenizer only
     assert not STEPS["head_neuron_scores"].loads_model and dataclasses.replace(STEPS["head_neuron_scores"], needs_model=True).loads_model
+
+
+def test_a_model_steps_pod_requests_its_gpus_under_the_k8s_executor(monkeypatch):
+    tags = core.op_tags(STEPS["neuron_exemplars"])
+    assert tags[core.QUEUE_TAG] == "gpu"
+    assert tags[core.K8S_TAG] == {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}
+    assert core.K8S_TAG not in core.op_tags(STEPS["corpus"])
+    monkeypatch.setenv("LOOKUPS_K8S_STEP_GPUS", "0")
+    assert core.K8S_TAG not in core.op_tags(STEPS["neuron_exemplars"])
+    monkeypatch.setenv("LOOKUPS_K8S_STEP_GPUS", "two")
+    with pytest.raises(LookupsError, match="LOOKUPS_K8S_STEP_GPUS='two'"):
+        core.op_tags(STEPS["neuron_exemplars"])
 
 
 def test_the_celery_executor_reads_its_broker_and_backend_from_the_settings(monkeypatch):
@@ -38,7 +51,7 @@ def test_the_celery_executor_reads_its_broker_and_backend_from_the_settings(monk
     assert config["broker"] == config["backend"] == "redis://broker.internal:6380/2"
     assert config["config_source"]["task_acks_late"] is True
     monkeypatch.setenv("LOOKUPS_EXECUTOR", "spark")
-    with pytest.raises(ValueError, match="multiprocess, in_process, celery"):
+    with pytest.raises(ValueError, match="multiprocess, in_process, celery, k8s"):
         definitions.executor()
 
 
