@@ -83,8 +83,21 @@ class ModelHandle(Handle):
     facts: ModelFacts
 
     def runtime(self) -> ModelRuntime:
-        """The model to compute with, loaded once per process (``inputs.runtime``)."""
-        return load_runtime(self.local_dir, self.device)
+        """The model to compute with, loaded once per process (``inputs.runtime``). On a machine where the model
+        step's folder does not exist (a worker with a cache of its own, docs/workers.md), the model key is
+        resolved again into this machine's cache, and must give the same weights."""
+        local_dir = self.local_dir
+        if not Path(local_dir).is_dir():
+            from lookups.pipeline.inputs.checkpoints import resolve_model
+
+            source = resolve_model(self.name)
+            if source.model_id != self.model_id:
+                raise LookupsError(
+                    f"The model {self.name} resolves on this machine to {source.model_id}, not to {self.model_id} as where its model "
+                    "step ran: give every worker the same checkpoint (or a shared LOOKUPS_CACHE_DIR), docs/workers.md."
+                )
+            local_dir = source.local_dir
+        return load_runtime(local_dir, self.device)
 
     def __setstate__(self, state: dict) -> None:
         # A handle pickled when the facts were a plain dict.
