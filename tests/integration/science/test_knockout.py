@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import tiny_models
 import torch
-from chains import add_control_model, data_folder, explained_store
 
 from lookups.pipeline.config import KnockoutSettings
 from lookups.pipeline.inputs import architecture
@@ -142,18 +141,8 @@ def test_untruncated_windows_move_the_looked_up_position_to_the_same_token():
     assert len(out) == 3 and (out["prompt_kind"] == "truncated").sum() == 2
 
 
-@pytest.fixture(scope="module")
-def planted_store(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("knockout")
-    circuit, store = explained_store(folder)
-    with data_folder(folder):
-        planted_id = store.query("SELECT model_id FROM models")["model_id"][0]
-        _, control_id = add_control_model(folder)
-    return circuit, store, planted_id, control_id
-
-
 def test_the_planted_edge_carries_the_head_and_the_controls_do_not(planted_store):
-    circuit, store, planted_id, control_id = planted_store
+    circuit, store, planted_id, control_id, _ = planted_store
     rows = store.query("SELECT * FROM lookup_knockouts WHERE model_id = ? AND layer = ? AND neuron = ? AND head_layer = ? AND head = ?",
                        [planted_id, *circuit.key])
     for kind in ("truncated", "untruncated"):
@@ -171,7 +160,7 @@ def test_the_planted_edge_carries_the_head_and_the_controls_do_not(planted_store
 
 
 def test_the_knockout_check_passes_on_the_planted_store(planted_store):
-    circuit, store, planted_id, _ = planted_store
+    circuit, store, planted_id, *_ = planted_store
     keys = store.query("SELECT DISTINCT model_id, prompt_set_id FROM knockout_tests WHERE model_id = ?", [planted_id]).iloc[0].to_dict()
 
     class Handle:  # what the check reads of the step's handle

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import tiny_models
-from chains import add_control_model, data_folder, explained_store
 
 from lookups.pipeline.config import InterventionSettings
 from lookups.pipeline.inputs import architecture
@@ -80,39 +79,33 @@ def test_batched_cached_substitutions_equal_one_prompt_at_a_time(arch):
     _assert_within_rounding(batched, alone)
 
 
-@pytest.fixture(scope="module")
-def planted_store(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("substitution")
-    circuit, store = explained_store(folder)
-    with data_folder(folder):
-        planted_id = store.query("SELECT model_id FROM models")["model_id"][0]
-        control, control_id = add_control_model(folder)
-    return store, {planted_id: circuit, control_id: control}, control_id
+def _both_ways(model_dir, variants: pd.DataFrame, bos_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The variants' rows by the full path and the cached one, checked within rounding, and the same verdicts; the
+    full path's rows and per-pair tests."""
+    arch = architecture.load_architecture(str(model_dir))
+    run = {path: counterfactual.run_interventions(arch, variants, InterventionSettings(path=path), bos_id) for path in ("cached", "full")}
+    _assert_within_rounding(run["cached"], run["full"])
+    tests = {path: counterfactual.pair_tests(frame, 0.05).set_index(["layer", "neuron", "head_layer", "head"]) for path, frame in run.items()}
+    pd.testing.assert_series_equal(tests["cached"]["confirmed"], tests["full"]["confirmed"])
+    np.testing.assert_allclose(tests["cached"]["p_value"], tests["full"]["p_value"], rtol=1e-9)
+    return run["full"], tests["full"]
 
 
 def test_the_planted_verdicts_are_the_same_both_ways(planted_store):
-    """Every consistent pair of the planted and the control model (not only the explained ones): the same rows within
-    rounding, the same verdicts; the planted pair confirmed, no pair of the control model; and the stored rows (the
-    step, 'auto') within rounding of the full path."""
-    store, circuits, control_id = planted_store
-    for model_id, prompt_set_id, bos_id in store.query(
-        "SELECT DISTINCT i.model_id, i.prompt_set_id, m.bos_token_id FROM lookup_interventions i JOIN models m USING (model_id)"
-    ).itertuples(index=False):
-        keys = {"model_id": model_id, "prompt_set_id": prompt_set_id}
-        circuit = circuits[model_id]
-        arch = architecture.load_architecture(str(circuit.model_dir))
-        prompts = store.read("intervention_prompts", **keys, pairs=["-"], all_pairs=True)
-        substitutes = counterfactual.Substitutes.unigram(store.read("prompt_token_counts", **keys), {int(bos_id)})
-        variants = counterfactual.plan_variants(prompts, substitutes, InterventionSettings().substitutes, 0)
-        run = {path: counterfactual.run_interventions(arch, variants, InterventionSettings(path=path), int(bos_id)) for path in ("cached", "full")}
-        _assert_within_rounding(run["cached"], run["full"])
-        tests = {path: counterfactual.pair_tests(frame, 0.05).set_index(["layer", "neuron", "head_layer", "head"]) for path, frame in run.items()}
-        assert len(tests["full"]) >= 1
-        pd.testing.assert_series_equal(tests["cached"]["confirmed"], tests["full"]["confirmed"])
-        np.testing.assert_allclose(tests["cached"]["p_value"], tests["full"]["p_value"], rtol=1e-9)
-        if model_id == control_id:
-            assert not tests["full"]["confirmed"].any()
-        else:
-            assert tests["full"].loc[circuit.key, "confirmed"]
-        stored = store.query("SELECT * FROM lookup_interventions WHERE model_id = ?", [model_id])
-        _assert_within_rounding(stored, run["full"].merge(stored[["layer", "neuron", "head_layer", "head"]].drop_duplicates()))
+    """Every consistent pair of the planted model (not only the explained ones), and the planted pair on the control
+    model (no step tests it there: not consistent without the plant) on the same prompts: the same rows within
+    rounding and the same verdicts both ways; the planted pair confirmed on the planted model only; and the rows the
+    step stored ('auto') within rounding of the full path."""
+    circuit, store, planted_id, _, control = planted_store
+    keys = store.query("SELECT DISTINCT model_id, prompt_set_id FROM lookup_interventions WHERE model_id = ?", [planted_id]).iloc[0].to_dict()
+    bos_id = int(store.query("SELECT bos_token_id FROM models WHERE model_id = ?", [planted_id]).iloc[0, 0])
+    prompts = store.read("intervention_prompts", **keys, pairs=["-"], all_pairs=True)
+    substitutes = counterfactual.Substitutes.unigram(store.read("prompt_token_counts", **keys), {bos_id})
+    variants = counterfactual.plan_variants(prompts, substitutes, InterventionSettings().substitutes, 0)
+    rows, tests = _both_ways(circuit.model_dir, variants, bos_id)
+    assert tests.loc[circuit.key, "confirmed"] and tests.loc[circuit.key, "n_prompts"] > 10
+    stored = store.query("SELECT * FROM lookup_interventions WHERE model_id = ?", [planted_id])
+    _assert_within_rounding(stored, rows.merge(stored[["layer", "neuron", "head_layer", "head"]].drop_duplicates()))
+    pair = variants.set_index(["layer", "neuron", "head_layer", "head"]).index == circuit.key
+    _, on_control = _both_ways(control.model_dir, variants[pair], bos_id)
+    assert len(on_control) == 1 and not on_control["confirmed"].iloc[0]
