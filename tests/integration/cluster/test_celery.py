@@ -26,6 +26,7 @@ import duckdb
 import pytest
 import tiny_models
 import yaml
+from store_rows import IGNORED
 
 from lookups.pipeline.common.files import STAGING_NAME
 from lookups.pipeline.inputs import planted
@@ -35,8 +36,6 @@ from lookups.pipeline.store.store import Store
 pytestmark = pytest.mark.slow
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
-#: Left out of the comparison: when a row was written, how long it took, which run wrote it.
-IGNORED = {"recorded_at", "created_at", "updated_at", "seconds", "run_id"}
 #: The visibility timeout of the kill test: how long a lost worker's step waits before it is handed out again.
 REDELIVER_S = 12
 

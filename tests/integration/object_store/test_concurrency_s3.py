@@ -11,29 +11,15 @@ import subprocess
 import sys
 import time
 
+from store_rows import WRITER, doc_rows
+
 from lookups.pipeline.store.object_manifest import LOG
 from lookups.pipeline.store.store import Store
-
-from .test_store_s3 import doc_rows
-
-WRITER = """
-import sys, pandas as pd
-from lookups.pipeline.store.store import Store
-path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-store = Store(path)
-for i in range(n):
-    rows = pd.DataFrame({"doc_id": [f"d{j}" for j in range(50)], "doc_index": range(50), "source_id": "s", "title": "x",
-                         "passage_index": 0, "split": "explain", "text": f"{name} {i}", "n_chars": 1})
-    store.replace("documents", {"prompt_set_id": f"{name}-{i % 5}"}, rows)  # this writer's slots
-    store.replace("documents", {"prompt_set_id": f"shared-{i % 3}"}, rows)  # slots both writers replace
-    store.append("llm_calls", pd.DataFrame([{"cache_key": f"{name}-{i}", "run_id": name, "backend": "b", "llm_model": "m",
-                 "template_version": "t", "purpose": "explain", "status": "ok", "prompt_tokens": 1, "completion_tokens": 1, "seconds": 0.1}]))
-"""
 
 
 def test_two_writer_processes_and_a_reader_lose_nothing_and_see_whole_writes(s3, tmp_path):
     path = tmp_path / "x.duckdb"
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "20"], env=s3.env) for name in ("left", "right")]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "20", "shared"], env=s3.env) for name in ("left", "right")]
     store, reads = Store(path), 0
     while any(w.poll() is None for w in writers):
         sizes = store.query("SELECT prompt_set_id, count(*) AS n FROM documents GROUP BY 1", require_results=False)

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from store_rows import tables_as_text
 
 from lookups.pipeline.inputs import planted
 from lookups.pipeline.store.sql_files import TABLES
@@ -22,19 +23,8 @@ from lookups.pipeline.store.store import Store
 
 from .conftest import SECRET_KEY, create_bucket, s3_environment
 
-#: When a row was written, how long it took, and which run wrote it: not part of a result.
-IGNORED = {"recorded_at", "created_at", "updated_at", "seconds", "run_id"}
 LOOKUPS = str(Path(sys.executable).with_name("lookups"))
 CLEARED = ("LOOKUPS_WAREHOUSE", "LOOKUPS_S3_ENDPOINT", "LOOKUPS_S3_CREDENTIALS", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE")
-
-
-def _tables(store: Store) -> dict[str, str]:
-    """Every table's rows, sorted, as CSV text (list columns included): equal text, equal results."""
-    out = {}
-    for table in TABLES:
-        columns = [c for c in store.query(f"SELECT * FROM {table} LIMIT 0").columns if c not in IGNORED]
-        out[table] = store.query(f"SELECT {', '.join(columns)} FROM {table} ORDER BY ALL").to_csv(index=False)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -70,16 +60,16 @@ def _store(runs, name: str, monkeypatch) -> Store:
     return Store(Path(runs.envs[name]["LOOKUPS_DATA_DIR"]) / "lookups.duckdb")
 
 
-def test_the_planted_run_on_s3_passes_and_ends_with_the_local_runs_tables(runs, monkeypatch):
+def test_the_planted_run_on_s3_passes_and_ends_with_the_local_runstables_as_text(runs, monkeypatch):
     for name, out in runs.outputs.items():
         assert out.returncode == 0, f"{name}: {out.stderr[-3000:]}"
         assert "strongest consistent (neuron, head) pairs" in out.stdout, name
     versions = "SELECT asset, scope, data_version, complete FROM asset_versions ORDER BY ALL"
     local_store = _store(runs, "local", monkeypatch)
-    local, local_versions = _tables(local_store), local_store.query(versions)
+    local, local_versions = tables_as_text(local_store), local_store.query(versions)
     store = _store(runs, "s3", monkeypatch)
     assert store.location.local is False and store.root.startswith("s3://")
-    remote = _tables(store)
+    remote = tables_as_text(store)
     assert [t for t in TABLES if local[t] != remote[t]] == []
     remote_versions = store.query(versions)  # every step ran, completed, and computed what the local run did
     assert len(remote_versions) > 10 and remote_versions.equals(local_versions) and remote_versions["complete"].all()

@@ -9,18 +9,12 @@ import duckdb
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
+from store_rows import doc_rows
 
 from lookups.pipeline.store.asset_versions import AssetVersion
 from lookups.pipeline.store.errors import StoreError
 from lookups.pipeline.store.object_manifest import LOG, PENDING
 from lookups.pipeline.store.store import Store
-
-
-def doc_rows(n, text="t"):
-    return pd.DataFrame({
-        "doc_id": [f"d{i}" for i in range(n)], "doc_index": range(n), "source_id": "s", "title": "x", "passage_index": 0, "split": "explain",
-        "text": text, "n_chars": 1,
-    })
 
 
 def call_row(key: str) -> pd.DataFrame:

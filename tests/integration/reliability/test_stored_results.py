@@ -13,14 +13,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from chains import data_dir
+from store_rows import tables_as_text
 
 from lookups.assets.runner import run_partition
 from lookups.pipeline.inputs import planted
-from lookups.pipeline.store.sql_files import TABLES
 from lookups.pipeline.store.store import Store
-
-#: When a row was written, how long it took, and which run wrote it: not part of a result.
-IGNORED = {"recorded_at", "created_at", "updated_at", "seconds", "run_id"}
 
 
 def _config(circuit, **explanations) -> dict:
@@ -36,17 +33,8 @@ def finished(tmp_path_factory):
     circuit = planted.build_planted_circuit(folder / "planted")
     with data_dir(folder / "data"), dg.DagsterInstance.ephemeral() as instance:
         assert run_partition(instance, _config(circuit)).success
-        tables = _tables(Store())
+        tables = tables_as_text(Store())
     return circuit, folder / "data", tables
-
-
-def _tables(store: Store) -> dict[str, str]:
-    """Every table's rows, in order, as CSV text (list columns included): equal text, equal results."""
-    out = {}
-    for table in TABLES:
-        columns = [c for c in store.query(f"SELECT * FROM {table} LIMIT 0").columns if c not in IGNORED]
-        out[table] = store.query(f"SELECT {', '.join(columns)} FROM {table} ORDER BY ALL").to_csv(index=False)
-    return out
 
 
 def _copy(data: Path, tmp_path: Path) -> Path:
@@ -85,7 +73,7 @@ def _skipped(result) -> dict[str, bool]:
     ("neurons", "flip", "neuron_catalog"),
     ("neuron_exemplars", "truncate", "neuron_exemplars"),
 ])
-def test_a_rerun_recomputes_the_damaged_step_and_ends_with_the_undamaged_tables(finished, tmp_path, table, how, step):
+def test_a_rerun_recomputes_the_damaged_step_and_ends_with_the_undamagedtables_as_text(finished, tmp_path, table, how, step):
     circuit, data, tables = finished
     copied = _copy(data, tmp_path)
     with data_dir(copied), dg.DagsterInstance.ephemeral() as instance:
@@ -99,7 +87,7 @@ def test_a_rerun_recomputes_the_damaged_step_and_ends_with_the_undamaged_tables(
         assert not skipped[step] and skipped["model"] and skipped["explanation_scores"]
         assert Store().damaged(step, Store().manifests.published()[next(
             s for s, e in Store().manifests.published().items() if e.table == table)].scope) == []
-        after = _tables(Store())
+        after = tables_as_text(Store())
     assert after == tables
 
 
@@ -126,7 +114,7 @@ def test_a_failed_run_leaves_readers_on_the_last_completed_run_and_the_next_run_
         failed = run_partition(instance, changed)
         assert not failed.success
         assert _skipped(failed)["neuron_exemplars"] is False  # computed for the new prompt set, then the run failed
-        assert _tables(Store()) == tables  # every reader: the last completed run, whole
+        assert tables_as_text(Store()) == tables  # every reader: the last completed run, whole
         assert Store().verify().pending  # the failed run's finished steps wait for its next run
         changed["ops"]["explanations"]["config"]["backend"] = "contrastive"
         continued = run_partition(instance, changed)

@@ -7,20 +7,12 @@ from contextlib import contextmanager
 import duckdb
 import pandas as pd
 import pytest
+from store_rows import WRITER, doc_rows
 
 from lookups.pipeline.store.asset_versions import AssetVersion
 from lookups.pipeline.store.errors import StoreError
 from lookups.pipeline.store.sql_files import named_queries, sql_text
 from lookups.pipeline.store.store import Store
-
-
-def doc_rows(n, text="t"):
-    return pd.DataFrame(
-        {
-            "doc_id": [f"d{i}" for i in range(n)], "doc_index": range(n), "source_id": "s", "title": "x", "passage_index": 0, "split": "explain",
-            "text": text, "n_chars": 1,
-        }
-    )
 
 
 def test_replace_is_idempotent_and_keyed(tmp_path):
@@ -104,25 +96,13 @@ def test_the_views_file_answers_sql_from_other_clients(tmp_path):
         assert con.execute("SELECT count(*) FROM heads_by_layer").fetchone()[0] == 0  # views.sql, over empty tables
 
 
-WRITER = """
-import sys, pandas as pd
-from lookups.pipeline.store.store import Store
-path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-store = Store(path)
-for i in range(n):
-    rows = pd.DataFrame({"doc_id": [f"d{j}" for j in range(50)], "doc_index": range(50), "source_id": "s", "title": "x",
-                         "passage_index": 0, "split": "explain", "text": f"{name} {i}", "n_chars": 1})
-    store.replace("documents", {"prompt_set_id": f"{name}-{i % 5}"}, rows)
-    store.append("llm_calls", pd.DataFrame([{"cache_key": f"{name}-{i}", "run_id": name, "backend": "b", "llm_model": "m",
-                 "template_version": "t", "purpose": "explain", "status": "ok", "prompt_tokens": 1, "completion_tokens": 1, "seconds": 0.1}]))
-"""
 
 
 def test_parallel_writers_lose_nothing_and_readers_see_whole_files(tmp_path):
     """Two processes write the same tables at once (different keys, as two partitions do) while this one
     reads: no lock error, every row arrives, and every read sees whole 50-row keys."""
     path = tmp_path / "x.duckdb"
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "40"]) for name in ("left", "right")]
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "40", "own"]) for name in ("left", "right")]
     store = Store(path)
     while any(w.poll() is None for w in writers):
         sizes = store.query("SELECT prompt_set_id, count(*) AS n FROM documents GROUP BY 1", require_results=False)
